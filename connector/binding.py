@@ -1,0 +1,327 @@
+"""Type rules and binding: resolve a plan's columns against an Arrow schema and type every node.
+
+Binding returns the same node classes with `result_type` set on every node and literals
+coerced to the type they are compared with, so engines never guess. The rules (DuckDB's
+and Spark's where they agree):
+- comparisons use the operands' common type: any float -> float64; else any decimal ->
+  decimal (integers as decimal(digits, 0)); else the wider integer; strings, dates,
+  timestamps and booleans only with their own kind (a string literal against a date column
+  is parsed as a date);
+- + - * on integers keep the wider integer type and overflow is an error (or NULL);
+  on decimals: add/sub scale = max(s1, s2), precision = max(p1-s1, p2-s2) + scale + 1;
+  mul scale = s1 + s2, precision = p1 + p2 + 1; precision capped at 38; / gives float64;
+- an explicit `result_type` on a node always wins (the caller's engine said so).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+from typing import Any
+
+import pyarrow as pa
+
+from .errors import PlanInvalid
+from .plan import (
+    AggFunc,
+    Aggregate,
+    And,
+    Arith,
+    ArithOp,
+    Between,
+    Cast,
+    Column,
+    Compare,
+    Expr,
+    In,
+    IsNull,
+    Literal,
+    Negate,
+    Not,
+    Or,
+    describe,
+)
+
+MAX_DECIMAL_PRECISION = 38
+_INT_DIGITS = {8: 3, 16: 5, 32: 10, 64: 19}
+
+
+def logical_type(t: pa.DataType) -> pa.DataType:
+    """The type a user sees: dictionary-encoded strings are strings, decimal64 is decimal128."""
+    if pa.types.is_dictionary(t):
+        return logical_type(t.value_type)
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.string()
+    if pa.types.is_decimal(t):
+        return pa.decimal128(t.precision, t.scale)
+    return t
+
+
+def is_numeric(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+
+
+def _int_as_decimal(t: pa.DataType) -> pa.DataType:
+    digits = _INT_DIGITS[t.bit_width] + (1 if pa.types.is_unsigned_integer(t) and t.bit_width == 64 else 0)
+    return pa.decimal128(digits, 0)
+
+
+def _as_decimal(t: pa.DataType) -> pa.DataType:
+    return t if pa.types.is_decimal(t) else _int_as_decimal(t)
+
+
+def common_type(a: pa.DataType, b: pa.DataType, where: str) -> pa.DataType:
+    """The type two operands are compared (or combined) in; PlanInvalid when there is none."""
+    a, b = logical_type(a), logical_type(b)
+    if pa.types.is_null(a):
+        return b
+    if pa.types.is_null(b) or a == b:
+        return a
+    if is_numeric(a) and is_numeric(b):
+        if pa.types.is_floating(a) or pa.types.is_floating(b):
+            return pa.float64()
+        if pa.types.is_decimal(a) or pa.types.is_decimal(b):
+            da, db = _as_decimal(a), _as_decimal(b)
+            scale = max(da.scale, db.scale)
+            digits = max(da.precision - da.scale, db.precision - db.scale)
+            return pa.decimal128(min(MAX_DECIMAL_PRECISION, digits + scale), scale)
+        return _wider_int(a, b)
+    temporal = (pa.types.is_date(a) or pa.types.is_timestamp(a)) and (
+        pa.types.is_date(b) or pa.types.is_timestamp(b)
+    )
+    if temporal:
+        return a if pa.types.is_timestamp(a) else b
+    raise PlanInvalid(f"type mismatch in {where}: {a} and {b} cannot be compared or combined")
+
+
+def _wider_int(a: pa.DataType, b: pa.DataType) -> pa.DataType:
+    if pa.types.is_signed_integer(a) == pa.types.is_signed_integer(b):
+        return a if a.bit_width >= b.bit_width else b
+    signed, unsigned = (a, b) if pa.types.is_signed_integer(a) else (b, a)
+    if signed.bit_width > unsigned.bit_width:
+        return signed
+    return pa.int64()
+
+
+def literal_type(value: Any) -> pa.DataType:
+    """The Arrow type of a Python literal whose type was not given."""
+    match value:
+        case None:
+            return pa.null()
+        case bool():
+            return pa.bool_()
+        case int():
+            if -(2**63) <= value < 2**63:
+                return pa.int64()
+            if 0 <= value < 2**64:
+                return pa.uint64()
+            if len(str(abs(value))) <= MAX_DECIMAL_PRECISION:
+                return pa.decimal128(MAX_DECIMAL_PRECISION, 0)
+            raise PlanInvalid(f"integer literal {value} is too large")
+        case float():
+            return pa.float64()
+        case str():
+            return pa.string()
+        case decimal.Decimal():
+            if not value.is_finite():
+                raise PlanInvalid(f"decimal literal {value} is not finite")
+            sign, digits, exponent = value.as_tuple()
+            assert isinstance(exponent, int)
+            scale = max(0, -exponent)
+            precision = max(len(digits) + max(0, exponent), scale, 1)
+            if precision > MAX_DECIMAL_PRECISION:
+                raise PlanInvalid(f"decimal literal {value} has more than 38 digits")
+            return pa.decimal128(precision, scale)
+        case dt.datetime():
+            return pa.timestamp("us", tz=value.tzinfo and "UTC")
+        case dt.date():
+            return pa.date32()
+    raise PlanInvalid(f"unsupported literal {value!r}")
+
+
+def coerce_literal(value: Any, t: pa.DataType, where: str) -> Any:
+    """Convert a literal's value to type `t` exactly, or raise PlanInvalid."""
+    t = logical_type(t)
+    if value is None or pa.types.is_null(t):
+        return None
+    try:
+        if pa.types.is_boolean(t) and isinstance(value, bool):
+            return value
+        if pa.types.is_integer(t) and isinstance(value, int) and not isinstance(value, bool):
+            pa.scalar(value, t)  # range check
+            return value
+        if pa.types.is_floating(t) and isinstance(value, int | float | decimal.Decimal):
+            return float(value) if not isinstance(value, bool) else _bad(value, t, where)
+        if pa.types.is_decimal(t) and isinstance(value, int | decimal.Decimal):
+            if isinstance(value, bool):
+                return _bad(value, t, where)
+            exact = decimal.Decimal(value)
+            quantized = exact.quantize(decimal.Decimal(1).scaleb(-t.scale))
+            if quantized != exact or len(quantized.as_tuple().digits) > t.precision:
+                return _bad(value, t, where)
+            return quantized
+        if pa.types.is_string(t) and isinstance(value, str):
+            return value
+        if pa.types.is_date(t):
+            if isinstance(value, str):
+                return dt.date.fromisoformat(value.strip())
+            if isinstance(value, dt.datetime):
+                return _bad(value, t, where) if value.time() != dt.time() else value.date()
+            if isinstance(value, dt.date):
+                return value
+        if pa.types.is_timestamp(t):
+            if isinstance(value, str):
+                return dt.datetime.fromisoformat(value.strip())
+            if isinstance(value, dt.datetime):
+                return value
+            if isinstance(value, dt.date):
+                return dt.datetime(value.year, value.month, value.day)
+    except (ValueError, pa.ArrowInvalid, decimal.InvalidOperation, OverflowError) as exc:
+        raise PlanInvalid(f"literal {value!r} does not fit {t} in {where}: {exc}") from None
+    return _bad(value, t, where)
+
+
+def _bad(value: Any, t: pa.DataType, where: str) -> Any:
+    raise PlanInvalid(f"literal {value!r} cannot be used as {t} in {where}")
+
+
+def arith_type(op: ArithOp, a: pa.DataType, b: pa.DataType, where: str) -> pa.DataType:
+    a, b = logical_type(a), logical_type(b)
+    if pa.types.is_null(a) or pa.types.is_null(b):
+        a, b = (b, b) if pa.types.is_null(a) else (a, a)
+    if not (is_numeric(a) and is_numeric(b)):
+        raise PlanInvalid(f"arithmetic needs numbers in {where}: got {a} and {b}")
+    if op is ArithOp.DIV or pa.types.is_floating(a) or pa.types.is_floating(b):
+        return pa.float64()
+    if pa.types.is_integer(a) and pa.types.is_integer(b):
+        return _wider_int(a, b)
+    da, db = _as_decimal(a), _as_decimal(b)
+    if op is ArithOp.MUL:
+        scale, precision = da.scale + db.scale, da.precision + db.precision + 1
+    else:
+        scale = max(da.scale, db.scale)
+        precision = max(da.precision - da.scale, db.precision - db.scale) + scale + 1
+    if scale > MAX_DECIMAL_PRECISION:
+        raise PlanInvalid(f"decimal scale {scale} exceeds 38 in {where}")
+    return pa.decimal128(min(MAX_DECIMAL_PRECISION, precision), scale)
+
+
+def partial_type(agg: Aggregate) -> pa.DataType:
+    """Type of an aggregate's mergeable partial (the argument must be bound)."""
+    if agg.func in (AggFunc.COUNT_STAR, AggFunc.COUNT):
+        return pa.int64()
+    assert agg.arg is not None and agg.arg.result_type is not None, "bind the aggregate first"
+    t = logical_type(agg.arg.result_type)
+    if agg.func is AggFunc.SUM:
+        if pa.types.is_integer(t) or pa.types.is_boolean(t):
+            return pa.decimal128(MAX_DECIMAL_PRECISION, 0)
+        if pa.types.is_decimal(t):
+            return pa.decimal128(MAX_DECIMAL_PRECISION, t.scale)
+        if pa.types.is_floating(t):
+            return pa.float64()
+        raise PlanInvalid(f"cannot sum {describe(agg.arg)} of type {t}")
+    if pa.types.is_nested(t) or pa.types.is_null(t):
+        raise PlanInvalid(f"cannot take {agg.func.value} of {describe(agg.arg)} of type {t}")
+    return t
+
+
+def bind(e: Expr, schema: pa.Schema) -> Expr:
+    """Resolve columns against `schema` and give every node its result type."""
+    return _Binder(schema).bind(e)
+
+
+def bind_aggregate(agg: Aggregate, schema: pa.Schema) -> Aggregate:
+    if agg.arg is None:
+        return agg
+    return Aggregate(agg.func, bind(agg.arg, schema))
+
+
+def bind_predicate(e: Expr, schema: pa.Schema) -> Expr:
+    bound = bind(e, schema)
+    t = bound.result_type
+    if t is not None and not (pa.types.is_boolean(t) or pa.types.is_null(t)):
+        raise PlanInvalid(f"filter {describe(e)} is {t}, not boolean")
+    return bound
+
+
+class _Binder:
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+
+    def bind(self, e: Expr) -> Expr:
+        bound = self._bind(e)
+        if e.result_type is not None:  # the caller's explicit type wins
+            return dataclasses.replace(bound, result_type=e.result_type)
+        return bound
+
+    def _typed(self, e: Expr, t: pa.DataType, **changes: Any) -> Expr:
+        return dataclasses.replace(e, result_type=t, **changes)
+
+    def _bool_args(self, args: tuple[Expr, ...], where: Expr) -> tuple[Expr, ...]:
+        bound = tuple(self.bind(a) for a in args)
+        for a in bound:
+            t = a.result_type
+            if not (pa.types.is_boolean(t) or pa.types.is_null(t)):
+                raise PlanInvalid(f"{describe(a)} is {t}, not boolean, in {describe(where)}")
+        return bound
+
+    def _coerced(self, e: Expr, t: pa.DataType, where: str) -> Expr:
+        """A bound operand, with a literal converted to the comparison type `t`."""
+        if isinstance(e, Literal):
+            return Literal(coerce_literal(e.value, t, where), result_type=logical_type(t))
+        return e
+
+    def _bind(self, e: Expr) -> Expr:
+        where = describe(e)
+        match e:
+            case Column(name=name):
+                idx = self.schema.get_field_index(name)
+                if idx < 0:
+                    raise PlanInvalid(f"unknown column {name!r}")
+                return self._typed(e, self.schema.field(idx).type)
+            case Literal(value=value):
+                if e.result_type is not None:
+                    return Literal(coerce_literal(value, e.result_type, where),
+                                   result_type=logical_type(e.result_type), overflow=e.overflow)
+                return self._typed(e, literal_type(value))
+            case Compare(left=left, right=right):
+                bl, br = self.bind(left), self.bind(right)
+                t = common_type(bl.result_type, br.result_type, where)
+                return self._typed(
+                    e, pa.bool_(), left=self._coerced(bl, t, where),
+                    right=self._coerced(br, t, where))
+            case And(args=args):
+                return self._typed(e, pa.bool_(), args=self._bool_args(args, e))
+            case Or(args=args):
+                return self._typed(e, pa.bool_(), args=self._bool_args(args, e))
+            case Not(arg=arg):
+                return self._typed(e, pa.bool_(), arg=self._bool_args((arg,), e)[0])
+            case In(arg=arg, values=values):
+                ba = self.bind(arg)
+                t = ba.result_type
+                for v in values:
+                    t = common_type(t, literal_type(v.value) if v.result_type is None
+                                    else v.result_type, where)
+                coerced = tuple(self._coerced(v, t, where) for v in values)
+                return self._typed(e, pa.bool_(), arg=ba, values=coerced)
+            case IsNull(arg=arg):
+                return self._typed(e, pa.bool_(), arg=self.bind(arg))
+            case Between(arg=arg, low=low, high=high):
+                ba, bl, bh = self.bind(arg), self.bind(low), self.bind(high)
+                t = common_type(common_type(ba.result_type, bl.result_type, where),
+                                bh.result_type, where)
+                return self._typed(e, pa.bool_(), arg=ba, low=self._coerced(bl, t, where),
+                                   high=self._coerced(bh, t, where))
+            case Arith(op=op, left=left, right=right):
+                bl, br = self.bind(left), self.bind(right)
+                t = arith_type(op, bl.result_type, br.result_type, where)
+                return self._typed(e, t, left=bl, right=br)
+            case Negate(arg=arg):
+                ba = self.bind(arg)
+                if not is_numeric(logical_type(ba.result_type)):
+                    raise PlanInvalid(f"cannot negate {ba.result_type} in {where}")
+                return self._typed(e, logical_type(ba.result_type), arg=ba)
+            case Cast(arg=arg, to=to):
+                return self._typed(e, to, arg=self.bind(arg))
+        raise PlanInvalid(f"unknown expression node {type(e).__name__}")

@@ -1,0 +1,54 @@
+"""Typed errors shared by the connector and the agent.
+
+The agent maps each class to one gRPC status code (node_agent/rpc_errors.py); the client maps
+status codes back to these classes, so callers catch the same types on both sides.
+"""
+
+
+class BpfstoreError(Exception):
+    """Base of every bpfstore error."""
+
+
+class Unsupported(BpfstoreError):
+    """A plan or expression this engine cannot run; the caller falls back."""
+
+
+class PlanInvalid(BpfstoreError):
+    """A malformed or ill-typed plan; the message names the bad part."""
+
+
+class DatasetNotFound(BpfstoreError):
+    """An unknown dataset or partition."""
+
+
+class DatasetExists(BpfstoreError):
+    """A write that would clash with existing data (e.g. a partition id already taken)."""
+
+
+class ArithmeticOverflow(BpfstoreError):
+    """A value overflowed its type (or divided by zero) under overflow mode ERROR."""
+
+
+class VerifierRejected(BpfstoreError):
+    """The kernel's verifier refused a generated program; the agent falls back to arrow."""
+
+    def __init__(self, summary: str, log: str = "") -> None:
+        super().__init__(summary)
+        self.log = log
+
+
+class ResourceExhausted(BpfstoreError):
+    """A request over a configured limit (size, concurrency)."""
+
+
+class PartitionUnavailable(BpfstoreError):
+    """No live replica could serve these partitions: the query fails rather than go partial."""
+
+    def __init__(self, dataset: str, partitions: list[str], causes: list[str]) -> None:
+        names = ", ".join(sorted(partitions))
+        super().__init__(
+            f"dataset {dataset!r}: no replica could serve partition(s) {names}: "
+            + "; ".join(causes)
+        )
+        self.dataset = dataset
+        self.partitions = partitions

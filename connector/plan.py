@@ -1,0 +1,380 @@
+"""The pushdown plan model: small immutable expression nodes, aggregates and plans.
+
+Pure: imports nothing from pyspark, dask, grpc or libbpf. Types are Arrow types.
+Unbound plans name columns as the caller wrote them; `bpfstore.connector.typing.bind`
+resolves them against a schema and fills every node's `result_type`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import enum
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import pyarrow as pa
+
+T = TypeVar("T")
+
+
+class Overflow(enum.Enum):
+    DEFAULT = "default"  # dialect rules: integer overflow errors, x/0 follows IEEE
+    ERROR = "error"  # overflow and division by zero raise (Spark ANSI)
+    NULL = "null"  # overflow and division by zero give NULL (Spark legacy)
+
+
+class Dialect(enum.Enum):
+    SQL = "sql"
+    PANDAS = "pandas"
+
+
+class CompareOp(enum.Enum):
+    EQ = "="
+    NE = "!="
+    LT = "<"
+    LE = "<="
+    GT = ">"
+    GE = ">="
+
+    def flipped(self) -> CompareOp:
+        """The operator with its operands swapped (5 < x  ==  x > 5)."""
+        return _FLIPPED[self]
+
+
+_FLIPPED = {
+    CompareOp.EQ: CompareOp.EQ,
+    CompareOp.NE: CompareOp.NE,
+    CompareOp.LT: CompareOp.GT,
+    CompareOp.LE: CompareOp.GE,
+    CompareOp.GT: CompareOp.LT,
+    CompareOp.GE: CompareOp.LE,
+}
+
+
+class ArithOp(enum.Enum):
+    ADD = "+"
+    SUB = "-"
+    MUL = "*"
+    DIV = "/"
+
+
+class AggFunc(enum.Enum):
+    COUNT_STAR = "count_star"
+    COUNT = "count"
+    SUM = "sum"
+    MIN = "min"
+    MAX = "max"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Expr:
+    """Base of every expression node: an optional exact result type and overflow mode."""
+
+    result_type: pa.DataType | None = None
+    overflow: Overflow = Overflow.DEFAULT
+
+    # Builders, so plans read like the queries they come from.
+    def __lt__(self, other: Any) -> Compare:
+        return Compare(CompareOp.LT, self, lit(other))
+
+    def __le__(self, other: Any) -> Compare:
+        return Compare(CompareOp.LE, self, lit(other))
+
+    def __gt__(self, other: Any) -> Compare:
+        return Compare(CompareOp.GT, self, lit(other))
+
+    def __ge__(self, other: Any) -> Compare:
+        return Compare(CompareOp.GE, self, lit(other))
+
+    def eq(self, other: Any) -> Compare:
+        return Compare(CompareOp.EQ, self, lit(other))
+
+    def ne(self, other: Any) -> Compare:
+        return Compare(CompareOp.NE, self, lit(other))
+
+    def __and__(self, other: Expr) -> And:
+        return And((self, other))
+
+    def __or__(self, other: Expr) -> Or:
+        return Or((self, other))
+
+    def __invert__(self) -> Not:
+        return Not(self)
+
+    def __add__(self, other: Any) -> Arith:
+        return Arith(ArithOp.ADD, self, lit(other))
+
+    def __radd__(self, other: Any) -> Arith:
+        return Arith(ArithOp.ADD, lit(other), self)
+
+    def __sub__(self, other: Any) -> Arith:
+        return Arith(ArithOp.SUB, self, lit(other))
+
+    def __rsub__(self, other: Any) -> Arith:
+        return Arith(ArithOp.SUB, lit(other), self)
+
+    def __mul__(self, other: Any) -> Arith:
+        return Arith(ArithOp.MUL, self, lit(other))
+
+    def __rmul__(self, other: Any) -> Arith:
+        return Arith(ArithOp.MUL, lit(other), self)
+
+    def __truediv__(self, other: Any) -> Arith:
+        return Arith(ArithOp.DIV, self, lit(other))
+
+    def __neg__(self) -> Negate:
+        return Negate(self)
+
+    def isin(self, values: Iterable[Any]) -> In:
+        return In(self, tuple(lit(v) for v in values))
+
+    def between(self, low: Any, high: Any) -> Between:
+        return Between(self, lit(low), lit(high))
+
+    def is_null(self) -> IsNull:
+        return IsNull(self)
+
+    def cast(self, to: pa.DataType) -> Cast:
+        return Cast(self, to)
+
+    # Equality stays structural (dataclass), so `eq`/`ne` are methods, not operators.
+
+
+@dataclass(frozen=True, slots=True)
+class Column(Expr):
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Literal(Expr):
+    """A constant: None, bool, int, float, str, Decimal, date or datetime.
+
+    Its Arrow type is `result_type`; without one, binding infers it from the value.
+    """
+
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Compare(Expr):
+    op: CompareOp
+    left: Expr
+    right: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class And(Expr):
+    args: tuple[Expr, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Or(Expr):
+    args: tuple[Expr, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Not(Expr):
+    arg: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class In(Expr):
+    arg: Expr
+    values: tuple[Literal, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IsNull(Expr):
+    arg: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Between(Expr):
+    arg: Expr
+    low: Expr
+    high: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Arith(Expr):
+    op: ArithOp
+    left: Expr
+    right: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Negate(Expr):
+    arg: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Cast(Expr):
+    arg: Expr
+    to: pa.DataType
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    func: AggFunc
+    arg: Expr | None = None
+
+    def __post_init__(self) -> None:
+        if (self.func is AggFunc.COUNT_STAR) != (self.arg is None):
+            raise ValueError("COUNT_STAR takes no argument; every other aggregate takes one")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    dataset: str
+    partitions: tuple[str, ...] = ()
+    filter: Expr | None = None
+    columns: tuple[str, ...] = ()
+    group_by: tuple[str, ...] = ()
+    aggregates: tuple[Aggregate, ...] = ()
+    dialect: Dialect = Dialect.SQL
+    engine: str = "auto"
+
+
+def col(name: str) -> Column:
+    return Column(name)
+
+
+_LITERAL_TYPES = (bool, int, float, str, decimal.Decimal, dt.date)  # datetime is a date
+
+
+def lit(value: Any, type_: pa.DataType | None = None) -> Expr:
+    """Wrap a Python value as a Literal (expressions pass through unchanged)."""
+    if isinstance(value, Expr):
+        return value
+    if value is not None and not isinstance(value, _LITERAL_TYPES):
+        raise TypeError(f"cannot use {value!r} ({type(value).__name__}) as a literal")
+    return Literal(value, result_type=type_)
+
+
+def count_star() -> Aggregate:
+    return Aggregate(AggFunc.COUNT_STAR)
+
+
+def count(e: Expr | str) -> Aggregate:
+    return Aggregate(AggFunc.COUNT, _expr(e))
+
+
+def sum_(e: Expr | str) -> Aggregate:
+    return Aggregate(AggFunc.SUM, _expr(e))
+
+
+def min_(e: Expr | str) -> Aggregate:
+    return Aggregate(AggFunc.MIN, _expr(e))
+
+
+def max_(e: Expr | str) -> Aggregate:
+    return Aggregate(AggFunc.MAX, _expr(e))
+
+
+def _expr(e: Expr | str) -> Expr:
+    return Column(e) if isinstance(e, str) else e
+
+
+def children(e: Expr) -> tuple[Expr, ...]:
+    """The direct sub-expressions of a node, in a fixed order."""
+    match e:
+        case Column() | Literal():
+            return ()
+        case Compare(left=left, right=right) | Arith(left=left, right=right):
+            return (left, right)
+        case And(args=args) | Or(args=args):
+            return args
+        case Not(arg=arg) | IsNull(arg=arg) | Negate(arg=arg) | Cast(arg=arg):
+            return (arg,)
+        case In(arg=arg, values=values):
+            return (arg, *values)
+        case Between(arg=arg, low=low, high=high):
+            return (arg, low, high)
+    raise TypeError(f"not an expression node: {e!r}")
+
+
+class PlanVisitor(Generic[T]):
+    """Post-order visitor: `visit_<node>(node, *child_results)`; children before parents."""
+
+    def visit(self, e: Expr) -> T:
+        results = [self.visit(c) for c in children(e)]
+        method: Callable[..., T] = getattr(self, "visit_" + type(e).__name__.lower())
+        return method(e, *results)
+
+
+def walk(e: Expr) -> Iterable[Expr]:
+    """Every node of an expression, parents first."""
+    yield e
+    for c in children(e):
+        yield from walk(c)
+
+
+def columns_of(exprs: Sequence[Expr | None]) -> list[str]:
+    """Column names referenced by the expressions, in first-seen order."""
+    seen: dict[str, None] = {}
+    for root in exprs:
+        if root is not None:
+            for node in walk(root):
+                if isinstance(node, Column):
+                    seen.setdefault(node.name)
+    return list(seen)
+
+
+def conjuncts(e: Expr | None) -> list[Expr]:
+    """Split nested ANDs into a flat list of terms."""
+    if e is None:
+        return []
+    if isinstance(e, And):
+        return [t for a in e.args for t in conjuncts(a)]
+    return [e]
+
+
+def and_all(terms: Sequence[Expr]) -> Expr | None:
+    if not terms:
+        return None
+    return terms[0] if len(terms) == 1 else And(tuple(terms))
+
+
+def depth(e: Expr) -> int:
+    kids = children(e)
+    return 1 + (max(depth(c) for c in kids) if kids else 0)
+
+
+def describe(e: Expr) -> str:
+    """SQL-like text of an expression, for error messages and explain output."""
+    match e:
+        case Column(name=name):
+            return name
+        case Literal(value=None):
+            return "NULL"
+        case Literal(value=v):
+            return repr(v) if isinstance(v, str) else str(v)
+        case Compare(op=op, left=left, right=right):
+            return f"({describe(left)} {op.value} {describe(right)})"
+        case Arith(op=op, left=left, right=right):
+            return f"({describe(left)} {op.value} {describe(right)})"
+        case And(args=args):
+            return "(" + " AND ".join(describe(a) for a in args) + ")"
+        case Or(args=args):
+            return "(" + " OR ".join(describe(a) for a in args) + ")"
+        case Not(arg=arg):
+            return f"NOT {describe(arg)}"
+        case In(arg=arg, values=values):
+            return f"{describe(arg)} IN ({', '.join(describe(v) for v in values)})"
+        case IsNull(arg=arg):
+            return f"{describe(arg)} IS NULL"
+        case Between(arg=arg, low=low, high=high):
+            return f"{describe(arg)} BETWEEN {describe(low)} AND {describe(high)}"
+        case Negate(arg=arg):
+            return f"-{describe(arg)}"
+        case Cast(arg=arg, to=to):
+            return f"CAST({describe(arg)} AS {to})"
+    return repr(e)
+
+
+def describe_aggregate(a: Aggregate) -> str:
+    if a.arg is None:
+        return "count(*)"
+    return f"{a.func.value}({describe(a.arg)})"

@@ -1,0 +1,310 @@
+"""The one place that converts between plan objects and protobuf messages (both sides use it)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import re
+from typing import Any
+
+import pyarrow as pa
+
+from bpfstore.v1 import plan_pb2 as pb
+
+from .binding import literal_type
+from .errors import PlanInvalid
+from .plan import (
+    AggFunc,
+    Aggregate,
+    And,
+    Arith,
+    ArithOp,
+    Between,
+    Cast,
+    Column,
+    Compare,
+    CompareOp,
+    Dialect,
+    Expr,
+    In,
+    IsNull,
+    Literal,
+    Negate,
+    Not,
+    Or,
+    Overflow,
+    Plan,
+)
+
+_SIMPLE_TYPES = {
+    str(t): t
+    for t in (
+        pa.null(), pa.bool_(), pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(),
+        pa.uint16(), pa.uint32(), pa.uint64(), pa.float16(), pa.float32(), pa.float64(),
+        pa.string(), pa.large_string(), pa.binary(), pa.date32(), pa.date64(),
+    )
+} | {"float64": pa.float64(), "float32": pa.float32(), "date32": pa.date32(), "utf8": pa.string()}
+_DECIMAL = re.compile(r"(decimal32|decimal64|decimal128|decimal256)\((\d+),\s*(-?\d+)\)")
+_TIMESTAMP = re.compile(r"timestamp\[(s|ms|us|ns)(?:,\s*tz=([^\]]+))?\]")
+
+_OVERFLOW = {Overflow.DEFAULT: pb.OVERFLOW_DEFAULT, Overflow.ERROR: pb.OVERFLOW_ERROR,
+             Overflow.NULL: pb.OVERFLOW_NULL}
+_COMPARE = {CompareOp.EQ: pb.EQ, CompareOp.NE: pb.NE, CompareOp.LT: pb.LT,
+            CompareOp.LE: pb.LE, CompareOp.GT: pb.GT, CompareOp.GE: pb.GE}
+_ARITH = {ArithOp.ADD: pb.ADD, ArithOp.SUB: pb.SUB, ArithOp.MUL: pb.MUL, ArithOp.DIV: pb.DIV}
+_AGG = {AggFunc.COUNT_STAR: pb.COUNT_STAR, AggFunc.COUNT: pb.COUNT, AggFunc.SUM: pb.SUM,
+        AggFunc.MIN: pb.MIN, AggFunc.MAX: pb.MAX}
+_DIALECT = {Dialect.SQL: pb.DIALECT_SQL, Dialect.PANDAS: pb.DIALECT_PANDAS}
+_ENGINE = {"auto": pb.ENGINE_AUTO, "arrow": pb.ENGINE_ARROW, "bpf": pb.ENGINE_BPF,
+           "bcc": pb.ENGINE_BCC}
+
+
+def _inverse(d: dict[Any, Any]) -> dict[Any, Any]:
+    return {v: k for k, v in d.items()}
+
+
+_OVERFLOW_IN, _COMPARE_IN, _ARITH_IN = _inverse(_OVERFLOW), _inverse(_COMPARE), _inverse(_ARITH)
+_AGG_IN, _DIALECT_IN, _ENGINE_IN = _inverse(_AGG), _inverse(_DIALECT), _inverse(_ENGINE)
+_EPOCH = dt.date(1970, 1, 1)
+_INTEGER = re.compile(r"-?\d+")
+
+
+def type_to_string(t: pa.DataType) -> str:
+    return str(t)
+
+
+def type_from_string(s: str) -> pa.DataType:
+    s = s.strip()
+    if s in _SIMPLE_TYPES:
+        return _SIMPLE_TYPES[s]
+    if m := _DECIMAL.fullmatch(s):
+        kind, precision, scale = m.group(1), int(m.group(2)), int(m.group(3))
+        try:
+            return getattr(pa, kind)(precision, scale)
+        except (ValueError, pa.ArrowInvalid) as exc:
+            raise PlanInvalid(f"bad type {s!r}: {exc}") from None
+    if m := _TIMESTAMP.fullmatch(s):
+        return pa.timestamp(m.group(1), tz=m.group(2))
+    raise PlanInvalid(f"unknown or unsupported type {s!r}")
+
+
+def _type_msg(t: pa.DataType | None) -> pb.DataType | None:
+    return None if t is None else pb.DataType(arrow=type_to_string(t))
+
+
+def literal_to_proto(lit: Literal) -> pb.Literal:
+    msg = pb.Literal()
+    if lit.result_type is not None:
+        msg.type.arrow = type_to_string(lit.result_type)
+    v = lit.value
+    match v:
+        case None:
+            msg.null = True
+        case bool():
+            msg.bool_value = v
+        case int() if v >= 2**63:
+            msg.uint_value = v
+        case int():
+            if v < -(2**63):
+                msg.decimal_value = str(v)
+            else:
+                msg.int_value = v
+        case float():
+            msg.float_value = v
+        case str():
+            msg.string_value = v
+        case decimal.Decimal():
+            msg.decimal_value = str(v)
+            if lit.result_type is None:
+                msg.type.arrow = type_to_string(literal_type(v))
+        case dt.datetime():
+            ts = v if v.tzinfo is None else v.astimezone(dt.UTC).replace(tzinfo=None)
+            delta = ts - dt.datetime(1970, 1, 1)
+            msg.timestamp_value = (delta.days * 86400 + delta.seconds) * 10**6 + delta.microseconds
+            if lit.result_type is None:
+                msg.type.arrow = "timestamp[us]" if v.tzinfo is None else "timestamp[us, tz=UTC]"
+        case dt.date():
+            msg.date_value = (v - _EPOCH).days
+        case _:
+            raise PlanInvalid(f"cannot encode literal {v!r}")
+    return msg
+
+
+def literal_from_proto(msg: pb.Literal) -> Literal:
+    t = type_from_string(msg.type.arrow) if msg.HasField("type") and msg.type.arrow else None
+    kind = msg.WhichOneof("value")
+    value: Any
+    if kind is None or kind == "null":
+        value = None
+    elif kind == "decimal_value":
+        try:
+            value = decimal.Decimal(msg.decimal_value)
+        except decimal.InvalidOperation:
+            raise PlanInvalid(f"bad decimal literal {msg.decimal_value!r}") from None
+        if not (t is not None and pa.types.is_decimal(t)) and _INTEGER.fullmatch(msg.decimal_value):
+            value = int(value)
+    elif kind == "date_value":
+        value = _EPOCH + dt.timedelta(days=msg.date_value)
+    elif kind == "timestamp_value":
+        unit = t.unit if t is not None and pa.types.is_timestamp(t) else "us"
+        v = msg.timestamp_value
+        micros = {"s": v * 10**6, "ms": v * 10**3, "us": v, "ns": v // 10**3}[unit]
+        value = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=micros)
+        if t is not None and t.tz is not None:
+            value = value.replace(tzinfo=dt.UTC)
+    else:
+        value = getattr(msg, kind)
+    if t is not None and value is not None and t == literal_type(value):
+        t = None  # the inferred type: keep literals canonical so round trips compare equal
+    return Literal(value, result_type=t)
+
+
+def expr_to_proto(e: Expr) -> pb.Expr:
+    msg = pb.Expr()
+    if e.result_type is not None and not isinstance(e, Literal):
+        msg.result_type.arrow = type_to_string(e.result_type)
+    msg.overflow = _OVERFLOW[e.overflow]
+    match e:
+        case Column(name=name):
+            msg.column.name = name
+        case Literal():
+            msg.literal.CopyFrom(literal_to_proto(e))
+        case Compare(op=op, left=left, right=right):
+            msg.compare.op = _COMPARE[op]
+            msg.compare.left.CopyFrom(expr_to_proto(left))
+            msg.compare.right.CopyFrom(expr_to_proto(right))
+        case And(args=args):
+            msg.__getattribute__("and").args.extend(expr_to_proto(a) for a in args)
+        case Or(args=args):
+            msg.__getattribute__("or").args.extend(expr_to_proto(a) for a in args)
+        case Not(arg=arg):
+            msg.__getattribute__("not").arg.CopyFrom(expr_to_proto(arg))
+        case In(arg=arg, values=values):
+            node = msg.__getattribute__("in")
+            node.arg.CopyFrom(expr_to_proto(arg))
+            node.values.extend(literal_to_proto(v) for v in values)
+        case IsNull(arg=arg):
+            msg.is_null.arg.CopyFrom(expr_to_proto(arg))
+        case Between(arg=arg, low=low, high=high):
+            msg.between.arg.CopyFrom(expr_to_proto(arg))
+            msg.between.low.CopyFrom(expr_to_proto(low))
+            msg.between.high.CopyFrom(expr_to_proto(high))
+        case Arith(op=op, left=left, right=right):
+            msg.arith.op = _ARITH[op]
+            msg.arith.left.CopyFrom(expr_to_proto(left))
+            msg.arith.right.CopyFrom(expr_to_proto(right))
+        case Negate(arg=arg):
+            msg.negate.arg.CopyFrom(expr_to_proto(arg))
+        case Cast(arg=arg, to=to):
+            msg.cast.arg.CopyFrom(expr_to_proto(arg))
+            msg.cast.to.arrow = type_to_string(to)
+        case _:
+            raise PlanInvalid(f"cannot encode expression {e!r}")
+    return msg
+
+
+def expr_from_proto(msg: pb.Expr, max_depth: int = 64) -> Expr:
+    """Decode an expression; PlanInvalid names what is wrong (also a tree deeper than max_depth)."""
+    if max_depth <= 0:
+        raise PlanInvalid("expression is nested too deeply")
+    kind = msg.WhichOneof("node")
+    t = type_from_string(msg.result_type.arrow) if msg.result_type.arrow else None
+    overflow = _OVERFLOW_IN.get(msg.overflow)
+    if overflow is None:
+        raise PlanInvalid(f"unknown overflow mode {msg.overflow}")
+    attrs: dict[str, Any] = {"result_type": t, "overflow": overflow}
+
+    def sub(m: pb.Expr, name: str) -> Expr:
+        if not m.ListFields():
+            raise PlanInvalid(f"{kind}: missing operand {name!r}")
+        return expr_from_proto(m, max_depth - 1)
+
+    match kind:
+        case "column":
+            if not msg.column.name:
+                raise PlanInvalid("column with an empty name")
+            return Column(msg.column.name, **attrs)
+        case "literal":
+            lit = literal_from_proto(msg.literal)
+            return Literal(lit.value, result_type=lit.result_type, overflow=overflow)
+        case "compare":
+            op = _COMPARE_IN.get(msg.compare.op)
+            if op is None:
+                raise PlanInvalid(f"unknown comparison operator {msg.compare.op}")
+            return Compare(op, sub(msg.compare.left, "left"), sub(msg.compare.right, "right"),
+                           **attrs)
+        case "and" | "or":
+            node = getattr(msg, kind)
+            if not node.args:
+                raise PlanInvalid(f"{kind.upper()} with no operands")
+            args = tuple(expr_from_proto(a, max_depth - 1) for a in node.args)
+            return (And if kind == "and" else Or)(args, **attrs)
+        case "not":
+            return Not(sub(getattr(msg, "not").arg, "arg"), **attrs)
+        case "in":
+            node = getattr(msg, "in")
+            return In(sub(node.arg, "arg"), tuple(literal_from_proto(v) for v in node.values),
+                      **attrs)
+        case "is_null":
+            return IsNull(sub(msg.is_null.arg, "arg"), **attrs)
+        case "between":
+            b = msg.between
+            return Between(sub(b.arg, "arg"), sub(b.low, "low"), sub(b.high, "high"), **attrs)
+        case "arith":
+            op = _ARITH_IN.get(msg.arith.op)
+            if op is None:
+                raise PlanInvalid(f"unknown arithmetic operator {msg.arith.op}")
+            return Arith(op, sub(msg.arith.left, "left"), sub(msg.arith.right, "right"), **attrs)
+        case "negate":
+            return Negate(sub(msg.negate.arg, "arg"), **attrs)
+        case "cast":
+            if not msg.cast.to.arrow:
+                raise PlanInvalid("CAST without a target type")
+            return Cast(sub(msg.cast.arg, "arg"), type_from_string(msg.cast.to.arrow), **attrs)
+    raise PlanInvalid("expression node with no kind set")
+
+
+def plan_to_proto(plan: Plan) -> pb.Plan:
+    msg = pb.Plan(
+        dataset=plan.dataset,
+        partitions=list(plan.partitions),
+        columns=list(plan.columns),
+        group_by=list(plan.group_by),
+        dialect=_DIALECT[plan.dialect],
+        engine=_ENGINE[plan.engine],
+    )
+    if plan.filter is not None:
+        msg.filter.CopyFrom(expr_to_proto(plan.filter))
+    for agg in plan.aggregates:
+        a = msg.aggregates.add(func=_AGG[agg.func])
+        if agg.arg is not None:
+            a.arg.CopyFrom(expr_to_proto(agg.arg))
+    return msg
+
+
+def plan_from_proto(msg: pb.Plan, max_depth: int = 64) -> Plan:
+    aggregates = []
+    for i, a in enumerate(msg.aggregates):
+        func = _AGG_IN.get(a.func)
+        if func is None:
+            raise PlanInvalid(f"aggregate {i}: unknown function {a.func}")
+        has_arg = a.HasField("arg")
+        if (func is AggFunc.COUNT_STAR) == has_arg:
+            raise PlanInvalid(f"aggregate {i} ({func.value}): "
+                              + ("takes no argument" if has_arg else "needs an argument"))
+        arg = expr_from_proto(a.arg, max_depth) if has_arg else None
+        aggregates.append(Aggregate(func, arg))
+    dialect = _DIALECT_IN.get(msg.dialect)
+    engine = _ENGINE_IN.get(msg.engine)
+    if dialect is None or engine is None:
+        raise PlanInvalid("unknown dialect or engine")
+    return Plan(
+        dataset=msg.dataset,
+        partitions=tuple(msg.partitions),
+        filter=expr_from_proto(msg.filter, max_depth) if msg.HasField("filter") else None,
+        columns=tuple(msg.columns),
+        group_by=tuple(msg.group_by),
+        aggregates=tuple(aggregates),
+        dialect=dialect,
+        engine=engine,
+    )

@@ -1,0 +1,195 @@
+from bpfstore.v1 import plan_pb2 as _plan_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class EngineStatus(_message.Message):
+    __slots__ = ("name", "available", "reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    available: bool
+    reason: str
+    def __init__(self, name: _Optional[str] = ..., available: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GetInfoResponse(_message.Message):
+    __slots__ = ("version", "node", "kernel", "engines", "default_engine", "limits")
+    class LimitsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    ENGINES_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_ENGINE_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    node: str
+    kernel: str
+    engines: _containers.RepeatedCompositeFieldContainer[EngineStatus]
+    default_engine: str
+    limits: _containers.ScalarMap[str, int]
+    def __init__(self, version: _Optional[str] = ..., node: _Optional[str] = ..., kernel: _Optional[str] = ..., engines: _Optional[_Iterable[_Union[EngineStatus, _Mapping]]] = ..., default_engine: _Optional[str] = ..., limits: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class ListDatasetsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListDatasetsResponse(_message.Message):
+    __slots__ = ("datasets",)
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    datasets: _containers.RepeatedCompositeFieldContainer[DatasetInfo]
+    def __init__(self, datasets: _Optional[_Iterable[_Union[DatasetInfo, _Mapping]]] = ...) -> None: ...
+
+class DescribeDatasetRequest(_message.Message):
+    __slots__ = ("dataset",)
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    def __init__(self, dataset: _Optional[str] = ...) -> None: ...
+
+class ColumnStats(_message.Message):
+    __slots__ = ("column", "null_count", "min", "max", "has_nan")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    NULL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    HAS_NAN_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    null_count: int
+    min: _plan_pb2.Literal
+    max: _plan_pb2.Literal
+    has_nan: bool
+    def __init__(self, column: _Optional[str] = ..., null_count: _Optional[int] = ..., min: _Optional[_Union[_plan_pb2.Literal, _Mapping]] = ..., max: _Optional[_Union[_plan_pb2.Literal, _Mapping]] = ..., has_nan: _Optional[bool] = ...) -> None: ...
+
+class PartitionInfo(_message.Message):
+    __slots__ = ("id", "rows", "bytes", "stats", "replicas", "checksum")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    rows: int
+    bytes: int
+    stats: _containers.RepeatedCompositeFieldContainer[ColumnStats]
+    replicas: _containers.RepeatedScalarFieldContainer[str]
+    checksum: str
+    def __init__(self, id: _Optional[str] = ..., rows: _Optional[int] = ..., bytes: _Optional[int] = ..., stats: _Optional[_Iterable[_Union[ColumnStats, _Mapping]]] = ..., replicas: _Optional[_Iterable[str]] = ..., checksum: _Optional[str] = ...) -> None: ...
+
+class DatasetInfo(_message.Message):
+    __slots__ = ("name", "arrow_schema", "version", "partitions", "created")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARROW_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    arrow_schema: bytes
+    version: int
+    partitions: _containers.RepeatedCompositeFieldContainer[PartitionInfo]
+    created: str
+    def __init__(self, name: _Optional[str] = ..., arrow_schema: _Optional[bytes] = ..., version: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[PartitionInfo, _Mapping]]] = ..., created: _Optional[str] = ...) -> None: ...
+
+class AggregateRequest(_message.Message):
+    __slots__ = ("plan",)
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    plan: _plan_pb2.Plan
+    def __init__(self, plan: _Optional[_Union[_plan_pb2.Plan, _Mapping]] = ...) -> None: ...
+
+class PartitionReport(_message.Message):
+    __slots__ = ("partition", "engine", "path", "rows_scanned", "rows_matched", "bytes_scanned", "time_ns", "pruned")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ROWS_SCANNED_FIELD_NUMBER: _ClassVar[int]
+    ROWS_MATCHED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_SCANNED_FIELD_NUMBER: _ClassVar[int]
+    TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    PRUNED_FIELD_NUMBER: _ClassVar[int]
+    partition: str
+    engine: str
+    path: str
+    rows_scanned: int
+    rows_matched: int
+    bytes_scanned: int
+    time_ns: int
+    pruned: bool
+    def __init__(self, partition: _Optional[str] = ..., engine: _Optional[str] = ..., path: _Optional[str] = ..., rows_scanned: _Optional[int] = ..., rows_matched: _Optional[int] = ..., bytes_scanned: _Optional[int] = ..., time_ns: _Optional[int] = ..., pruned: _Optional[bool] = ...) -> None: ...
+
+class AggregateResponse(_message.Message):
+    __slots__ = ("partials", "partitions", "dataset_version")
+    PARTIALS_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    DATASET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    partials: bytes
+    partitions: _containers.RepeatedCompositeFieldContainer[PartitionReport]
+    dataset_version: int
+    def __init__(self, partials: _Optional[bytes] = ..., partitions: _Optional[_Iterable[_Union[PartitionReport, _Mapping]]] = ..., dataset_version: _Optional[int] = ...) -> None: ...
+
+class ScanRequest(_message.Message):
+    __slots__ = ("plan", "batch_rows")
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
+    plan: _plan_pb2.Plan
+    batch_rows: int
+    def __init__(self, plan: _Optional[_Union[_plan_pb2.Plan, _Mapping]] = ..., batch_rows: _Optional[int] = ...) -> None: ...
+
+class ScanChunk(_message.Message):
+    __slots__ = ("arrow_ipc", "report")
+    ARROW_IPC_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    arrow_ipc: bytes
+    report: PartitionReport
+    def __init__(self, arrow_ipc: _Optional[bytes] = ..., report: _Optional[_Union[PartitionReport, _Mapping]] = ...) -> None: ...
+
+class WriteChunk(_message.Message):
+    __slots__ = ("dataset", "partition", "overwrite", "replicas", "arrow_ipc")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    ARROW_IPC_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    partition: str
+    overwrite: bool
+    replicas: _containers.RepeatedScalarFieldContainer[str]
+    arrow_ipc: bytes
+    def __init__(self, dataset: _Optional[str] = ..., partition: _Optional[str] = ..., overwrite: _Optional[bool] = ..., replicas: _Optional[_Iterable[str]] = ..., arrow_ipc: _Optional[bytes] = ...) -> None: ...
+
+class WriteResponse(_message.Message):
+    __slots__ = ("dataset", "partitions", "rows", "version")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    partitions: _containers.RepeatedScalarFieldContainer[str]
+    rows: int
+    version: int
+    def __init__(self, dataset: _Optional[str] = ..., partitions: _Optional[_Iterable[str]] = ..., rows: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+
+class DropDatasetRequest(_message.Message):
+    __slots__ = ("dataset",)
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    def __init__(self, dataset: _Optional[str] = ...) -> None: ...
+
+class DropDatasetResponse(_message.Message):
+    __slots__ = ("dropped",)
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    dropped: bool
+    def __init__(self, dropped: _Optional[bool] = ...) -> None: ...
