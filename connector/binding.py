@@ -40,6 +40,7 @@ from .plan import (
     Negate,
     Not,
     Or,
+    Plan,
     describe,
 )
 
@@ -325,3 +326,15 @@ class _Binder:
             case Cast(arg=arg, to=to):
                 return self._typed(e, to, arg=self.bind(arg))
         raise PlanInvalid(f"unknown expression node {type(e).__name__}")
+
+
+def bind_plan(plan: Plan, schema: pa.Schema) -> Plan:
+    """A plan with every column resolved and every expression typed; PlanInvalid otherwise."""
+    for name in (*plan.group_by, *plan.columns):
+        if schema.get_field_index(name) < 0:
+            raise PlanInvalid(f"unknown column {name!r}")
+    return dataclasses.replace(
+        plan,
+        filter=bind_predicate(plan.filter, schema) if plan.filter is not None else None,
+        aggregates=tuple(bind_aggregate(a, schema) for a in plan.aggregates),
+    )

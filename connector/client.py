@@ -1,0 +1,524 @@
+"""`Client`: the connector's core — fan plans out to agents, fail over, merge exactly, report.
+
+One reused channel per agent. A partition is read from one live replica; when its agent is
+unreachable the partition moves to the next replica, and when none is left the query fails
+naming the partitions — a query never returns a silently partial answer.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import grpc
+import pyarrow as pa
+
+from bpfstore.v1 import agent_pb2 as pb
+from bpfstore.v1 import agent_pb2_grpc
+
+from . import wire
+from .binding import bind_plan, logical_type
+from .combine import FinalAggregate, expand, finish, merge_partials
+from .errors import (
+    ArithmeticOverflow,
+    BpfstoreError,
+    DatasetExists,
+    DatasetNotFound,
+    PartitionUnavailable,
+    PlanInvalid,
+    ResourceExhausted,
+    Unsupported,
+)
+from .plan import Dialect, Expr, Plan
+
+DEFAULT_AGENT = "127.0.0.1:7340"
+WRITE_PIECE = 1 << 20
+_MAX_MESSAGE = 256 << 20
+
+
+class AgentUnavailable(BpfstoreError):
+    """An agent could not be reached (down, or the deadline passed)."""
+
+
+_FROM_STATUS: dict[grpc.StatusCode, type[BpfstoreError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: PlanInvalid,
+    grpc.StatusCode.NOT_FOUND: DatasetNotFound,
+    grpc.StatusCode.UNIMPLEMENTED: Unsupported,
+    grpc.StatusCode.OUT_OF_RANGE: ArithmeticOverflow,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+    grpc.StatusCode.ALREADY_EXISTS: DatasetExists,
+    grpc.StatusCode.UNAVAILABLE: AgentUnavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: AgentUnavailable,
+}
+
+
+def parse_agents(agents: Sequence[str] | str | None) -> list[str]:
+    if agents is None:
+        agents = os.environ.get("BPFSTORE_AGENTS") or DEFAULT_AGENT
+    if isinstance(agents, str):
+        agents = agents.split(",")
+    out = [a.strip() for a in agents if a.strip()]
+    if not out:
+        raise PlanInvalid("no agents given")
+    return list(dict.fromkeys(out))
+
+
+def _error(agent: str, exc: grpc.RpcError) -> BpfstoreError:
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    cls = _FROM_STATUS.get(code, BpfstoreError)
+    return cls(f"agent {agent}: {details}" if cls is AgentUnavailable or cls is BpfstoreError
+               else details)
+
+
+# -- results and reports ---------------------------------------------------------------------
+
+
+@dataclass
+class PartitionReport:
+    agent: str
+    partition: str
+    engine: str
+    path: str = ""
+    rows_scanned: int = 0
+    rows_matched: int = 0
+    bytes_scanned: int = 0
+    time_ns: int = 0
+    pruned: bool = False
+
+
+@dataclass
+class QueryReport:
+    mode: str = ""
+    dataset: str = ""
+    partitions: list[PartitionReport] = field(default_factory=list)
+    bytes_moved: int = 0
+    wall_seconds: float = 0.0
+    failovers: list[str] = field(default_factory=list)
+
+    @property
+    def bytes_scanned(self) -> int:
+        return sum(p.bytes_scanned for p in self.partitions)
+
+    @property
+    def rows_scanned(self) -> int:
+        return sum(p.rows_scanned for p in self.partitions)
+
+    @property
+    def engines(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for p in self.partitions:
+            counts[p.engine] = counts.get(p.engine, 0) + 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "dataset": self.dataset,
+            "bytes_scanned": self.bytes_scanned,
+            "bytes_moved": self.bytes_moved,
+            "rows_scanned": self.rows_scanned,
+            "wall_seconds": round(self.wall_seconds, 6),
+            "engines": self.engines,
+            "failovers": self.failovers,
+            "partitions": [asdict(p) for p in self.partitions],
+        }
+
+
+@dataclass(frozen=True)
+class PartitionSummary:
+    id: str
+    rows: int
+    bytes: int
+    agents: tuple[str, ...]  # agents that answered that they hold it
+    replicas: tuple[str, ...]  # placement recorded at ingest
+    stats: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class DatasetDescription:
+    name: str
+    schema: pa.Schema  # logical types
+    stored_schema: pa.Schema  # as the agents store it (decimal64, dictionaries)
+    version: int  # changes whenever any agent's copy changes
+    partitions: tuple[PartitionSummary, ...]
+    unreachable: tuple[str, ...] = ()
+
+    @property
+    def rows(self) -> int:
+        return sum(p.rows for p in self.partitions)
+
+    @property
+    def bytes(self) -> int:
+        return sum(p.bytes for p in self.partitions)
+
+    @property
+    def agents(self) -> list[str]:
+        return sorted({a for p in self.partitions for a in p.agents})
+
+
+@dataclass(frozen=True)
+class WriteSummary:
+    dataset: str
+    rows: int
+    partitions: int
+    agents: tuple[str, ...]
+
+
+# -- the client ------------------------------------------------------------------------------
+
+
+class Client:
+    def __init__(self, agents: Sequence[str] | str | None = None, *, timeout: float = 300.0,
+                 parallelism: int = 8) -> None:
+        self.agents = parse_agents(agents)
+        self.timeout = timeout
+        self.last_report = QueryReport()
+        self._stubs: dict[str, agent_pb2_grpc.AgentStub] = {}
+        self._channels: list[grpc.Channel] = []
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max(parallelism, len(self.agents)))
+
+    def close(self) -> None:
+        for ch in self._channels:
+            ch.close()
+        self._pool.shutdown(wait=False)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _stub(self, agent: str) -> agent_pb2_grpc.AgentStub:
+        with self._lock:
+            if agent not in self._stubs:
+                channel = grpc.insecure_channel(agent, options=[
+                    ("grpc.max_receive_message_length", _MAX_MESSAGE),
+                    ("grpc.max_send_message_length", _MAX_MESSAGE),
+                ])
+                self._channels.append(channel)
+                self._stubs[agent] = agent_pb2_grpc.AgentStub(channel)
+            return self._stubs[agent]
+
+    def _call(self, agent: str, method: str, request: Any, timeout: float | None = None) -> Any:
+        try:
+            return getattr(self._stub(agent), method)(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as exc:
+            raise _error(agent, exc) from None
+
+    def _each_agent(self, method: str, request: Any, timeout: float | None = None
+                    ) -> dict[str, Any | BpfstoreError]:
+        """Call every agent in parallel; per agent the response or the error."""
+        def one(agent: str) -> Any:
+            try:
+                return self._call(agent, method, request, timeout)
+            except BpfstoreError as exc:
+                return exc
+        return dict(zip(self.agents, self._pool.map(one, self.agents), strict=True))
+
+    # -- metadata ------------------------------------------------------------------------
+
+    def info(self) -> list[dict[str, Any]]:
+        out = []
+        for agent, r in self._each_agent("GetInfo", pb.GetInfoRequest(), timeout=10).items():
+            if isinstance(r, BpfstoreError):
+                out.append({"agent": agent, "error": str(r)})
+                continue
+            out.append({
+                "agent": agent, "version": r.version, "node": r.node, "kernel": r.kernel,
+                "default_engine": r.default_engine,
+                "engines": [{"name": e.name, "available": e.available, "reason": e.reason}
+                            for e in r.engines],
+                "limits": dict(r.limits),
+            })
+        return out
+
+    def datasets(self) -> list[DatasetDescription]:
+        names: set[str] = set()
+        for agent, r in self._each_agent("ListDatasets", pb.ListDatasetsRequest()).items():
+            if isinstance(r, BpfstoreError):
+                raise r if not isinstance(r, AgentUnavailable) else AgentUnavailable(
+                    f"cannot list datasets: {r}")
+            names.update(d.name for d in r.datasets)
+        return [self.describe(n) for n in sorted(names)]
+
+    def describe(self, dataset: str) -> DatasetDescription:
+        responses = self._each_agent("DescribeDataset", pb.DescribeDatasetRequest(dataset=dataset))
+        infos: dict[str, pb.DatasetInfo] = {}
+        unreachable = []
+        for agent, r in responses.items():
+            if isinstance(r, AgentUnavailable):
+                unreachable.append(agent)
+            elif isinstance(r, DatasetNotFound):
+                continue
+            elif isinstance(r, BpfstoreError):
+                raise r
+            else:
+                infos[agent] = r
+        if not infos:
+            if unreachable:
+                raise AgentUnavailable(f"dataset {dataset!r}: no agent reachable "
+                                       f"({', '.join(unreachable)})")
+            raise DatasetNotFound(f"no dataset named {dataset!r} on agents {', '.join(self.agents)}")
+        return _merge_descriptions(dataset, infos, unreachable)
+
+    # -- queries -------------------------------------------------------------------------
+
+    def aggregate(self, dataset: str, aggregates: Sequence[FinalAggregate],
+                  where: Expr | None = None, group_by: Sequence[str] = (),
+                  dialect: str | Dialect = "sql", engine: str = "auto",
+                  names: Sequence[str] | None = None) -> pa.Table:
+        """Final aggregates, computed by the agents next to the data and merged exactly."""
+        started = time.perf_counter()
+        desc = self.describe(dataset)
+        plan_aggs, finishers = expand(list(aggregates), names)
+        plan = Plan(dataset, filter=where, group_by=tuple(group_by), aggregates=tuple(plan_aggs),
+                    dialect=Dialect(dialect), engine=engine)
+        bound = bind_plan(plan, desc.stored_schema)  # fails early, with the agent's message
+        report = QueryReport(mode="aggregate", dataset=dataset)
+        partials: list[pa.Table] = []
+
+        def run(agent: str, parts: list[str]) -> tuple[pa.Table, list[PartitionReport], int]:
+            request = pb.AggregateRequest(plan=wire.plan_to_proto(
+                Plan(**{**_fields(plan), "partitions": tuple(parts)})))
+            response = self._call(agent, "Aggregate", request)
+            table = pa.ipc.open_stream(response.partials).read_all()
+            return table, [_report(agent, r) for r in response.partitions], response.ByteSize()
+
+        for table, reports, nbytes in self._fan_out(desc, run, report):
+            partials.append(table)
+            report.partitions.extend(reports)
+            report.bytes_moved += nbytes
+        merged = merge_partials(partials, bound) if partials else bound_empty(bound, desc)
+        result = finish(merged, bound, finishers)
+        report.wall_seconds = time.perf_counter() - started
+        self.last_report = report
+        return result
+
+    def scan(self, dataset: str, columns: Sequence[str] | None = None,
+             where: Expr | None = None, dialect: str | Dialect = "sql") -> Iterator[pa.RecordBatch]:
+        """Rows with the filter and projection applied on the agents, partition by partition."""
+        started = time.perf_counter()
+        desc = self.describe(dataset)
+        plan = Plan(dataset, filter=where, columns=tuple(columns or ()), dialect=Dialect(dialect))
+        bind_plan(plan, desc.stored_schema)
+        report = QueryReport(mode="scan", dataset=dataset)
+        self.last_report = report
+
+        def run(agent: str, parts: list[str]) -> tuple[list[pa.RecordBatch], list, int]:
+            request = pb.ScanRequest(plan=wire.plan_to_proto(
+                Plan(**{**_fields(plan), "partitions": tuple(parts)})))
+            batches, reports, nbytes = [], [], 0
+            try:
+                for chunk in self._stub(agent).Scan(request, timeout=self.timeout):
+                    nbytes += chunk.ByteSize()
+                    if chunk.arrow_ipc:
+                        batches.extend(pa.ipc.open_stream(chunk.arrow_ipc).read_all().to_batches())
+                    if chunk.HasField("report"):
+                        reports.append(_report(agent, chunk.report))
+            except grpc.RpcError as exc:
+                raise _error(agent, exc) from None
+            return batches, reports, nbytes
+
+        # One partition per call, so a failed agent's partition is retried whole elsewhere.
+        for batches, reports, nbytes in self._fan_out(desc, run, report, per_partition=True):
+            report.partitions.extend(reports)
+            report.bytes_moved += nbytes
+            report.wall_seconds = time.perf_counter() - started
+            yield from batches
+
+    def scan_table(self, dataset: str, columns: Sequence[str] | None = None,
+                   where: Expr | None = None, dialect: str | Dialect = "sql") -> pa.Table:
+        batches = list(self.scan(dataset, columns, where, dialect))
+        if batches:
+            return pa.Table.from_batches(batches)
+        desc = self.describe(dataset)
+        schema = desc.schema if not columns else pa.schema([desc.schema.field(c) for c in columns])
+        return schema.empty_table()
+
+    def sql(self, text: str, engine: str = "auto") -> pa.Table:
+        from .sql import run_sql
+
+        return run_sql(self, text, engine=engine)
+
+    def _fan_out(self, desc: DatasetDescription, run: Callable[[str, list[str]], Any],
+                 report: QueryReport, per_partition: bool = False) -> Iterator[Any]:
+        """Run `run(agent, partitions)` over a live replica of every partition, failing over."""
+        dead: set[str] = set(desc.unreachable)
+        causes: dict[str, list[str]] = {}
+        pending = [p for p in desc.partitions]
+        while pending:
+            assignment = _assign(pending, dead)
+            missing = [p.id for p in pending if p.id not in {x for v in assignment.values()
+                                                            for x in v}]
+            if missing:
+                raise PartitionUnavailable(desc.name, missing, [
+                    f"{a}: {'; '.join(c)}" for a, c in causes.items()] or ["no live replica"])
+            jobs = [(a, [pid]) for a, pids in assignment.items() for pid in pids] \
+                if per_partition else list(assignment.items())
+            futures = [(a, pids, self._pool.submit(run, a, pids)) for a, pids in jobs]
+            retry: set[str] = set()
+            for agent, pids, fut in futures:
+                try:
+                    yield fut.result()
+                except AgentUnavailable as exc:
+                    dead.add(agent)
+                    causes.setdefault(agent, []).append(str(exc))
+                    report.failovers.append(f"{agent}: partitions {', '.join(pids)} retried")
+                    retry.update(pids)
+            pending = [p for p in pending if p.id in retry]
+
+    # -- writes --------------------------------------------------------------------------
+
+    def write(self, dataset: str, data: pa.Table | Iterable[pa.RecordBatch], *,
+              partition_rows: int = 1_000_000, replicas: int = 1, overwrite: bool = False,
+              progress: Callable[[int], None] | None = None) -> WriteSummary:
+        """Split into partitions, spread them over the agents (each on `replicas` agents)."""
+        if replicas < 1 or replicas > len(self.agents):
+            raise PlanInvalid(f"replicas must be between 1 and the number of agents "
+                              f"({len(self.agents)}), not {replicas}")
+        if partition_rows < 1:
+            raise PlanInvalid("partition_rows must be positive")
+        batches = data.to_batches() if isinstance(data, pa.Table) else data
+        fresh = set(self.agents) if overwrite else set()
+        written: list[str] = []
+        rows = 0
+        tag = uuid.uuid4().hex[:8]
+        in_flight: list[Any] = []
+        for index, part in enumerate(_partitions(batches, partition_rows)):
+            targets = [self.agents[(index + r) % len(self.agents)] for r in range(replicas)]
+            pid = f"p{index:05d}-{tag}"
+            for agent in targets:
+                first_for_agent = agent in fresh
+                fresh.discard(agent)
+                in_flight.append(self._pool.submit(self._write_one, agent, dataset, pid, part,
+                                                   first_for_agent, targets))
+            written.append(pid)
+            rows += part.num_rows
+            if len(in_flight) >= 2 * len(self.agents):  # bound memory: wait for the oldest
+                in_flight.pop(0).result()
+            if progress:
+                progress(part.num_rows)
+        for fut in in_flight:
+            fut.result()
+        for agent in fresh:  # overwrite: agents that got no new partition drop their old ones
+            self._call(agent, "DropDataset", pb.DropDatasetRequest(dataset=dataset))
+        return WriteSummary(dataset, rows, len(written), tuple(self.agents))
+
+    def _write_one(self, agent: str, dataset: str, pid: str, table: pa.Table, overwrite: bool,
+                   replicas: list[str]) -> None:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        data = sink.getvalue()
+
+        def chunks() -> Iterator[pb.WriteChunk]:
+            yield pb.WriteChunk(dataset=dataset, partition=pid, overwrite=overwrite,
+                                replicas=replicas, arrow_ipc=data[:WRITE_PIECE].to_pybytes())
+            for offset in range(WRITE_PIECE, len(data), WRITE_PIECE):
+                yield pb.WriteChunk(arrow_ipc=data[offset:offset + WRITE_PIECE].to_pybytes())
+
+        self._call(agent, "Write", chunks())
+
+    def drop(self, dataset: str) -> bool:
+        dropped = False
+        for r in self._each_agent("DropDataset", pb.DropDatasetRequest(dataset=dataset)).values():
+            if isinstance(r, BpfstoreError):
+                raise r
+            dropped |= r.dropped
+        return dropped
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _fields(plan: Plan) -> dict[str, Any]:
+    return {f: getattr(plan, f) for f in plan.__dataclass_fields__}
+
+
+def _report(agent: str, r: pb.PartitionReport) -> PartitionReport:
+    return PartitionReport(agent, r.partition, r.engine, r.path, r.rows_scanned, r.rows_matched,
+                           r.bytes_scanned, r.time_ns, r.pruned)
+
+
+def bound_empty(plan: Plan, desc: DatasetDescription) -> pa.Table:
+    from .combine import partial_schema
+
+    return partial_schema(plan, desc.stored_schema).empty_table()
+
+
+def _assign(partitions: Sequence[PartitionSummary], dead: set[str]) -> dict[str, list[str]]:
+    """Each partition to its least-loaded live replica (ties: the order replicas were found)."""
+    load: dict[str, list[str]] = {}
+    for p in partitions:
+        live = [a for a in p.agents if a not in dead]
+        if not live:
+            continue
+        agent = min(live, key=lambda a: len(load.get(a, [])))
+        load.setdefault(agent, []).append(p.id)
+    return load
+
+
+def _partitions(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        while batch.num_rows:
+            take = min(rows - count, batch.num_rows)
+            pending.append(batch.slice(0, take))
+            count += take
+            batch = batch.slice(take)
+            if count == rows:
+                yield pa.Table.from_batches(pending)
+                pending, count = [], 0
+    if pending:
+        yield pa.Table.from_batches(pending)
+
+
+def _merge_descriptions(dataset: str, infos: dict[str, pb.DatasetInfo],
+                        unreachable: list[str]) -> DatasetDescription:
+    first = next(iter(infos.values()))
+    stored = pa.ipc.read_schema(pa.py_buffer(first.arrow_schema))
+    logical = pa.schema([pa.field(f.name, logical_type(f.type)) for f in stored])
+    holders: dict[str, list[str]] = {}
+    parts: dict[str, pb.PartitionInfo] = {}
+    for agent, info in infos.items():
+        other = pa.ipc.read_schema(pa.py_buffer(info.arrow_schema))
+        if not other.equals(stored):
+            raise PlanInvalid(f"dataset {dataset!r} has different schemas on different agents")
+        for p in info.partitions:
+            holders.setdefault(p.id, []).append(agent)
+            parts.setdefault(p.id, p)
+    if unreachable:
+        _check_complete(dataset, parts, unreachable)
+    summaries = tuple(
+        PartitionSummary(pid, p.rows, p.bytes, tuple(holders[pid]), tuple(p.replicas),
+                         {s.column: _stats_dict(s) for s in p.stats})
+        for pid, p in sorted(parts.items()))
+    version = sum(i.version for i in infos.values())
+    return DatasetDescription(dataset, logical, stored, version, summaries, tuple(unreachable))
+
+
+def _check_complete(dataset: str, parts: dict[str, pb.PartitionInfo],
+                    unreachable: list[str]) -> None:
+    """With agents down, go on only when replication proves no partition is missing."""
+    factor = min((len(p.replicas) for p in parts.values()), default=0)
+    if len(unreachable) >= max(factor, 1):
+        raise PartitionUnavailable(dataset, [f"(any held only by {a})" for a in unreachable], [
+            f"{len(unreachable)} agent(s) unreachable and the dataset has {factor} replica(s)"])
+
+
+def _stats_dict(s: pb.ColumnStats) -> dict[str, Any]:
+    out: dict[str, Any] = {"null_count": s.null_count, "has_nan": s.has_nan}
+    if s.HasField("min"):
+        out["min"] = wire.literal_from_proto(s.min).value
+    if s.HasField("max"):
+        out["max"] = wire.literal_from_proto(s.max).value
+    return out

@@ -1,0 +1,228 @@
+"""Exact merging of partial aggregates, and finishing them into final answers.
+
+Partials are mergeable: count -> sum of counts; sum -> sum of sums (decimal128(38, s) for
+integers and decimals, float64 otherwise); min/max -> min/max, with SQL's float order
+(NaN above +inf). The agent merges its own partitions with the same code the client uses
+to merge agents.
+"""
+
+from __future__ import annotations
+
+import decimal
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .binding import logical_type, partial_type
+from .plan import AggFunc, Aggregate, Dialect, Expr, Plan, describe, describe_aggregate
+
+_NON_EMPTY = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
+_KEY_MASK = 0x7FFFFFFFFFFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class Avg:
+    """AVG(arg): travels as SUM + COUNT, finished by the connector."""
+
+    arg: Expr
+
+
+def avg(e: Expr | str) -> Avg:
+    from .plan import Column
+
+    return Avg(Column(e) if isinstance(e, str) else e)
+
+
+FinalAggregate = Aggregate | Avg
+
+
+def partial_schema(plan: Plan, schema: pa.Schema) -> pa.Schema:
+    """Schema of a bound plan's partials: group keys (logical types), then __agg_<i>."""
+    fields = [pa.field(k, logical_type(schema.field(k).type)) for k in plan.group_by]
+    fields += [pa.field(f"__agg_{i}", partial_type(a)) for i, a in enumerate(plan.aggregates)]
+    return pa.schema(fields)
+
+
+def merge_partials(tables: Sequence[pa.Table], plan: Plan) -> pa.Table:
+    """Merge partial tables of the same bound plan into one partial table."""
+    tables = [t for t in tables if t is not None]
+    if len(tables) == 1:
+        return tables[0]
+    table = pa.concat_tables(tables)
+    if not plan.group_by:
+        return pa.Table.from_arrays(
+            [pa.array([_merge_scalar(table.column(i), a, plan.dialect)], table.schema.field(i).type)
+             for i, a in enumerate(plan.aggregates)],
+            schema=table.schema)
+    keys = list(plan.group_by)
+    inputs: dict[str, pa.ChunkedArray] = {k: table.column(k) for k in keys}
+    specs = []
+    for i, a in enumerate(plan.aggregates):
+        name = f"__agg_{i}"
+        col = table.column(name)
+        if _sql_float_order(a, plan.dialect, col.type):
+            col = _order_key(col)
+        inputs[name] = col
+        specs.append((name, _merge_func(a), _NON_EMPTY))
+    grouped = pa.table(inputs).group_by(keys, use_threads=False).aggregate(specs)
+    out = [grouped.column(k) for k in keys]
+    for i, a in enumerate(plan.aggregates):
+        merged = grouped.column(f"__agg_{i}_{_merge_func(a)}")
+        t = table.schema.field(len(keys) + i).type
+        if _sql_float_order(a, plan.dialect, t):
+            merged = _from_order_key(merged)
+        if a.func in (AggFunc.COUNT, AggFunc.COUNT_STAR):
+            merged = pc.fill_null(merged, 0)
+        out.append(merged.cast(t))
+    return pa.Table.from_arrays(out, schema=table.schema)
+
+
+def _merge_func(a: Aggregate) -> str:
+    return {AggFunc.MIN: "min", AggFunc.MAX: "max"}.get(a.func, "sum")
+
+
+def _sql_float_order(a: Aggregate, dialect: Dialect, t: pa.DataType) -> bool:
+    return a.func in (AggFunc.MIN, AggFunc.MAX) and dialect is Dialect.SQL and \
+        pa.types.is_floating(t)
+
+
+def _merge_scalar(col: pa.ChunkedArray, a: Aggregate, dialect: Dialect) -> object:
+    values = [v for v in col.to_pylist() if v is not None]
+    if a.func in (AggFunc.COUNT, AggFunc.COUNT_STAR):
+        return sum(values)
+    if not values:
+        return None
+    if a.func is AggFunc.SUM:
+        if isinstance(values[0], float):
+            return _float_sum(values)
+        return sum(values, decimal.Decimal(0)) if isinstance(values[0], decimal.Decimal) \
+            else sum(values)
+    if isinstance(values[0], float) and dialect is Dialect.SQL:
+        nans = [v for v in values if math.isnan(v)]
+        rest = [v for v in values if not math.isnan(v)]
+        if a.func is AggFunc.MAX:
+            return math.nan if nans else max(rest)
+        return min(rest) if rest else math.nan
+    return min(values) if a.func is AggFunc.MIN else max(values)
+
+
+def _float_sum(values: list[float]) -> float:
+    if any(math.isnan(v) for v in values):
+        return math.nan
+    try:
+        return math.fsum(values)
+    except (OverflowError, ValueError):
+        return sum(values)
+
+
+def _order_key(col: pa.ChunkedArray) -> pa.Array:
+    import numpy as np
+
+    f = np.array(col.to_pylist(), dtype=object)
+    valid = np.array([v is not None for v in f], dtype=bool)
+    floats = np.where(valid, f, 0.0).astype(np.float64)
+    floats = np.where(np.isnan(floats), np.nan, floats)
+    bits = floats.view(np.int64)
+    keys = bits ^ ((bits >> 63) & np.int64(_KEY_MASK))
+    return pa.array(keys, pa.int64(), mask=~valid)
+
+
+def _from_order_key(col: pa.ChunkedArray) -> pa.Array:
+    import numpy as np
+
+    values = col.to_pylist()
+    valid = np.array([v is not None for v in values], dtype=bool)
+    keys = np.array([0 if v is None else v for v in values], dtype=np.int64)
+    bits = keys ^ ((keys >> 63) & np.int64(_KEY_MASK))
+    return pa.array(bits.view(np.float64), pa.float64(), mask=~valid)
+
+
+# -- finishing -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Finisher:
+    """How one requested aggregate is read from the merged partials."""
+
+    name: str
+    kind: str  # "plain" or "avg"
+    sum_index: int
+    count_index: int = -1
+
+
+def expand(requested: Sequence[FinalAggregate], names: Sequence[str] | None
+           ) -> tuple[list[Aggregate], list[Finisher]]:
+    """The plan aggregates needed (AVG -> SUM + COUNT, shared when repeated) and finishers."""
+    plan_aggs: list[Aggregate] = []
+    index: dict[Aggregate, int] = {}
+
+    def slot(a: Aggregate) -> int:
+        if a not in index:
+            index[a] = len(plan_aggs)
+            plan_aggs.append(a)
+        return index[a]
+
+    finishers = []
+    for i, r in enumerate(requested):
+        if isinstance(r, Avg):
+            name = names[i] if names else f"avg({describe(r.arg)})"
+            finishers.append(Finisher(name, "avg", slot(Aggregate(AggFunc.SUM, r.arg)),
+                                      slot(Aggregate(AggFunc.COUNT, r.arg))))
+        else:
+            name = names[i] if names else describe_aggregate(r).replace("count_star", "count(*)")
+            finishers.append(Finisher(name, "plain", slot(r)))
+    return plan_aggs, finishers
+
+
+def finish(merged: pa.Table, plan: Plan, finishers: Sequence[Finisher]) -> pa.Table:
+    """Final answers from merged partials (AVG = exact sum / count in the dialect's types)."""
+    nkeys = len(plan.group_by)
+    if not plan.group_by and merged.num_rows == 0:  # no partitions at all: SQL's empty answer
+        merged = pa.Table.from_arrays(
+            [pa.array([0 if a.func in (AggFunc.COUNT, AggFunc.COUNT_STAR) else None], f.type)
+             for a, f in zip(plan.aggregates, merged.schema, strict=True)],
+            schema=merged.schema)
+    columns = [merged.column(i) for i in range(nkeys)]
+    names = list(plan.group_by)
+    for f in finishers:
+        agg = plan.aggregates[f.sum_index]
+        col = merged.column(nkeys + f.sum_index)
+        if f.kind == "avg":
+            col = _average(col, merged.column(nkeys + f.count_index), agg, plan.dialect)
+        elif agg.func is AggFunc.SUM and plan.dialect is Dialect.PANDAS:
+            col = pc.fill_null(col, pa.scalar(0, col.type))  # pandas: the sum of nothing is 0
+        columns.append(col)
+        names.append(f.name)
+    return pa.Table.from_arrays(columns, names=names)
+
+
+def avg_type(arg_type: pa.DataType, dialect: Dialect) -> pa.DataType:
+    """AVG(decimal(p, s)) is decimal(p + 4, s + 4) in SQL (Spark's rule); float64 otherwise."""
+    t = logical_type(arg_type)
+    if pa.types.is_decimal(t) and dialect is Dialect.SQL:
+        return pa.decimal128(min(38, t.precision + 4), min(38, t.scale + 4))
+    return pa.float64()
+
+
+def _average(sums: pa.ChunkedArray, counts: pa.ChunkedArray, agg: Aggregate,
+             dialect: Dialect) -> pa.Array:
+    assert agg.arg is not None and agg.arg.result_type is not None
+    t = avg_type(agg.arg.result_type, dialect)
+    out = []
+    for s, n in zip(sums.to_pylist(), counts.to_pylist(), strict=True):
+        if s is None or not n:
+            out.append(None)
+        elif pa.types.is_decimal(t):
+            q = decimal.Decimal(1).scaleb(-t.scale)
+            with decimal.localcontext() as ctx:
+                ctx.prec = 80
+                out.append((decimal.Decimal(s) / n).quantize(q, rounding=decimal.ROUND_HALF_UP))
+        elif isinstance(s, float):
+            out.append(s / n)
+        else:  # exact integer or decimal sum: one correctly rounded division
+            out.append(float(Fraction(s) / n))
+    return pa.array(out, t)

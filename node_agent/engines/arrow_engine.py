@@ -1,0 +1,198 @@
+"""The user-space engine: vectorized Arrow/numpy evaluation of any plan the proto can express.
+
+Input: a bound plan and a partition's table. Output: the partition's partial aggregates
+(group keys, then one column per aggregate; types from `binding.partial_type`) or its
+filtered, projected rows.
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from bpfstore.connector.binding import logical_type, partial_type
+from bpfstore.connector.combine import partial_schema
+from bpfstore.connector.errors import ArithmeticOverflow
+from bpfstore.connector.plan import AggFunc, Aggregate, Dialect, Plan, columns_of
+
+from . import exact
+from .evaluate import Evaluator, Val
+
+_NON_EMPTY = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
+_MAX_DECIMAL = 10**38
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateResult:
+    partials: pa.Table
+    rows_scanned: int
+    rows_matched: int
+
+
+class ArrowEngine:
+    name = "arrow"
+
+    def aggregate(self, table: pa.Table, plan: Plan) -> AggregateResult:
+        """Partials of a bound plan over one partition."""
+        needed = columns_of([plan.filter, *(a.arg for a in plan.aggregates)]) + [
+            k for k in plan.group_by]
+        table = table.select(list(dict.fromkeys(needed)))
+        matched = self.filter(table, plan)
+        ev = Evaluator(matched, plan.dialect)
+        if plan.group_by:
+            partials = _grouped(ev, plan)
+        else:
+            partials = pa.Table.from_arrays(
+                [_scalar_partial(ev, a) for a in plan.aggregates],
+                schema=partial_schema(plan, table.schema))
+        return AggregateResult(partials, table.num_rows, matched.num_rows)
+
+    def filter(self, table: pa.Table, plan: Plan) -> pa.Table:
+        if plan.filter is None:
+            return table
+        mask = Evaluator(table, plan.dialect).predicate(plan.filter)
+        if isinstance(mask, pa.Scalar):
+            return table if mask.as_py() else table.slice(0, 0)
+        return table.filter(mask)  # null selects nothing (SQL WHERE keeps only TRUE)
+
+    def scan(self, table: pa.Table, plan: Plan, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        columns = list(plan.columns) or table.column_names
+        needed = list(dict.fromkeys(columns + columns_of([plan.filter])))
+        matched = self.filter(table.select(needed), plan).select(columns)
+        yield from matched.to_batches(max_chunksize=batch_rows)
+
+
+def _scalar_partial(ev: Evaluator, agg: Aggregate) -> pa.Array:
+    t = partial_type(agg)
+    if agg.func is AggFunc.COUNT_STAR:
+        return pa.array([ev.table.num_rows], t)
+    assert agg.arg is not None
+    v = ev.value(agg.arg)
+    if agg.func is AggFunc.COUNT:
+        return pa.array([len(v.data) - v.data.null_count], t)
+    if agg.func is AggFunc.SUM:
+        return pa.array([_exact_sum(v, ev.dialect, t)], t)
+    return pa.array([_min_or_max(v, agg.func, ev.dialect)], t)
+
+
+def _exact_sum(v: Val, dialect: Dialect, t: pa.DataType) -> object:
+    if pa.types.is_floating(v.type):
+        return exact.compensated_float_sum(v.data, skip_nan=dialect is Dialect.PANDAS)
+    if v.scaled or pa.types.is_integer(v.type) or pa.types.is_boolean(v.type):
+        data = v.data if not pa.types.is_boolean(v.type) else pc.cast(v.data, pa.int64())
+        unscaled = exact.exact_int_sum(data)
+    else:
+        unscaled = exact.exact_decimal128_sum(v.data)
+    if unscaled is None:
+        return None
+    if abs(unscaled) >= _MAX_DECIMAL:
+        raise ArithmeticOverflow(f"sum exceeds 38 digits ({t})")
+    return decimal.Decimal(unscaled).scaleb(-t.scale)
+
+
+def _min_or_max(v: Val, func: AggFunc, dialect: Dialect) -> object:
+    key = "min" if func is AggFunc.MIN else "max"
+    data = v.data
+    if pa.types.is_floating(v.type) and dialect is Dialect.SQL:
+        found = pc.min_max(exact.float_order_key(data))[key]
+        if not found.is_valid:
+            return None
+        return exact.float_from_order_key(pa.array([found.as_py()], pa.int64()))[0].as_py()
+    if pa.types.is_dictionary(data.type):
+        data = pa.chunked_array(
+            [c.dictionary.take(pc.unique(c.indices).drop_null()) for c in exact.chunks(data)],
+            type=data.type.value_type)
+    found = pc.min_max(data)[key].as_py()
+    if v.scaled and found is not None:
+        return decimal.Decimal(found).scaleb(-v.type.scale)
+    return found
+
+
+def _grouped(ev: Evaluator, plan: Plan) -> pa.Table:
+    """Hash aggregation; sums of integers split into 32-bit halves so they stay exact."""
+    columns: dict[str, pa.ChunkedArray] = {}
+    keys: list[tuple[str, Val]] = []
+    for i, name in enumerate(plan.group_by):
+        k = ev.column(name)
+        columns[f"k{i}"] = k.data
+        keys.append((f"k{i}", k))
+    specs: list[tuple[object, str, object]] = []
+    finishers = []
+    for i, agg in enumerate(plan.aggregates):
+        finishers.append(_grouped_agg(ev, agg, f"v{i}", columns, specs))
+    table = pa.table(columns) if columns else pa.table({"k": pa.nulls(ev.table.num_rows)})
+    if plan.dialect is Dialect.PANDAS:  # pandas drops groups whose key is missing
+        for name, _ in keys:
+            table = table.filter(pc.is_valid(table.column(name)))
+    grouped = table.group_by([name for name, _ in keys], use_threads=False).aggregate(specs)
+    out = [_key_back(grouped.column(name), k) for name, k in keys]
+    out += [finish(grouped) for finish in finishers]
+    return pa.Table.from_arrays(out, schema=partial_schema(plan, ev.table.schema))
+
+
+def _grouped_agg(ev: Evaluator, agg: Aggregate, name: str, columns: dict, specs: list):
+    """Register the hash-aggregate inputs for one aggregate; return how to read its result."""
+    t = partial_type(agg)
+    if agg.func is AggFunc.COUNT_STAR:
+        specs.append(([], "count_all", None))
+        return lambda g: g.column("count_all").cast(t)
+    assert agg.arg is not None
+    v = ev.value(agg.arg)
+    if agg.func is AggFunc.COUNT:
+        columns[name] = v.data
+        specs.append((name, "count", pc.CountOptions(mode="only_valid")))
+        return lambda g: g.column(f"{name}_count")
+    if agg.func is AggFunc.SUM:
+        if pa.types.is_floating(v.type):
+            columns[name] = pc.cast(v.data, pa.float64())
+            specs.append((name, "sum", _NON_EMPTY))
+            return lambda g: g.column(f"{name}_sum")
+        if v.scaled or pa.types.is_integer(v.type) or pa.types.is_boolean(v.type):
+            data = pc.cast(v.data, pa.int64()) if v.type != pa.uint64() else v.data
+            columns[name + "lo"] = pc.bit_wise_and(data, 0xFFFFFFFF)
+            columns[name + "hi"] = pc.shift_right(data, 32)
+            specs.append((name + "lo", "sum", _NON_EMPTY))
+            specs.append((name + "hi", "sum", _NON_EMPTY))
+            return lambda g: _join_halves(g.column(f"{name}lo_sum"), g.column(f"{name}hi_sum"), t)
+        columns[name] = pc.cast(v.data, pa.decimal128(38, v.type.scale))
+        specs.append((name, "sum", _NON_EMPTY))
+        return lambda g: g.column(f"{name}_sum").cast(t)
+    func = "min" if agg.func is AggFunc.MIN else "max"
+    if pa.types.is_floating(v.type) and ev.dialect is Dialect.SQL:
+        columns[name] = exact.float_order_key(v.data)
+        specs.append((name, func, _NON_EMPTY))
+        return lambda g: exact.float_from_order_key(g.column(f"{name}_{func}")).cast(t)
+    data = v.data
+    if pa.types.is_dictionary(data.type):
+        data = pc.cast(data, data.type.value_type)
+    columns[name] = data
+    specs.append((name, func, _NON_EMPTY))
+    if v.scaled:
+        return lambda g: ev.to_logical(Val(g.column(f"{name}_{func}"), v.type, True)).data.cast(t)
+    return lambda g: g.column(f"{name}_{func}").cast(t)
+
+
+def _join_halves(lo: pa.ChunkedArray, hi: pa.ChunkedArray, t: pa.DataType) -> pa.ChunkedArray:
+    """hi * 2**32 + lo, exactly, as decimal128(38, scale) of the unscaled value."""
+    # |hi sum| < 2**62 and |lo sum| < 2**63 (fewer than 2**31 rows): 31 digits suffice.
+    hi_part = pc.multiply_checked(pc.cast(hi, pa.decimal128(19, 0)),
+                                  pa.scalar(2**32, pa.decimal128(10, 0)))
+    total = pc.add_checked(hi_part, pc.cast(lo, pa.decimal128(20, 0)))
+    wide = pa.decimal128(38, 0)
+    # reinterpret the unscaled integers at the partial's scale (same 128-bit words)
+    return pa.chunked_array(
+        [pa.Array.from_buffers(t, len(c), c.buffers(), null_count=c.null_count, offset=c.offset)
+         for c in exact.chunks(pc.cast(total, wide))], type=t)
+
+
+def _key_back(data: pa.ChunkedArray, k: Val) -> pa.ChunkedArray:
+    """Group keys in their logical type (dictionary strings decoded, decimals restored)."""
+    if k.scaled:
+        return exact.int64_to_decimal128(data, logical_type(k.type))
+    if pa.types.is_dictionary(data.type):
+        return pc.cast(data, data.type.value_type)
+    return data

@@ -1,0 +1,60 @@
+"""One table from typed errors to gRPC status codes; internal details stay in the log."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import grpc
+import pyarrow as pa
+
+from bpfstore.connector.errors import (
+    ArithmeticOverflow,
+    BpfstoreError,
+    DatasetExists,
+    DatasetNotFound,
+    PartitionUnavailable,
+    PlanInvalid,
+    ResourceExhausted,
+    Unsupported,
+)
+
+log = logging.getLogger("bpfstore.agent")
+
+STATUS: dict[type[BaseException], grpc.StatusCode] = {
+    Unsupported: grpc.StatusCode.UNIMPLEMENTED,
+    PlanInvalid: grpc.StatusCode.INVALID_ARGUMENT,
+    DatasetNotFound: grpc.StatusCode.NOT_FOUND,
+    DatasetExists: grpc.StatusCode.ALREADY_EXISTS,
+    ArithmeticOverflow: grpc.StatusCode.OUT_OF_RANGE,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    PartitionUnavailable: grpc.StatusCode.UNAVAILABLE,
+}
+INTERNAL_MESSAGE = "internal error in the agent (details are in its log)"
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode | None:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return None
+
+
+@contextlib.contextmanager
+def rpc_errors(context: grpc.ServicerContext, method: str) -> Iterator[None]:
+    """Map whatever the body raises to one status code; never leak internals to the client."""
+    try:
+        yield
+    except BpfstoreError as exc:
+        code = status_for(exc) or grpc.StatusCode.INTERNAL
+        log.info("%s failed: %s: %s", method, code.name, exc)
+        context.abort(code, str(exc) if code is not grpc.StatusCode.INTERNAL else INTERNAL_MESSAGE)
+    except pa.ArrowNotImplementedError as exc:
+        log.info("%s: not supported by Arrow: %s", method, exc)
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"operation not supported: {exc}")
+    except Exception:
+        if context.code() is not None:  # already aborted (abort raises a plain Exception)
+            raise
+        log.exception("%s failed unexpectedly", method)
+        context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)

@@ -1,0 +1,234 @@
+"""The agent's gRPC service: thin methods that unpack, call storage and engines, and pack."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import socket
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from importlib import metadata
+
+import grpc
+import pyarrow as pa
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from bpfstore.connector import wire
+from bpfstore.connector.binding import bind_plan, logical_type
+from bpfstore.connector.combine import merge_partials, partial_schema
+from bpfstore.connector.errors import PlanInvalid
+from bpfstore.connector.plan import In, Literal, Plan, columns_of, walk
+from bpfstore.v1 import agent_pb2 as pb
+from bpfstore.v1 import agent_pb2_grpc
+
+from .config import AgentConfig
+from .engines.select import Engines
+from .rpc_errors import rpc_errors
+from .stats import answer_from_stats, decode, may_match, stats_partials
+from .storage import DatasetMeta, Storage, iter_partitions
+
+log = logging.getLogger("bpfstore.agent")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("bpfstore")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def ipc_bytes(table_or_batch: pa.Table | pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table_or_batch.schema) as writer:
+        writer.write(table_or_batch)
+    return sink.getvalue().to_pybytes()
+
+
+def logical_table(table: pa.Table) -> pa.Table:
+    """Stored types -> what clients read (decimal64 -> decimal128; dictionaries stay)."""
+    fields = [pa.field(f.name, logical_type(f.type) if pa.types.is_decimal(f.type) else f.type)
+              for f in table.schema]
+    target = pa.schema(fields)
+    return table if target.equals(table.schema) else table.cast(target)
+
+
+class AgentService(agent_pb2_grpc.AgentServicer):
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.storage = Storage(config.data_dir, max_write_bytes=config.max_write_bytes)
+        self.engines = Engines(config.engine)
+
+    # -- metadata ------------------------------------------------------------------------
+
+    def GetInfo(self, request: pb.GetInfoRequest, context: grpc.ServicerContext) -> pb.GetInfoResponse:
+        with rpc_errors(context, "GetInfo"):
+            return pb.GetInfoResponse(
+                version=_version(),
+                node=socket.gethostname(),
+                kernel=f"{platform.system()} {platform.release()}",
+                engines=[pb.EngineStatus(name=s.name, available=s.available, reason=s.reason)
+                         for s in self.engines.status],
+                default_engine=self.config.engine,
+                limits=self.config.limits(),
+            )
+
+    def ListDatasets(self, request: pb.ListDatasetsRequest,
+                     context: grpc.ServicerContext) -> pb.ListDatasetsResponse:
+        with rpc_errors(context, "ListDatasets"):
+            return pb.ListDatasetsResponse(
+                datasets=[_dataset_info(self.storage.get(n), with_stats=False)
+                          for n in self.storage.names()])
+
+    def DescribeDataset(self, request: pb.DescribeDatasetRequest,
+                        context: grpc.ServicerContext) -> pb.DatasetInfo:
+        with rpc_errors(context, "DescribeDataset"):
+            return _dataset_info(self.storage.get(request.dataset), with_stats=True)
+
+    # -- queries -------------------------------------------------------------------------
+
+    def _plan(self, msg: pb.AggregateRequest | pb.ScanRequest) -> tuple[Plan, DatasetMeta]:
+        plan = wire.plan_from_proto(msg.plan, self.config.max_plan_depth)
+        self._check_limits(plan)
+        meta = self.storage.get(plan.dataset)
+        return bind_plan(plan, meta.schema), meta
+
+    def _check_limits(self, plan: Plan) -> None:
+        nodes = 0
+        for root in [plan.filter, *(a.arg for a in plan.aggregates)]:
+            for node in walk(root) if root is not None else ():
+                nodes += 1
+                if isinstance(node, In) and len(node.values) > self.config.max_in_list:
+                    raise PlanInvalid(f"IN list of {len(node.values)} values exceeds the limit "
+                                      f"of {self.config.max_in_list}")
+        if nodes > self.config.max_plan_nodes:
+            raise PlanInvalid(f"plan has {nodes} expression nodes; the limit is "
+                              f"{self.config.max_plan_nodes}")
+
+    def Aggregate(self, request: pb.AggregateRequest,
+                  context: grpc.ServicerContext) -> pb.AggregateResponse:
+        with rpc_errors(context, "Aggregate"):
+            plan, meta = self._plan(request)
+            if not plan.aggregates:
+                raise PlanInvalid("Aggregate needs at least one aggregate")
+            engine = self.engines.choose(plan.engine)
+            partials, reports = [], []
+            for part in iter_partitions(meta, plan.partitions):
+                start = time.perf_counter_ns()
+                report = pb.PartitionReport(partition=part.id, engine=engine.name)
+                if not may_match(plan.filter, part.stats, part.rows, meta.schema, plan.dialect):
+                    report.pruned, report.engine = True, "stats"
+                elif (values := answer_from_stats(plan, part.stats, part.rows, meta.schema)):
+                    partials.append(stats_partials(plan, values))
+                    report.engine = "stats"
+                else:
+                    table = self.storage.read(plan.dataset, part.id)
+                    result = engine.aggregate(table, plan)
+                    partials.append(result.partials)
+                    report.rows_scanned = result.rows_scanned
+                    report.rows_matched = result.rows_matched
+                    report.bytes_scanned = _bytes_of(table, plan)
+                report.time_ns = time.perf_counter_ns() - start
+                reports.append(report)
+            merged = merge_partials(partials, plan) if partials else \
+                partial_schema(plan, meta.schema).empty_table()
+            return pb.AggregateResponse(partials=ipc_bytes(merged), partitions=reports,
+                                        dataset_version=meta.version)
+
+    def Scan(self, request: pb.ScanRequest, context: grpc.ServicerContext) -> Iterator[pb.ScanChunk]:
+        with rpc_errors(context, "Scan"):
+            plan, meta = self._plan(request)
+            batch_rows = request.batch_rows or self.config.scan_batch_rows
+            for part in iter_partitions(meta, plan.partitions):
+                start = time.perf_counter_ns()
+                report = pb.PartitionReport(partition=part.id, engine="arrow")
+                if not may_match(plan.filter, part.stats, part.rows, meta.schema, plan.dialect):
+                    report.pruned, report.engine = True, "stats"
+                    report.time_ns = time.perf_counter_ns() - start
+                    yield pb.ScanChunk(report=report)
+                    continue
+                table = self.storage.read(plan.dataset, part.id)
+                matched = 0
+                for batch in self.engines.arrow.scan(table, plan, batch_rows):
+                    matched += batch.num_rows
+                    yield pb.ScanChunk(arrow_ipc=ipc_bytes(logical_table(
+                        pa.Table.from_batches([batch]))))
+                report.rows_scanned, report.rows_matched = table.num_rows, matched
+                report.bytes_scanned = _bytes_of(table, plan)
+                report.time_ns = time.perf_counter_ns() - start
+                yield pb.ScanChunk(report=report)
+
+    # -- writes --------------------------------------------------------------------------
+
+    def Write(self, request_iterator: Iterator[pb.WriteChunk],
+              context: grpc.ServicerContext) -> pb.WriteResponse:
+        with rpc_errors(context, "Write"):
+            first = next(request_iterator, None)
+            if first is None or not first.dataset:
+                raise PlanInvalid("Write stream must start with a chunk naming the dataset")
+
+            def pieces() -> Iterator[bytes]:
+                yield first.arrow_ipc
+                for chunk in request_iterator:
+                    yield chunk.arrow_ipc
+
+            meta, pid, rows = self.storage.write(first.dataset, pieces(), first.partition,
+                                                 first.overwrite, first.replicas)
+            log.info("write dataset=%s partition=%s rows=%d version=%d", meta.name, pid, rows,
+                     meta.version)
+            return pb.WriteResponse(dataset=meta.name, partitions=[pid], rows=rows,
+                                    version=meta.version)
+
+    def DropDataset(self, request: pb.DropDatasetRequest,
+                    context: grpc.ServicerContext) -> pb.DropDatasetResponse:
+        with rpc_errors(context, "DropDataset"):
+            return pb.DropDatasetResponse(dropped=self.storage.drop(request.dataset))
+
+
+def _bytes_of(table: pa.Table, plan: Plan) -> int:
+    """Bytes of column data the plan reads from this partition."""
+    projected = plan.columns or (() if plan.aggregates else tuple(table.column_names))
+    names = {*columns_of([plan.filter, *(a.arg for a in plan.aggregates)]), *plan.group_by,
+             *projected}
+    return sum(table.column(n).nbytes for n in names)
+
+
+def _dataset_info(meta: DatasetMeta, with_stats: bool) -> pb.DatasetInfo:
+    info = pb.DatasetInfo(name=meta.name, arrow_schema=meta.schema.serialize().to_pybytes(),
+                          version=meta.version, created=meta.created)
+    for p in meta.partitions:
+        part = info.partitions.add(id=p.id, rows=p.rows, bytes=p.bytes, replicas=p.replicas,
+                                   checksum=p.checksum)
+        if not with_stats:
+            continue
+        for name, s in p.stats.items():
+            cs = part.stats.add(column=name, null_count=s.null_count, has_nan=s.has_nan)
+            t = logical_type(meta.schema.field(name).type)
+            for value, target in ((s.min, cs.min), (s.max, cs.max)):
+                if value is not None:
+                    target.CopyFrom(wire.literal_to_proto(Literal(decode(value, t),
+                                                                  result_type=t)))
+    return info
+
+
+def create_server(config: AgentConfig) -> tuple[grpc.Server, int, AgentService]:
+    """A started-ready (not yet started) server bound to config.listen; port 0 picks one."""
+    options = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers), options=options)
+    service = AgentService(config)
+    agent_pb2_grpc.add_AgentServicer_to_server(service, server)
+    health_servicer = health.HealthServicer()
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_servicer.set("bpfstore.v1.Agent", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port(config.listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {config.listen}")
+    os.makedirs(config.data_dir, exist_ok=True)
+    return server, port, service
+

@@ -1,0 +1,199 @@
+"""Per-partition column statistics: computed at ingest, used to prune partitions and to answer
+COUNT / MIN / MAX without reading data. Every use is conservative: when in doubt, scan.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from bpfstore.connector.binding import logical_type, partial_type
+from bpfstore.connector.plan import (
+    AggFunc,
+    And,
+    Between,
+    Column,
+    Compare,
+    CompareOp,
+    Dialect,
+    Expr,
+    In,
+    IsNull,
+    Literal,
+    Not,
+    Or,
+    Plan,
+)
+
+_EPOCH = dt.date(1970, 1, 1)
+
+
+@dataclass
+class ColumnStats:
+    """JSON-friendly: min/max encoded per type (decimals as text, dates as days)."""
+
+    null_count: int
+    min: Any = None
+    max: Any = None
+    has_nan: bool = False
+
+
+def column_stats(data: pa.ChunkedArray) -> ColumnStats:
+    t = data.type
+    if pa.types.is_dictionary(t):
+        data = pa.chunked_array(
+            [c.dictionary.take(pc.unique(c.indices).drop_null()) for c in data.chunks],
+            type=t.value_type) if data.num_chunks else pa.chunked_array([], t.value_type)
+        t = t.value_type
+    null_count = _null_count(data)
+    if pa.types.is_binary(t) or pa.types.is_null(t):
+        return ColumnStats(null_count)
+    has_nan = False
+    if pa.types.is_floating(t):
+        has_nan = bool(pc.any(pc.is_nan(data)).as_py())
+    if pa.types.is_decimal(t) and t.bit_width == 64:
+        data = data.cast(pa.decimal128(t.precision, t.scale))
+    mm = pc.min_max(data)
+    return ColumnStats(null_count, _encode(mm["min"].as_py()), _encode(mm["max"].as_py()), has_nan)
+
+
+def _null_count(data: pa.ChunkedArray) -> int:
+    return sum(c.null_count for c in data.chunks)
+
+
+def _encode(v: Any) -> Any:
+    if isinstance(v, decimal.Decimal):
+        return str(v)
+    if isinstance(v, dt.datetime):
+        return v.isoformat()
+    if isinstance(v, dt.date):
+        return (v - _EPOCH).days
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else v
+    return v
+
+
+def decode(v: Any, t: pa.DataType) -> Any:
+    """A stats value back as the Python value of its column's logical type."""
+    t = logical_type(t)
+    if v is None:
+        return None
+    if pa.types.is_decimal(t):
+        return decimal.Decimal(v)
+    if pa.types.is_date(t):
+        return _EPOCH + dt.timedelta(days=v)
+    if pa.types.is_timestamp(t):
+        return dt.datetime.fromisoformat(v)
+    return v
+
+
+# -- pruning ---------------------------------------------------------------------------------
+
+
+def may_match(e: Expr | None, stats: dict[str, ColumnStats], rows: int, schema: pa.Schema,
+              dialect: Dialect) -> bool:
+    """False only when the statistics prove that no row of the partition satisfies `e`."""
+    if e is None:
+        return rows > 0
+    if rows == 0:
+        return False
+    try:
+        return _may(e, stats, rows, schema, dialect)
+    except (TypeError, ValueError, KeyError, decimal.InvalidOperation):
+        return True
+
+
+def _may(e: Expr, stats: dict[str, ColumnStats], rows: int, schema: pa.Schema,
+         dialect: Dialect) -> bool:
+    match e:
+        case And(args=args):
+            return all(_may(a, stats, rows, schema, dialect) for a in args)
+        case Or(args=args):
+            return any(_may(a, stats, rows, schema, dialect) for a in args)
+        case IsNull(arg=Column(name=name)):
+            s = stats[name]
+            return s.null_count > 0 or (dialect is Dialect.PANDAS and s.has_nan)
+        case Not(arg=IsNull(arg=Column(name=name))):
+            return stats[name].null_count < rows
+        case Compare(op=op, left=Column(name=name), right=Literal(value=v)) if v is not None:
+            return _range_may(name, stats, rows, schema, op, v)
+        case Compare(op=op, left=Literal(value=v), right=Column(name=name)) if v is not None:
+            return _range_may(name, stats, rows, schema, op.flipped(), v)
+        case Between(arg=Column(name=name), low=Literal(value=lo), high=Literal(value=hi)) \
+                if lo is not None and hi is not None:
+            return _range_may(name, stats, rows, schema, CompareOp.GE, lo) and _range_may(
+                name, stats, rows, schema, CompareOp.LE, hi)
+        case In(arg=Column(name=name), values=values):
+            return any(_range_may(name, stats, rows, schema, CompareOp.EQ, v.value)
+                       for v in values if v.value is not None) or (
+                dialect is Dialect.PANDAS and any(v.value is None for v in values))
+    return True
+
+
+def _range_may(name: str, stats: dict[str, ColumnStats], rows: int, schema: pa.Schema,
+               op: CompareOp, v: Any) -> bool:
+    s = stats[name]
+    t = schema.field(name).type
+    if op is CompareOp.NE or s.has_nan or (isinstance(v, float) and math.isnan(v)):
+        return True
+    if s.null_count >= rows:
+        return False  # all NULL: no comparison is true
+    lo, hi = decode(s.min, t), decode(s.max, t)
+    if lo is None or hi is None:
+        return True
+    match op:
+        case CompareOp.EQ:
+            return bool(lo <= v <= hi)
+        case CompareOp.LT:
+            return bool(lo < v)
+        case CompareOp.LE:
+            return bool(lo <= v)
+        case CompareOp.GT:
+            return bool(hi > v)
+        case CompareOp.GE:
+            return bool(hi >= v)
+    return True
+
+
+# -- answers from statistics -----------------------------------------------------------------
+
+
+def answer_from_stats(plan: Plan, stats: dict[str, ColumnStats], rows: int,
+                      schema: pa.Schema) -> list[Any] | None:
+    """One partial row computed from statistics alone, or None when data must be read."""
+    if plan.filter is not None or plan.group_by or not plan.aggregates:
+        return None
+    out = []
+    for agg in plan.aggregates:
+        if agg.func is AggFunc.COUNT_STAR:
+            out.append(rows)
+            continue
+        if not isinstance(agg.arg, Column) or agg.func is AggFunc.SUM:
+            return None
+        s = stats.get(agg.arg.name)
+        t = logical_type(schema.field(agg.arg.name).type)
+        if s is None or s.has_nan:
+            return None
+        if agg.func is AggFunc.COUNT:
+            out.append(rows - s.null_count)
+        elif pa.types.is_binary(t) or (s.min is None and s.null_count < rows):
+            return None
+        else:
+            value = decode(s.min if agg.func is AggFunc.MIN else s.max, t)
+            out.append(value)
+    return out
+
+
+def stats_partials(plan: Plan, values: list[Any]) -> pa.Table:
+    from bpfstore.connector.combine import partial_schema
+
+    schema = partial_schema(plan, pa.schema([]))
+    return pa.Table.from_arrays(
+        [pa.array([v], partial_type(a)) for v, a in zip(values, plan.aggregates, strict=True)],
+        schema=schema)
