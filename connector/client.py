@@ -396,10 +396,12 @@ class Client:
             targets = [self.agents[(index + r) % len(self.agents)] for r in range(replicas)]
             pid = f"p{index:05d}-{tag}"
             for agent in targets:
-                first_for_agent = agent in fresh
-                fresh.discard(agent)
+                if agent in fresh:  # replaces the old data: must land before any append
+                    fresh.discard(agent)
+                    self._write_one(agent, dataset, pid, part, True, targets)
+                    continue
                 in_flight.append(self._pool.submit(self._write_one, agent, dataset, pid, part,
-                                                   first_for_agent, targets))
+                                                   False, targets))
             written.append(pid)
             rows += part.num_rows
             if len(in_flight) >= 2 * len(self.agents):  # bound memory: wait for the oldest

@@ -22,11 +22,15 @@ def chunks(data: pa.ChunkedArray | pa.Array) -> list[pa.Array]:
     return list(data.chunks) if isinstance(data, pa.ChunkedArray) else [data]
 
 
-def values_view(arr: pa.Array, dtype: np.dtype) -> np.ndarray:
-    """The fixed-width data buffer of `arr` as numpy (nulls hold arbitrary values)."""
+def values_view(arr: pa.Array, dtype: np.dtype, per_value: int = 1) -> np.ndarray:
+    """The fixed-width data buffer of `arr` as numpy (nulls hold arbitrary values).
+
+    `per_value` numpy items make one Arrow value (2 int64 words for decimal128).
+    """
     buf = arr.buffers()[1]
-    view = np.frombuffer(buf, dtype=dtype, count=arr.offset + len(arr)) if buf else np.empty(0, dtype)
-    return view[arr.offset:]
+    count = (arr.offset + len(arr)) * per_value
+    view = np.frombuffer(buf, dtype=dtype, count=count) if buf else np.empty(0, dtype)
+    return view[arr.offset * per_value:]
 
 
 def with_values(arr: pa.Array, values: np.ndarray, t: pa.DataType) -> pa.Array:
@@ -83,7 +87,7 @@ def decimal128_to_float(data: pa.ChunkedArray) -> pa.ChunkedArray:
     t = data.type
     out = []
     for c in chunks(data):
-        words = values_view(c, np.dtype(np.int64)).reshape(-1, 2) if len(c) else np.empty((0, 2), np.int64)
+        words = values_view(c, np.dtype(np.int64), 2).reshape(-1, 2)
         lo, hi = words[:, 0], words[:, 1]
         fits = np.all(hi == (lo >> 63)) if len(c) else True
         if fits:
@@ -124,7 +128,7 @@ def exact_decimal128_sum(data: pa.ChunkedArray) -> int | None:
         if not len(c):
             continue
         seen += len(c)
-        words = values_view(c, np.dtype(np.int64)).reshape(-1, 2)
+        words = values_view(c, np.dtype(np.int64), 2).reshape(-1, 2)
         lo = words[:, 0].view(np.uint64)
         total += int((lo & np.uint64(0xFFFFFFFF)).sum(dtype=np.uint64))
         total += int((lo >> np.uint64(32)).sum(dtype=np.uint64)) << 32

@@ -1,0 +1,36 @@
+"""Shared fixtures: real agents (real gRPC servers on loopback) with real data directories."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from bpfstore.connector import Client
+from bpfstore.node_agent.config import AgentConfig
+from bpfstore.node_agent.server import create_server
+
+
+class RunningAgent:
+    def __init__(self, data_dir: str, **settings: object) -> None:
+        self.config = AgentConfig(data_dir=data_dir, listen="127.0.0.1:0", **settings)
+        self.server, self.port, self.service = create_server(self.config)
+        self.server.start()
+        self.address = f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.stop(0).wait()
+
+
+@pytest.fixture(scope="session")
+def agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RunningAgent]]:
+    running = [RunningAgent(str(tmp_path_factory.mktemp(f"agent{i}"))) for i in range(3)]
+    yield running
+    for a in running:
+        a.stop()
+
+
+@pytest.fixture(scope="session")
+def client(agents: list[RunningAgent]) -> Iterator[Client]:
+    with Client([a.address for a in agents]) as c:
+        yield c
