@@ -16,8 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -79,16 +81,9 @@ def free_port() -> int:
 
 
 def _agent_ready(address: str) -> bool:
-    client = Client(agents=[address])
-    try:
-        client.info()
-        return True
-    except Exception:  # not listening yet: any error just means "poll again"
-        return False
-    finally:
-        close = getattr(client, "close", None)
-        if close is not None:
-            close()
+    # info() reports an unreachable agent in-band, as {"agent": ..., "error": ...}
+    with Client(agents=[address], timeout=5) as client:
+        return all("error" not in info for info in client.info())
 
 
 @contextmanager
@@ -155,11 +150,16 @@ def duckdb_answer(parquet: Path, query: str, threads: int | None = None) -> pa.T
 
 
 def _same(ours: Any, oracle: Any) -> bool:
-    # DuckDB's averages are doubles: equal within 1e-9 relative. Everything else is exact
-    # (decimals compare by value, so a different scale is still equal).
+    """Exact for sums, counts and keys (decimals by value, so the scale may differ). DuckDB's
+    averages are doubles: a double must agree within 1e-9 relative, a decimal average (Spark's
+    typing, from Client.aggregate) must be the double rounded to the decimal's scale."""
+    if ours is None or oracle is None:
+        return ours is None and oracle is None
+    if isinstance(oracle, float) and isinstance(ours, Decimal):
+        exponent = ours.as_tuple().exponent
+        assert isinstance(exponent, int)  # a finite decimal
+        return abs(float(ours) - oracle) <= 0.5 * 10.0**exponent + 1e-9 * abs(oracle)
     if isinstance(ours, float) or isinstance(oracle, float):
-        if ours is None or oracle is None:
-            return ours is oracle
         return math.isclose(float(ours), float(oracle), rel_tol=1e-9)
     return bool(ours == oracle)
 
@@ -184,28 +184,51 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def answer_table(title: str, table: pa.Table) -> Table:
-    out = Table(title=title, title_justify="left")
-    for name in table.column_names:
-        out.add_column(name, justify="right")
-    for row in table.to_pylist():
-        out.add_row(*(str(v) for v in row.values()))
+def answer_table(table: pa.Table) -> Table:
+    """A result as a table. A wide one (Q1) is turned sideways to fit a terminal, one line per
+    measure and one column per group (the leading text columns are the group keys), with
+    decimals shown to 2 places; the comparison with DuckDB is exact either way."""
+    out = Table(box=None, header_style="bold underline")
+    rows = table.to_pylist()
+    names = table.column_names
+    if len(names) <= 4:
+        for name in names:
+            out.add_column(name, justify="right")
+        for row in rows:
+            out.add_row(*(str(v) for v in row.values()))
+        return out
+    keys = next((i for i, t in enumerate(table.schema.types) if not _is_text(t)), len(names))
+    out.add_column("")
+    for row in rows:
+        out.add_column(" ".join(str(row[k]) for k in names[:keys]), justify="right")
+    for name in names[keys:]:
+        out.add_row(name, *(_short(row[name]) for row in rows))
     return out
 
 
+def _is_text(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t))
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, Decimal):
+        return f"{v:.2f}"
+    return f"{v:.6f}" if isinstance(v, float) else str(v)
+
+
 def report_table(report: Any) -> Table:
-    out = Table(title="per partition", title_justify="left")
-    for name in ("agent", "partition", "engine", "rows scanned", "rows matched", "bytes scanned"):
-        out.add_column(
-            name, justify="left" if name in ("agent", "partition", "engine") else "right"
-        )
-    out.add_column("time", justify="right")
+    out = Table(box=None, header_style="bold underline")
+    for name in ("agent", "partition", "engine"):
+        out.add_column(name)
+    for name in ("rows", "matched", "scanned", "time"):
+        out.add_column(name, justify="right")
     for p in report.partitions:
-        engine = "pruned" if p.pruned else p.engine
         out.add_row(
             p.agent,
             p.partition,
-            engine,
+            "pruned" if p.pruned else p.engine,
             f"{p.rows_scanned:,}",
             f"{p.rows_matched:,}",
             human_bytes(p.bytes_scanned),
@@ -221,16 +244,17 @@ def run_query(client: Client, name: str, parquet: Path) -> list[str]:
     ours = client.sql(QUERIES[name])
     seconds = time.perf_counter() - start
     report = client.last_report
-    console.print(answer_table(f"{name} through bpfstore ({seconds * 1000:.0f} ms)", ours))
+    console.print(f"[bold]answer[/] (pushed down to the agents, {seconds * 1000:.0f} ms)")
+    console.print(answer_table(ours))
+    console.print("\n[bold]per partition[/]")
     console.print(report_table(report))
 
     problems = []
     scanned, moved = report.bytes_scanned, report.bytes_moved
     fraction = moved / scanned if scanned else math.inf
     console.print(
-        f"bytes scanned on the agents: [bold]{human_bytes(scanned)}[/]   "
-        f"bytes moved to the client: [bold]{human_bytes(moved)}[/] "
-        f"([bold]{fraction:.4%}[/] of scanned)"
+        f"\nbytes scanned on the agents [bold]{human_bytes(scanned)}[/], "
+        f"moved to the client [bold]{human_bytes(moved)}[/] ([bold]{fraction:.4%}[/])"
     )
     if fraction >= MAX_MOVED_FRACTION:
         problems.append(f"{name}: moved {moved} bytes for {scanned} scanned (≥ 1%)")
@@ -245,6 +269,8 @@ def run_query(client: Client, name: str, parquet: Path) -> list[str]:
 
 def ingest_and_query(client: Client, table: pa.Table, parquet: Path, partitions: int) -> list[str]:
     for info in client.info():
+        if "error" in info:
+            raise RuntimeError(f"agent {info['agent']}: {info['error']}")
         engines = ", ".join(
             e["name"] if e["available"] else f"{e['name']} (no: {e['reason']})"
             for e in info["engines"]
@@ -259,11 +285,10 @@ def ingest_and_query(client: Client, table: pa.Table, parquet: Path, partitions:
             partition_rows=math.ceil(table.num_rows / partitions),
             progress=lambda rows: progress.advance(task, rows),
         )
-    described = client.describe("lineitem")
-    spread = ", ".join(f"{p.id} → {'/'.join(p.replicas)}" for p in described.partitions)
-    console.print(
-        f"ingested {table.num_rows:,} rows into {len(described.partitions)} partitions: {spread}"
-    )
+    parts = client.describe("lineitem").partitions
+    per_agent = Counter(agent for p in parts for agent in p.replicas)
+    spread = ", ".join(f"{n} on {agent}" for agent, n in sorted(per_agent.items()))
+    console.print(f"ingested {table.num_rows:,} rows as {len(parts)} partitions: {spread}")
     return [problem for name in QUERIES for problem in run_query(client, name, parquet)]
 
 

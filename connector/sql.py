@@ -23,10 +23,31 @@ import sqlglot
 from sqlglot import exp
 
 from .binding import bind, bind_aggregate, bind_predicate, logical_type, partial_type
+from .combine import Avg
 from .errors import BpfstoreError, Unsupported
 from .plan import (
-    AggFunc, Aggregate, And, Arith, ArithOp, Between, Cast, Column, Compare, CompareOp, Expr, In,
-    IsNull, Literal, Negate, Not, Or, and_all, count, count_star, describe,
+    AggFunc,
+    Aggregate,
+    And,
+    Arith,
+    ArithOp,
+    Between,
+    Cast,
+    Column,
+    Compare,
+    CompareOp,
+    Expr,
+    In,
+    IsNull,
+    Literal,
+    Negate,
+    Not,
+    Or,
+    and_all,
+    count,
+    count_star,
+    describe,
+    describe_aggregate,
 )
 
 PATH_KEY, REASON_KEY = b"bpfstore.sql.path", b"bpfstore.sql.reason"  # on run_sql's result
@@ -35,13 +56,6 @@ _AGG_COL, _PARTIAL_COL = "__bpfstore_agg_{}", "__bpfstore_partial_{}"
 
 class SqlError(BpfstoreError):
     """SQL bpfstore cannot run at all: not one SELECT over one dataset, or DuckDB rejects it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Avg:
-    """avg(arg): travels as SUM + COUNT, finished exactly as DuckDB does (a double)."""
-
-    arg: Expr
 
 
 @dataclass(frozen=True)
@@ -109,7 +123,7 @@ def to_expr(node: exp.Expression, names: _Names) -> Expr:
             return Not(to_expr(node.this, names))
         case exp.Neg():
             arg = to_expr(node.this, names)
-            return _fold(ArithOp.SUB, Literal(0), arg) if _number(arg) else Negate(arg)
+            return Literal(-arg.value) if _number(arg) else Negate(arg)  # type: ignore
         case exp.Is() if isinstance(node.expression, exp.Null):
             return IsNull(to_expr(node.this, names))
         case exp.Between() if not node.args.get("symmetric"):
@@ -130,7 +144,7 @@ def to_expr(node: exp.Expression, names: _Names) -> Expr:
         return _date_plus_interval(node, names)
     if kind in _ARITH and not node.args.get("safe"):
         return _fold(_ARITH[kind], to_expr(node.this, names), to_expr(node.expression, names))
-    raise Unsupported(f"{node.key.upper()} is not supported: {node.sql('duckdb')}")
+    raise Unsupported(f"{node.key.upper()} is not supported")
 
 
 def _literal(node: exp.Expression) -> Any:
@@ -166,7 +180,10 @@ def _fold(op: ArithOp, left: Expr, right: Expr) -> Expr:
     ctx = decimal.Context(prec=80, traps=[decimal.Inexact])
     ops = {ArithOp.ADD: ctx.add, ArithOp.SUB: ctx.subtract, ArithOp.MUL: ctx.multiply}
     if isinstance(a, decimal.Decimal) or isinstance(b, decimal.Decimal):
-        value: Any = ops[op](decimal.Decimal(a), decimal.Decimal(b))  # scale as in SQL
+        try:  # Decimal keeps SQL's result scale: max(s1, s2) for + -, s1 + s2 for *
+            value: Any = ops[op](decimal.Decimal(a), decimal.Decimal(b))
+        except decimal.Inexact:
+            return Arith(op, left, right)
         if len(value.as_tuple().digits) > 38:
             return Arith(op, left, right)
     else:
@@ -240,11 +257,10 @@ def _interval(node: exp.Interval) -> tuple[int, int]:
 
 
 def _add_months(d: dt.date, months: int) -> dt.date:
-    year, month = divmod(d.month - 1 + months, 12)
-    year += d.year
-    last = (dt.date(year + month // 11, month % 11 + 2 if month < 11 else 1, 1)
-            - dt.timedelta(days=1)).day if month < 11 else 31
-    return d.replace(year=year, month=month + 1, day=min(d.day, last))
+    year, month = divmod(d.year * 12 + d.month - 1 + months, 12)
+    next_first = dt.date(year + (month + 1) // 12, (month + 1) % 12 + 1, 1)
+    last_day = (next_first - dt.timedelta(days=1)).day
+    return d.replace(year=year, month=month + 1, day=min(d.day, last_day))
 
 
 def to_aggregate(node: exp.AggFunc, names: _Names) -> Aggregate | Avg:
@@ -254,15 +270,17 @@ def to_aggregate(node: exp.AggFunc, names: _Names) -> Aggregate | Avg:
         raise Unsupported(f"DISTINCT aggregate {node.sql('duckdb')} is not pushable")
     if any(v for k, v in node.args.items() if k not in ("this", "big_int")):
         raise Unsupported(f"aggregate {node.sql('duckdb')} is not pushable")
-    if isinstance(node, exp.Count):
+    if not isinstance(node, exp.Count | exp.Avg) and type(node) not in _AGGS:
+        raise Unsupported(f"aggregate {node.key}() is not pushable")
+    try:
         e = None if arg is None or isinstance(arg, exp.Star) else to_expr(arg, names)
-        is_constant = isinstance(e, Literal) and e.value is not None
+    except Unsupported as exc:
+        raise Unsupported(f"aggregate {node.sql('duckdb')} is not pushable: {exc}") from None
+    if isinstance(node, exp.Count):
+        is_constant = isinstance(e, Literal) and e.value is not None  # count(1) is count(*)
         return count_star() if e is None or is_constant else count(e)
-    if isinstance(node, exp.Avg):
-        return Avg(to_expr(arg, names))
-    if type(node) in _AGGS:
-        return Aggregate(_AGGS[type(node)], to_expr(arg, names))
-    raise Unsupported(f"aggregate {node.key}() is not pushable")
+    assert e is not None
+    return Avg(e) if isinstance(node, exp.Avg) else Aggregate(_AGGS[type(node)], e)
 
 
 def parse(text: str) -> tuple[exp.Query, str]:
@@ -340,8 +358,7 @@ def _aggregate_parts(tree: exp.Select, names: _Names, schema: pa.Schema | None
                      ) -> tuple[tuple[str, ...], tuple[Aggregate | Avg, ...]]:
     if tree.find(exp.Window, exp.Filter, exp.WithinGroup, exp.Anonymous):
         raise Unsupported("window functions, FILTER or unknown functions run locally")
-    if any(isinstance(e, exp.Star) or e.find(exp.Star) and not e.find(exp.Count)
-           for e in tree.expressions):
+    if _columns_used(tree, names) is None:
         raise Unsupported("SELECT * is not an aggregate query")
     group_by = tuple(_group_key(tree, node, names) for node in _group_nodes(tree))
     calls = [to_aggregate(n, names) for n in tree.find_all(exp.AggFunc, bfs=False)]
@@ -384,8 +401,7 @@ def _check_aggregate(call: Aggregate | Avg, schema: pa.Schema) -> None:
 
 
 def _describe(call: Aggregate | Avg) -> str:
-    return f"avg({describe(call.arg)})" if isinstance(call, Avg) else (
-        "count(*)" if call.arg is None else f"{call.func.value}({describe(call.arg)})")
+    return f"avg({describe(call.arg)})" if isinstance(call, Avg) else describe_aggregate(call)
 
 
 def _columns_used(tree: exp.Query, names: _Names) -> tuple[str, ...] | None:
@@ -435,8 +451,7 @@ def _run_pushdown(client: Any, query: SqlQuery, schema: pa.Schema, engine: str) 
         columns[_AGG_COL.format(i)] = (
             _avg(by_partial[Aggregate(AggFunc.SUM, call.arg)], by_partial[count(call.arg)])
             if isinstance(call, Avg) else by_partial[call])
-    aggregated = pa.table(columns) if columns else pa.table({"_": pa.nulls(table.num_rows)})
-    return _duckdb(_local_sql(query, schema), {query.dataset: aggregated})
+    return _duckdb(_local_sql(query, schema), {query.dataset: pa.table(columns)})
 
 
 def _avg(sums: pa.ChunkedArray, counts: pa.ChunkedArray) -> pa.Array:

@@ -41,6 +41,7 @@ from .stats import ColumnStats, column_stats
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 CATALOG = "_dataset.json"
 BATCH_ROWS = 65536
+OPEN_PARTITIONS = 256  # memory-mapped partitions kept open between requests
 
 
 def validate_name(kind: str, name: str) -> str:
@@ -133,16 +134,17 @@ def normalize(table: pa.Table) -> pa.Table:
     columns = []
     for f, column in zip(fields, table.columns, strict=True):
         if pa.types.is_dictionary(f.type):
-            if not pa.types.is_dictionary(column.type):
-                column = pc.dictionary_encode(pc.cast(column, f.type.value_type))
-            column = column.cast(f.type)
+            # Encode the whole column at once: one dictionary per file, as the IPC file format
+            # needs (unifying per-chunk dictionaries afterwards is several times slower).
+            plain = pc.cast(column, f.type.value_type).combine_chunks()
+            column = pa.chunked_array([pc.dictionary_encode(plain).cast(f.type)])
         elif pa.types.is_decimal(f.type) and f.type.bit_width == 64 and column.type != f.type:
             column = column.cast(pa.decimal128(f.type.precision, f.type.scale)).cast(f.type)
         else:
             column = column.cast(f.type)
         columns.append(column)
     out = pa.Table.from_arrays(columns, schema=pa.schema(fields))
-    return out.unify_dictionaries().combine_chunks()
+    return out
 
 
 class Storage:
@@ -155,6 +157,7 @@ class Storage:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._cache: dict[str, tuple[float, DatasetMeta]] = {}
+        self._tables: dict[str, tuple[int, pa.Table]] = {}  # open memory maps, oldest first
         self.recover()
 
     # -- catalog -------------------------------------------------------------------------
@@ -215,10 +218,18 @@ class Storage:
         """The partition as a zero-copy table over a read-only memory map."""
         path = self.partition_path(name, pid)
         try:
-            source = pa.memory_map(str(path), "r")
+            identity = path.stat().st_ino
+            cached = self._tables.get(str(path))
+            if cached is not None and cached[0] == identity:
+                return cached[1]
+            table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
         except FileNotFoundError:
             raise DatasetNotFound(f"partition {pid!r} of dataset {name!r} is missing") from None
-        return pa.ipc.open_file(source).read_all()
+        with self._guard:  # committed partition files never change, so a map stays valid
+            if len(self._tables) >= OPEN_PARTITIONS:
+                self._tables.pop(next(iter(self._tables)))
+            self._tables[str(path)] = (identity, table)
+        return table
 
     # -- writing -------------------------------------------------------------------------
 
@@ -255,6 +266,7 @@ class Storage:
                 meta.version += 1
                 self._commit_catalog(meta)
                 for p in old:
+                    self._forget(directory / f"{p.id}.arrow")
                     (directory / f"{p.id}.arrow").unlink(missing_ok=True)
             return meta, pid, table.num_rows
         finally:
@@ -283,7 +295,14 @@ class Storage:
             os.replace(directory, trash)
             shutil.rmtree(trash, ignore_errors=True)
             self._cache.pop(name, None)
+            for key in [k for k in self._tables if Path(k).parent == directory]:
+                self._forget(Path(key))
             return True
+
+    def _forget(self, path: Path) -> None:
+        """Close the cached map of a file about to go, so its disk space is freed."""
+        with self._guard:
+            self._tables.pop(str(path), None)
 
     def verify(self, name: str, pid: str) -> bool:
         """True when the partition file still has the checksum recorded at commit."""

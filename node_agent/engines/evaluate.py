@@ -152,9 +152,10 @@ class Evaluator:
     # -- leaves --------------------------------------------------------------------------
 
     def literal(self, value: Any, t: pa.DataType) -> Val:
-        if pa.types.is_decimal(t) and t.precision <= 18:
+        if pa.types.is_decimal(t):
             unscaled = None if value is None else int(decimal.Decimal(value).scaleb(t.scale))
-            return Val(pa.scalar(unscaled, pa.int64()), t, scaled=True)
+            if unscaled is None or -(2**63) <= unscaled < 2**63:  # fits: a scaled integer
+                return Val(pa.scalar(unscaled, pa.int64()), t, scaled=True)
         return Val(pa.scalar(value, t), t)
 
     # -- comparisons ---------------------------------------------------------------------
