@@ -267,6 +267,16 @@ class _Binder:
                 raise PlanInvalid(f"{describe(a)} is {t}, not boolean, in {describe(where)}")
         return bound
 
+    def _operand_types(self, *bound: Expr) -> list[pa.DataType]:
+        """Operand types for a common type; a string literal takes a temporal peer's type."""
+        types = [b.result_type for b in bound]
+        temporal = next((t for t in types if pa.types.is_date(t) or pa.types.is_timestamp(t)),
+                        None)
+        if temporal is None:
+            return types
+        return [temporal if isinstance(b, Literal) and isinstance(b.value, str) else t
+                for b, t in zip(bound, types, strict=True)]
+
     def _coerced(self, e: Expr, t: pa.DataType, where: str) -> Expr:
         """A bound operand, with a literal converted to the comparison type `t`."""
         if isinstance(e, Literal):
@@ -288,7 +298,7 @@ class _Binder:
                 return self._typed(e, literal_type(value))
             case Compare(left=left, right=right):
                 bl, br = self.bind(left), self.bind(right)
-                t = common_type(bl.result_type, br.result_type, where)
+                t = common_type(*self._operand_types(bl, br), where)
                 return self._typed(
                     e, pa.bool_(), left=self._coerced(bl, t, where),
                     right=self._coerced(br, t, where))
@@ -300,18 +310,19 @@ class _Binder:
                 return self._typed(e, pa.bool_(), arg=self._bool_args((arg,), e)[0])
             case In(arg=arg, values=values):
                 ba = self.bind(arg)
-                t = ba.result_type
-                for v in values:
-                    t = common_type(t, literal_type(v.value) if v.result_type is None
-                                    else v.result_type, where)
+                bound_values = [self.bind(v) for v in values]
+                types = self._operand_types(ba, *bound_values)
+                t = types[0]
+                for vt in types[1:]:
+                    t = common_type(t, vt, where)
                 coerced = tuple(self._coerced(v, t, where) for v in values)
                 return self._typed(e, pa.bool_(), arg=ba, values=coerced)
             case IsNull(arg=arg):
                 return self._typed(e, pa.bool_(), arg=self.bind(arg))
             case Between(arg=arg, low=low, high=high):
                 ba, bl, bh = self.bind(arg), self.bind(low), self.bind(high)
-                t = common_type(common_type(ba.result_type, bl.result_type, where),
-                                bh.result_type, where)
+                ta, tl, th = self._operand_types(ba, bl, bh)
+                t = common_type(common_type(ta, tl, where), th, where)
                 return self._typed(e, pa.bool_(), arg=ba, low=self._coerced(bl, t, where),
                                    high=self._coerced(bh, t, where))
             case Arith(op=op, left=left, right=right):

@@ -95,10 +95,12 @@ class Expr:
         return Compare(CompareOp.NE, self, lit(other))
 
     def __and__(self, other: Expr) -> And:
-        return And((self, other))
+        left = self.args if isinstance(self, And) and self.result_type is None else (self,)
+        return And((*left, other))
 
     def __or__(self, other: Expr) -> Or:
-        return Or((self, other))
+        left = self.args if isinstance(self, Or) and self.result_type is None else (self,)
+        return Or((*left, other))
 
     def __invert__(self) -> Not:
         return Not(self)

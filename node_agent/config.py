@@ -23,7 +23,7 @@ class AgentConfig:
     max_message_bytes: int = 64 << 20  # one gRPC message (Write chunks are far smaller)
     max_write_bytes: int = 8 << 30  # one partition's Arrow stream
     max_plan_nodes: int = 10_000
-    max_plan_depth: int = 64
+    max_plan_depth: int = 40  # protobuf itself refuses ~48+ nested expression levels
     max_in_list: int = 100_000
     scan_batch_rows: int = 65_536
     grace_seconds: float = 30.0
