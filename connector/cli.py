@@ -27,8 +27,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
-from .errors import BpfstoreError
+from .errors import BpfstoreError, DatasetNotFound
 
 DEFAULT_AGENTS = "127.0.0.1:7340"
 
@@ -114,28 +115,39 @@ def _table(title: str | None, headers: Sequence[str], rows: Sequence[Sequence[An
     for h in headers:
         out.add_column(h, justify="right" if h in right else "left", overflow="fold")
     for row in rows:
-        out.add_row(*(v if isinstance(v, str) else cell(v) for v in row))
+        out.add_row(*(Text(v if isinstance(v, str) else cell(v)) for v in row))  # no markup
     return out
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from .ingest import read_source
 
-    schema, total, batches = read_source(args.source)
+    _, total, batches = read_source(args.source)
     started = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("rows"), TimeElapsedColumn())
     with _connect(args.agents) as client, Progress(
             *columns, console=Console(stderr=True), transient=True) as progress:
+        if not (args.overwrite or args.append) and _exists(client, args.dataset):
+            raise BpfstoreError(f"dataset {args.dataset!r} exists: add --overwrite to replace "
+                                "it or --append to add to it")
         task = progress.add_task(f"ingesting {args.dataset}", total=total)
         summary = client.write(args.dataset, batches, partition_rows=args.partition_rows,
                                replicas=args.replicas, overwrite=args.overwrite,
                                progress=lambda rows: progress.advance(task, rows))
     seconds = time.perf_counter() - started
     print(f"ingested {summary.rows:,} rows into {args.dataset!r}: {summary.partitions} "
-          f"partitions on {len(summary.agents)} agents (replicas {args.replicas}) "
+          f"partition(s) on {len(summary.agents)} agent(s), replicas {args.replicas}, "
           f"in {seconds:.1f} s")
     return 0
+
+
+def _exists(client: Any, dataset: str) -> bool:
+    try:
+        client.describe(dataset)
+    except DatasetNotFound:
+        return False
+    return True
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -162,7 +174,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
         d = client.describe(args.dataset)
     out = _stdout()
     out.print(f"dataset {d.name!r}, version {d.version}: {d.rows:,} rows, "
-              f"{len(d.partitions)} partitions, {human_bytes(d.bytes)}")
+              f"{len(d.partitions)} partitions, {human_bytes(d.bytes)}", markup=False)
     columns = [(f.name, str(f.type), *merged_stats(d.partitions, f.name)) for f in d.schema]
     out.print(_table("columns", ("column", "type", "min", "max", "nulls"), columns,
                      right=("min", "max", "nulls")))
@@ -194,7 +206,8 @@ def cmd_sql(args: argparse.Namespace) -> int:
     out = _stdout()
     rows = zip(*(c.to_pylist() for c in result.columns), strict=True)
     out.print(_table(None, result.column_names, list(rows)))
-    out.print(f"{result.num_rows} row(s); path: {path}" + (f" ({reason})" if reason else ""))
+    out.print(f"{result.num_rows} row(s); path: {path}" + (f" ({reason})" if reason else ""),
+              markup=False)
     parts = [(p.agent, p.partition, "pruned" if p.pruned else p.engine, p.path,
               f"{p.rows_scanned:,}", f"{p.rows_matched:,}", human_bytes(p.bytes_scanned),
               f"{p.time_ns / 1e6:.1f} ms") for p in report.partitions]
@@ -221,10 +234,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     for a in agents:
         if "error" in a:
             failed += 1
-            out.print(f"agent {a['agent']}: [red]unreachable[/]: {a['error']}")
+            out.print(f"agent {a['agent']}: unreachable: {a['error']}", markup=False)
             continue
         out.print(f"agent {a['agent']}: bpfstore {a.get('version', '?')}, "
-                  f"node {a.get('node', '?')}, kernel {a.get('kernel', '?')}")
+                  f"node {a.get('node', '?')}, kernel {a.get('kernel', '?')}", markup=False)
         rows = [(e["name"], "yes" if e["available"] else "no", e.get("reason", ""))
                 for e in a.get("engines", [])]
         out.print(_table(None, ("engine", "available", "reason"), rows))
@@ -245,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     default = os.environ.get("BPFSTORE_AGENTS") or DEFAULT_AGENTS
     common.add_argument("--agents", default=default, metavar="HOST:PORT,...",
-                        help="agents to talk to (default: $BPFSTORE_AGENTS or %(default)s)")
+                        help=f"agents (default: $BPFSTORE_AGENTS, else {DEFAULT_AGENTS})")
     parser = argparse.ArgumentParser(prog="bpfstore", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -254,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="name of the dataset to write")
     p.add_argument("--partition-rows", type=_positive, default=1_000_000, metavar="N")
     p.add_argument("--replicas", type=_positive, default=1, metavar="R")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    mode.add_argument("--append", action="store_true", help="add to an existing dataset")
     p.set_defaults(run=cmd_ingest)
 
     sub.add_parser("datasets", parents=[common], help="list datasets").set_defaults(

@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from .client import Client
+from .client import Client, QueryReport
 
 # Standard TPC-H text (Q1's `interval '90' day (3)` written as the SQL engines accept it).
 Q6 = """
@@ -97,6 +97,8 @@ def running_agents(
     try:
         for i in range(count):
             address = f"127.0.0.1:{free_port()}"
+            while address in addresses:  # the kernel may hand out a just-freed port again
+                address = f"127.0.0.1:{free_port()}"
             data_dir = root / f"agent{i}"
             log = open(root / f"agent{i}.log", "wb")  # noqa: SIM115 - lives as long as the agent
             logs.append(log)
@@ -107,11 +109,13 @@ def running_agents(
         deadline = time.monotonic() + timeout
         for i, (proc, address) in enumerate(zip(procs, addresses, strict=True)):
             while not _agent_ready(address):
-                log_text = (root / f"agent{i}.log").read_text(errors="replace")[-3000:]
-                if proc.poll() is not None:
-                    raise RuntimeError(f"agent {address} exited ({proc.returncode}):\n{log_text}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"agent {address} not ready after {timeout}s:\n{log_text}")
+                exited = proc.poll() is not None
+                if exited or time.monotonic() > deadline:
+                    why = (
+                        f"exited ({proc.returncode})" if exited else f"not ready in {timeout:.0f}s"
+                    )
+                    log_text = (root / f"agent{i}.log").read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"agent {address} {why}; its log:\n{log_text}")
                 time.sleep(0.2)
         yield addresses
     finally:
@@ -138,12 +142,10 @@ def generate_lineitem(scale: float, out_dir: Path) -> Path:
     return out_dir / "lineitem.parquet"
 
 
-def duckdb_answer(parquet: Path, query: str, threads: int | None = None) -> pa.Table:
-    import duckdb  # the oracle; only the demo and tests need it
+def duckdb_answer(parquet: Path, query: str) -> pa.Table:
+    import duckdb  # the oracle: only the demo needs it
 
     con = duckdb.connect()
-    if threads is not None:
-        con.execute(f"SET threads = {int(threads)}")
     path = str(parquet).replace("'", "''")
     con.execute(f"CREATE VIEW lineitem AS SELECT * FROM read_parquet('{path}')")
     return con.sql(query).to_arrow_table()
@@ -218,7 +220,7 @@ def _short(v: Any) -> str:
     return f"{v:.6f}" if isinstance(v, float) else str(v)
 
 
-def report_table(report: Any) -> Table:
+def report_table(report: QueryReport) -> Table:
     out = Table(box=None, header_style="bold underline")
     for name in ("agent", "partition", "engine"):
         out.add_column(name)
@@ -307,8 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         size = human_bytes(parquet.stat().st_size)
         console.print(f"generated lineitem: {table.num_rows:,} rows, {size} of Parquet")
         console.print(f"starting {args.agents} agents on {root}")
-        with running_agents(root, args.agents) as agents:
-            client = Client(agents=agents)
+        with running_agents(root, args.agents) as agents, Client(agents=agents) as client:
             problems = ingest_and_query(client, table, parquet, args.partitions)
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -24,7 +24,7 @@ from sqlglot import exp
 
 from .binding import bind, bind_aggregate, bind_predicate, logical_type, partial_type
 from .combine import Avg
-from .errors import BpfstoreError, Unsupported
+from .errors import BpfstoreError, DatasetNotFound, Unsupported
 from .plan import (
     AggFunc,
     Aggregate,
@@ -68,15 +68,18 @@ class SqlQuery:
     columns: tuple[str, ...] | None = None  # what a fallback scan reads; None = every column
     pushdown: bool = False
     reason: str | None = None  # why it falls back
-    tree: exp.Expression | None = field(default=None, compare=False, repr=False)
+    tree: exp.Select | None = field(default=None, compare=False, repr=False)  # pushdown only
 
 
 # ---------------------------------------------------------------- translation
 
 
-_COMPARE = {exp.EQ: CompareOp.EQ, exp.NEQ: CompareOp.NE, exp.LT: CompareOp.LT,
-            exp.LTE: CompareOp.LE, exp.GT: CompareOp.GT, exp.GTE: CompareOp.GE}
-_ARITH = {exp.Add: ArithOp.ADD, exp.Sub: ArithOp.SUB, exp.Mul: ArithOp.MUL, exp.Div: ArithOp.DIV}
+_Kind = type[exp.Expression]
+_COMPARE: dict[_Kind, CompareOp] = {
+    exp.EQ: CompareOp.EQ, exp.NEQ: CompareOp.NE, exp.LT: CompareOp.LT, exp.LTE: CompareOp.LE,
+    exp.GT: CompareOp.GT, exp.GTE: CompareOp.GE}
+_ARITH: dict[_Kind, ArithOp] = {
+    exp.Add: ArithOp.ADD, exp.Sub: ArithOp.SUB, exp.Mul: ArithOp.MUL, exp.Div: ArithOp.DIV}
 _AGGS = {exp.Sum: AggFunc.SUM, exp.Min: AggFunc.MIN, exp.Max: AggFunc.MAX}
 _T = exp.DataType.Type
 _TYPES = {_T.TINYINT: pa.int8(), _T.SMALLINT: pa.int16(), _T.INT: pa.int32(),
@@ -235,7 +238,10 @@ def _date_plus_interval(node: exp.Expression, names: _Names) -> Expr:
         raise Unsupported(f"interval arithmetic on a non-constant: {node.sql('duckdb')}")
     months, days = _interval(right)
     sign = -1 if isinstance(node, exp.Sub) else 1
-    return Literal(_add_months(base.value, sign * months) + dt.timedelta(days=sign * days))
+    try:
+        return Literal(_add_months(base.value, sign * months) + dt.timedelta(days=sign * days))
+    except (ValueError, OverflowError):
+        raise Unsupported(f"{node.sql('duckdb')} is out of the date range") from None
 
 
 def _interval(node: exp.Interval) -> tuple[int, int]:
@@ -279,7 +285,8 @@ def to_aggregate(node: exp.AggFunc, names: _Names) -> Aggregate | Avg:
     if isinstance(node, exp.Count):
         is_constant = isinstance(e, Literal) and e.value is not None  # count(1) is count(*)
         return count_star() if e is None or is_constant else count(e)
-    assert e is not None
+    if e is None:
+        raise Unsupported(f"aggregate {node.sql('duckdb')} needs an argument")
     return Avg(e) if isinstance(node, exp.Avg) else Aggregate(_AGGS[type(node)], e)
 
 
@@ -288,7 +295,11 @@ def parse(text: str) -> tuple[exp.Query, str]:
     try:
         statements = [s for s in sqlglot.parse(text, read="duckdb") if s is not None]
     except sqlglot.errors.ParseError as exc:
-        raise SqlError(f"cannot parse SQL: {exc}") from None
+        first = exc.errors[0] if exc.errors else {}
+        where = f" at line {first.get('line')}, column {first.get('col')}" if first else ""
+        near = f" near {first.get('highlight')!r}" if first.get("highlight") else ""
+        raise SqlError(f"cannot parse SQL{where}{near}: {first.get('description', exc)}"
+                       ) from None
     if len(statements) != 1 or not isinstance(statements[0], exp.Query):
         raise SqlError("expected exactly one SELECT query")
     tree = statements[0]
@@ -298,7 +309,7 @@ def parse(text: str) -> tuple[exp.Query, str]:
         raise SqlError('name the dataset alone, quoted if needed: FROM "tpch.lineitem"')
     datasets = {t.name for t in tables}
     if len(datasets) != 1:
-        raise SqlError(f"a query reads exactly one dataset, this one reads {len(datasets)}")
+        raise SqlError(f"a query reads exactly one dataset, not {sorted(datasets) or 'none'}")
     return tree, datasets.pop()
 
 
@@ -308,34 +319,36 @@ def translate(text: str, schema: pa.Schema | None = None) -> SqlQuery:
     names = _Names(schema)
     single = _single_scan(tree)
     terms, untranslatable = _where_terms(tree, names, schema) if single is None else ([], single)
-    query = SqlQuery(text, dataset, and_all(terms), columns=_columns_used(tree, names),
-                     tree=tree)
+    query = SqlQuery(text, dataset, and_all(terms), columns=_columns_used(tree, names))
     try:
         if single or untranslatable:
             raise Unsupported(single or untranslatable)
-        group_by, aggregates = _aggregate_parts(tree, names, schema)  # type: ignore[arg-type]
+        assert isinstance(tree, exp.Select)
+        group_by, aggregates = _aggregate_parts(tree, names, schema)
     except Unsupported as exc:
         return dataclasses.replace(query, reason=str(exc))
-    return dataclasses.replace(query, group_by=group_by, aggregates=aggregates, pushdown=True)
+    return dataclasses.replace(query, group_by=group_by, aggregates=aggregates, pushdown=True,
+                               tree=tree)
 
 
 def _single_scan(tree: exp.Query) -> str | None:
     """Why the query is not one plain SELECT over one table (None if it is)."""
     if not isinstance(tree, exp.Select) or tree.args.get("with_"):
         return "not a single SELECT (UNION or WITH)"
+    if any(s is not tree for s in tree.find_all(exp.Select)) or tree.find(exp.Subquery):
+        return "has a subquery"
     if len(list(tree.find_all(exp.Table))) != 1 or tree.args.get("joins") or tree.args.get(
             "laterals"):
         return "reads the dataset more than once (join or lateral)"
-    if any(s is not tree for s in tree.find_all(exp.Select)) or tree.find(exp.Subquery):
-        return "has a subquery"
     return None
 
 
-def _where_terms(tree: exp.Select, names: _Names, schema: pa.Schema | None
+def _where_terms(tree: exp.Query, names: _Names, schema: pa.Schema | None
                  ) -> tuple[list[Expr], str | None]:
     """The translatable WHERE conjuncts, and why the first untranslatable one is not."""
     where = tree.args.get("where")
-    terms, reason = [], None
+    terms: list[Expr] = []
+    reason = None
     for node in _sql_conjuncts(where.this) if where else []:
         try:
             term = to_expr(node, names)
@@ -347,11 +360,11 @@ def _where_terms(tree: exp.Select, names: _Names, schema: pa.Schema | None
     return terms, reason
 
 
-def _sql_conjuncts(node: exp.Expression) -> list[exp.Expression]:
-    node = node.unnest()  # strip parentheses
-    if isinstance(node, exp.And):
-        return _sql_conjuncts(node.this) + _sql_conjuncts(node.expression)
-    return [node]
+def _sql_conjuncts(node: exp.Expression) -> list[Any]:  # sqlglot nodes
+    bare = node.unnest()  # strip parentheses
+    if isinstance(bare, exp.And):
+        return _sql_conjuncts(bare.this) + _sql_conjuncts(bare.expression)
+    return [bare]
 
 
 def _aggregate_parts(tree: exp.Select, names: _Names, schema: pa.Schema | None
@@ -380,6 +393,10 @@ def _group_nodes(tree: exp.Select) -> list[exp.Expression]:
 
 
 def _group_key(tree: exp.Select, node: exp.Expression, names: _Names) -> str:
+    if isinstance(node, exp.Literal) and node.is_int:  # GROUP BY 1: the first SELECT item
+        items = tree.expressions
+        position = int(node.this)
+        node = items[position - 1].unalias() if 0 < position <= len(items) else node
     if not isinstance(node, exp.Column) or isinstance(node.this, exp.Star):
         raise Unsupported(f"GROUP BY {node.sql('duckdb')}: only plain columns are pushable")
     resolved = names.resolve(node.name)
@@ -407,7 +424,7 @@ def _describe(call: Aggregate | Avg) -> str:
 def _columns_used(tree: exp.Query, names: _Names) -> tuple[str, ...] | None:
     if any(not isinstance(s.parent, exp.Count) for s in tree.find_all(exp.Star)):
         return None  # SELECT * (or t.*)
-    used = (names.resolve(c.name) for c in tree.find_all(exp.Column))
+    used = (names.resolve(c.name) for c in tree.find_all(exp.Column, bfs=False))
     return tuple(dict.fromkeys(n for n in used if n is not None))  # aliases resolve to None
 
 
@@ -416,16 +433,17 @@ def _columns_used(tree: exp.Query, names: _Names) -> tuple[str, ...] | None:
 
 def run_sql(client: Any, text: str, engine: str = "auto") -> pa.Table:
     """DuckDB's answer to `text` on the dataset, computed with pushdown where possible."""
-    _, dataset = parse(text)
-    schema = pa.schema([f.with_type(logical_type(f.type))
-                        for f in client.describe(dataset).schema])
-    query = translate(text, schema)
+    dataset, described = _describe_dataset(client, parse(text)[1])
+    schema = pa.schema([f.with_type(logical_type(f.type)) for f in described.schema])
+    query = dataclasses.replace(translate(text, schema), dataset=dataset)
     expected = _duckdb(text, {dataset: schema.empty_table()}).schema  # validates, names, types
     if query.pushdown:
         try:
             return _tagged(_conform(_run_pushdown(client, query, schema, engine), expected),
                            "pushdown", None)
         except Unsupported as exc:  # the agents said no: read the rows instead
+            if engine != "auto":  # unless the user asked for that engine by name
+                raise SqlError(f"engine {engine!r} cannot run this query: {exc}") from None
             query = dataclasses.replace(query, pushdown=False, reason=f"agent: {exc}")
     columns = list(query.columns) if query.columns is not None else None
     if columns == []:  # nothing but a row count is needed: read the narrowest thing there is
@@ -433,6 +451,17 @@ def run_sql(client: Any, text: str, engine: str = "auto") -> pa.Table:
     rows = client.scan_table(dataset, columns=columns, where=query.pushed_filter)
     result = _duckdb(text, {dataset: _logical(rows)})
     return _tagged(result, "fallback", query.reason)
+
+
+def _describe_dataset(client: Any, name: str) -> tuple[str, Any]:
+    """The dataset's real name and description; like DuckDB, the name's case need not match."""
+    try:
+        return name, client.describe(name)
+    except DatasetNotFound:
+        matches = [d for d in client.datasets() if d.name.lower() == name.lower()]
+        if len(matches) != 1:
+            raise
+        return matches[0].name, matches[0]
 
 
 def _run_pushdown(client: Any, query: SqlQuery, schema: pa.Schema, engine: str) -> pa.Table:
@@ -456,7 +485,7 @@ def _run_pushdown(client: Any, query: SqlQuery, schema: pa.Schema, engine: str) 
 
 def _avg(sums: pa.ChunkedArray, counts: pa.ChunkedArray) -> pa.Array:
     """sum / count correctly rounded to a double, as DuckDB's avg (decimal and integer input)."""
-    out = []
+    out: list[float | None] = []
     for s, c in zip(sums.to_pylist(), counts.to_pylist(), strict=True):
         if s is None or not c:
             out.append(None)
@@ -481,7 +510,7 @@ def _local_sql(query: SqlQuery, schema: pa.Schema) -> str:
     having = tree.args.get("having")
     tree.set("having", None)
     if having is not None:
-        tree = tree.where(having.this, copy=False)
+        tree.where(having.this, copy=False)
     return tree.sql(dialect="duckdb")
 
 

@@ -46,12 +46,12 @@ class ColumnStats:
 
 def column_stats(data: pa.ChunkedArray) -> ColumnStats:
     t = data.type
+    null_count = _null_count(data)  # before a dictionary is reduced to its distinct values
     if pa.types.is_dictionary(t):
         data = pa.chunked_array(
             [c.dictionary.take(pc.unique(c.indices).drop_null()) for c in data.chunks],
             type=t.value_type) if data.num_chunks else pa.chunked_array([], t.value_type)
         t = t.value_type
-    null_count = _null_count(data)
     if pa.types.is_binary(t) or pa.types.is_null(t):
         return ColumnStats(null_count)
     has_nan = False

@@ -153,6 +153,10 @@ def _grouped_agg(ev: Evaluator, agg: Aggregate, name: str, columns: dict, specs:
             return lambda g: g.column(f"{name}_sum")
         if v.scaled or pa.types.is_integer(v.type) or pa.types.is_boolean(v.type):
             data = pc.cast(v.data, pa.int64()) if v.type != pa.uint64() else v.data
+            if _int64_sum_cannot_overflow(data):
+                columns[name] = data
+                specs.append((name, "sum", _NON_EMPTY))
+                return lambda g: exact.int64_to_decimal128(g.column(f"{name}_sum"), t)
             columns[name + "lo"] = pc.bit_wise_and(data, 0xFFFFFFFF)
             columns[name + "hi"] = pc.shift_right(data, 32)
             specs.append((name + "lo", "sum", _NON_EMPTY))
@@ -174,6 +178,15 @@ def _grouped_agg(ev: Evaluator, agg: Aggregate, name: str, columns: dict, specs:
     if v.scaled:
         return lambda g: ev.to_logical(Val(g.column(f"{name}_{func}"), v.type, True)).data.cast(t)
     return lambda g: g.column(f"{name}_{func}").cast(t)
+
+
+def _int64_sum_cannot_overflow(data: pa.ChunkedArray) -> bool:
+    """True when no group's int64 sum can overflow: rows x largest magnitude < 2**63."""
+    if data.type != pa.int64():
+        return False
+    mm = pc.min_max(data)
+    lo, hi = mm["min"].as_py(), mm["max"].as_py()
+    return lo is None or max(abs(lo), abs(hi)) * len(data) < 2**63
 
 
 def _join_halves(lo: pa.ChunkedArray, hi: pa.ChunkedArray, t: pa.DataType) -> pa.ChunkedArray:

@@ -121,3 +121,10 @@ def test_checksum_detects_corruption(tmp_path) -> None:
 def test_validate_name_accepts_ordinary_names() -> None:
     for name in ["lineitem", "tpch.sf1", "a-b_c.2"]:
         assert validate_name("dataset", name) == name
+
+
+def test_stats_count_nulls_of_dictionary_columns(tmp_path) -> None:
+    s = Storage(tmp_path)
+    meta, pid, _ = s.write("t", [ipc(pa.table({"k": ["a", None, "b", None, "a"]}))])
+    stats = meta.partition(pid).stats["k"]
+    assert (stats.null_count, stats.min, stats.max) == (2, "a", "b")

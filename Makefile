@@ -1,0 +1,51 @@
+# bpfstore: `make install` once (or let any target do it), then `make test` / `make demo`.
+# Extra arguments for demo and bench: make demo ARGS="--scale 0.5"; make bench ARGS="--scale 0.1"
+
+PY := .venv/bin/python
+ARGS ?=
+
+# The install is redone when its inputs change: pyproject.toml, the install script, or the set of
+# files in the package folders (strict editable mode links files one by one, so a new module is
+# invisible until the editable install runs again).
+STAMP := .venv/.bpfstore-installed
+FILE_LIST := .venv/.bpfstore-files
+PKG_DIRS := connector node_agent proto bpf
+PKG_FILES := $(shell find $(PKG_DIRS) pyspark_bpfstore.py -type f -not -path '*/__pycache__/*' 2>/dev/null | sort | cksum)
+
+.PHONY: install test demo bench lint proto clean FORCE
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install.sh $(FILE_LIST)
+	scripts/install.sh
+	@touch $@
+
+# Rewritten only when the listing changed, so its mtime moves only then.
+$(FILE_LIST): FORCE
+	@mkdir -p $(@D)
+	@echo '$(PKG_FILES)' | cmp -s - $@ || echo '$(PKG_FILES)' > $@
+
+test: install
+	$(PY) -m pytest tests -q
+
+demo: install
+	$(PY) -m bpfstore.connector.demo $(ARGS)
+
+bench: install
+	$(PY) bench/bench_core.py $(ARGS)
+
+lint: install
+	.venv/bin/ruff check .
+	.venv/bin/mypy connector node_agent
+
+proto: install
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto \
+		--grpc_python_out=proto proto/bpfstore/v1/*.proto
+
+# Keeps .venv and the cached benchmark data (.bench/); build/ holds the editable install's links,
+# so removing it also removes the stamp to force a reinstall.
+clean:
+	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis $(STAMP)
+	find . -path ./.venv -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+FORCE:

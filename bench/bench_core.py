@@ -1,0 +1,333 @@
+"""Core benchmark (`make bench`): the arrow engine next to DuckDB, and bytes moved by pushdown.
+
+In one run, on TPC-H lineitem (scale factor 1 by default, cached under .bench/):
+- TPC-H Q6 and Q1 as `Client.aggregate(..., engine="arrow")` against one agent subprocess:
+  median of 5 timed runs after a warm-up, as the client sees it and as the agent reports it;
+- the same queries in DuckDB single-threaded on a native table (the load is not timed);
+- bytes moved to the client by pushdown vs a full scan of the columns each query needs.
+Prints tables and writes .bench/core-results.json. Times are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.table import Table
+
+from bpfstore.connector import Client, avg, col, count_star, sum_
+from bpfstore.connector.demo import (
+    Q1,
+    Q6,
+    differences,
+    generate_lineitem,
+    human_bytes,
+    running_agents,
+)
+from bpfstore.connector.plan import and_all
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = REPO / ".bench"
+console = Console()
+
+price, disc, tax = col("l_extendedprice"), col("l_discount"), col("l_tax")
+QUERIES: dict[str, dict[str, Any]] = {
+    "Q6": {
+        "sql": Q6,
+        "where": and_all(
+            [
+                col("l_shipdate") >= date(1994, 1, 1),
+                col("l_shipdate") < date(1995, 1, 1),
+                disc.between(Decimal("0.05"), Decimal("0.07")),
+                col("l_quantity") < 24,
+            ]
+        ),
+        "group_by": (),
+        "aggregates": [sum_(price * disc)],
+        "names": ["revenue"],
+        "columns": ["l_shipdate", "l_discount", "l_quantity", "l_extendedprice"],
+    },
+    "Q1": {
+        "sql": Q1,
+        "where": col("l_shipdate") <= date(1998, 9, 2),
+        "group_by": ("l_returnflag", "l_linestatus"),
+        "aggregates": [
+            sum_("l_quantity"),
+            sum_(price),
+            sum_(price * (1 - disc)),
+            sum_(price * (1 - disc) * (1 + tax)),
+            avg(col("l_quantity")),
+            avg(price),
+            avg(disc),
+            count_star(),
+        ],
+        "names": [
+            "sum_qty",
+            "sum_base_price",
+            "sum_disc_price",
+            "sum_charge",
+            "avg_qty",
+            "avg_price",
+            "avg_disc",
+            "count_order",
+        ],
+        "columns": [
+            "l_returnflag",
+            "l_linestatus",
+            "l_quantity",
+            "l_extendedprice",
+            "l_discount",
+            "l_tax",
+            "l_shipdate",
+        ],
+    },
+}
+
+
+def timed(fn: Callable[[], Any], runs: int) -> tuple[Any, list[float]]:
+    """One warm-up call, then `runs` timed calls: (last result, seconds per call)."""
+    result = fn()
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        result = fn()
+        seconds.append(time.perf_counter() - start)
+    return result, seconds
+
+
+def lineitem_parquet(scale: float) -> Path:
+    """TPC-H lineitem at `scale`, generated once and kept under .bench/."""
+    final = CACHE / f"tpch-sf{scale:g}" / "lineitem.parquet"
+    if not final.exists():
+        CACHE.mkdir(exist_ok=True)
+        with console.status(f"generating TPC-H lineitem, scale factor {scale:g} (cached after)"):
+            # Generate beside the final place and rename: an interrupted run leaves no half file.
+            tmp = Path(tempfile.mkdtemp(dir=CACHE, prefix="tpch-tmp-"))
+            final.parent.mkdir(exist_ok=True)
+            generate_lineitem(scale, tmp).rename(final)
+            tmp.rmdir()
+    return final
+
+
+def bench_duckdb(parquet: Path, runs: int) -> dict[str, Any]:
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET threads = 1")
+    path = str(parquet).replace("'", "''")
+    con.execute(f"CREATE TABLE lineitem AS SELECT * FROM read_parquet('{path}')")
+
+    def one(sql: str) -> dict[str, Any]:
+        answer, seconds = timed(lambda: con.sql(sql).to_arrow_table(), runs)
+        return {"answer": answer, "median_s": statistics.median(seconds), "runs_s": seconds}
+
+    return {name: one(q["sql"]) for name, q in QUERIES.items()}
+
+
+def bench_aggregate(client: Client, q: dict[str, Any], runs: int) -> dict[str, Any]:
+    agent_s: list[float] = []  # per call: agent-reported time summed over partitions
+    per_partition: dict[str, list[float]] = {}
+
+    def query() -> pa.Table:
+        kwargs = {k: q[k] for k in ("where", "group_by", "names")}
+        answer = client.aggregate("lineitem", q["aggregates"], engine="arrow", **kwargs)
+        report = client.last_report
+        agent_s.append(sum(p.time_ns for p in report.partitions) / 1e9)
+        for p in report.partitions:
+            per_partition.setdefault(p.partition, []).append(p.time_ns / 1e9)
+        return answer
+
+    answer, seconds = timed(query, runs)
+    report = client.last_report
+    partitions = len(report.partitions)
+    return {
+        "answer": answer,
+        "median_s": statistics.median(seconds),
+        "runs_s": seconds,
+        # the first entries come from the warm-up call
+        "agent_sum_median_s": statistics.median(agent_s[1:]),
+        "agent_per_partition_median_s": {
+            k: statistics.median(v[1:]) for k, v in per_partition.items()
+        },
+        "engines": sorted({p.engine for p in report.partitions if not p.pruned}),
+        "partitions": partitions,
+        "rows_scanned": sum(p.rows_scanned for p in report.partitions),
+        "bytes_scanned": report.bytes_scanned,
+        "bytes_moved": report.bytes_moved,
+        "bytes_moved_per_partition": report.bytes_moved / max(partitions, 1),
+    }
+
+
+def bench_full_scan(client: Client) -> dict[str, Any]:
+    """What a connector without aggregate pushdown moves: every row of the needed columns."""
+    out = {}
+    for name, q in QUERIES.items():
+        start = time.perf_counter()
+        table = client.scan_table("lineitem", columns=q["columns"])
+        seconds = time.perf_counter() - start
+        report = client.last_report
+        out[name] = {
+            "columns": q["columns"],
+            "rows": table.num_rows,
+            "seconds": seconds,
+            "bytes_moved": report.bytes_moved,
+            "bytes_scanned": report.bytes_scanned,
+        }
+    return out
+
+
+def check(ours: pa.Table, oracle: pa.Table, group_by: tuple[str, ...]) -> list[str]:
+    # Q1 orders by its group keys; the aggregate call does not promise an order.
+    if group_by:
+        ours = ours.sort_by([(k, "ascending") for k in group_by])
+    return differences(ours, oracle)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="TPC-H scale factor (1)")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs after a warm-up (5)")
+    parser.add_argument("--partition-rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--agent-threads",
+        type=int,
+        default=1,
+        help="Arrow CPU threads in the agent, 0 = Arrow's default (1: the same "
+        "budget as DuckDB single-threaded)",
+    )
+    args = parser.parse_args(argv)
+
+    parquet = lineitem_parquet(args.scale)
+    table = pq.read_table(parquet)
+    console.print(f"lineitem SF{args.scale:g}: {table.num_rows:,} rows ({parquet})")
+
+    with console.status("DuckDB, single-threaded"):
+        duck = bench_duckdb(parquet, args.runs)
+
+    env = dict(os.environ)
+    if args.agent_threads:
+        env["OMP_NUM_THREADS"] = str(args.agent_threads)  # sizes Arrow's CPU thread pool
+    with (
+        tempfile.TemporaryDirectory(prefix="bpfstore-bench-") as tmp,
+        running_agents(Path(tmp), 1, env=env) as agents,
+    ):
+        client = Client(agents=agents)
+        with console.status("ingesting"):
+            start = time.perf_counter()
+            client.write("lineitem", table, partition_rows=args.partition_rows)
+            ingest_s = time.perf_counter() - start
+        console.print(f"ingested in {ingest_s:.1f} s ({table.num_rows / ingest_s:,.0f} rows/s)")
+        with console.status("pushdown (arrow engine)"):
+            push = {name: bench_aggregate(client, q, args.runs) for name, q in QUERIES.items()}
+        with console.status("full scans"):
+            scan = bench_full_scan(client)
+
+    diffs = {
+        n: check(push[n]["answer"], duck[n]["answer"], q["group_by"]) for n, q in QUERIES.items()
+    }
+    print_tables(push, duck, scan, diffs, args.runs)
+    results = {
+        "scale": args.scale,
+        "rows": table.num_rows,
+        "runs": args.runs,
+        "partition_rows": args.partition_rows,
+        "agent_threads": args.agent_threads,
+        "duckdb_threads": 1,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+            "pyarrow": pa.__version__,
+        },
+        "ingest_s": ingest_s,
+        "queries": {
+            name: {
+                "arrow": {k: v for k, v in push[name].items() if k != "answer"},
+                "duckdb": {k: v for k, v in duck[name].items() if k != "answer"},
+                "arrow_over_duckdb": push[name]["median_s"] / duck[name]["median_s"],
+                "full_scan": scan[name],
+                "matches_duckdb": not diffs[name],
+            }
+            for name in QUERIES
+        },
+    }
+    out = CACHE / "core-results.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    console.print(f"results written to {out.relative_to(REPO)}")
+    return 1 if any(diffs.values()) else 0
+
+
+def print_tables(push: dict, duck: dict, scan: dict, diffs: dict, runs: int) -> None:
+    console.print(
+        f"\n[bold]Aggregate time[/]: arrow engine vs DuckDB single-threaded, "
+        f"median of {runs} runs after a warm-up"
+    )
+    times = Table(box=None, header_style="bold underline")
+    times.add_column("query")
+    # "agent": the agent-reported time summed over partitions (no RPC, no client-side merge)
+    for c in ("arrow", "agent", "DuckDB", "arrow/DuckDB", "agent/DuckDB"):
+        times.add_column(c, justify="right")
+    times.add_column("same answer")
+    for name in QUERIES:
+        p, d = push[name], duck[name]
+        times.add_row(
+            name,
+            f"{p['median_s'] * 1e3:.1f} ms",
+            f"{p['agent_sum_median_s'] * 1e3:.1f} ms",
+            f"{d['median_s'] * 1e3:.1f} ms",
+            f"{p['median_s'] / d['median_s']:.2f}×",
+            f"{p['agent_sum_median_s'] / d['median_s']:.2f}×",
+            "[red]no[/]" if diffs[name] else "yes",
+        )
+    console.print(times)
+    for name in QUERIES:
+        parts = sorted(push[name]["agent_per_partition_median_s"].values())
+        console.print(
+            f"{name} agent time per partition: median {statistics.median(parts) * 1e3:.1f} ms "
+            f"(min {parts[0] * 1e3:.1f}, max {parts[-1] * 1e3:.1f}) over {len(parts)} partitions"
+        )
+    console.print("\n[bold]bytes moved to the client[/]: pushdown vs a full scan of the columns")
+    moved = Table(box=None, header_style="bold underline")
+    moved.add_column("query")
+    for c in (
+        "partitions",
+        "pushdown",
+        "per partition",
+        "full scan",
+        "ratio",
+        "agent scanned",
+    ):
+        moved.add_column(c, justify="right")
+    for name in QUERIES:
+        p, s = push[name], scan[name]
+        moved.add_row(
+            name,
+            str(p["partitions"]),
+            human_bytes(p["bytes_moved"]),
+            human_bytes(p["bytes_moved_per_partition"]),
+            human_bytes(s["bytes_moved"]),
+            f"{s['bytes_moved'] / max(p['bytes_moved'], 1):,.0f}×",
+            human_bytes(p["bytes_scanned"]),
+        )
+    console.print(moved)
+    for name, diff in diffs.items():
+        for d in diff:
+            console.print(f"[red]{name} differs from DuckDB: {d}[/]")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

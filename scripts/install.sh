@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Installs everything bpfstore needs on Debian 12, from nothing: the Debian packages, a .venv made
+# with the system python3, and the package (strict editable mode) with every extra.
+# Safe to re-run: each step is skipped when already done, so a second run is quick and quiet.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Wheels exist for every Python dependency (pyarrow, grpcio, duckdb, ...), so no compiler or
+# headers are needed. The eBPF engine will add clang and libbpf1 here.
+DEB_PACKAGES=(python3 python3-venv ca-certificates)
+PYTHON=${PYTHON:-/usr/bin/python3}
+VENV=.venv
+
+say() { printf '==> %s\n' "$*"; }
+
+install_debian_packages() {
+  command -v dpkg-query >/dev/null || { say "not Debian: skipping system packages"; return; }
+  local missing=() p
+  for p in "${DEB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    sudo=(sudo)
+  fi
+  say "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  local apt=("${sudo[@]}" apt-get -y -qq -o=Dpkg::Use-Pty=0 install --no-install-recommends "${missing[@]}")
+  # Refresh the package lists only when installing from the current ones fails (or there are
+  # none, as in a fresh container): apt-get update is the slow part.
+  if ! "${apt[@]}" >/dev/null 2>&1; then
+    "${sudo[@]}" apt-get update -qq
+    "${apt[@]}" >/dev/null
+  fi
+}
+
+make_venv() {
+  # Reuse a working venv of Python >= 3.11; otherwise (re)create it with the system Python.
+  if "$VENV/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    return
+  fi
+  say "creating $VENV with $PYTHON ($("$PYTHON" --version 2>&1))"
+  local clear=()
+  [ -e "$VENV/bin/python" ] && clear=(--clear)  # a broken or too old venv
+  "$PYTHON" -m venv "${clear[@]}" "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+}
+
+install_package() {
+  # Strict editable mode is the one that maps bpfstore.* onto the repo folders and lets Spark
+  # discover pyspark_bpfstore (DESIGN.md); it links files one by one, so re-run it when files
+  # are added (the Makefile does).
+  say "pip install -e '.[test,demo,dev]' (strict editable)"
+  # setuptools warns loudly on every editable build: keep its output for when pip fails.
+  local log="$VENV/pip-install.log"
+  "$VENV/bin/python" -m pip install --disable-pip-version-check \
+    -e '.[test,demo,dev]' --config-settings editable_mode=strict >"$log" 2>&1 \
+    || { cat "$log" >&2; echo "pip install failed (log: $log)" >&2; exit 1; }
+}
+
+install_debian_packages
+make_venv
+install_package
+say "installed: $("$VENV/bin/python" -c 'import bpfstore.v1, sys; print("bpfstore in", sys.prefix)')"
