@@ -11,8 +11,8 @@ from .errors import (
     Unsupported,
 )
 from .plan import (
-    Aggregate,
     AggFunc,
+    Aggregate,
     Dialect,
     col,
     count,

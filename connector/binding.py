@@ -64,7 +64,8 @@ def is_numeric(t: pa.DataType) -> bool:
 
 
 def _int_as_decimal(t: pa.DataType) -> pa.DataType:
-    digits = _INT_DIGITS[t.bit_width] + (1 if pa.types.is_unsigned_integer(t) and t.bit_width == 64 else 0)
+    unsigned64 = pa.types.is_unsigned_integer(t) and t.bit_width == 64
+    digits = _INT_DIGITS[t.bit_width] + (1 if unsigned64 else 0)
     return pa.decimal128(digits, 0)
 
 
@@ -298,7 +299,8 @@ class _Binder:
                 return self._typed(e, literal_type(value))
             case Compare(left=left, right=right):
                 bl, br = self.bind(left), self.bind(right)
-                t = common_type(*self._operand_types(bl, br), where)
+                tl, tr = self._operand_types(bl, br)
+                t = common_type(tl, tr, where)
                 return self._typed(
                     e, pa.bool_(), left=self._coerced(bl, t, where),
                     right=self._coerced(br, t, where))

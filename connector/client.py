@@ -226,7 +226,7 @@ class Client:
     # -- metadata ------------------------------------------------------------------------
 
     def info(self) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         for agent, r in self._each_agent("GetInfo", pb.GetInfoRequest(), timeout=10).items():
             if isinstance(r, BpfstoreError):
                 out.append({"agent": agent, "error": str(r)})
@@ -242,7 +242,7 @@ class Client:
 
     def datasets(self) -> list[DatasetDescription]:
         names: set[str] = set()
-        for agent, r in self._each_agent("ListDatasets", pb.ListDatasetsRequest()).items():
+        for r in self._each_agent("ListDatasets", pb.ListDatasetsRequest()).values():
             if isinstance(r, BpfstoreError):
                 raise r if not isinstance(r, AgentUnavailable) else AgentUnavailable(
                     f"cannot list datasets: {r}")
@@ -266,7 +266,8 @@ class Client:
             if unreachable:
                 raise AgentUnavailable(f"dataset {dataset!r}: no agent reachable "
                                        f"({', '.join(unreachable)})")
-            raise DatasetNotFound(f"no dataset named {dataset!r} on agents {', '.join(self.agents)}")
+            raise DatasetNotFound(
+                f"no dataset named {dataset!r} on agents {', '.join(self.agents)}")
         return _merge_descriptions(dataset, infos, unreachable)
 
     # -- queries -------------------------------------------------------------------------

@@ -212,7 +212,7 @@ def _average(sums: pa.ChunkedArray, counts: pa.ChunkedArray, agg: Aggregate,
              dialect: Dialect) -> pa.Array:
     assert agg.arg is not None and agg.arg.result_type is not None
     t = avg_type(agg.arg.result_type, dialect)
-    out = []
+    out: list[object] = []
     for s, n in zip(sums.to_pylist(), counts.to_pylist(), strict=True):
         if s is None or not n:
             out.append(None)

@@ -130,7 +130,7 @@ class Expr:
         return Negate(self)
 
     def isin(self, values: Iterable[Any]) -> In:
-        return In(self, tuple(lit(v) for v in values))
+        return In(self, tuple(v if isinstance(v, Literal) else Literal(v) for v in values))
 
     def between(self, low: Any, high: Any) -> Between:
         return Between(self, lit(low), lit(high))

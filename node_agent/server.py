@@ -13,6 +13,7 @@ from importlib import metadata
 
 import grpc
 import pyarrow as pa
+import pyarrow.compute as pc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from bpfstore.connector import wire
@@ -46,12 +47,18 @@ def ipc_bytes(table_or_batch: pa.Table | pa.RecordBatch) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def logical_table(table: pa.Table) -> pa.Table:
-    """Stored types -> what clients read (decimal64 -> decimal128; dictionaries stay)."""
-    fields = [pa.field(f.name, logical_type(f.type) if pa.types.is_decimal(f.type) else f.type)
-              for f in table.schema]
-    target = pa.schema(fields)
-    return table if target.equals(table.schema) else table.cast(target)
+def scan_batch(batch: pa.RecordBatch) -> pa.Table:
+    """Stored types -> what clients read: decimal64 -> decimal128; dictionaries stay, but a
+    dictionary larger than the batch is rebuilt from the batch's own values, so a batch never
+    carries the whole partition's dictionary (e.g. free-text comments)."""
+    columns = []
+    for column in batch.columns:
+        if pa.types.is_decimal(column.type):
+            column = column.cast(logical_type(column.type))
+        elif pa.types.is_dictionary(column.type) and len(column.dictionary) > len(column):
+            column = pc.dictionary_encode(column.dictionary_decode()).cast(column.type)
+        columns.append(column)
+    return pa.Table.from_arrays(columns, names=batch.schema.names)
 
 
 class AgentService(agent_pb2_grpc.AgentServicer):
@@ -59,10 +66,14 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self.config = config
         self.storage = Storage(config.data_dir, max_write_bytes=config.max_write_bytes)
         self.engines = Engines(config.engine)
+        # pyarrow imports pandas lazily the first time it converts Python values (~0.3 s):
+        # pay that at start rather than in the first query.
+        pa.array([0])
 
     # -- metadata ------------------------------------------------------------------------
 
-    def GetInfo(self, request: pb.GetInfoRequest, context: grpc.ServicerContext) -> pb.GetInfoResponse:
+    def GetInfo(self, request: pb.GetInfoRequest,
+                context: grpc.ServicerContext) -> pb.GetInfoResponse:
         with rpc_errors(context, "GetInfo"):
             return pb.GetInfoResponse(
                 version=_version(),
@@ -136,7 +147,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             return pb.AggregateResponse(partials=ipc_bytes(merged), partitions=reports,
                                         dataset_version=meta.version)
 
-    def Scan(self, request: pb.ScanRequest, context: grpc.ServicerContext) -> Iterator[pb.ScanChunk]:
+    def Scan(self, request: pb.ScanRequest,
+             context: grpc.ServicerContext) -> Iterator[pb.ScanChunk]:
         with rpc_errors(context, "Scan"):
             plan, meta = self._plan(request)
             batch_rows = request.batch_rows or self.config.scan_batch_rows
@@ -152,8 +164,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                 matched = 0
                 for batch in self.engines.arrow.scan(table, plan, batch_rows):
                     matched += batch.num_rows
-                    yield pb.ScanChunk(arrow_ipc=ipc_bytes(logical_table(
-                        pa.Table.from_batches([batch]))))
+                    yield pb.ScanChunk(arrow_ipc=ipc_bytes(scan_batch(batch)))
                 report.rows_scanned, report.rows_matched = table.num_rows, matched
                 report.bytes_scanned = _bytes_of(table, plan)
                 report.time_ns = time.perf_counter_ns() - start

@@ -234,7 +234,8 @@ class Storage:
     # -- writing -------------------------------------------------------------------------
 
     def write(self, name: str, chunks: Iterable[bytes], partition: str = "",
-              overwrite: bool = False, replicas: Iterable[str] = ()) -> tuple[DatasetMeta, str, int]:
+              overwrite: bool = False,
+              replicas: Iterable[str] = ()) -> tuple[DatasetMeta, str, int]:
         """Commit one partition from the pieces of an Arrow IPC stream; all or nothing."""
         directory = self._dir(name)
         pid = validate_name("partition", partition) if partition else uuid.uuid4().hex[:16]

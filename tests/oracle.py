@@ -194,7 +194,7 @@ def pandas_answer(df: pd.DataFrame, where: Expr | None, aggregates: list, group_
     for i, a in enumerate(aggregates):
         if isinstance(a, Avg) or a.func is not AggFunc.COUNT_STAR:
             arg = a.arg
-            cols[f"a{i}"] = to_pandas_series(arg, df) if not isinstance(arg, Column) else df[arg.name]
+            cols[f"a{i}"] = df[arg.name] if isinstance(arg, Column) else to_pandas_series(arg, df)
     work = pd.DataFrame({**{k: df[k] for k in group_by}, **cols}, index=df.index)
 
     def reduce(frame: pd.DataFrame) -> list[Any]:
@@ -242,7 +242,8 @@ def same_value(ours: Any, theirs: Any, approx: bool) -> bool:
     if isinstance(a, (int, decimal.Decimal)) and isinstance(b, (int, decimal.Decimal)) \
             and not isinstance(a, bool) and not approx:
         return decimal.Decimal(a) == decimal.Decimal(b)
-    if isinstance(a, (int, float, decimal.Decimal)) and isinstance(b, (int, float, decimal.Decimal)):
+    numbers = (int, float, decimal.Decimal)
+    if isinstance(a, numbers) and isinstance(b, numbers):
         fa, fb = float(a), float(b)
         if math.isinf(fa) or math.isinf(fb):
             return fa == fb

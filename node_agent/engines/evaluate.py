@@ -297,7 +297,7 @@ class Evaluator:
         xs = xs.to_pylist() if not isinstance(xs, pa.Scalar) else [xs.as_py()] * self.table.num_rows
         ys = ys.to_pylist() if not isinstance(ys, pa.Scalar) else [ys.as_py()] * self.table.num_rows
         q = decimal.Decimal(1).scaleb(-t.scale)
-        out = []
+        out: list[decimal.Decimal | None] = []
         with decimal.localcontext() as ctx:
             ctx.prec = 80
             for x, y in zip(xs, ys, strict=True):

@@ -38,7 +38,8 @@ def with_values(arr: pa.Array, values: np.ndarray, t: pa.DataType) -> pa.Array:
     validity = arr.buffers()[0]
     if validity is not None and arr.offset:
         validity = pc.is_valid(arr).buffers()[1]  # re-based bitmap
-    return pa.Array.from_buffers(t, len(arr), [validity, pa.py_buffer(np.ascontiguousarray(values))],
+    data = pa.py_buffer(np.ascontiguousarray(values))
+    return pa.Array.from_buffers(t, len(arr), [validity, data],
                                  null_count=arr.null_count)
 
 

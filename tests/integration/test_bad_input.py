@@ -10,8 +10,7 @@ import grpc
 import pyarrow as pa
 import pytest
 
-from bpfstore.connector import Client, col, count_star, sum_
-from bpfstore.connector import wire
+from bpfstore.connector import Client, col, count_star, sum_, wire
 from bpfstore.connector.errors import DatasetNotFound, PlanInvalid
 from bpfstore.connector.plan import In, Literal, Not, Plan
 from bpfstore.v1 import agent_pb2 as pb

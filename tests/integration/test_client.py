@@ -6,9 +6,9 @@ import decimal as D
 
 import pyarrow as pa
 import pytest
-from conftest import RunningAgent
 
 from bpfstore.connector import Client, PartitionUnavailable, col, count_star, sum_
+from conftest import RunningAgent
 
 
 def _table(n: int = 1000) -> pa.Table:

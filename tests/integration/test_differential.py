@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 import pyarrow as pa
 import pytest
-from oracle import assert_same_rows, duckdb_answer, pandas_answer
 
 from bpfstore.connector import Client, avg, col, count, count_star, lit, max_, min_, sum_
 from bpfstore.connector.combine import Avg
 from bpfstore.connector.errors import ArithmeticOverflow
 from bpfstore.connector.plan import Expr
+from oracle import assert_same_rows, duckdb_answer, pandas_answer
 
 ROWS = 3000
 I64_MAX, I64_MIN = 2**63 - 1, -(2**63)

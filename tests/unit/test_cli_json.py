@@ -11,6 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+
 from bpfstore.connector import cli, sql
 from bpfstore.connector.client import PartitionReport, QueryReport
 from bpfstore.connector.errors import DatasetNotFound

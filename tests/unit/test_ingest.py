@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+
 from bpfstore.connector.errors import BpfstoreError
 from bpfstore.connector.ingest import SourceError, read_source
 

@@ -8,7 +8,6 @@ import decimal as D
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from oracle import assert_same_rows, duckdb_answer
 
 from bpfstore.connector.binding import bind_plan
 from bpfstore.connector.combine import Avg, avg, expand, finish, merge_partials
@@ -27,7 +26,6 @@ from bpfstore.connector.plan import (
     Not,
     Or,
     Plan,
-    col,
     count,
     count_star,
     max_,
@@ -36,6 +34,7 @@ from bpfstore.connector.plan import (
 )
 from bpfstore.node_agent.engines.arrow_engine import ArrowEngine
 from bpfstore.node_agent.storage import normalize
+from oracle import assert_same_rows, duckdb_answer
 
 SMALL_INTS = st.integers(min_value=-1000, max_value=1000)
 FLOATS = st.one_of(st.floats(min_value=-1e6, max_value=1e6),

@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
+
 from bpfstore.connector.errors import DatasetNotFound, Unsupported
 from bpfstore.connector.plan import (
     AggFunc,

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pytest
+
 from bpfstore.connector.combine import Avg
 from bpfstore.connector.plan import (
     And,
