@@ -237,9 +237,12 @@ def create_server(config: AgentConfig) -> tuple[grpc.Server, int, AgentService]:
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("bpfstore.v1.Agent", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(config.listen)
+    try:
+        port = server.add_insecure_port(config.listen)
+    except RuntimeError:  # grpc raises this when the address is taken or invalid
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {config.listen}")
+        raise OSError(f"cannot listen on {config.listen}: address in use or not available")
     os.makedirs(config.data_dir, exist_ok=True)
     return server, port, service
 
