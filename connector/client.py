@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -35,7 +35,7 @@ from .errors import (
     ResourceExhausted,
     Unsupported,
 )
-from .plan import Dialect, Expr, Plan
+from .plan import Aggregate, Dialect, Expr, Plan
 
 DEFAULT_AGENT = "127.0.0.1:7340"
 WRITE_PIECE = 1 << 20
@@ -91,6 +91,7 @@ class PartitionReport:
     bytes_scanned: int = 0
     time_ns: int = 0
     pruned: bool = False
+    note: str = ""
 
 
 @dataclass
@@ -349,6 +350,74 @@ class Client:
 
         return run_sql(self, text, engine=engine)
 
+    # -- one partition at a time, for engines that schedule partitions themselves (Dask) ---
+
+    def aggregate_partials(self, dataset: str, aggregates: Sequence[Aggregate],
+                           where: Expr | None = None, group_by: Sequence[str] = (),
+                           dialect: str | Dialect = "pandas", partitions: Sequence[str] = (),
+                           desc: DatasetDescription | None = None) -> pa.Table:
+        """Merged but unfinished partials of `partitions` (all when empty): the caller merges
+        them further with `combine.merge_partials` and ends with `combine.finish`.
+        `desc` (from an earlier `describe`) saves a DescribeDataset round per call; a stale one
+        fails with DatasetNotFound (its partitions are gone), never with old data."""
+        desc = _only(desc or self.describe(dataset), partitions)
+        plan = Plan(dataset, filter=where, group_by=tuple(group_by),
+                    aggregates=tuple(aggregates), dialect=Dialect(dialect))
+        bound = bind_plan(plan, desc.stored_schema)
+        report = QueryReport(mode="aggregate", dataset=dataset)
+
+        def run(agent: str, parts: list[str]) -> tuple[pa.Table, list[PartitionReport], int]:
+            request = pb.AggregateRequest(plan=wire.plan_to_proto(
+                Plan(**{**_fields(plan), "partitions": tuple(parts)})))
+            response = self._call(agent, "Aggregate", request)
+            table = pa.ipc.open_stream(response.partials).read_all()
+            return table, [_report(agent, r) for r in response.partitions], response.ByteSize()
+
+        tables = []
+        for table, reports, nbytes in self._fan_out(desc, run, report):
+            tables.append(table)
+            report.partitions.extend(reports)
+            report.bytes_moved += nbytes
+        self.last_report = report
+        return merge_partials(tables, bound) if tables else bound_empty(bound, desc)
+
+    def scan_partitions(self, dataset: str, partitions: Sequence[str],
+                        columns: Sequence[str] | None = None, where: Expr | None = None,
+                        dialect: str | Dialect = "pandas",
+                        desc: DatasetDescription | None = None) -> pa.Table:
+        """`scan_table` restricted to `partitions`, in the order given (see aggregate_partials)."""
+        desc = _only(desc or self.describe(dataset), partitions)
+        plan = Plan(dataset, filter=where, columns=tuple(columns or ()), dialect=Dialect(dialect))
+        bind_plan(plan, desc.stored_schema)
+        report = QueryReport(mode="scan", dataset=dataset)
+
+        def run(agent: str, parts: list[str]) -> tuple[str, list[pa.RecordBatch], list, int]:
+            request = pb.ScanRequest(plan=wire.plan_to_proto(
+                Plan(**{**_fields(plan), "partitions": tuple(parts)})))
+            batches, reports, nbytes = [], [], 0
+            try:
+                for chunk in self._stub(agent).Scan(request, timeout=self.timeout):
+                    nbytes += chunk.ByteSize()
+                    if chunk.arrow_ipc:
+                        batches.extend(pa.ipc.open_stream(chunk.arrow_ipc).read_all().to_batches())
+                    if chunk.HasField("report"):
+                        reports.append(_report(agent, chunk.report))
+            except grpc.RpcError as exc:
+                raise _error(agent, exc) from None
+            return parts[0], batches, reports, nbytes
+
+        by_part: dict[str, list[pa.RecordBatch]] = {}
+        for pid, batches, reports, nbytes in self._fan_out(desc, run, report, per_partition=True):
+            by_part[pid] = batches
+            report.partitions.extend(reports)
+            report.bytes_moved += nbytes
+        self.last_report = report
+        ordered = [b for p in desc.partitions for b in by_part.get(p.id, [])]
+        if ordered:
+            return pa.Table.from_batches(ordered)
+        schema = desc.schema if not columns else pa.schema([desc.schema.field(c) for c in columns])
+        return schema.empty_table()
+
     def _fan_out(self, desc: DatasetDescription, run: Callable[[str, list[str]], Any],
                  report: QueryReport, per_partition: bool = False) -> Iterator[Any]:
         """Run `run(agent, partitions)` over a live replica of every partition, failing over."""
@@ -448,13 +517,24 @@ def _fields(plan: Plan) -> dict[str, Any]:
 
 def _report(agent: str, r: pb.PartitionReport) -> PartitionReport:
     return PartitionReport(agent, r.partition, r.engine, r.path, r.rows_scanned, r.rows_matched,
-                           r.bytes_scanned, r.time_ns, r.pruned)
+                           r.bytes_scanned, r.time_ns, r.pruned, r.note)
 
 
 def bound_empty(plan: Plan, desc: DatasetDescription) -> pa.Table:
     from .combine import partial_schema
 
     return partial_schema(plan, desc.stored_schema).empty_table()
+
+
+def _only(desc: DatasetDescription, partitions: Sequence[str]) -> DatasetDescription:
+    """The description restricted to `partitions` (in that order); all when empty."""
+    if not partitions:
+        return desc
+    known = {p.id: p for p in desc.partitions}
+    missing = [p for p in partitions if p not in known]
+    if missing:
+        raise DatasetNotFound(f"dataset {desc.name!r} has no partition(s) {', '.join(missing)}")
+    return replace(desc, partitions=tuple(known[p] for p in partitions))
 
 
 def _assign(partitions: Sequence[PartitionSummary], dead: set[str]) -> dict[str, list[str]]:

@@ -27,6 +27,8 @@ class AgentConfig:
     max_in_list: int = 100_000
     scan_batch_rows: int = 65_536
     grace_seconds: float = 30.0
+    bpf: bool = True  # try the in-kernel engine (it still needs privileges and clang)
+    bpf_arena_bytes: int = 1 << 30  # column cache of the bpf hot path (an arena is <= 4 GiB)
 
     def limits(self) -> dict[str, int]:
         return {

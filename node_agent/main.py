@@ -22,13 +22,17 @@ def parse_args(argv: list[str] | None) -> AgentConfig:
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="engine for requests that ask for 'auto' (default: %(default)s)")
     p.add_argument("--workers", type=int, default=8, help="concurrent requests (default: 8)")
+    p.add_argument("--no-bpf", action="store_true", help="do not start the in-kernel engine")
+    p.add_argument("--bpf-cache-mb", type=int, default=1024,
+                   help="memory for the bpf engine's arena column cache (default: 1024)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = p.parse_args(argv)
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr,
         format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)r")
     return AgentConfig(data_dir=args.data_dir, listen=args.listen, engine=args.engine,
-                       workers=args.workers)
+                       workers=args.workers, bpf=not args.no_bpf,
+                       bpf_arena_bytes=args.bpf_cache_mb << 20)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,7 +65,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.storage = Storage(config.data_dir, max_write_bytes=config.max_write_bytes)
-        self.engines = Engines(config.engine)
+        self.engines = Engines(config.engine, config.data_dir, config.bpf_arena_bytes,
+                               enable_bpf=config.bpf)
         # pyarrow imports pandas lazily the first time it converts Python values (~0.3 s):
         # pay that at start rather than in the first query.
         pa.array([0])
@@ -123,11 +124,11 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             plan, meta = self._plan(request)
             if not plan.aggregates:
                 raise PlanInvalid("Aggregate needs at least one aggregate")
-            engine = self.engines.choose(plan.engine)
+            self.engines.check(plan.engine)  # UNIMPLEMENTED now if it names a missing engine
             partials, reports = [], []
             for part in iter_partitions(meta, plan.partitions):
                 start = time.perf_counter_ns()
-                report = pb.PartitionReport(partition=part.id, engine=engine.name)
+                report = pb.PartitionReport(partition=part.id)
                 if not may_match(plan.filter, part.stats, part.rows, meta.schema, plan.dialect):
                     report.pruned, report.engine = True, "stats"
                 elif (values := answer_from_stats(plan, part.stats, part.rows, meta.schema)):
@@ -135,7 +136,11 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                     report.engine = "stats"
                 else:
                     table = self.storage.read(plan.dataset, part.id)
-                    result = engine.aggregate(table, plan)
+                    served = self.engines.aggregate(plan.engine, table, plan, part.stats,
+                                                    (plan.dataset, part.id, part.checksum))
+                    result = served.result
+                    report.engine, report.path, report.note = served.engine, served.path, \
+                        served.note
                     partials.append(result.partials)
                     report.rows_scanned = result.rows_scanned
                     report.rows_matched = result.rows_matched

@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Wheels exist for every Python dependency (pyarrow, grpcio, duckdb, ...), so no compiler or
-# headers are needed. The eBPF engine will add clang and libbpf1 here.
-DEB_PACKAGES=(python3 python3-venv ca-certificates)
+# headers are needed for Python. The eBPF engine compiles its programs with clang-19 (Debian 12
+# main) and loads them with libbpf1.
+DEB_PACKAGES=(python3 python3-venv ca-certificates clang-19 libbpf1)
 PYTHON=${PYTHON:-/usr/bin/python3}
 VENV=.venv
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +21,18 @@ class RunningAgent:
 
     def stop(self) -> None:
         self.server.stop(0).wait()
+
+
+def require_bpf(agent: RunningAgent) -> None:
+    """Skip where the in-kernel engine cannot run; fail instead when BPFSTORE_REQUIRE_BPF=1
+    (CI), so bpf tests never skip silently where the feature should work."""
+    status = next(s for s in agent.service.engines.status if s.name == "bpf")
+    if status.available:
+        return
+    message = f"bpf engine unavailable: {status.reason}"
+    if os.environ.get("BPFSTORE_REQUIRE_BPF") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,20 @@
-"""Which engines this node can run, why not, and which one serves a request."""
+"""Which engines this node can run, why not, and which one serves each partition."""
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 
-from bpfstore.connector.errors import Unsupported
+import pyarrow as pa
 
-from .arrow_engine import ArrowEngine
+from bpfstore.connector.errors import Unsupported, VerifierRejected
+from bpfstore.connector.plan import Plan
+
+from ..stats import ColumnStats
+from .arrow_engine import AggregateResult, ArrowEngine
+
+log = logging.getLogger("bpfstore.agent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,22 +24,57 @@ class EngineStatus:
     reason: str = ""
 
 
-class Engines:
-    """The engines of one agent. `auto` prefers in-kernel engines when they are available."""
+@dataclass(frozen=True, slots=True)
+class Served:
+    result: AggregateResult
+    engine: str
+    path: str = ""
+    note: str = ""  # why a partition fell back to arrow
 
-    def __init__(self, default: str = "auto") -> None:
+
+class Engines:
+    """The engines of one agent. `auto` uses bpf where it can run the plan, else arrow."""
+
+    def __init__(self, default: str = "auto", data_dir: str = "", arena_bytes: int = 1 << 30,
+                 enable_bpf: bool = True) -> None:
         self.arrow = ArrowEngine()
         self.default = default
-        self.status = [
-            EngineStatus("arrow", True),
-            EngineStatus("bpf", False, "the in-kernel engine is not part of this build yet"),
-        ]
+        self.bpf = None
+        reason = "disabled by configuration"
+        if enable_bpf:
+            try:
+                from .bpf.engine import BpfEngine
 
-    def choose(self, requested: str) -> ArrowEngine:
+                self.bpf = BpfEngine(os.path.join(data_dir, "bpf-cache"), arena_bytes)
+            except (Unsupported, VerifierRejected, OSError) as exc:
+                reason = str(exc)
+                log.warning("bpf engine unavailable: %s", reason)
+        self.status = [EngineStatus("arrow", True),
+                       EngineStatus("bpf", self.bpf is not None,
+                                    "" if self.bpf is not None else reason)]
+
+    def check(self, requested: str) -> str:
+        """The engine a request runs on; Unsupported when it names one this node lacks."""
         name = self.default if requested == "auto" else requested
         if name in ("auto", "arrow"):
-            return self.arrow
+            return name
         for s in self.status:
-            if s.name == name and not s.available:
-                raise Unsupported(f"engine {name!r} is not available on this node: {s.reason}")
-        raise Unsupported(f"unknown engine {name!r}")
+            if s.name == name:
+                if not s.available:
+                    raise Unsupported(f"engine {name!r} is not available on this node: "
+                                      f"{s.reason}")
+                return name
+        raise Unsupported(f"engine {name!r} is not available on this node")
+
+    def aggregate(self, requested: str, table: pa.Table, plan: Plan,
+                  stats: dict[str, ColumnStats], key: tuple) -> Served:
+        name = self.check(requested)
+        note = ""
+        if name in ("auto", "bpf") and self.bpf is not None:
+            try:
+                return Served(self.bpf.aggregate(table, plan, stats, key), "bpf", "hot")
+            except (Unsupported, VerifierRejected) as exc:
+                if name == "bpf":  # forced: say why instead of quietly using arrow
+                    raise Unsupported(str(exc)) from None
+                note = str(exc)
+        return Served(self.arrow.aggregate(table, plan), "arrow", "", note)

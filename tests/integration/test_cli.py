@@ -73,7 +73,7 @@ def test_ingest_then_sql_json_is_exact(agent_processes, lineitem) -> None:
     assert D.Decimal(result["rows"][0][0]) == expected  # exact, sent as a string
     assert isinstance(result["rows"][0][0], str)
     report = result["report"]
-    assert {p["engine"] for p in report["partitions"]} <= {"arrow", "stats"}
+    assert {p["engine"] for p in report["partitions"]} <= {"arrow", "bpf", "stats"}
     assert report["bytes_moved"] < report["bytes_scanned"] / 100
 
 

@@ -111,7 +111,7 @@ class AggregateRequest(_message.Message):
     def __init__(self, plan: _Optional[_Union[_plan_pb2.Plan, _Mapping]] = ...) -> None: ...
 
 class PartitionReport(_message.Message):
-    __slots__ = ("partition", "engine", "path", "rows_scanned", "rows_matched", "bytes_scanned", "time_ns", "pruned")
+    __slots__ = ("partition", "engine", "path", "rows_scanned", "rows_matched", "bytes_scanned", "time_ns", "pruned", "note")
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +120,7 @@ class PartitionReport(_message.Message):
     BYTES_SCANNED_FIELD_NUMBER: _ClassVar[int]
     TIME_NS_FIELD_NUMBER: _ClassVar[int]
     PRUNED_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
     partition: str
     engine: str
     path: str
@@ -128,7 +129,8 @@ class PartitionReport(_message.Message):
     bytes_scanned: int
     time_ns: int
     pruned: bool
-    def __init__(self, partition: _Optional[str] = ..., engine: _Optional[str] = ..., path: _Optional[str] = ..., rows_scanned: _Optional[int] = ..., rows_matched: _Optional[int] = ..., bytes_scanned: _Optional[int] = ..., time_ns: _Optional[int] = ..., pruned: _Optional[bool] = ...) -> None: ...
+    note: str
+    def __init__(self, partition: _Optional[str] = ..., engine: _Optional[str] = ..., path: _Optional[str] = ..., rows_scanned: _Optional[int] = ..., rows_matched: _Optional[int] = ..., bytes_scanned: _Optional[int] = ..., time_ns: _Optional[int] = ..., pruned: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
 
 class AggregateResponse(_message.Message):
     __slots__ = ("partials", "partitions", "dataset_version")

@@ -1,0 +1,43 @@
+/* Filter -> reduce over columns held in a BPF arena (the hot path).
+ *
+ * The agent generates one program per plan *shape* by filling the named holes below; every
+ * constant (column addresses, row range, filter windows) travels in the context, so one
+ * object serves every query of that shape. As written (holes empty) it counts rows.
+ */
+#include "bpfstore.h"
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARENA);
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __uint(max_entries, 1); /* pages: set by the agent before load */
+} arena SEC(".maps");
+
+struct ctx {
+    u64 start, end;   /* rows [start, end) */
+    u64 done;         /* out: rows processed (may_goto may stop early) */
+    u64 count;        /* out: rows selected */
+    /*@CTX@*/
+};
+
+SEC("syscall")
+int aggregate(struct ctx *c)
+{
+    asm volatile("" :: "r"(&arena)); /* tie the program to the arena map */
+    u64 i = c->start, end = c->end, count = 0;
+    /*@SETUP@*/
+    while (i < end && can_loop) {
+        u64 sel = ~0ULL;
+        /*@PREDICATE@*/
+        u64 mask = (u64)((s64)sel >> 63);
+        HIDE(mask);
+        count += mask & 1;
+        /*@ACCUMULATE@*/
+        i++;
+    }
+    c->done = i;
+    c->count += count;
+    /*@STORE@*/
+    return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

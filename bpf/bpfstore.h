@@ -1,0 +1,57 @@
+/* Shared definitions for bpfstore's eBPF programs: no kernel headers needed (a minimal
+ * prelude compiles in ~0.1 s), branch-free helpers the verifier accepts, and the loop macro.
+ */
+#ifndef BPFSTORE_H
+#define BPFSTORE_H
+
+typedef unsigned long long u64;
+typedef long long s64;
+typedef unsigned int u32;
+typedef int s32;
+typedef unsigned short u16;
+typedef short s16;
+typedef unsigned char u8;
+typedef signed char s8;
+typedef _Bool bool;
+
+#define SEC(n) __attribute__((section(n), used))
+#define __uint(name, val) int (*name)[val]
+#define __arena __attribute__((address_space(1)))
+#define BPF_MAP_TYPE_ARENA 33
+#define BPF_F_MMAPABLE (1U << 10)
+
+/* may_goto: a loop the verifier bounds by time (~0.25 s a call on 6.18), so programs
+ * return the rows done and the agent calls again from there. */
+#define can_loop ({ __label__ l_break, l_continue; bool ret = 1;                 \
+    asm volatile goto("may_goto %l[l_break]" :::: l_break); goto l_continue;      \
+    l_break: ret = 0; l_continue:; ret; })
+
+/* Hide a value from LLVM so it cannot turn branch-free masks back into branches, which
+ * the verifier would have to explore one by one. */
+#define HIDE(v) asm volatile("" : "+r"(v))
+
+/* Sign bit set when lo <= x <= lo + r (unsigned window test, r < 2**63). */
+static __attribute__((always_inline)) u64 in_window(u64 x, u64 lo, u64 r1)
+{
+    u64 d = x - lo;
+    return (d - r1) & ~d;
+}
+
+/* All ones when a < b (signed), else 0, without a branch. */
+static __attribute__((always_inline)) u64 less_mask(s64 a, s64 b)
+{
+    u64 ua = (u64)a ^ (1ULL << 63), ub = (u64)b ^ (1ULL << 63);
+    u64 borrow = ((~ua & ub) | ((~ua | ub) & (ua - ub))) >> 63;
+    u64 m = -borrow;
+    HIDE(m);
+    return m;
+}
+
+/* (hi, lo) += v (signed 64-bit), branch-free carry. */
+#define ADD128(lo, hi, v) do {                                                    \
+    u64 _x = (u64)(v), _n = (lo) + _x;                                            \
+    (hi) += ((((lo) & _x) | (((lo) | _x) & ~_n)) >> 63) + (u64)((s64)_x >> 63);   \
+    (lo) = _n;                                                                    \
+} while (0)
+
+#endif

@@ -1,0 +1,352 @@
+"""Bound plan + partition statistics -> C for bpf/aggregate.bpf.c, or Unsupported(why).
+
+What compiles: a conjunction of range predicates (=, <, <=, >, >=, BETWEEN against
+literals) on integer-like columns (ints, bool, date32, timestamp, decimal64 as scaled
+integers); COUNT(*), COUNT, SUM of + - * expressions over such columns and literals, MIN and
+MAX of such columns; no group-by; no NULLs in the columns used. Everything else raises
+`Unsupported` and the partition runs on the arrow engine.
+
+Exactness: each predicate becomes an integer window computed exactly (fractions), and
+every SUM expression is proven free of int64 overflow from the partition's min/max
+statistics (interval arithmetic) before any code runs; sums are kept in 128 bits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from importlib import resources
+from typing import Any
+
+import pyarrow as pa
+
+from bpfstore.connector.binding import logical_type
+from bpfstore.connector.errors import Unsupported
+from bpfstore.connector.plan import (
+    AggFunc,
+    Arith,
+    ArithOp,
+    Between,
+    Column,
+    Compare,
+    CompareOp,
+    Expr,
+    Literal,
+    Negate,
+    Plan,
+    conjuncts,
+    describe,
+)
+
+from ...stats import ColumnStats, decode
+
+I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+_EPOCH = dt.date(1970, 1, 1)
+
+
+@dataclass
+class Program:
+    """Generated C plus how to fill its context and read its results."""
+
+    source: str = ""
+    fields: list[tuple[str, str]] = field(default_factory=list)  # (name, "u64" | "s64")
+    values: dict[str, int] = field(default_factory=dict)  # constant inputs
+    columns: list[str] = field(default_factory=list)  # column i is at ctx field col{i}
+    outputs: list[tuple[str, Any]] = field(default_factory=list)  # per aggregate
+    empty: bool = False  # statistics prove no row can match
+
+    @property
+    def shape(self) -> str:
+        return hashlib.sha256(self.source.encode()).hexdigest()[:20]
+
+
+_CTYPES = {pa.int8(): "s8", pa.int16(): "s16", pa.int32(): "s32", pa.int64(): "s64",
+           pa.uint8(): "u8", pa.uint16(): "u16", pa.uint32(): "u32", pa.bool_(): "bit",
+           pa.date32(): "s32"}
+
+
+def storage_ctype(t: pa.DataType) -> str | None:
+    """The C type of a column's values in the arena, or None when bpf cannot read it."""
+    if pa.types.is_decimal(t):
+        return "s64" if t.bit_width == 64 else None
+    if pa.types.is_timestamp(t):
+        return "s64"
+    return _CTYPES.get(t)
+
+
+def _scale(t: pa.DataType) -> int:
+    return t.scale if pa.types.is_decimal(t) else 0
+
+
+class _Compiler:
+    def __init__(self, schema: pa.Schema, stats: dict[str, ColumnStats], rows: int) -> None:
+        self.schema, self.stats, self.rows = schema, stats, rows
+        self.p = Program()
+        self.setup: list[str] = []
+        self.predicate: list[str] = []
+        self.accumulate: list[str] = []
+        self.store: list[str] = []
+
+    # -- columns ---------------------------------------------------------------------------
+
+    def readable(self, name: str) -> str:
+        """The column's C type; Unsupported unless bpf can read every value of it."""
+        t = self.schema.field(name).type
+        ctype = storage_ctype(t)
+        if ctype is None:
+            raise Unsupported(f"bpf: column {name!r} of type {t} is not integer-like")
+        s = self.stats.get(name)
+        if s is None or s.null_count:
+            raise Unsupported(f"bpf: column {name!r} has NULLs in this partition")
+        return ctype
+
+    def column(self, name: str) -> int:
+        """The column's index in the context (registered on first use)."""
+        if name in self.p.columns:
+            return self.p.columns.index(name)
+        ctype = self.readable(name)
+        i = len(self.p.columns)
+        self.p.columns.append(name)
+        self.p.fields.append((f"col{i}", "u64"))
+        array = "u8" if ctype == "bit" else ctype
+        self.setup.append(f"const {array} __arena *col{i} = (const {array} __arena *)c->col{i};")
+        return i
+
+    def value(self, name: str) -> str:
+        """C expression reading row i of a column as s64 (booleans are packed bits)."""
+        i = self.column(name)
+        if storage_ctype(self.schema.field(name).type) == "bit":
+            return f"(s64)((col{i}[i >> 3] >> (i & 7)) & 1)"
+        return f"(s64)col{i}[i]"
+
+    def bounds(self, name: str) -> tuple[int, int]:
+        """[min, max] of a column's stored integers, from statistics."""
+        s = self.stats[name]
+        t = self.schema.field(name).type
+        lo, hi = decode(s.min, t), decode(s.max, t)
+        return _to_int(lo, t), _to_int(hi, t)
+
+    # -- predicates ------------------------------------------------------------------------
+
+    def term(self, e: Expr) -> None:
+        match e:
+            case Literal(value=True):
+                return
+            case Compare(op=op, left=Column(name=name), right=Literal(value=v)) if v is not None:
+                self.window(name, *_compare_bounds(op, v, self.schema.field(name).type), e)
+            case Compare(op=op, left=Literal(value=v), right=Column(name=name)) if v is not None:
+                self.window(name, *_compare_bounds(op.flipped(), v, self.schema.field(name).type),
+                            e)
+            case Between(arg=Column(name=name), low=Literal(value=lo), high=Literal(value=hi)) \
+                    if lo is not None and hi is not None:
+                t = self.schema.field(name).type
+                lo_b = _compare_bounds(CompareOp.GE, lo, t)[0]
+                hi_b = _compare_bounds(CompareOp.LE, hi, t)[1]
+                self.window(name, lo_b, hi_b, e)
+            case _:
+                raise Unsupported(f"bpf: filter term {describe(e)} is not a range on a column")
+
+    def window(self, name: str, lo: float | int, hi: float | int, e: Expr) -> None:
+        self.readable(name)
+        col_lo, col_hi = self.bounds(name)
+        lo = max(lo, col_lo) if lo != -math.inf else col_lo
+        hi = min(hi, col_hi) if hi != math.inf else col_hi
+        if lo > hi:
+            self.p.empty = True  # statistics prove no row satisfies this term
+            return
+        if lo <= col_lo and hi >= col_hi:
+            return  # every row satisfies it
+        k = len(self.predicate)
+        width = int(hi) - int(lo)
+        if width < 2**63 - 1:
+            lo_u, r1, inv = int(lo) % 2**64, width + 1, 0
+        else:  # too wide for the window test: test the complement window and invert
+            lo_u, r1, inv = (int(hi) + 1) % 2**64, 2**64 - width - 1, 1 << 63
+        self.p.fields += [(f"lo{k}", "u64"), (f"r{k}", "u64"), (f"inv{k}", "u64")]
+        self.p.values.update({f"lo{k}": lo_u, f"r{k}": r1, f"inv{k}": inv})
+        value = self.value(name)
+        self.setup.append(f"u64 lo{k} = c->lo{k}, r{k} = c->r{k}, inv{k} = c->inv{k};")
+        self.predicate.append(f"sel &= in_window((u64){value}, lo{k}, r{k}) ^ inv{k};")
+
+    # -- aggregates ------------------------------------------------------------------------
+
+    def aggregate(self, index: int, func: AggFunc, arg: Expr | None, out_type: pa.DataType
+                  ) -> None:
+        if func in (AggFunc.COUNT_STAR, AggFunc.COUNT):
+            if arg is not None:
+                self.expr(arg)  # its columns must be NULL-free like every column used
+            self.p.outputs.append(("count", None))
+            return
+        assert arg is not None
+        if func is AggFunc.SUM:
+            code, _, _ = self.expr(arg)
+            k = index
+            self.p.fields += [(f"slo{k}", "u64"), (f"shi{k}", "u64")]
+            self.setup.append(f"u64 slo{k} = 0, shi{k} = 0;")
+            self.accumulate.append(f"{{ s64 v = {code}; ADD128(slo{k}, shi{k}, (u64)v & mask); }}")
+            self.store.append(
+                f"{{ u64 o = c->slo{k}, n = o + slo{k}; "
+                f"c->shi{k} += shi{k} + (((o & slo{k}) | ((o | slo{k}) & ~n)) >> 63); "
+                f"c->slo{k} = n; }}")
+            self.p.outputs.append(("sum", out_type))
+            return
+        if not isinstance(arg, Column):
+            raise Unsupported(f"bpf: {func.value} of an expression")
+        code, _, _ = self.expr(arg)
+        k = index
+        name = f"m{k}"
+        self.p.fields.append((name, "s64"))
+        self.p.values[name] = I64_MAX if func is AggFunc.MIN else I64_MIN
+        self.setup.append(f"s64 {name} = (s64)c->{name};")
+        test = f"less_mask(v, {name})" if func is AggFunc.MIN else f"less_mask({name}, v)"
+        self.accumulate.append(f"{{ s64 v = {code}; {name} ^= ({name} ^ v) & {test} & mask; }}")
+        self.store.append(f"c->{name} = {name};")
+        self.p.outputs.append((func.value, out_type))
+
+    def expr(self, e: Expr) -> tuple[str, int, tuple[int, int]]:
+        """C code of an integer expression, its decimal scale, and proven [min, max]."""
+        match e:
+            case Column(name=name):
+                return self.value(name), _scale(self.schema.field(name).type), self.bounds(name)
+            case Literal(value=v) if v is not None and not isinstance(v, float):
+                t = e.result_type or pa.int64()
+                if not (pa.types.is_integer(t) or pa.types.is_decimal(t)):
+                    raise Unsupported(f"bpf: literal {v!r} of type {t}")
+                unscaled = int(decimal.Decimal(v).scaleb(_scale(t)))
+                _check(unscaled, unscaled, e)
+                return f"({unscaled}LL)", _scale(t), (unscaled, unscaled)
+            case Negate(arg=arg):
+                code, s, (lo, hi) = self.expr(arg)
+                _check(-hi, -lo, e)
+                return f"(-{code})", s, (-hi, -lo)
+            case Arith(op=op, left=left, right=right) if op is not ArithOp.DIV:
+                lc, ls, lb = self.expr(left)
+                rc, rs, rb = self.expr(right)
+                if op is ArithOp.MUL:
+                    products = [a * b for a in lb for b in rb]
+                    bounds = (min(products), max(products))
+                    code, scale = f"({lc} * {rc})", ls + rs
+                else:
+                    scale = max(ls, rs)
+                    lc, lb = _rescaled(lc, lb, scale - ls, e)
+                    rc, rb = _rescaled(rc, rb, scale - rs, e)
+                    if op is ArithOp.ADD:
+                        bounds, code = (lb[0] + rb[0], lb[1] + rb[1]), f"({lc} + {rc})"
+                    else:
+                        bounds, code = (lb[0] - rb[1], lb[1] - rb[0]), f"({lc} - {rc})"
+                _check(*bounds, e)
+                want = e.result_type
+                if want is not None and pa.types.is_decimal(want) and want.scale != scale:
+                    raise Unsupported(f"bpf: {describe(e)} is rescaled to {want}")
+                if want is not None and pa.types.is_integer(want):
+                    # the result type may be narrower than the 64 bits computed here: the
+                    # statistics must prove it cannot overflow that type either
+                    lo_t, hi_t = _int_range(want)
+                    if bounds[0] < lo_t or bounds[1] > hi_t:
+                        raise Unsupported(f"bpf: {describe(e)} may overflow {want}")
+                return code, scale, bounds
+        raise Unsupported(f"bpf: expression {describe(e)}")
+
+
+def _int_range(t: pa.DataType) -> tuple[int, int]:
+    bits = t.bit_width
+    if pa.types.is_unsigned_integer(t):
+        return 0, 2**bits - 1
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+def _check(lo: int, hi: int, e: Expr) -> None:
+    if lo < I64_MIN or hi > I64_MAX:
+        raise Unsupported(f"bpf: {describe(e)} may overflow 64 bits in this partition")
+
+
+def _rescaled(code: str, b: tuple[int, int], k: int, e: Expr) -> tuple[str, tuple[int, int]]:
+    if k == 0:
+        return code, b
+    f = 10**k
+    _check(b[0] * f, b[1] * f, e)
+    return f"({code} * {f}LL)", (b[0] * f, b[1] * f)
+
+
+def _to_int(v: Any, t: pa.DataType) -> int:
+    """A column value as the integer stored in the arena."""
+    if isinstance(v, decimal.Decimal):
+        return int(v.scaleb(t.scale))
+    if isinstance(v, dt.datetime):
+        return pa.scalar(v, t).cast(pa.int64()).as_py()
+    if isinstance(v, dt.date):
+        return (v - _EPOCH).days
+    return int(v)
+
+
+def _compare_bounds(op: CompareOp, v: Any, t: pa.DataType) -> tuple[float | int, float | int]:
+    """The integer window [lo, hi] of stored values x satisfying `x op v`, exactly."""
+    if op is CompareOp.NE:
+        raise Unsupported("bpf: != is not a range")
+    if isinstance(v, float):
+        if math.isnan(v) or math.isinf(v):
+            raise Unsupported("bpf: comparison with a non-finite float")
+        exact = Fraction(v) * 10 ** _scale(t)
+    elif isinstance(v, decimal.Decimal):
+        exact = Fraction(v) * 10 ** _scale(t)
+    elif isinstance(v, bool | int):
+        exact = Fraction(int(v)) * 10 ** _scale(t)
+    elif isinstance(v, dt.datetime):
+        if not pa.types.is_timestamp(t):
+            raise Unsupported("bpf: timestamp literal against a date column")
+        exact = Fraction(_to_int(v, t))
+    elif isinstance(v, dt.date):
+        if not pa.types.is_date32(t):
+            raise Unsupported("bpf: date literal against a timestamp column")
+        exact = Fraction(_to_int(v, t))
+    else:
+        raise Unsupported(f"bpf: literal {v!r}")
+    floor, ceil = math.floor(exact), math.ceil(exact)
+    match op:
+        case CompareOp.EQ:
+            return (floor, floor) if floor == ceil else (1, 0)
+        case CompareOp.LT:
+            return -math.inf, ceil - 1
+        case CompareOp.LE:
+            return -math.inf, floor
+        case CompareOp.GT:
+            return floor + 1, math.inf
+        case CompareOp.GE:
+            return ceil, math.inf
+    raise Unsupported(f"bpf: operator {op}")
+
+
+def compile_plan(plan: Plan, schema: pa.Schema, stats: dict[str, ColumnStats], rows: int
+                 ) -> Program:
+    """The program for one partition (raises Unsupported with the reason)."""
+    from bpfstore.connector.binding import partial_type
+
+    if plan.group_by:
+        raise Unsupported("bpf: group-by runs on arrow in this version")
+    c = _Compiler(schema, stats, rows)
+    for term in conjuncts(plan.filter):
+        c.term(term)
+    for i, agg in enumerate(plan.aggregates):
+        if agg.arg is not None and pa.types.is_floating(logical_type(agg.arg.result_type)):
+            raise Unsupported("bpf: floating-point aggregates run on arrow")
+        c.aggregate(i, agg.func, agg.arg, partial_type(agg))
+    c.p.source = _fill(c)
+    return c.p
+
+
+def _fill(c: _Compiler) -> str:
+    holes = {
+        "/*@CTX@*/": "\n    ".join(f"{kind} {name};" for name, kind in c.p.fields),
+        "/*@SETUP@*/": "\n    ".join(c.setup),
+        "/*@PREDICATE@*/": "\n        ".join(c.predicate),
+        "/*@ACCUMULATE@*/": "\n        ".join(c.accumulate),
+        "/*@STORE@*/": "\n    ".join(c.store),
+    }
+    source = (resources.files("bpfstore.bpf") / "aggregate.bpf.c").read_text()
+    for hole, code in holes.items():
+        source = source.replace(hole, code)
+    return source

@@ -1,0 +1,258 @@
+"""The in-kernel engine: BPF_PROG_TYPE_SYSCALL programs over an arena column cache.
+
+Per partition: generate C for the plan's shape (codegen), compile it with clang once per
+shape (cached in memory and on disk by hash), load it once and keep the fd, copy the
+partition's columns into the shared BPF arena once (LRU within a memory budget), then run
+the program with `bpf_prog_test_run_opts` — again from where it stopped when may_goto's time
+bound ends a call. Results come back in the context struct and become the same partials the
+arrow engine returns.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as dt
+import decimal
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections import OrderedDict
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from bpfstore.connector.combine import partial_schema
+from bpfstore.connector.errors import Unsupported
+from bpfstore.connector.plan import Plan
+
+from ...stats import ColumnStats
+from ..arrow_engine import AggregateResult
+from . import libbpf
+from .codegen import Program, compile_plan, storage_ctype
+
+CLANGS = ("clang-19", "clang-18", "clang")
+_EPOCH = dt.date(1970, 1, 1)
+
+
+def find_clang() -> str | None:
+    for name in CLANGS:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class ArenaCache:
+    """Partitions' columns in one BPF arena: first-fit placement, least recently used out."""
+
+    def __init__(self, base: int, size: int) -> None:
+        self.base, self.size = base, size
+        self.entries: OrderedDict[tuple, tuple[int, int]] = OrderedDict()  # key -> (off, size)
+        self.lock = threading.Lock()
+
+    def place(self, key: tuple, data: pa.ChunkedArray, bits: int) -> int:
+        """Arena address of the column's values (`bits` per value), copied in on first use."""
+        with self.lock:
+            if key in self.entries:
+                self.entries.move_to_end(key)
+                return self.base + self.entries[key][0]
+            size = _round_up(-(-len(data) * bits // 8))
+            if size > self.size:
+                raise Unsupported("bpf: partition column larger than the arena budget")
+            offset = self._free_offset(size)
+            while offset is None:
+                self.entries.popitem(last=False)  # evict the least recently used column
+                offset = self._free_offset(size)
+            position = self.base + offset
+            for chunk in data.chunks:  # the values of every record batch, back to back
+                if bits == 1 and (chunk.offset % 8 or (len(chunk) % 8 and chunk is not
+                                                        data.chunks[-1])):
+                    raise Unsupported("bpf: bit-packed column not byte-aligned across batches")
+                n = -(-len(chunk) * bits // 8)
+                if n:
+                    start = chunk.buffers()[1].address + chunk.offset * bits // 8
+                    ctypes.memmove(position, start, n)
+                position += n
+            self.entries[key] = (offset, size)
+            return self.base + offset
+
+    def _free_offset(self, size: int) -> int | None:
+        taken = sorted(self.entries.values())
+        cursor = 0
+        for off, length in taken:
+            if off - cursor >= size:
+                return cursor
+            cursor = max(cursor, off + length)
+        return cursor if self.size - cursor >= size else None
+
+    @property
+    def bytes_used(self) -> int:
+        return sum(size for _, size in self.entries.values())
+
+
+def _round_up(n: int) -> int:
+    return max(libbpf.PAGE, -(-n // libbpf.PAGE) * libbpf.PAGE)
+
+
+class BpfEngine:
+    name = "bpf"
+
+    def __init__(self, cache_dir: str, arena_bytes: int) -> None:
+        self.clang = find_clang()
+        if self.clang is None:
+            raise Unsupported("no clang found (install clang-19) to compile BPF programs")
+        self.cache_dir = Path(cache_dir)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.pages = max(16, arena_bytes // libbpf.PAGE)
+        self.programs: dict[str, libbpf.Program] = {}
+        self.lock = threading.Lock()
+        self.run_lock = threading.Lock()
+        self.arena_fd: int | None = None
+        self.arena_address = libbpf.arena_address()
+        self.cache: ArenaCache | None = None
+        self._probe()
+
+    # -- programs --------------------------------------------------------------------------
+
+    def _object(self, program: Program) -> str:
+        """Compiled object for a shape: from the disk cache, or clang now."""
+        path = self.cache_dir / f"{program.shape}.bpf.o"
+        if path.exists():
+            return str(path)
+        include = resources.files("bpfstore.bpf")
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "prog.bpf.c"
+            src.write_text(program.source)
+            out = Path(tmp) / "prog.o"
+            cmd = [self.clang, "-O2", "-g", "-target", "bpf", "-mcpu=v3", f"-I{include}", "-c",
+                   str(src), "-o", str(out)]
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            if result.returncode != 0:
+                _dump(program, result.stderr)
+                raise Unsupported(f"bpf: clang failed: {result.stderr.strip()[:300]}")
+            os.replace(out, path)  # atomic: concurrent agents never see half an object
+        return str(path)
+
+    def _program(self, program: Program) -> libbpf.Program:
+        with self.lock:
+            if program.shape not in self.programs:
+                obj = self._object(program)
+                try:
+                    loaded, fd = libbpf.load(obj, "aggregate", self.pages, self.arena_address,
+                                             self.arena_fd)
+                except Exception as exc:
+                    _dump(program, str(exc) + "\n" + getattr(exc, "log", ""))
+                    raise
+                if self.arena_fd is None:
+                    self.arena_fd = fd
+                    arena = libbpf.Arena(fd, self.pages, self.arena_address)
+                    self.cache = ArenaCache(arena.base, arena.size)
+                self.programs[program.shape] = loaded
+            return self.programs[program.shape]
+
+    # -- running ---------------------------------------------------------------------------
+
+    def aggregate(self, table: pa.Table, plan: Plan, stats: dict[str, ColumnStats],
+                  key: tuple) -> AggregateResult:
+        """Partials of one partition, computed in the kernel (Unsupported: use arrow)."""
+        program = compile_plan(plan, table.schema, stats, table.num_rows)
+        schema = partial_schema(plan, table.schema)
+        if program.empty:
+            return AggregateResult(_empty_partials(program, schema), table.num_rows, 0)
+        loaded = self._program(program)
+        assert self.cache is not None
+        ctx_type = _ctx_type(program)
+        ctx = ctx_type()
+        for i, name in enumerate(program.columns):
+            t = table.schema.field(name).type
+            bits = {"bit": 1, "s8": 8, "u8": 8, "s16": 16, "u16": 16, "s32": 32, "u32": 32,
+                    "s64": 64}[storage_ctype(t) or "s64"]
+            setattr(ctx, f"col{i}", self.cache.place((*key, name), table.column(name), bits))
+        for name, value in program.values.items():
+            setattr(ctx, name, value)
+        ctx.start, ctx.end = 0, table.num_rows
+        with self.run_lock:  # one arena, one writer of the cache map at a time
+            while True:
+                try:
+                    rc = loaded.run(ctx)
+                except OSError as exc:
+                    raise Unsupported(f"bpf: running the program failed: {exc}") from None
+                if rc != 0:
+                    raise Unsupported(f"bpf: program returned {rc}")
+                if ctx.done >= table.num_rows:
+                    break
+                ctx.start = ctx.done  # may_goto's time bound ended the call: resume
+        return AggregateResult(_partials(program, ctx, schema), table.num_rows, ctx.count)
+
+    # -- capability probe ------------------------------------------------------------------
+
+    def _probe(self) -> None:
+        """Load, run on known data, check the answer: any failure says why bpf is off."""
+        from bpfstore.connector.binding import bind_plan
+        from bpfstore.connector.plan import col, count_star, sum_
+
+        table = pa.table({"x": pa.array([-(2**62), 5, 7, 2**62, 9], pa.int64())})
+        stats = {"x": ColumnStats(0, -(2**62), 2**62)}
+        plan = bind_plan(Plan("probe", filter=col("x") >= 5,
+                              aggregates=(count_star(), sum_("x"))), table.schema)
+        got = self.aggregate(table, plan, stats, ("probe",)).partials.to_pylist()
+        want = [{"__agg_0": 4, "__agg_1": decimal.Decimal(2**62 + 21)}]
+        if got != want:
+            raise Unsupported(f"bpf probe gave a wrong answer: {got} != {want}")
+
+
+def _ctx_type(program: Program) -> type[ctypes.Structure]:
+    fields = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64), ("done", ctypes.c_uint64),
+              ("count", ctypes.c_uint64)]
+    fields += [(n, ctypes.c_uint64 if k == "u64" else ctypes.c_int64) for n, k in program.fields]
+    return type("Ctx", (ctypes.Structure,), {"_fields_": fields})
+
+
+def _partials(program: Program, ctx: Any, schema: pa.Schema) -> pa.Table:
+    values = []
+    for k, (kind, t) in enumerate(program.outputs):
+        if kind == "count":
+            values.append(ctx.count)
+        elif kind == "sum":
+            total = getattr(ctx, f"slo{k}") | (getattr(ctx, f"shi{k}") << 64)
+            if total >= 2**127:
+                total -= 2**128
+            values.append(decimal.Decimal(total).scaleb(-t.scale) if ctx.count else None)
+        else:
+            values.append(_typed(getattr(ctx, f"m{k}"), t) if ctx.count else None)
+    return pa.Table.from_arrays([pa.array([v], f.type) for v, f in zip(values, schema,
+                                                                       strict=True)],
+                                schema=schema)
+
+
+def _empty_partials(program: Program, schema: pa.Schema) -> pa.Table:
+    values = [0 if kind == "count" else None for kind, _ in program.outputs]
+    return pa.Table.from_arrays([pa.array([v], f.type) for v, f in zip(values, schema,
+                                                                       strict=True)],
+                                schema=schema)
+
+
+def _typed(v: int, t: pa.DataType) -> Any:
+    """A MIN/MAX result (stored integer) as a value of the partial's type."""
+    if pa.types.is_decimal(t):
+        return decimal.Decimal(v).scaleb(-t.scale)
+    if pa.types.is_date32(t):
+        return _EPOCH + dt.timedelta(days=v)
+    if pa.types.is_boolean(t):
+        return bool(v)
+    if pa.types.is_timestamp(t):
+        return pa.scalar(v, pa.int64()).cast(t).as_py()
+    return v
+
+
+def _dump(program: Program, error: str) -> None:
+    """BPFSTORE_DUMP_BPF=1 writes the generated C (and the error) for inspection."""
+    if os.environ.get("BPFSTORE_DUMP_BPF") == "1":
+        base = Path(tempfile.gettempdir()) / f"bpfstore-{program.shape}"
+        base.with_suffix(".bpf.c").write_text(program.source)
+        base.with_suffix(".err").write_text(error)
+

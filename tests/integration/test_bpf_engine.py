@@ -1,0 +1,176 @@
+"""The in-kernel engine on real agents: same answers as the arrow engine and DuckDB, reported
+per partition, with fallbacks that keep every answer right."""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as dt
+import decimal as D
+import random
+
+import pyarrow as pa
+import pytest
+from conftest import RunningAgent, require_bpf
+from oracle import assert_same_rows, duckdb_answer
+
+from bpfstore.connector import Client, Unsupported, avg, col, count, count_star, max_, min_, sum_
+from bpfstore.connector.combine import Avg
+from bpfstore.node_agent.engines.bpf import codegen
+from bpfstore.node_agent.engines.bpf.engine import ArenaCache
+
+pytestmark = pytest.mark.bpf
+ROWS = 150_000  # three partitions of 50,000 rows, and a partition of 150,000 in 3 batches
+
+
+def make_table(seed: int = 3) -> pa.Table:
+    rnd = random.Random(seed)
+    n = ROWS
+    return pa.table({
+        "i8": pa.array([rnd.randint(-128, 127) for _ in range(n)], pa.int8()),
+        "i16": pa.array([rnd.randint(-30000, 30000) for _ in range(n)], pa.int16()),
+        "i32": pa.array([rnd.randint(-10**9, 10**9) for _ in range(n)], pa.int32()),
+        "i64": pa.array([rnd.choice([2**62, -(2**62), rnd.randint(-10**12, 10**12)])
+                         for _ in range(n)], pa.int64()),
+        "u8": pa.array([rnd.randint(0, 255) for _ in range(n)], pa.uint8()),
+        "u32": pa.array([rnd.randint(0, 2**32 - 1) for _ in range(n)], pa.uint32()),
+        "flag": pa.array([rnd.random() < 0.3 for _ in range(n)], pa.bool_()),
+        "day": pa.array([dt.date(1992, 1, 1) + dt.timedelta(days=rnd.randint(0, 2500))
+                         for _ in range(n)], pa.date32()),
+        "ts": pa.array([dt.datetime(2020, 1, 1) + dt.timedelta(seconds=rnd.randint(0, 10**8))
+                        for _ in range(n)], pa.timestamp("us")),
+        "price": pa.array([D.Decimal(rnd.randint(90000, 10**7)).scaleb(-2) for _ in range(n)],
+                          pa.decimal128(15, 2)),
+        "disc": pa.array([D.Decimal(rnd.randint(0, 10)).scaleb(-2) for _ in range(n)],
+                         pa.decimal128(15, 2)),
+        "qty": pa.array([D.Decimal(rnd.randint(1, 50)) for _ in range(n)], pa.decimal128(15, 2)),
+        "maybe": pa.array([None if rnd.random() < 0.1 else rnd.randint(0, 9) for _ in range(n)],
+                          pa.int64()),
+    })
+
+
+Q6_WHERE = ((col("day") >= dt.date(1994, 1, 1)) & (col("day") < dt.date(1995, 1, 1))
+            & col("disc").between(D.Decimal("0.05"), D.Decimal("0.07")) & (col("qty") < 24))
+QUERIES = [
+    ("TPC-H Q6 shape", Q6_WHERE, [sum_(col("price") * col("disc")), count_star()]),
+    ("Q1 sums", col("day") <= dt.date(1998, 9, 2),
+     [sum_("qty"), sum_("price"), sum_(col("price") * (1 - col("disc"))),
+      sum_(col("price") * (1 - col("disc")) * (1 + col("disc"))), avg("qty"), count_star()]),
+    ("every integer type", (col("i8") > -50) & (col("i16") <= 1000) & (col("u8") >= 17)
+     & (col("u32") < 3_000_000_000) & col("i32").between(-5 * 10**8, 10**9),
+     [sum_("i8"), sum_("i16"), sum_("i32"), sum_("u8"), sum_("u32"), count("i8")]),
+    ("int64 extremes: sum beyond 64 bits", col("i64") > 0, [sum_("i64"), min_("i64"),
+                                                            max_("i64")]),
+    ("negative sums and negation", col("i32") < 0, [sum_(-col("i32")), sum_(col("i16") - 100),
+                                                    min_("i32"), max_("i8")]),
+    ("bool, date and timestamp", col("flag").eq(True) & (col("ts") >= dt.datetime(2021, 6, 1)),
+     [count_star(), min_("day"), max_("ts"), min_("flag")]),
+    ("decimal literal finer than the column", col("price") < D.Decimal("5000.005"),
+     [count_star(), max_("price")]),
+    ("float literal against a decimal", col("disc") > 0.055, [count_star(), sum_("disc")]),
+    ("literal outside the column's type", (col("i8") < 1000) & (col("u8") > -1),
+     [count_star()]),
+    ("empty by statistics", col("i8") > 500, [count_star(), sum_("i8"), min_("day")]),
+    ("equality", col("disc").eq(D.Decimal("0.04")), [count_star(), sum_("qty")]),
+    ("no filter", None, [sum_("qty"), sum_(col("qty") * col("disc"))]),
+]
+
+
+@pytest.fixture(scope="module")
+def bpf_data(agents: list[RunningAgent], client: Client) -> pa.Table:
+    require_bpf(agents[0])
+    table = make_table()
+    client.write("bpf_t", table.slice(0, 100_000), partition_rows=50_000, overwrite=True)
+    client.write("bpf_t", table.slice(100_000), partition_rows=50_000)
+    return table
+
+
+@pytest.mark.parametrize(("name", "where", "aggs"), QUERIES, ids=[q[0] for q in QUERIES])
+@pytest.mark.parametrize("dialect", ["sql", "pandas"])
+def test_bpf_equals_arrow_and_duckdb(client: Client, bpf_data: pa.Table, name, where, aggs,
+                                     dialect) -> None:
+    result = client.aggregate("bpf_t", aggs, where=where, dialect=dialect, engine="bpf")
+    engines = {p.engine for p in client.last_report.partitions}
+    assert engines <= {"bpf", "stats"} and engines, client.last_report.partitions
+    arrow = client.aggregate("bpf_t", aggs, where=where, dialect=dialect, engine="arrow")
+    assert result.equals(arrow), f"{name}: bpf {result.to_pylist()} != arrow {arrow.to_pylist()}"
+    if dialect == "sql":  # (the PANDAS dialect's oracle runs in the differential table)
+        ours = list(zip(*[c.to_pylist() for c in result.columns], strict=True))
+        approx = {i for i, a in enumerate(aggs) if isinstance(a, Avg)}
+        assert_same_rows(ours, duckdb_answer(bpf_data, where, aggs, []), approx, name)
+
+
+def test_reports_say_bpf_and_hot_path(client: Client, bpf_data: pa.Table) -> None:
+    client.aggregate("bpf_t", [sum_(col("price") * col("disc"))], where=Q6_WHERE, engine="bpf")
+    parts = client.last_report.partitions
+    assert len(parts) == 3 and all((p.engine, p.path) == ("bpf", "hot") for p in parts)
+    assert sum(p.rows_scanned for p in parts) == ROWS
+
+
+def test_forced_bpf_names_what_it_cannot_run(client: Client, bpf_data: pa.Table) -> None:
+    with pytest.raises(Unsupported, match="group-by"):
+        client.aggregate("bpf_t", [count_star()], group_by=["flag"], engine="bpf")
+    with pytest.raises(Unsupported, match="'maybe' has NULLs"):
+        client.aggregate("bpf_t", [sum_("maybe")], engine="bpf")
+
+
+def test_auto_falls_back_per_partition_with_a_note(client: Client, bpf_data: pa.Table) -> None:
+    result = client.aggregate("bpf_t", [sum_("maybe"), count("maybe")], where=col("i8") > 0)
+    parts = client.last_report.partitions
+    assert {p.engine for p in parts} == {"arrow"}
+    assert all("NULLs" in p.note for p in parts)
+    expected = duckdb_answer(bpf_data, col("i8") > 0, [sum_("maybe"), count("maybe")], [])
+    assert_same_rows(list(zip(*[c.to_pylist() for c in result.columns], strict=True)),
+                     expected, set(), "fallback")
+
+
+def test_possible_overflow_goes_to_arrow_never_wrong(client: Client, bpf_data: pa.Table) -> None:
+    # i64 * i64 can overflow 64 bits per row: statistics cannot prove otherwise
+    with pytest.raises(Unsupported, match="may overflow"):
+        client.aggregate("bpf_t", [sum_(col("i64") * col("i32"))], engine="bpf")
+    small = col("i64").between(-(10**12), 10**12)  # the rows are small; the statistics are not
+    auto = client.aggregate("bpf_t", [sum_(col("i64") * col("i8"))], where=small)
+    assert {p.engine for p in client.last_report.partitions} == {"arrow"}
+    expected = duckdb_answer(bpf_data, small, [sum_(col("i64") * col("i8"))], [])
+    assert auto.column(0)[0].as_py() == expected[0][0]
+
+
+def test_verifier_rejection_falls_back_to_arrow(agents, client, bpf_data, monkeypatch) -> None:
+    real = codegen.compile_plan
+
+    def rejected(*args, **kwargs):
+        program = real(*args, **kwargs)
+        # a read above the stack frame: the verifier must refuse it
+        bad = 'u64 bad; asm volatile("%0 = *(u64 *)(r10 + 8)" : "=r"(bad)); count += bad;'
+        program.source = program.source.replace("c->done = i;", bad + " c->done = i;")
+        return program
+
+    monkeypatch.setattr(codegen, "compile_plan", rejected)
+    import bpfstore.node_agent.engines.bpf.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "compile_plan", rejected)
+    result = client.aggregate("bpf_t", [count_star()], where=col("i16") > 5)
+    parts = client.last_report.partitions
+    assert {p.engine for p in parts} == {"arrow"}
+    assert all("refused" in p.note for p in parts), [p.note for p in parts]
+    assert result.column(0)[0].as_py() == sum(1 for v in bpf_data.column("i16").to_pylist()
+                                              if v > 5)
+
+
+def test_arena_cache_respects_its_budget() -> None:
+    memory = (ctypes.c_char * (16 * 4096))()  # stands in for the arena: 16 pages
+    cache = ArenaCache(ctypes.addressof(memory), len(memory))
+    columns = [pa.chunked_array([pa.array(range(k, k + 600), pa.int64()),
+                                 pa.array(range(k + 600, k + 1000), pa.int64())])
+               for k in range(0, 10_000, 1000)]  # 8000 B each: 2 pages
+    for k, data in enumerate(columns):
+        address = cache.place((k,), data, 64)
+        assert cache.bytes_used <= len(memory)
+        copied = (ctypes.c_int64 * 1000).from_address(address)
+        assert list(copied) == data.to_pylist()  # both record batches, back to back
+    assert len(cache.entries) == 8  # the two least recently used were evicted
+    assert (0,) not in cache.entries and (1,) not in cache.entries and (9,) in cache.entries
+    cache.place((2,), columns[2], 64)  # a hit moves it to the back of the LRU order
+    cache.place((10,), columns[0], 64)
+    assert (2,) in cache.entries and (3,) not in cache.entries
+    with pytest.raises(Unsupported, match="larger than the arena"):
+        cache.place((11,), pa.chunked_array([pa.array(range(10_000), pa.int64())]), 64)
