@@ -6,6 +6,8 @@
  */
 #include "bpfstore.h"
 
+#define STRIDE 1 /* u64 words of one group's accumulators (group-by programs) */
+
 struct {
     __uint(type, BPF_MAP_TYPE_ARENA);
     __uint(map_flags, BPF_F_MMAPABLE);

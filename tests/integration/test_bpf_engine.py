@@ -107,8 +107,8 @@ def test_reports_say_bpf_and_hot_path(client: Client, bpf_data: pa.Table) -> Non
 
 
 def test_forced_bpf_names_what_it_cannot_run(client: Client, bpf_data: pa.Table) -> None:
-    with pytest.raises(Unsupported, match="group-by"):
-        client.aggregate("bpf_t", [count_star()], group_by=["flag"], engine="bpf")
+    with pytest.raises(Unsupported, match="more than 4096 possible groups"):
+        client.aggregate("bpf_t", [count_star()], group_by=["i32"], engine="bpf")
     with pytest.raises(Unsupported, match="'maybe' has NULLs"):
         client.aggregate("bpf_t", [sum_("maybe")], engine="bpf")
 
@@ -174,3 +174,44 @@ def test_arena_cache_respects_its_budget() -> None:
     assert (2,) in cache.entries and (3,) not in cache.entries
     with pytest.raises(Unsupported, match="larger than the arena"):
         cache.place((11,), pa.chunked_array([pa.array(range(10_000), pa.int64())]), 64)
+
+
+GROUPED = [
+    ("TPC-H Q1 shape", col("day") <= dt.date(1998, 9, 2), ["flag", "u8"],
+     [sum_("qty"), sum_("price"), sum_(col("price") * (1 - col("disc"))),
+      sum_(col("price") * (1 - col("disc")) * (1 + col("disc"))), avg("qty"), avg("disc"),
+      count_star()]),
+    ("group by date with min/max", col("i8") > 100, ["day"],
+     [count_star(), min_("i32"), max_("price"), sum_("i16")]),
+    ("group by decimal", col("qty") < 5, ["disc"], [count_star(), sum_("price")]),
+]
+
+
+@pytest.mark.parametrize(("name", "where", "keys", "aggs"), GROUPED, ids=[g[0] for g in GROUPED])
+def test_grouped_bpf_equals_arrow_and_duckdb(client, bpf_data, name, where, keys, aggs) -> None:
+    result = client.aggregate("bpf_t", aggs, where=where, group_by=keys, engine="bpf")
+    assert {p.engine for p in client.last_report.partitions} == {"bpf"}
+    arrow = client.aggregate("bpf_t", aggs, where=where, group_by=keys, engine="arrow")
+    order = [(k, "ascending") for k in keys]
+    assert result.sort_by(order).equals(arrow.sort_by(order)), name
+    ours = list(zip(*[c.to_pylist() for c in result.columns], strict=True))
+    approx = {len(keys) + i for i, a in enumerate(aggs) if isinstance(a, Avg)}
+    assert_same_rows(ours, duckdb_answer(bpf_data, where, aggs, keys), approx, name)
+
+
+def test_group_by_dictionary_strings_and_string_equality(client: Client) -> None:
+    rnd = random.Random(5)
+    table = pa.table({
+        "flag": [rnd.choice("ANR") for _ in range(30_000)],
+        "status": [rnd.choice("FO") for _ in range(30_000)],
+        "v": pa.array([rnd.randint(-1000, 1000) for _ in range(30_000)], pa.int64()),
+    })
+    client.write("bpf_s", table, partition_rows=10_000, overwrite=True)
+    aggs = [sum_("v"), count_star(), min_("v")]
+    for where in [None, col("status").eq("F"), col("flag").eq("zzz")]:
+        got = client.aggregate("bpf_s", aggs, where=where, group_by=["flag", "status"],
+                               engine="bpf")
+        assert {p.engine for p in client.last_report.partitions} <= {"bpf", "stats"}
+        ours = list(zip(*[c.to_pylist() for c in got.columns], strict=True))
+        assert_same_rows(ours, duckdb_answer(table, where, aggs, ["flag", "status"]), set(),
+                         f"strings {where}")

@@ -2,9 +2,10 @@
 
 What compiles: a conjunction of range predicates (=, <, <=, >, >=, BETWEEN against
 literals) on integer-like columns (ints, bool, date32, timestamp, decimal64 as scaled
-integers); COUNT(*), COUNT, SUM of + - * expressions over such columns and literals, MIN and
-MAX of such columns; no group-by; no NULLs in the columns used. Everything else raises
-`Unsupported` and the partition runs on the arrow engine.
+integers) and equality of dictionary-encoded strings; COUNT(*), COUNT, SUM of + - *
+expressions over such columns and literals, MIN and MAX of such columns; GROUP BY up to
+MAX_GROUPS groups of dictionary codes or small integer ranges; no NULLs in the columns used.
+Everything else raises `Unsupported` and the partition runs on the arrow engine.
 
 Exactness: each predicate becomes an integer window computed exactly (fractions), and
 every SUM expression is proven free of int64 overflow from the partition's min/max
@@ -23,6 +24,7 @@ from importlib import resources
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from bpfstore.connector.binding import logical_type
 from bpfstore.connector.errors import Unsupported
@@ -45,6 +47,8 @@ from bpfstore.connector.plan import (
 from ...stats import ColumnStats, decode
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
+MAX_GROUPS = 4096
+ACC_BYTES = 4 << 20  # group accumulators live at the start of the arena
 _EPOCH = dt.date(1970, 1, 1)
 
 
@@ -58,6 +62,11 @@ class Program:
     columns: list[str] = field(default_factory=list)  # column i is at ctx field col{i}
     outputs: list[tuple[str, Any]] = field(default_factory=list)  # per aggregate
     empty: bool = False  # statistics prove no row can match
+    groups: int = 0  # group-by: number of groups (accumulators in the arena), 0 without
+    keys: list[tuple[str, int, int]] = field(default_factory=list)  # (column, base, cardinality)
+    stride: int = 0  # u64 words per group: count, then 2 per SUM, 1 per MIN/MAX
+    slots: list[int] = field(default_factory=list)  # per aggregate: its first word in a group
+    initial: list[int] = field(default_factory=list)  # per word of a group: starting value
 
     @property
     def shape(self) -> str:
@@ -83,8 +92,10 @@ def _scale(t: pa.DataType) -> int:
 
 
 class _Compiler:
-    def __init__(self, schema: pa.Schema, stats: dict[str, ColumnStats], rows: int) -> None:
+    def __init__(self, schema: pa.Schema, stats: dict[str, ColumnStats], rows: int,
+                 dictionaries: dict[str, pa.Array]) -> None:
         self.schema, self.stats, self.rows = schema, stats, rows
+        self.dictionaries = dictionaries
         self.p = Program()
         self.setup: list[str] = []
         self.predicate: list[str] = []
@@ -93,10 +104,11 @@ class _Compiler:
 
     # -- columns ---------------------------------------------------------------------------
 
-    def readable(self, name: str) -> str:
-        """The column's C type; Unsupported unless bpf can read every value of it."""
+    def readable(self, name: str, codes: bool = False) -> str:
+        """The column's C type; Unsupported unless bpf can read every value of it
+        (dictionary codes only where `codes`: equality and grouping, never arithmetic)."""
         t = self.schema.field(name).type
-        ctype = storage_ctype(t)
+        ctype = "s32" if codes and pa.types.is_dictionary(t) else storage_ctype(t)
         if ctype is None:
             raise Unsupported(f"bpf: column {name!r} of type {t} is not integer-like")
         s = self.stats.get(name)
@@ -104,11 +116,11 @@ class _Compiler:
             raise Unsupported(f"bpf: column {name!r} has NULLs in this partition")
         return ctype
 
-    def column(self, name: str) -> int:
+    def column(self, name: str, codes: bool = False) -> int:
         """The column's index in the context (registered on first use)."""
         if name in self.p.columns:
             return self.p.columns.index(name)
-        ctype = self.readable(name)
+        ctype = self.readable(name, codes)
         i = len(self.p.columns)
         self.p.columns.append(name)
         self.p.fields.append((f"col{i}", "u64"))
@@ -116,19 +128,26 @@ class _Compiler:
         self.setup.append(f"const {array} __arena *col{i} = (const {array} __arena *)c->col{i};")
         return i
 
-    def value(self, name: str) -> str:
+    def value(self, name: str, codes: bool = False) -> str:
         """C expression reading row i of a column as s64 (booleans are packed bits)."""
-        i = self.column(name)
+        i = self.column(name, codes)
         if storage_ctype(self.schema.field(name).type) == "bit":
             return f"(s64)((col{i}[i >> 3] >> (i & 7)) & 1)"
         return f"(s64)col{i}[i]"
 
     def bounds(self, name: str) -> tuple[int, int]:
-        """[min, max] of a column's stored integers, from statistics."""
-        s = self.stats[name]
+        """[min, max] of a column's stored integers, from statistics (codes: the dictionary)."""
         t = self.schema.field(name).type
+        if pa.types.is_dictionary(t):
+            return 0, len(self._dictionary(name)) - 1
+        s = self.stats[name]
         lo, hi = decode(s.min, t), decode(s.max, t)
         return _to_int(lo, t), _to_int(hi, t)
+
+    def _dictionary(self, name: str) -> pa.Array:
+        if name not in self.dictionaries:
+            raise Unsupported(f"bpf: column {name!r} has no single dictionary")
+        return self.dictionaries[name]
 
     # -- predicates ------------------------------------------------------------------------
 
@@ -136,6 +155,9 @@ class _Compiler:
         match e:
             case Literal(value=True):
                 return
+            case Compare(op=CompareOp.EQ, left=Column(name=name), right=Literal(value=str(v))) \
+                    | Compare(op=CompareOp.EQ, left=Literal(value=str(v)), right=Column(name=name)):
+                self.code_window(name, v, e)
             case Compare(op=op, left=Column(name=name), right=Literal(value=v)) if v is not None:
                 self.window(name, *_compare_bounds(op, v, self.schema.field(name).type), e)
             case Compare(op=op, left=Literal(value=v), right=Column(name=name)) if v is not None:
@@ -150,8 +172,18 @@ class _Compiler:
             case _:
                 raise Unsupported(f"bpf: filter term {describe(e)} is not a range on a column")
 
-    def window(self, name: str, lo: float | int, hi: float | int, e: Expr) -> None:
-        self.readable(name)
+    def code_window(self, name: str, value: str, e: Expr) -> None:
+        """String equality on a dictionary column: a window on the literal's code."""
+        self.readable(name, codes=True)
+        matches = pc.index(self._dictionary(name), value).as_py()
+        if matches < 0:
+            self.p.empty = True  # the value does not occur in this partition
+            return
+        self.window(name, matches, matches, e, codes=True)
+
+    def window(self, name: str, lo: float | int, hi: float | int, e: Expr,
+               codes: bool = False) -> None:
+        self.readable(name, codes)
         col_lo, col_hi = self.bounds(name)
         lo = max(lo, col_lo) if lo != -math.inf else col_lo
         hi = min(hi, col_hi) if hi != math.inf else col_hi
@@ -168,14 +200,67 @@ class _Compiler:
             lo_u, r1, inv = (int(hi) + 1) % 2**64, 2**64 - width - 1, 1 << 63
         self.p.fields += [(f"lo{k}", "u64"), (f"r{k}", "u64"), (f"inv{k}", "u64")]
         self.p.values.update({f"lo{k}": lo_u, f"r{k}": r1, f"inv{k}": inv})
-        value = self.value(name)
+        value = self.value(name, codes)
         self.setup.append(f"u64 lo{k} = c->lo{k}, r{k} = c->r{k}, inv{k} = c->inv{k};")
         self.predicate.append(f"sel &= in_window((u64){value}, lo{k}, r{k}) ^ inv{k};")
 
     # -- aggregates ------------------------------------------------------------------------
 
+    def group(self, keys: tuple[str, ...]) -> None:
+        """Group ids from key columns; unselected rows go to an extra, ignored group."""
+        terms, groups = [], 1
+        for name in reversed(keys):  # row-major: the last key varies fastest
+            base, top = self.bounds(name)
+            card = top - base + 1
+            value = self.value(name, codes=True)
+            terms.append(f"(u64)({value} - ({base}LL)) * {groups}ULL")
+            self.p.keys.insert(0, (name, base, card))
+            groups *= card
+            if groups > MAX_GROUPS:
+                raise Unsupported(f"bpf: more than {MAX_GROUPS} possible groups")
+        self.p.groups, self.p.stride, self.p.initial = groups, 1, [0]
+        self.p.fields.append(("acc", "u64"))
+        self.setup.append("u64 __arena *acc = (u64 __arena *)c->acc;")
+        self.accumulate.append(
+            f"u64 g = {' + '.join(terms)}; g = (g & mask) | ({groups}ULL & ~mask);")
+        self.accumulate.append("u64 __arena *a = acc + g * STRIDE; a[0] += 1;")
+
+    def words(self, *initial: int) -> int:
+        slot = self.p.stride
+        self.p.stride += len(initial)
+        self.p.initial += list(initial)
+        return slot
+
+    def grouped_aggregate(self, func: AggFunc, arg: Expr | None, out_type: pa.DataType) -> None:
+        if func in (AggFunc.COUNT_STAR, AggFunc.COUNT):
+            if arg is not None:
+                self.expr(arg)
+            self.p.slots.append(0)
+            self.p.outputs.append(("count", None))
+            return
+        assert arg is not None
+        if func is AggFunc.SUM:
+            code, _, _ = self.expr(arg)
+            w = self.words(0, 0)
+            self.accumulate.append(f"{{ s64 v = {code}; ADD128(a[{w}], a[{w + 1}], (u64)v); }}")
+            self.p.slots.append(w)
+            self.p.outputs.append(("sum", out_type))
+            return
+        if not isinstance(arg, Column):
+            raise Unsupported(f"bpf: {func.value} of an expression")
+        code, _, _ = self.expr(arg)
+        w = self.words(I64_MAX if func is AggFunc.MIN else I64_MIN)
+        test = "less_mask(v, m)" if func is AggFunc.MIN else "less_mask(m, v)"
+        self.accumulate.append(
+            f"{{ s64 v = {code}; s64 m = (s64)a[{w}]; m ^= (m ^ v) & {test}; a[{w}] = (u64)m; }}")
+        self.p.slots.append(w)
+        self.p.outputs.append((func.value, out_type))
+
     def aggregate(self, index: int, func: AggFunc, arg: Expr | None, out_type: pa.DataType
                   ) -> None:
+        if self.p.groups:
+            self.grouped_aggregate(func, arg, out_type)
+            return
         if func in (AggFunc.COUNT_STAR, AggFunc.COUNT):
             if arg is not None:
                 self.expr(arg)  # its columns must be NULL-free like every column used
@@ -320,20 +405,22 @@ def _compare_bounds(op: CompareOp, v: Any, t: pa.DataType) -> tuple[float | int,
     raise Unsupported(f"bpf: operator {op}")
 
 
-def compile_plan(plan: Plan, schema: pa.Schema, stats: dict[str, ColumnStats], rows: int
-                 ) -> Program:
+def compile_plan(plan: Plan, schema: pa.Schema, stats: dict[str, ColumnStats], rows: int,
+                 dictionaries: dict[str, pa.Array] | None = None) -> Program:
     """The program for one partition (raises Unsupported with the reason)."""
     from bpfstore.connector.binding import partial_type
 
-    if plan.group_by:
-        raise Unsupported("bpf: group-by runs on arrow in this version")
-    c = _Compiler(schema, stats, rows)
+    c = _Compiler(schema, stats, rows, dictionaries or {})
     for term in conjuncts(plan.filter):
         c.term(term)
+    if plan.group_by:
+        c.group(plan.group_by)
     for i, agg in enumerate(plan.aggregates):
         if agg.arg is not None and pa.types.is_floating(logical_type(agg.arg.result_type)):
             raise Unsupported("bpf: floating-point aggregates run on arrow")
         c.aggregate(i, agg.func, agg.arg, partial_type(agg))
+    if c.p.groups and (c.p.groups + 1) * c.p.stride * 8 > ACC_BYTES:
+        raise Unsupported("bpf: group accumulators larger than their arena region")
     c.p.source = _fill(c)
     return c.p
 
@@ -347,6 +434,7 @@ def _fill(c: _Compiler) -> str:
         "/*@STORE@*/": "\n    ".join(c.store),
     }
     source = (resources.files("bpfstore.bpf") / "aggregate.bpf.c").read_text()
+    source = source.replace("#define STRIDE 1", f"#define STRIDE {c.p.stride or 1}")
     for hole, code in holes.items():
         source = source.replace(hole, code)
     return source

@@ -23,16 +23,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from bpfstore.connector.combine import partial_schema
 from bpfstore.connector.errors import Unsupported
-from bpfstore.connector.plan import Plan
+from bpfstore.connector.plan import Plan, columns_of
 
 from ...stats import ColumnStats
 from ..arrow_engine import AggregateResult
 from . import libbpf
-from .codegen import Program, compile_plan, storage_ctype
+from .codegen import ACC_BYTES, Program, compile_plan, storage_ctype
 
 CLANGS = ("clang-19", "clang-18", "clang")
 _EPOCH = dt.date(1970, 1, 1)
@@ -69,6 +70,8 @@ class ArenaCache:
                 offset = self._free_offset(size)
             position = self.base + offset
             for chunk in data.chunks:  # the values of every record batch, back to back
+                if pa.types.is_dictionary(chunk.type):
+                    chunk = chunk.indices  # strings travel as their int32 codes
                 if bits == 1 and (chunk.offset % 8 or (len(chunk) % 8 and chunk is not
                                                         data.chunks[-1])):
                     raise Unsupported("bpf: bit-packed column not byte-aligned across batches")
@@ -107,7 +110,8 @@ class BpfEngine:
             raise Unsupported("no clang found (install clang-19) to compile BPF programs")
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self.pages = max(16, arena_bytes // libbpf.PAGE)
+        self.pages = (ACC_BYTES + max(arena_bytes, 1 << 20)) // libbpf.PAGE
+        self.accumulators = 0
         self.programs: dict[str, libbpf.Program] = {}
         self.lock = threading.Lock()
         self.run_lock = threading.Lock()
@@ -150,7 +154,9 @@ class BpfEngine:
                 if self.arena_fd is None:
                     self.arena_fd = fd
                     arena = libbpf.Arena(fd, self.pages, self.arena_address)
-                    self.cache = ArenaCache(arena.base, arena.size)
+                    # group accumulators first, then the column cache
+                    self.accumulators = arena.base
+                    self.cache = ArenaCache(arena.base + ACC_BYTES, arena.size - ACC_BYTES)
                 self.programs[program.shape] = loaded
             return self.programs[program.shape]
 
@@ -159,7 +165,7 @@ class BpfEngine:
     def aggregate(self, table: pa.Table, plan: Plan, stats: dict[str, ColumnStats],
                   key: tuple) -> AggregateResult:
         """Partials of one partition, computed in the kernel (Unsupported: use arrow)."""
-        program = compile_plan(plan, table.schema, stats, table.num_rows)
+        program = compile_plan(plan, table.schema, stats, table.num_rows, _dictionaries(table, plan))
         schema = partial_schema(plan, table.schema)
         if program.empty:
             return AggregateResult(_empty_partials(program, schema), table.num_rows, 0)
@@ -169,13 +175,21 @@ class BpfEngine:
         ctx = ctx_type()
         for i, name in enumerate(program.columns):
             t = table.schema.field(name).type
+            ctype = "s32" if pa.types.is_dictionary(t) else storage_ctype(t)
             bits = {"bit": 1, "s8": 8, "u8": 8, "s16": 16, "u16": 16, "s32": 32, "u32": 32,
-                    "s64": 64}[storage_ctype(t) or "s64"]
+                    "s64": 64}[ctype or "s64"]
             setattr(ctx, f"col{i}", self.cache.place((*key, name), table.column(name), bits))
         for name, value in program.values.items():
             setattr(ctx, name, value)
         ctx.start, ctx.end = 0, table.num_rows
-        with self.run_lock:  # one arena, one writer of the cache map at a time
+        with self.run_lock:  # one arena: one program at a time uses its accumulators
+            words = None
+            if program.groups:
+                ctx.acc = self.accumulators
+                count = (program.groups + 1) * program.stride
+                words = np.ctypeslib.as_array((ctypes.c_uint64 * count).from_address(
+                    self.accumulators)).reshape(program.groups + 1, program.stride)
+                words[:] = np.array(program.initial, dtype=np.int64).view(np.uint64)
             while True:
                 try:
                     rc = loaded.run(ctx)
@@ -186,6 +200,10 @@ class BpfEngine:
                 if ctx.done >= table.num_rows:
                     break
                 ctx.start = ctx.done  # may_goto's time bound ended the call: resume
+            if words is not None:
+                partials = _grouped_partials(program, words.view(np.int64).copy(), schema,
+                                             _dictionaries(table, plan))
+                return AggregateResult(partials, table.num_rows, ctx.count)
         return AggregateResult(_partials(program, ctx, schema), table.num_rows, ctx.count)
 
     # -- capability probe ------------------------------------------------------------------
@@ -229,7 +247,50 @@ def _partials(program: Program, ctx: Any, schema: pa.Schema) -> pa.Table:
                                 schema=schema)
 
 
+def _dictionaries(table: pa.Table, plan: Plan) -> dict[str, pa.Array]:
+    """The one dictionary of each dictionary column the plan uses (absent when chunks differ)."""
+    out = {}
+    for name in {*plan.group_by, *columns_of([plan.filter])}:
+        column = table.column(name)
+        if pa.types.is_dictionary(column.type) and column.num_chunks:
+            first = column.chunks[0].dictionary
+            if all(c.dictionary is first or c.dictionary.equals(first) for c in column.chunks):
+                out[name] = first
+    return out
+
+
+def _grouped_partials(program: Program, words: np.ndarray, schema: pa.Schema,
+                      dictionaries: dict[str, pa.Array]) -> pa.Table:
+    """One row per group that received rows (the last group collects unselected rows)."""
+    groups = np.flatnonzero(words[: program.groups, 0])
+    columns: list[pa.Array] = []
+    stride = program.groups
+    for (name, base, card), f in zip(program.keys, schema, strict=False):
+        stride //= card
+        codes = (groups // stride) % card + base
+        if name in dictionaries:
+            columns.append(dictionaries[name].take(pa.array(codes)).cast(f.type))
+        else:
+            columns.append(pa.array([_typed(int(v), f.type) for v in codes], f.type))
+    for (kind, _), slot, f in zip(program.outputs, program.slots,
+                                  list(schema)[len(program.keys):], strict=True):
+        rows = words[groups]
+        if kind == "count":
+            columns.append(pa.array(rows[:, 0], pa.int64()))
+        elif kind == "sum":
+            lo = rows[:, slot].view(np.uint64)
+            hi = rows[:, slot + 1]
+            values = [decimal.Decimal((int(h) << 64) | int(lo_)).scaleb(-f.type.scale)
+                      for lo_, h in zip(lo, hi, strict=True)]
+            columns.append(pa.array(values, f.type))
+        else:
+            columns.append(pa.array([_typed(int(v), f.type) for v in rows[:, slot]], f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
 def _empty_partials(program: Program, schema: pa.Schema) -> pa.Table:
+    if program.groups:
+        return schema.empty_table()
     values = [0 if kind == "count" else None for kind, _ in program.outputs]
     return pa.Table.from_arrays([pa.array([v], f.type) for v, f in zip(values, schema,
                                                                        strict=True)],
