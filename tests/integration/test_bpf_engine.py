@@ -10,13 +10,13 @@ import random
 
 import pyarrow as pa
 import pytest
-from conftest import RunningAgent, require_bpf
-from oracle import assert_same_rows, duckdb_answer
 
 from bpfstore.connector import Client, Unsupported, avg, col, count, count_star, max_, min_, sum_
 from bpfstore.connector.combine import Avg
 from bpfstore.node_agent.engines.bpf import codegen
 from bpfstore.node_agent.engines.bpf.engine import ArenaCache
+from conftest import RunningAgent, require_bpf
+from oracle import assert_same_rows, duckdb_answer
 
 pytestmark = pytest.mark.bpf
 ROWS = 150_000  # three partitions of 50,000 rows, and a partition of 150,000 in 3 batches

@@ -132,7 +132,7 @@ class BpfEngine:
             src = Path(tmp) / "prog.bpf.c"
             src.write_text(program.source)
             out = Path(tmp) / "prog.o"
-            cmd = [self.clang, "-O2", "-g", "-target", "bpf", "-mcpu=v3", f"-I{include}", "-c",
+            cmd = [str(self.clang), "-O2", "-g", "-target", "bpf", "-mcpu=v3", f"-I{include}", "-c",
                    str(src), "-o", str(out)]
             result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
             if result.returncode != 0:
@@ -165,7 +165,8 @@ class BpfEngine:
     def aggregate(self, table: pa.Table, plan: Plan, stats: dict[str, ColumnStats],
                   key: tuple) -> AggregateResult:
         """Partials of one partition, computed in the kernel (Unsupported: use arrow)."""
-        program = compile_plan(plan, table.schema, stats, table.num_rows, _dictionaries(table, plan))
+        program = compile_plan(plan, table.schema, stats, table.num_rows,
+                               _dictionaries(table, plan))
         schema = partial_schema(plan, table.schema)
         if program.empty:
             return AggregateResult(_empty_partials(program, schema), table.num_rows, 0)
@@ -224,8 +225,8 @@ class BpfEngine:
 
 
 def _ctx_type(program: Program) -> type[ctypes.Structure]:
-    fields = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64), ("done", ctypes.c_uint64),
-              ("count", ctypes.c_uint64)]
+    fields: list[tuple[str, type]] = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64),
+                                      ("done", ctypes.c_uint64), ("count", ctypes.c_uint64)]
     fields += [(n, ctypes.c_uint64 if k == "u64" else ctypes.c_int64) for n, k in program.fields]
     return type("Ctx", (ctypes.Structure,), {"_fields_": fields})
 
