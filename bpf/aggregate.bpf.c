@@ -7,6 +7,7 @@
 #include "bpfstore.h"
 
 #define STRIDE 1 /* u64 words of one group's accumulators (group-by programs) */
+#define UNROLL 8 /* rows a step; 1 when the verifier cannot follow a wide unrolled body */
 
 struct {
     __uint(type, BPF_MAP_TYPE_ARENA);
@@ -27,7 +28,22 @@ int aggregate(struct ctx *c)
     asm volatile("" :: "r"(&arena)); /* tie the program to the arena map */
     u64 i = c->start, end = c->end, count = 0;
     /*@SETUP@*/
+    /* UNROLL rows a step (fewer loop checks), then the remaining rows one by one */
+    while (i + UNROLL <= end && can_loop) {
+#pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+            u64 r = i + u;
+            u64 sel = ~0ULL;
+            /*@PREDICATE@*/
+            u64 mask = (u64)((s64)sel >> 63);
+            HIDE(mask);
+            count += mask & 1;
+            /*@ACCUMULATE@*/
+        }
+        i += UNROLL;
+    }
     while (i < end && can_loop) {
+        u64 r = i;
         u64 sel = ~0ULL;
         /*@PREDICATE@*/
         u64 mask = (u64)((s64)sel >> 63);

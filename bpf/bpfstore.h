@@ -34,7 +34,9 @@ typedef _Bool bool;
 static __attribute__((always_inline)) u64 in_window(u64 x, u64 lo, u64 r1)
 {
     u64 d = x - lo;
-    return (d - r1) & ~d;
+    u64 w = (d - r1) & ~d;
+    HIDE(w);
+    return w;
 }
 
 /* All ones when a < b (signed), else 0, without a branch. */

@@ -11,6 +11,7 @@ arrow engine returns.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import datetime as dt
 import decimal
 import os
@@ -27,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from bpfstore.connector.combine import partial_schema
-from bpfstore.connector.errors import Unsupported
+from bpfstore.connector.errors import Unsupported, VerifierRejected
 from bpfstore.connector.plan import Plan, columns_of
 
 from ...stats import ColumnStats
@@ -144,13 +145,19 @@ class BpfEngine:
     def _program(self, program: Program) -> libbpf.Program:
         with self.lock:
             if program.shape not in self.programs:
-                obj = self._object(program)
                 try:
+                    obj = self._object(program)
                     loaded, fd = libbpf.load(obj, "aggregate", self.pages, self.arena_address,
                                              self.arena_fd)
-                except Exception as exc:
-                    _dump(program, str(exc) + "\n" + getattr(exc, "log", ""))
-                    raise
+                except VerifierRejected as exc:
+                    # A wide unrolled body can exceed what the verifier follows through the
+                    # loop; the same program one row a step verifies.
+                    _dump(program, str(exc) + "\n" + exc.log)
+                    single = dataclasses.replace(program, source=program.source.replace(
+                        "#define UNROLL 8", "#define UNROLL 1"))
+                    obj = self._object(single)
+                    loaded, fd = libbpf.load(obj, "aggregate", self.pages, self.arena_address,
+                                             self.arena_fd)
                 if self.arena_fd is None:
                     self.arena_fd = fd
                     arena = libbpf.Arena(fd, self.pages, self.arena_address)
