@@ -45,6 +45,8 @@ from .plan import (
 )
 
 MAX_DECIMAL_PRECISION = 38
+_SIGNED_FOR_NEGATION = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(),
+                        pa.uint32(): pa.int64()}
 _INT_DIGITS = {8: 3, 16: 5, 32: 10, 64: 19}
 
 
@@ -333,9 +335,12 @@ class _Binder:
                 return self._typed(e, t, left=bl, right=br)
             case Negate(arg=arg):
                 ba = self.bind(arg)
-                if not is_numeric(logical_type(ba.result_type)):
+                t = logical_type(ba.result_type)
+                if not is_numeric(t):
                     raise PlanInvalid(f"cannot negate {ba.result_type} in {where}")
-                return self._typed(e, logical_type(ba.result_type), arg=ba)
+                if pa.types.is_unsigned_integer(t):  # -x of an unsigned x needs a sign
+                    t = _SIGNED_FOR_NEGATION.get(t, pa.decimal128(20, 0))
+                return self._typed(e, t, arg=ba)
             case Cast(arg=arg, to=to):
                 return self._typed(e, to, arg=self.bind(arg))
         raise PlanInvalid(f"unknown expression node {type(e).__name__}")

@@ -138,7 +138,8 @@ def _grouped_agg(ev: Evaluator, agg: Aggregate, name: str, columns: dict, specs:
     """Register the hash-aggregate inputs for one aggregate; return how to read its result."""
     t = partial_type(agg)
     if agg.func is AggFunc.COUNT_STAR:
-        specs.append(([], "count_all", None))
+        if ([], "count_all", None) not in specs:  # one hash count serves every COUNT(*)
+            specs.append(([], "count_all", None))
         return lambda g: g.column("count_all").cast(t)
     assert agg.arg is not None
     v = ev.value(agg.arg)

@@ -312,6 +312,9 @@ class Evaluator:
         return self.checked(e, lambda: pa.chunked_array([pa.array(out, t)]), t)
 
     def negate(self, e: Expr, v: Val) -> Val:
+        t = logical_type(e.result_type) if e.result_type is not None else v.type
+        if pa.types.is_unsigned_integer(v.type):  # widened to a signed type by binding
+            v = self.cast(v, t, e)
         if v.scaled or pa.types.is_integer(v.type):
             return Val(self.checked(e, lambda: pc.negate_checked(v.data), v.type).data, v.type,
                        v.scaled)

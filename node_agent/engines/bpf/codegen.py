@@ -303,6 +303,17 @@ class _Compiler:
 
     def expr(self, e: Expr) -> tuple[str, int, tuple[int, int]]:
         """C code of an integer expression, its decimal scale, and proven [min, max]."""
+        code, scale, bounds = self._expr(e)
+        want = e.result_type
+        if want is not None and pa.types.is_integer(want) and not isinstance(e, Column):
+            # the node's type may be narrower than the 64 bits computed here: statistics must
+            # prove it cannot overflow that type either (else arrow raises, as SQL requires)
+            lo_t, hi_t = _int_range(want)
+            if bounds[0] < lo_t or bounds[1] > hi_t:
+                raise Unsupported(f"bpf: {describe(e)} may overflow {want}")
+        return code, scale, bounds
+
+    def _expr(self, e: Expr) -> tuple[str, int, tuple[int, int]]:
         match e:
             case Column(name=name):
                 return self.value(name), _scale(self.schema.field(name).type), self.bounds(name)
@@ -336,12 +347,6 @@ class _Compiler:
                 want = e.result_type
                 if want is not None and pa.types.is_decimal(want) and want.scale != scale:
                     raise Unsupported(f"bpf: {describe(e)} is rescaled to {want}")
-                if want is not None and pa.types.is_integer(want):
-                    # the result type may be narrower than the 64 bits computed here: the
-                    # statistics must prove it cannot overflow that type either
-                    lo_t, hi_t = _int_range(want)
-                    if bounds[0] < lo_t or bounds[1] > hi_t:
-                        raise Unsupported(f"bpf: {describe(e)} may overflow {want}")
                 return code, scale, bounds
         raise Unsupported(f"bpf: expression {describe(e)}")
 

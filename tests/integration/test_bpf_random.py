@@ -1,0 +1,126 @@
+"""Random plans on random data: the bpf engine's partials equal the arrow engine's exactly
+(or the bpf engine refuses with Unsupported, and then auto uses arrow)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal as D
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bpfstore.connector.binding import bind_plan
+from bpfstore.connector.errors import Unsupported
+from bpfstore.connector.plan import (
+    Arith,
+    ArithOp,
+    Between,
+    Column,
+    Compare,
+    CompareOp,
+    Literal,
+    Negate,
+    Plan,
+    and_all,
+    count_star,
+    max_,
+    min_,
+    sum_,
+)
+from bpfstore.node_agent.engines.arrow_engine import ArrowEngine
+from bpfstore.node_agent.engines.bpf.engine import BpfEngine
+from bpfstore.node_agent.stats import column_stats
+from bpfstore.node_agent.storage import normalize
+
+pytestmark = pytest.mark.bpf
+INT_TYPES = {"a8": (pa.int8(), -128, 127), "b16": (pa.int16(), -(2**15), 2**15 - 1),
+             "c32": (pa.int32(), -(2**31), 2**31 - 1), "d64": (pa.int64(), -(2**62), 2**62),
+             "u8": (pa.uint8(), 0, 255), "k": (pa.int8(), 0, 5)}
+ran = {"bpf": 0, "refused": 0}
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory) -> BpfEngine:
+    from conftest import require_bpf  # skip/fail exactly as the agent tests do
+
+    class _Agent:
+        class service:  # noqa: N801 - the shape require_bpf reads
+            class engines:  # noqa: N801
+                status = []
+
+    try:
+        return BpfEngine(str(tmp_path_factory.mktemp("bpf-random")), 64 << 20)
+    except Unsupported as exc:
+        from bpfstore.node_agent.engines.select import EngineStatus
+
+        _Agent.service.engines.status = [EngineStatus("bpf", False, str(exc))]
+        require_bpf(_Agent)  # type: ignore[arg-type]
+        raise
+
+
+@st.composite
+def tables(draw) -> pa.Table:
+    n = draw(st.integers(min_value=1, max_value=300))
+    cols = {name: pa.array(draw(st.lists(st.integers(lo, hi), min_size=n, max_size=n)), t)
+            for name, (t, lo, hi) in INT_TYPES.items()}
+    cols["day"] = pa.array(draw(st.lists(st.dates(dt.date(1990, 1, 1), dt.date(2000, 1, 1)),
+                                         min_size=n, max_size=n)), pa.date32())
+    cols["dec"] = pa.array(draw(st.lists(st.decimals(D.Decimal("-1000"), D.Decimal("1000"),
+                                                     places=2), min_size=n, max_size=n)),
+                           pa.decimal128(12, 2))
+    return pa.table(cols)
+
+
+NUMERIC = ["a8", "b16", "c32", "u8", "k", "dec"]
+small_literals = st.one_of(st.integers(-300, 300).map(Literal),
+                           st.decimals(D.Decimal("-500"), D.Decimal("500"), places=3)
+                           .map(Literal))
+terms = st.one_of(
+    st.builds(lambda c, op, v: Compare(op, Column(c), v), st.sampled_from(NUMERIC + ["d64"]),
+              st.sampled_from([o for o in CompareOp if o is not CompareOp.NE]), small_literals),
+    st.builds(lambda c, a, b: Between(Column(c), a, b), st.sampled_from(NUMERIC),
+              small_literals, small_literals),
+    st.builds(lambda d: Compare(CompareOp.GE, Column("day"), Literal(d)),
+              st.dates(dt.date(1989, 1, 1), dt.date(2001, 1, 1))),
+)
+leaf = st.one_of(st.sampled_from(NUMERIC).map(Column), st.integers(-9, 9).map(Literal))
+expressions = st.recursive(leaf, lambda e: st.one_of(
+    st.builds(Arith, st.sampled_from([ArithOp.ADD, ArithOp.SUB, ArithOp.MUL]), e, e),
+    st.builds(Negate, e)), max_leaves=4)
+aggregate_lists = st.lists(st.one_of(
+    st.just(count_star()), expressions.map(sum_),
+    st.sampled_from(NUMERIC + ["day", "d64"]).map(min_),
+    st.sampled_from(NUMERIC + ["day", "d64"]).map(max_)), min_size=1, max_size=3)
+
+
+@given(tables(), st.lists(terms, max_size=3), aggregate_lists,
+       st.sampled_from([(), ("k",), ("k", "u8")]))
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+def test_bpf_partials_equal_arrow(engine, raw, where_terms, aggregates, group_by) -> None:
+    table = normalize(raw)
+    plan = bind_plan(Plan("t", filter=and_all(where_terms), group_by=group_by,
+                          aggregates=tuple(aggregates)), table.schema)
+    stats = {f.name: column_stats(table.column(f.name)) for f in table.schema}
+    try:
+        expected = ArrowEngine().aggregate(table, plan).partials
+    except Exception:  # e.g. an int8 product that overflows: arrow raises, bpf must refuse
+        with pytest.raises(Unsupported):
+            engine.aggregate(table, plan, stats, ("t", id(raw)))
+        return
+    try:
+        got = engine.aggregate(table, plan, stats, ("t", id(raw))).partials
+    except Unsupported:
+        ran["refused"] += 1
+        return
+    ran["bpf"] += 1
+    if group_by:
+        order = [(k, "ascending") for k in group_by]
+        got, expected = got.sort_by(order), expected.sort_by(order)
+    assert got.to_pylist() == expected.to_pylist()
+
+
+def test_most_random_plans_really_ran_in_the_kernel() -> None:
+    assert ran["bpf"] >= 10 and ran["bpf"] >= ran["refused"], ran

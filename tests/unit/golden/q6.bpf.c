@@ -1,0 +1,86 @@
+/* Filter -> reduce over columns held in a BPF arena (the hot path).
+ *
+ * The agent generates one program per plan *shape* by filling the named holes below; every
+ * constant (column addresses, row range, filter windows) travels in the context, so one
+ * object serves every query of that shape. As written (holes empty) it counts rows.
+ */
+#include "bpfstore.h"
+
+#define STRIDE 1 /* u64 words of one group's accumulators (group-by programs) */
+#define UNROLL 8 /* rows a step; 1 when the verifier cannot follow a wide unrolled body */
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARENA);
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __uint(max_entries, 1); /* pages: set by the agent before load */
+} arena SEC(".maps");
+
+struct ctx {
+    u64 start, end;   /* rows [start, end) */
+    u64 done;         /* out: rows processed (may_goto may stop early) */
+    u64 count;        /* out: rows selected */
+    u64 lo0;
+    u64 r0;
+    u64 inv0;
+    u64 col0;
+    u64 lo1;
+    u64 r1;
+    u64 inv1;
+    u64 col1;
+    u64 lo2;
+    u64 r2;
+    u64 inv2;
+    u64 col2;
+    u64 col3;
+    u64 slo0;
+    u64 shi0;
+};
+
+SEC("syscall")
+int aggregate(struct ctx *c)
+{
+    asm volatile("" :: "r"(&arena)); /* tie the program to the arena map */
+    u64 i = c->start, end = c->end, count = 0;
+    const s32 __arena *col0 = (const s32 __arena *)c->col0;
+    u64 lo0 = c->lo0, r0 = c->r0, inv0 = c->inv0;
+    const s64 __arena *col1 = (const s64 __arena *)c->col1;
+    u64 lo1 = c->lo1, r1 = c->r1, inv1 = c->inv1;
+    const s64 __arena *col2 = (const s64 __arena *)c->col2;
+    u64 lo2 = c->lo2, r2 = c->r2, inv2 = c->inv2;
+    const s64 __arena *col3 = (const s64 __arena *)c->col3;
+    u64 slo0 = 0, shi0 = 0;
+    /* UNROLL rows a step (fewer loop checks), then the remaining rows one by one */
+    while (i + UNROLL <= end && can_loop) {
+#pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+            u64 r = i + u;
+            u64 sel = ~0ULL;
+            sel &= in_window((u64)(s64)col0[r], lo0, r0) ^ inv0;
+            sel &= in_window((u64)(s64)col1[r], lo1, r1) ^ inv1;
+            sel &= in_window((u64)(s64)col2[r], lo2, r2) ^ inv2;
+            u64 mask = (u64)((s64)sel >> 63);
+            HIDE(mask);
+            count += mask & 1;
+            { s64 v = ((s64)col3[r] * (s64)col1[r]); ADD128(slo0, shi0, (u64)v & mask); }
+        }
+        i += UNROLL;
+    }
+    while (i < end && can_loop) {
+        u64 r = i;
+        u64 sel = ~0ULL;
+        sel &= in_window((u64)(s64)col0[r], lo0, r0) ^ inv0;
+            sel &= in_window((u64)(s64)col1[r], lo1, r1) ^ inv1;
+            sel &= in_window((u64)(s64)col2[r], lo2, r2) ^ inv2;
+        u64 mask = (u64)((s64)sel >> 63);
+        HIDE(mask);
+        count += mask & 1;
+        { s64 v = ((s64)col3[r] * (s64)col1[r]); ADD128(slo0, shi0, (u64)v & mask); }
+        i++;
+    }
+    c->done = i;
+    c->count += count;
+    { u64 o = c->slo0, n = o + slo0; c->shi0 += shi0 + (((o & slo0) | ((o | slo0) & ~n)) >> 63); c->slo0 = n; }
+    return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

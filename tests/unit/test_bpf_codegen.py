@@ -1,0 +1,95 @@
+"""Generated C for the bpf engine: golden files (refresh with UPDATE_GOLDEN=1) and the
+plans it must refuse, with the reason. Pure: nothing is compiled or loaded here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal as D
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from bpfstore.connector.binding import bind_plan
+from bpfstore.connector.combine import avg, expand
+from bpfstore.connector.errors import Unsupported
+from bpfstore.connector.plan import Plan, col, count_star, max_, min_, sum_
+from bpfstore.node_agent.engines.bpf.codegen import compile_plan
+from bpfstore.node_agent.stats import ColumnStats
+
+GOLDEN = Path(__file__).parent / "golden"
+SCHEMA = pa.schema({
+    "l_shipdate": pa.date32(), "l_discount": pa.decimal64(15, 2),
+    "l_quantity": pa.decimal64(15, 2), "l_extendedprice": pa.decimal64(15, 2),
+    "l_tax": pa.decimal64(15, 2), "l_returnflag": pa.dictionary(pa.int32(), pa.string()),
+    "l_linestatus": pa.dictionary(pa.int32(), pa.string()), "f": pa.float64(),
+    "n": pa.int64(),
+})
+STATS = {
+    "l_shipdate": ColumnStats(0, 8036, 10561), "l_discount": ColumnStats(0, "0.00", "0.10"),
+    "l_quantity": ColumnStats(0, "1.00", "50.00"),
+    "l_extendedprice": ColumnStats(0, "901.00", "104949.50"),
+    "l_tax": ColumnStats(0, "0.00", "0.08"), "l_returnflag": ColumnStats(0, "A", "R"),
+    "l_linestatus": ColumnStats(0, "F", "O"), "f": ColumnStats(0, 0.5, 9.5),
+    "n": ColumnStats(3, 0, 10),
+}
+DICTS = {"l_returnflag": pa.array(["A", "N", "R"]), "l_linestatus": pa.array(["F", "O"])}
+price, disc, tax = col("l_extendedprice"), col("l_discount"), col("l_tax")
+Q6 = ([sum_(price * disc)],
+      (col("l_shipdate") >= dt.date(1994, 1, 1)) & (col("l_shipdate") < dt.date(1995, 1, 1))
+      & disc.between(D.Decimal("0.05"), D.Decimal("0.07")) & (col("l_quantity") < 24), ())
+Q1 = ([sum_("l_quantity"), sum_(price), sum_(price * (1 - disc)),
+       sum_(price * (1 - disc) * (1 + tax)), avg("l_quantity"), count_star()],
+      col("l_shipdate") <= dt.date(1998, 9, 2), ("l_returnflag", "l_linestatus"))
+
+
+def _compile(aggregates, where, group_by):
+    aggs, _ = expand(aggregates, None)
+    plan = bind_plan(Plan("lineitem", filter=where, group_by=group_by, aggregates=tuple(aggs)),
+                     SCHEMA)
+    return compile_plan(plan, SCHEMA, STATS, 6_001_215, DICTS)
+
+
+@pytest.mark.parametrize(("name", "query"), [("q6", Q6), ("q1", Q1)])
+def test_generated_c_matches_golden(name, query) -> None:
+    program = _compile(*query)
+    path = GOLDEN / f"{name}.bpf.c"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(program.source)
+    assert program.source == path.read_text(), "refresh with UPDATE_GOLDEN=1 if intended"
+
+
+def test_constants_travel_in_the_context_so_shapes_are_shared() -> None:
+    a = _compile([sum_(price * disc)], col("l_quantity") < 24, ())
+    b = _compile([sum_(price * disc)], col("l_quantity") < 31, ())
+    assert a.shape == b.shape and a.values != b.values
+    assert a.values["r0"] == 2399 - 100 + 1  # quantity in [1.00, 23.99] as scaled integers
+
+
+def test_q6_windows_are_exact_integers() -> None:
+    program = _compile(*Q6)
+    windows = {k: v for k, v in program.values.items() if k.startswith(("lo", "r"))}
+    assert windows["lo0"] == (dt.date(1994, 1, 1) - dt.date(1970, 1, 1)).days
+    assert windows["r0"] == 365  # 1994-01-01 .. 1994-12-31
+    assert (windows["lo1"], windows["r1"]) == (5, 3)  # discount 0.05 .. 0.07
+
+
+def test_statistics_prove_an_empty_result() -> None:
+    assert _compile([count_star()], col("l_quantity") > 60, ()).empty
+    assert _compile([count_star()], col("l_returnflag").eq("X"), ()).empty
+
+
+@pytest.mark.parametrize(("aggregates", "where", "group_by", "why"), [
+    ([sum_("f")], None, (), "floating-point"),
+    ([count_star()], col("f") > 1.0, (), "not integer-like"),
+    ([sum_("n")], None, (), "'n' has NULLs"),
+    ([count_star()], col("l_quantity").ne(3), (), "is not a range"),
+    ([count_star()], (col("l_quantity") < 3) | (col("l_tax") > 0), (), "is not a range"),
+    ([max_(price * disc)], None, (), "max of an expression"),
+    ([sum_(price * price * price * price)], None, (), "may overflow 64 bits"),
+    ([min_("l_returnflag")], None, (), "not integer-like"),
+])
+def test_refusals_name_the_reason(aggregates, where, group_by, why) -> None:
+    with pytest.raises(Unsupported, match=why):
+        _compile(aggregates, where, group_by)
