@@ -1,8 +1,10 @@
-"""Core benchmark (`make bench`): the arrow engine next to DuckDB, and bytes moved by pushdown.
+"""Core benchmark (`make bench`): the engines next to DuckDB, and bytes moved by pushdown.
 
 In one run, on TPC-H lineitem (scale factor 1 by default, cached under .bench/):
-- TPC-H Q6 and Q1 as `Client.aggregate(..., engine="arrow")` against one agent subprocess:
-  median of 5 timed runs after a warm-up, as the client sees it and as the agent reports it;
+- TPC-H Q6, Q1 and a single int64 column filter + sum + count as `Client.aggregate(...,
+  engine=E)` for the arrow engine and, where the agent has it, the in-kernel bpf engine (hot
+  path), against one agent subprocess: median of 5 timed runs after a warm-up, as the client
+  sees it and as the agent reports it (with GB/s of column data per core);
 - the same queries in DuckDB single-threaded on a native table (the load is not timed);
 - bytes moved to the client by pushdown vs a full scan of the columns each query needs.
 Prints tables and writes .bench/core-results.json. Times are reported, never asserted.
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
@@ -95,6 +98,14 @@ QUERIES: dict[str, dict[str, Any]] = {
             "l_shipdate",
         ],
     },
+    "1 column": {  # the range is set from the data in main(): a quarter of the keys
+        "sql": "",
+        "where": None,
+        "group_by": (),
+        "aggregates": [sum_("l_orderkey"), count_star()],
+        "names": ["s", "n"],
+        "columns": ["l_orderkey"],
+    },
 }
 
 
@@ -138,13 +149,13 @@ def bench_duckdb(parquet: Path, runs: int) -> dict[str, Any]:
     return {name: one(q["sql"]) for name, q in QUERIES.items()}
 
 
-def bench_aggregate(client: Client, q: dict[str, Any], runs: int) -> dict[str, Any]:
+def bench_aggregate(client: Client, q: dict[str, Any], runs: int, engine: str) -> dict[str, Any]:
     agent_s: list[float] = []  # per call: agent-reported time summed over partitions
     per_partition: dict[str, list[float]] = {}
 
     def query() -> pa.Table:
         kwargs = {k: q[k] for k in ("where", "group_by", "names")}
-        answer = client.aggregate("lineitem", q["aggregates"], engine="arrow", **kwargs)
+        answer = client.aggregate("lineitem", q["aggregates"], engine=engine, **kwargs)
         report = client.last_report
         agent_s.append(sum(p.time_ns for p in report.partitions) / 1e9)
         for p in report.partitions:
@@ -213,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parquet = lineitem_parquet(args.scale)
     table = pq.read_table(parquet)
+    top = pa.compute.max(table.column("l_orderkey")).as_py()
+    lo, hi = top // 4, top // 2
+    QUERIES["1 column"]["where"] = col("l_orderkey").between(lo, hi)
+    QUERIES["1 column"]["sql"] = ("select sum(l_orderkey) as s, count(*) as n from lineitem "
+                                  f"where l_orderkey between {lo} and {hi}")
     console.print(f"lineitem SF{args.scale:g}: {table.num_rows:,} rows ({parquet})")
 
     with console.status("DuckDB, single-threaded"):
@@ -231,15 +247,21 @@ def main(argv: list[str] | None = None) -> int:
             client.write("lineitem", table, partition_rows=args.partition_rows)
             ingest_s = time.perf_counter() - start
         console.print(f"ingested in {ingest_s:.1f} s ({table.num_rows / ingest_s:,.0f} rows/s)")
-        with console.status("pushdown (arrow engine)"):
-            push = {name: bench_aggregate(client, q, args.runs) for name, q in QUERIES.items()}
+        engines = ["arrow"] + [e["name"] for e in client.info()[0]["engines"]
+                               if e["name"] == "bpf" and e["available"]]
+        pushed: dict[str, dict[str, Any]] = {}
+        for engine in engines:
+            with console.status(f"pushdown ({engine} engine)"):
+                pushed[engine] = {name: bench_aggregate(client, q, args.runs, engine)
+                                  for name, q in QUERIES.items()}
         with console.status("full scans"):
             scan = bench_full_scan(client)
 
     diffs = {
-        n: check(push[n]["answer"], duck[n]["answer"], q["group_by"]) for n, q in QUERIES.items()
+        f"{n} ({e})": check(pushed[e][n]["answer"], duck[n]["answer"], q["group_by"])
+        for n, q in QUERIES.items() for e in engines
     }
-    print_tables(push, duck, scan, diffs, args.runs)
+    print_tables(pushed, duck, scan, diffs, args.runs)
     results = {
         "scale": args.scale,
         "rows": table.num_rows,
@@ -256,11 +278,13 @@ def main(argv: list[str] | None = None) -> int:
         "ingest_s": ingest_s,
         "queries": {
             name: {
-                "arrow": {k: v for k, v in push[name].items() if k != "answer"},
+                **{e: {k: v for k, v in pushed[e][name].items() if k != "answer"}
+                   for e in engines},
                 "duckdb": {k: v for k, v in duck[name].items() if k != "answer"},
-                "arrow_over_duckdb": push[name]["median_s"] / duck[name]["median_s"],
+                **{f"{e}_over_duckdb": pushed[e][name]["median_s"] / duck[name]["median_s"]
+                   for e in engines},
                 "full_scan": scan[name],
-                "matches_duckdb": not diffs[name],
+                "matches_duckdb": not any(diffs[f"{name} ({e})"] for e in engines),
             }
             for name in QUERIES
         },
@@ -271,35 +295,30 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any(diffs.values()) else 0
 
 
-def print_tables(push: dict, duck: dict, scan: dict, diffs: dict, runs: int) -> None:
+def print_tables(pushed: dict, duck: dict, scan: dict, diffs: dict, runs: int) -> None:
     console.print(
-        f"\n[bold]Aggregate time[/]: arrow engine vs DuckDB single-threaded, "
-        f"median of {runs} runs after a warm-up"
+        f"\n[bold]Aggregate time[/]: engines vs DuckDB single-threaded, median of {runs} runs "
+        "after a warm-up; 'agent' is the agent-reported time (no RPC, no client merge), "
+        "GB/s is column data scanned per second of agent time"
     )
     times = Table(box=None, header_style="bold underline")
-    times.add_column("query")
-    # "agent": the agent-reported time summed over partitions (no RPC, no client-side merge)
-    for c in ("arrow", "agent", "DuckDB", "arrow/DuckDB", "agent/DuckDB"):
-        times.add_column(c, justify="right")
-    times.add_column("same answer")
+    for c in ("query", "engine", "client", "agent", "GB/s", "DuckDB", "agent/DuckDB",
+              "same answer"):
+        times.add_column(c, justify="left" if c in ("query", "engine") else "right")
     for name in QUERIES:
-        p, d = push[name], duck[name]
-        times.add_row(
-            name,
-            f"{p['median_s'] * 1e3:.1f} ms",
-            f"{p['agent_sum_median_s'] * 1e3:.1f} ms",
-            f"{d['median_s'] * 1e3:.1f} ms",
-            f"{p['median_s'] / d['median_s']:.2f}×",
-            f"{p['agent_sum_median_s'] / d['median_s']:.2f}×",
-            "[red]no[/]" if diffs[name] else "yes",
-        )
+        for engine, push in pushed.items():
+            p, d = push[name], duck[name]
+            times.add_row(
+                name, "/".join(p["engines"]) or engine,
+                f"{p['median_s'] * 1e3:.1f} ms",
+                f"{p['agent_sum_median_s'] * 1e3:.1f} ms",
+                f"{p['bytes_scanned'] / p['agent_sum_median_s'] / 1e9:.2f}",
+                f"{d['median_s'] * 1e3:.1f} ms",
+                f"{p['agent_sum_median_s'] / d['median_s']:.2f}×",
+                "[red]no[/]" if diffs[f"{name} ({engine})"] else "yes",
+            )
     console.print(times)
-    for name in QUERIES:
-        parts = sorted(push[name]["agent_per_partition_median_s"].values())
-        console.print(
-            f"{name} agent time per partition: median {statistics.median(parts) * 1e3:.1f} ms "
-            f"(min {parts[0] * 1e3:.1f}, max {parts[-1] * 1e3:.1f}) over {len(parts)} partitions"
-        )
+    push = pushed["arrow"]
     console.print("\n[bold]bytes moved to the client[/]: pushdown vs a full scan of the columns")
     moved = Table(box=None, header_style="bold underline")
     moved.add_column("query")
