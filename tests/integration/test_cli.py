@@ -15,6 +15,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from bpfstore.connector import Client
+
 BIN = Path(sys.executable).parent
 Q6 = """select sum(l_extendedprice * l_discount) as revenue from lineitem
 where l_shipdate >= date '1994-01-01' and l_shipdate < date '1994-01-01' + interval '1' year
@@ -75,6 +77,41 @@ def test_ingest_then_sql_json_is_exact(agent_processes, lineitem) -> None:
     report = result["report"]
     assert {p["engine"] for p in report["partitions"]} <= {"arrow", "bpf", "stats"}
     assert report["bytes_moved"] < report["bytes_scanned"] / 100
+
+
+@pytest.mark.bpf
+@pytest.mark.parametrize("query", ["Q6", "Q1"])
+def test_sql_on_the_bpf_engine_equals_duckdb(agent_processes, lineitem, query) -> None:
+    """Issue 3's bar: TPC-H through `bpfstore sql --engine bpf`, exact, bpf on every partition."""
+    from bpfstore.connector.demo import Q1, Q6  # the standard TPC-H text
+
+    _, agents = agent_processes
+    with Client(agents) as client:
+        bpf = next(e for e in client.info()[0]["engines"] if e["name"] == "bpf")
+    if not bpf["available"]:
+        message = f"bpf engine unavailable: {bpf['reason']}"
+        if os.environ.get("BPFSTORE_REQUIRE_BPF") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    text = {"Q6": Q6, "Q1": Q1}[query]
+    if _cli("datasets", agents=agents).stdout.find("lineitem ") < 0:
+        _cli("ingest", str(lineitem), "--dataset", "lineitem", "--partition-rows", "20000",
+             agents=agents)
+    result = _cli("sql", text, "--json", "--engine", "bpf", agents=agents, check=False)
+    assert result.returncode == 0, result.stderr  # fails, naming why, where bpf cannot run
+    got = json.loads(result.stdout)
+    con = duckdb.connect()
+    con.execute(f"create view lineitem as select * from read_parquet('{lineitem}')")
+    expected = con.sql(text).fetchall()
+    assert len(got["rows"]) == len(expected)
+    for ours, theirs in zip(got["rows"], expected, strict=True):
+        for a, b in zip(ours, theirs, strict=True):
+            if isinstance(b, float):
+                assert abs(float(a) - b) <= 1e-9 * max(1.0, abs(b))
+            else:
+                assert str(a) == str(b) or D.Decimal(str(a)) == D.Decimal(str(b))
+    engines = {p["engine"] for p in got["report"]["partitions"]}
+    assert engines == {"bpf"}, got["report"]["partitions"]
 
 
 def test_listing_describing_and_errors(agent_processes, lineitem) -> None:
