@@ -72,6 +72,12 @@ QUERIES = [
     ("empty by statistics", col("i8") > 500, [count_star(), sum_("i8"), min_("day")]),
     ("equality", col("disc").eq(D.Decimal("0.04")), [count_star(), sum_("qty")]),
     ("no filter", None, [sum_("qty"), sum_(col("qty") * col("disc"))]),
+    ("NULLs in a filtered, aggregated column", col("maybe") > 3,
+     [sum_("maybe"), count("maybe"), min_("maybe"), max_("maybe"), count_star()]),
+    ("IS NULL", col("maybe").is_null(), [count_star(), sum_("i8"), count("maybe")]),
+    ("NOT IS NULL and NULL propagation", ~col("maybe").is_null() & (col("i8") < 0),
+     [sum_(col("maybe") * col("i8")), count(col("maybe") + col("i8")), max_("maybe")]),
+    ("NULLs and no filter", None, [sum_("maybe"), count("maybe"), min_("maybe")]),
 ]
 
 
@@ -109,16 +115,19 @@ def test_reports_say_bpf_and_hot_path(client: Client, bpf_data: pa.Table) -> Non
 def test_forced_bpf_names_what_it_cannot_run(client: Client, bpf_data: pa.Table) -> None:
     with pytest.raises(Unsupported, match="more than 4096 possible groups"):
         client.aggregate("bpf_t", [count_star()], group_by=["i32"], engine="bpf")
-    with pytest.raises(Unsupported, match="'maybe' has NULLs"):
-        client.aggregate("bpf_t", [sum_("maybe")], engine="bpf")
+    with pytest.raises(Unsupported, match="is not a range"):
+        client.aggregate("bpf_t", [sum_("maybe")], where=col("maybe").ne(3), engine="bpf")
+    with pytest.raises(Unsupported, match="group key 'maybe' has NULLs"):
+        client.aggregate("bpf_t", [count_star()], group_by=["maybe"], engine="bpf")
 
 
 def test_auto_falls_back_per_partition_with_a_note(client: Client, bpf_data: pa.Table) -> None:
-    result = client.aggregate("bpf_t", [sum_("maybe"), count("maybe")], where=col("i8") > 0)
+    where = col("i8").ne(0)
+    result = client.aggregate("bpf_t", [sum_("maybe"), count("maybe")], where=where)
     parts = client.last_report.partitions
     assert {p.engine for p in parts} == {"arrow"}
-    assert all("NULLs" in p.note for p in parts)
-    expected = duckdb_answer(bpf_data, col("i8") > 0, [sum_("maybe"), count("maybe")], [])
+    assert all("is not a range" in p.note for p in parts)
+    expected = duckdb_answer(bpf_data, where, [sum_("maybe"), count("maybe")], [])
     assert_same_rows(list(zip(*[c.to_pylist() for c in result.columns], strict=True)),
                      expected, set(), "fallback")
 
@@ -184,6 +193,8 @@ GROUPED = [
     ("group by date with min/max", col("i8") > 100, ["day"],
      [count_star(), min_("i32"), max_("price"), sum_("i16")]),
     ("group by decimal", col("qty") < 5, ["disc"], [count_star(), sum_("price")]),
+    ("grouped NULLs", col("i8") > 0, ["flag", "disc"],
+     [sum_("maybe"), count("maybe"), max_("maybe"), min_(col("maybe")), count_star()]),
 ]
 
 

@@ -20,10 +20,13 @@ from bpfstore.connector.plan import (
     Column,
     Compare,
     CompareOp,
+    IsNull,
     Literal,
     Negate,
+    Not,
     Plan,
     and_all,
+    count,
     count_star,
     max_,
     min_,
@@ -65,6 +68,8 @@ def tables(draw) -> pa.Table:
     n = draw(st.integers(min_value=1, max_value=300))
     cols = {name: pa.array(draw(st.lists(st.integers(lo, hi), min_size=n, max_size=n)), t)
             for name, (t, lo, hi) in INT_TYPES.items()}
+    cols["z"] = pa.array(draw(st.lists(st.one_of(st.none(), st.integers(-500, 500)),
+                                       min_size=n, max_size=n)), pa.int16())  # with NULLs
     cols["day"] = pa.array(draw(st.lists(st.dates(dt.date(1990, 1, 1), dt.date(2000, 1, 1)),
                                          min_size=n, max_size=n)), pa.date32())
     cols["dec"] = pa.array(draw(st.lists(st.decimals(D.Decimal("-1000"), D.Decimal("1000"),
@@ -73,7 +78,7 @@ def tables(draw) -> pa.Table:
     return pa.table(cols)
 
 
-NUMERIC = ["a8", "b16", "c32", "u8", "k", "dec"]
+NUMERIC = ["a8", "b16", "c32", "u8", "k", "dec", "z"]
 small_literals = st.one_of(st.integers(-300, 300).map(Literal),
                            st.decimals(D.Decimal("-500"), D.Decimal("500"), places=3)
                            .map(Literal))
@@ -84,20 +89,21 @@ terms = st.one_of(
               small_literals, small_literals),
     st.builds(lambda d: Compare(CompareOp.GE, Column("day"), Literal(d)),
               st.dates(dt.date(1989, 1, 1), dt.date(2001, 1, 1))),
+    st.just(IsNull(Column("z"))), st.just(Not(IsNull(Column("z")))),
 )
 leaf = st.one_of(st.sampled_from(NUMERIC).map(Column), st.integers(-9, 9).map(Literal))
 expressions = st.recursive(leaf, lambda e: st.one_of(
     st.builds(Arith, st.sampled_from([ArithOp.ADD, ArithOp.SUB, ArithOp.MUL]), e, e),
     st.builds(Negate, e)), max_leaves=4)
 aggregate_lists = st.lists(st.one_of(
-    st.just(count_star()), expressions.map(sum_),
+    st.just(count_star()), expressions.map(sum_), expressions.map(count),
     st.sampled_from(NUMERIC + ["day", "d64"]).map(min_),
     st.sampled_from(NUMERIC + ["day", "d64"]).map(max_)), min_size=1, max_size=3)
 
 
 @given(tables(), st.lists(terms, max_size=3), aggregate_lists,
        st.sampled_from([(), ("k",), ("k", "u8")]))
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 def test_bpf_partials_equal_arrow(engine, raw, where_terms, aggregates, group_by) -> None:
     table = normalize(raw)

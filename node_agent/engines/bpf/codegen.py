@@ -37,8 +37,10 @@ from bpfstore.connector.plan import (
     Compare,
     CompareOp,
     Expr,
+    IsNull,
     Literal,
     Negate,
+    Not,
     Plan,
     conjuncts,
     describe,
@@ -61,7 +63,10 @@ class Program:
     fields: list[tuple[str, str]] = field(default_factory=list)  # (name, "u64" | "s64")
     values: dict[str, int] = field(default_factory=dict)  # constant inputs
     columns: list[str] = field(default_factory=list)  # column i is at ctx field col{i}
-    outputs: list[tuple[str, Any]] = field(default_factory=list)  # per aggregate
+    # per aggregate: (kind, partial type, what counts its non-NULL inputs: a context field
+    # name without group-by, a word of the group's accumulators with it)
+    outputs: list[tuple[str, Any, Any]] = field(default_factory=list)
+    validity: list[int] = field(default_factory=list)  # columns whose validity bitmap is used
     empty: bool = False  # statistics prove no row can match
     groups: int = 0  # group-by: number of groups (accumulators in the arena), 0 without
     keys: list[tuple[str, int, int]] = field(default_factory=list)  # (column, base, cardinality)
@@ -113,10 +118,14 @@ class _Compiler:
         ctype = "s32" if codes and pa.types.is_dictionary(t) else storage_ctype(t)
         if ctype is None:
             raise Unsupported(f"bpf: column {name!r} of type {t} is not integer-like")
-        s = self.stats.get(name)
-        if s is None or s.null_count:
-            raise Unsupported(f"bpf: column {name!r} has NULLs in this partition")
+        if self.stats.get(name) is None:
+            raise Unsupported(f"bpf: no statistics for column {name!r}")
+        if codes and self.nullable(name):
+            raise Unsupported(f"bpf: group key {name!r} has NULLs in this partition")
         return ctype
+
+    def nullable(self, name: str) -> bool:
+        return self.stats[name].null_count > 0
 
     def column(self, name: str, codes: bool = False) -> int:
         """The column's index in the context (registered on first use)."""
@@ -128,7 +137,23 @@ class _Compiler:
         self.p.fields.append((f"col{i}", "u64"))
         array = "u8" if ctype == "bit" else ctype
         self.setup.append(f"const {array} __arena *col{i} = (const {array} __arena *)c->col{i};")
+        if self.nullable(name):  # its validity bitmap travels as a second bit array
+            self.p.validity.append(i)
+            self.p.fields.append((f"val{i}", "u64"))
+            self.setup.append(f"const u8 __arena *val{i} = (const u8 __arena *)c->val{i};")
         return i
+
+    def valid_bit(self, name: str) -> str | None:
+        """C expression, 1 when row r of the column is not NULL (None: it never is)."""
+        i = self.column(name)
+        return f"((u64)((val{i}[r >> 3] >> (r & 7)) & 1))" if i in self.p.validity else None
+
+    def validity(self, e: Expr) -> str | None:
+        """1 when no column of the expression is NULL at row r (NULL propagates)."""
+        from bpfstore.connector.plan import columns_of
+
+        bits = [b for name in columns_of([e]) if (b := self.valid_bit(name)) is not None]
+        return " & ".join(bits) if bits else None
 
     def value(self, name: str, codes: bool = False) -> str:
         """C expression reading row r of a column as s64 (booleans are packed bits)."""
@@ -157,6 +182,17 @@ class _Compiler:
         match e:
             case Literal(value=True):
                 return
+            case IsNull(arg=Column(name=name)):
+                self.readable(name)
+                valid = self.valid_bit(name) if self.nullable(name) else None
+                if valid is None:
+                    self.p.empty = True  # no NULLs here: nothing is NULL
+                else:
+                    self.predicate.append(f"sel &= 0 - ({valid} ^ 1);")
+            case Not(arg=IsNull(arg=Column(name=name))):
+                self.readable(name)
+                if self.nullable(name):
+                    self.predicate.append(f"sel &= 0 - {self.valid_bit(name)};")
             case Compare(op=CompareOp.EQ, left=Column(name=name), right=Literal(value=str(v))) \
                     | Compare(op=CompareOp.EQ, left=Literal(value=str(v)), right=Column(name=name)):
                 self.code_window(name, v, e)
@@ -201,7 +237,7 @@ class _Compiler:
             return
         if lo <= col_lo and hi >= col_hi:
             return  # every row satisfies it
-        k = len(self.predicate)
+        k = sum(1 for name, _ in self.p.fields if name.startswith("lo"))
         width = int(hi) - int(lo)
         if width < 2**63 - 1:
             lo_u, r1, inv = int(lo) % 2**64, width + 1, 0
@@ -211,7 +247,9 @@ class _Compiler:
         self.p.values.update({f"lo{k}": lo_u, f"r{k}": r1, f"inv{k}": inv})
         value = self.value(name, codes)
         self.setup.append(f"u64 lo{k} = c->lo{k}, r{k} = c->r{k}, inv{k} = c->inv{k};")
-        self.predicate.append(f"sel &= in_window((u64){value}, lo{k}, r{k}) ^ inv{k};")
+        valid = self.valid_bit(name)
+        guard = f" & (0 - {valid})" if valid else ""  # NULL satisfies no comparison
+        self.predicate.append(f"sel &= (in_window((u64){value}, lo{k}, r{k}) ^ inv{k}){guard};")
 
     # -- aggregates ------------------------------------------------------------------------
 
@@ -241,65 +279,86 @@ class _Compiler:
         return slot
 
     def grouped_aggregate(self, func: AggFunc, arg: Expr | None, out_type: pa.DataType) -> None:
+        ok = self.validity(arg) if arg is not None else None
         if func in (AggFunc.COUNT_STAR, AggFunc.COUNT):
             if arg is not None:
                 self.expr(arg)
-            self.p.slots.append(0)
-            self.p.outputs.append(("count", None))
+            if ok is None:
+                self.p.outputs.append(("count", None, 0))
+                return
+            n = self.words(0)
+            self.accumulate.append(f"a[{n}] += {ok};")
+            self.p.outputs.append(("count", None, n))
             return
         assert arg is not None
+        keep = f" & (0 - ({ok}))" if ok else ""
         if func is AggFunc.SUM:
             code, _, _ = self.expr(arg)
             w = self.words(0, 0)
-            self.accumulate.append(f"{{ s64 v = {code}; ADD128(a[{w}], a[{w + 1}], (u64)v); }}")
-            self.p.slots.append(w)
-            self.p.outputs.append(("sum", out_type))
-            return
-        if not isinstance(arg, Column):
-            raise Unsupported(f"bpf: {func.value} of an expression")
-        code, _, _ = self.expr(arg)
-        w = self.words(I64_MAX if func is AggFunc.MIN else I64_MIN)
-        test = "less_mask(v, m)" if func is AggFunc.MIN else "less_mask(m, v)"
-        self.accumulate.append(
-            f"{{ s64 v = {code}; s64 m = (s64)a[{w}]; m ^= (m ^ v) & {test}; a[{w}] = (u64)m; }}")
+            self.accumulate.append(
+                f"{{ s64 v = {code}; ADD128(a[{w}], a[{w + 1}], (u64)v{keep}); }}")
+        else:
+            if not isinstance(arg, Column):
+                raise Unsupported(f"bpf: {func.value} of an expression")
+            code, _, _ = self.expr(arg)
+            w = self.words(I64_MAX if func is AggFunc.MIN else I64_MIN)
+            test = "less_mask(v, m)" if func is AggFunc.MIN else "less_mask(m, v)"
+            self.accumulate.append(f"{{ s64 v = {code}; s64 m = (s64)a[{w}]; "
+                                   f"m ^= (m ^ v) & {test}{keep}; a[{w}] = (u64)m; }}")
+        n = 0
+        if ok:
+            n = self.words(0)
+            self.accumulate.append(f"a[{n}] += {ok};")
         self.p.slots.append(w)
-        self.p.outputs.append((func.value, out_type))
+        self.p.outputs.append((func.value, out_type, n))
 
     def aggregate(self, index: int, func: AggFunc, arg: Expr | None, out_type: pa.DataType
                   ) -> None:
         if self.p.groups:
+            if func in (AggFunc.COUNT_STAR, AggFunc.COUNT):
+                self.p.slots.append(0)
             self.grouped_aggregate(func, arg, out_type)
             return
+        k = index
+        ok = self.validity(arg) if arg is not None else None
+        counter = "count"
+        if ok:  # NULL inputs are skipped: count this aggregate's own inputs
+            counter = f"n{k}"
+            self.p.fields.append((counter, "u64"))
+            self.setup.append(f"u64 {counter} = 0;")
+            self.accumulate.append(f"{counter} += mask & ({ok});")
+            self.store.append(f"c->{counter} += {counter};")
+        keep = f" & (0 - ({ok}))" if ok else ""
         if func in (AggFunc.COUNT_STAR, AggFunc.COUNT):
             if arg is not None:
-                self.expr(arg)  # its columns must be NULL-free like every column used
-            self.p.outputs.append(("count", None))
+                self.expr(arg)
+            self.p.outputs.append(("count", None, counter))
             return
         assert arg is not None
         if func is AggFunc.SUM:
             code, _, _ = self.expr(arg)
-            k = index
             self.p.fields += [(f"slo{k}", "u64"), (f"shi{k}", "u64")]
             self.setup.append(f"u64 slo{k} = 0, shi{k} = 0;")
-            self.accumulate.append(f"{{ s64 v = {code}; ADD128(slo{k}, shi{k}, (u64)v & mask); }}")
+            self.accumulate.append(
+                f"{{ s64 v = {code}; ADD128(slo{k}, shi{k}, (u64)v & mask{keep}); }}")
             self.store.append(
                 f"{{ u64 o = c->slo{k}, n = o + slo{k}; "
                 f"c->shi{k} += shi{k} + (((o & slo{k}) | ((o | slo{k}) & ~n)) >> 63); "
                 f"c->slo{k} = n; }}")
-            self.p.outputs.append(("sum", out_type))
+            self.p.outputs.append(("sum", out_type, counter))
             return
         if not isinstance(arg, Column):
             raise Unsupported(f"bpf: {func.value} of an expression")
         code, _, _ = self.expr(arg)
-        k = index
         name = f"m{k}"
         self.p.fields.append((name, "s64"))
         self.p.values[name] = I64_MAX if func is AggFunc.MIN else I64_MIN
         self.setup.append(f"s64 {name} = (s64)c->{name};")
         test = f"less_mask(v, {name})" if func is AggFunc.MIN else f"less_mask({name}, v)"
-        self.accumulate.append(f"{{ s64 v = {code}; {name} ^= ({name} ^ v) & {test} & mask; }}")
+        self.accumulate.append(
+            f"{{ s64 v = {code}; {name} ^= ({name} ^ v) & {test} & mask{keep}; }}")
         self.store.append(f"c->{name} = {name};")
-        self.p.outputs.append((func.value, out_type))
+        self.p.outputs.append((func.value, out_type, counter))
 
     def expr(self, e: Expr) -> tuple[str, int, tuple[int, int]]:
         """C code of an integer expression, its decimal scale, and proven [min, max]."""
@@ -452,7 +511,8 @@ def _fill(c: _Compiler) -> str:
     source = source.replace("#define STRIDE 1", f"#define STRIDE {c.p.stride or 1}")
     # Accumulators held in registers (no group-by) multiply the state the verifier tracks
     # through an unrolled step; past a few it stops converging ("program is too large").
-    registers = sum(2 if kind == "sum" else 1 for kind, _ in c.p.outputs if kind != "count")
+    registers = sum(2 if kind == "sum" else 1 for kind, _, _ in c.p.outputs if kind != "count")
+    registers += sum(1 for _, _, counter in c.p.outputs if counter != "count")
     if not c.p.groups and registers > MAX_UNROLLED_REGISTERS:
         source = source.replace("#define UNROLL 8", "#define UNROLL 1")
     for hole, code in holes.items():

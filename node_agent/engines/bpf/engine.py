@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from bpfstore.connector.combine import partial_schema
 from bpfstore.connector.errors import Unsupported, VerifierRejected
@@ -187,6 +188,9 @@ class BpfEngine:
             bits = {"bit": 1, "s8": 8, "u8": 8, "s16": 16, "u16": 16, "s32": 32, "u32": 32,
                     "s64": 64}[ctype or "s64"]
             setattr(ctx, f"col{i}", self.cache.place((*key, name), table.column(name), bits))
+            if i in program.validity:  # one packed bitmap of the whole column: 1 = not NULL
+                valid = pa.chunked_array([pc.is_valid(table.column(name)).combine_chunks()])
+                setattr(ctx, f"val{i}", self.cache.place((*key, name, "valid"), valid, 1))
         for name, value in program.values.items():
             setattr(ctx, name, value)
         ctx.start, ctx.end = 0, table.num_rows
@@ -240,16 +244,19 @@ def _ctx_type(program: Program) -> type[ctypes.Structure]:
 
 def _partials(program: Program, ctx: Any, schema: pa.Schema) -> pa.Table:
     values = []
-    for k, (kind, t) in enumerate(program.outputs):
+    for k, (kind, t, counter) in enumerate(program.outputs):
+        inputs = getattr(ctx, counter)  # rows that fed this aggregate (NULLs skipped)
         if kind == "count":
-            values.append(ctx.count)
+            values.append(inputs)
+        elif not inputs:
+            values.append(None)  # SQL: the sum / min / max of no values is NULL
         elif kind == "sum":
             total = getattr(ctx, f"slo{k}") | (getattr(ctx, f"shi{k}") << 64)
             if total >= 2**127:
                 total -= 2**128
-            values.append(decimal.Decimal(total).scaleb(-t.scale) if ctx.count else None)
+            values.append(decimal.Decimal(total).scaleb(-t.scale))
         else:
-            values.append(_typed(getattr(ctx, f"m{k}"), t) if ctx.count else None)
+            values.append(_typed(getattr(ctx, f"m{k}"), t))
     return pa.Table.from_arrays([pa.array([v], f.type) for v, f in zip(values, schema,
                                                                        strict=True)],
                                 schema=schema)
@@ -280,26 +287,29 @@ def _grouped_partials(program: Program, words: np.ndarray, schema: pa.Schema,
             columns.append(dictionaries[name].take(pa.array(codes)).cast(f.type))
         else:
             columns.append(pa.array([_typed(int(v), f.type) for v in codes], f.type))
-    for (kind, _), slot, f in zip(program.outputs, program.slots,
-                                  list(schema)[len(program.keys):], strict=True):
+    for (kind, _, counter), slot, f in zip(program.outputs, program.slots,
+                                           list(schema)[len(program.keys):], strict=True):
         rows = words[groups]
+        inputs = rows[:, counter]  # per group: rows that fed this aggregate (NULLs skipped)
         if kind == "count":
-            columns.append(pa.array(rows[:, 0], pa.int64()))
+            columns.append(pa.array(inputs, pa.int64()))
         elif kind == "sum":
             lo = rows[:, slot].view(np.uint64)
             hi = rows[:, slot + 1]
             values = [decimal.Decimal((int(h) << 64) | int(lo_)).scaleb(-f.type.scale)
-                      for lo_, h in zip(lo, hi, strict=True)]
+                      if n else None for lo_, h, n in zip(lo, hi, inputs, strict=True)]
             columns.append(pa.array(values, f.type))
         else:
-            columns.append(pa.array([_typed(int(v), f.type) for v in rows[:, slot]], f.type))
+            columns.append(pa.array([_typed(int(v), f.type) if n else None
+                                     for v, n in zip(rows[:, slot], inputs, strict=True)],
+                                    f.type))
     return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _empty_partials(program: Program, schema: pa.Schema) -> pa.Table:
     if program.groups:
         return schema.empty_table()
-    values = [0 if kind == "count" else None for kind, _ in program.outputs]
+    values = [0 if kind == "count" else None for kind, _, _ in program.outputs]
     return pa.Table.from_arrays([pa.array([v], f.type) for v, f in zip(values, schema,
                                                                        strict=True)],
                                 schema=schema)

@@ -52,7 +52,7 @@ int aggregate(struct ctx *c)
         for (int u = 0; u < UNROLL; u++) {
             u64 r = i + u;
             u64 sel = ~0ULL;
-            sel &= in_window((u64)(s64)col0[r], lo0, r0) ^ inv0;
+            sel &= (in_window((u64)(s64)col0[r], lo0, r0) ^ inv0);
             u64 mask = (u64)((s64)sel >> 63);
             HIDE(mask);
             count += mask & 1;
@@ -68,7 +68,7 @@ int aggregate(struct ctx *c)
     while (i < end && can_loop) {
         u64 r = i;
         u64 sel = ~0ULL;
-        sel &= in_window((u64)(s64)col0[r], lo0, r0) ^ inv0;
+        sel &= (in_window((u64)(s64)col0[r], lo0, r0) ^ inv0);
         u64 mask = (u64)((s64)sel >> 63);
         HIDE(mask);
         count += mask & 1;

@@ -55,9 +55,9 @@ int aggregate(struct ctx *c)
         for (int u = 0; u < UNROLL; u++) {
             u64 r = i + u;
             u64 sel = ~0ULL;
-            sel &= in_window((u64)(s64)col0[r], lo0, r0) ^ inv0;
-            sel &= in_window((u64)(s64)col1[r], lo1, r1) ^ inv1;
-            sel &= in_window((u64)(s64)col2[r], lo2, r2) ^ inv2;
+            sel &= (in_window((u64)(s64)col0[r], lo0, r0) ^ inv0);
+            sel &= (in_window((u64)(s64)col1[r], lo1, r1) ^ inv1);
+            sel &= (in_window((u64)(s64)col2[r], lo2, r2) ^ inv2);
             u64 mask = (u64)((s64)sel >> 63);
             HIDE(mask);
             count += mask & 1;
@@ -68,9 +68,9 @@ int aggregate(struct ctx *c)
     while (i < end && can_loop) {
         u64 r = i;
         u64 sel = ~0ULL;
-        sel &= in_window((u64)(s64)col0[r], lo0, r0) ^ inv0;
-            sel &= in_window((u64)(s64)col1[r], lo1, r1) ^ inv1;
-            sel &= in_window((u64)(s64)col2[r], lo2, r2) ^ inv2;
+        sel &= (in_window((u64)(s64)col0[r], lo0, r0) ^ inv0);
+            sel &= (in_window((u64)(s64)col1[r], lo1, r1) ^ inv1);
+            sel &= (in_window((u64)(s64)col2[r], lo2, r2) ^ inv2);
         u64 mask = (u64)((s64)sel >> 63);
         HIDE(mask);
         count += mask & 1;
