@@ -30,17 +30,21 @@ from bpfstore.connector.binding import logical_type
 from bpfstore.connector.errors import Unsupported
 from bpfstore.connector.plan import (
     AggFunc,
+    And,
     Arith,
     ArithOp,
     Between,
     Column,
     Compare,
     CompareOp,
+    Dialect,
     Expr,
+    In,
     IsNull,
     Literal,
     Negate,
     Not,
+    Or,
     Plan,
     conjuncts,
     describe,
@@ -99,8 +103,9 @@ def _scale(t: pa.DataType) -> int:
 
 class _Compiler:
     def __init__(self, schema: pa.Schema, stats: dict[str, ColumnStats], rows: int,
-                 dictionaries: dict[str, pa.Array]) -> None:
+                 dictionaries: dict[str, pa.Array], dialect: Dialect = Dialect.SQL) -> None:
         self.schema, self.stats, self.rows = schema, stats, rows
+        self.dialect = dialect
         self.dictionaries = dictionaries
         self.p = Program()
         self.ranges: dict[tuple[str, bool], tuple[int, int]] = {}  # (column, codes) -> [lo, hi]
@@ -168,6 +173,8 @@ class _Compiler:
         if pa.types.is_dictionary(t):
             return 0, len(self._dictionary(name)) - 1
         s = self.stats[name]
+        if s.min is None or s.max is None:  # every value is NULL: none reaches a result
+            return 0, 0
         lo, hi = decode(s.min, t), decode(s.max, t)
         return _to_int(lo, t), _to_int(hi, t)
 
@@ -196,9 +203,11 @@ class _Compiler:
             case Compare(op=CompareOp.EQ, left=Column(name=name), right=Literal(value=str(v))) \
                     | Compare(op=CompareOp.EQ, left=Literal(value=str(v)), right=Column(name=name)):
                 self.code_window(name, v, e)
-            case Compare(op=op, left=Column(name=name), right=Literal(value=v)) if v is not None:
+            case Compare(op=op, left=Column(name=name), right=Literal(value=v)) \
+                    if v is not None and op is not CompareOp.NE and not isinstance(v, str):
                 self.window(name, *_compare_bounds(op, v, self.schema.field(name).type), e)
-            case Compare(op=op, left=Literal(value=v), right=Column(name=name)) if v is not None:
+            case Compare(op=op, left=Literal(value=v), right=Column(name=name)) \
+                    if v is not None and op is not CompareOp.NE and not isinstance(v, str):
                 self.window(name, *_compare_bounds(op.flipped(), v, self.schema.field(name).type),
                             e)
             case Between(arg=Column(name=name), low=Literal(value=lo), high=Literal(value=hi)) \
@@ -207,8 +216,110 @@ class _Compiler:
                 lo_b = _compare_bounds(CompareOp.GE, lo, t)[0]
                 hi_b = _compare_bounds(CompareOp.LE, hi, t)[1]
                 self.window(name, lo_b, hi_b, e)
-            case _:
-                raise Unsupported(f"bpf: filter term {describe(e)} is not a range on a column")
+            case _:  # OR / NOT / IN / != and nested forms: a boolean word of their own
+                self.predicate.append(f"sel &= {self.truth(e)[0]};")
+
+    # Nested predicates give two words whose sign bits say "certainly true" and "certainly
+    # false" (SQL's three-valued logic: NULL is neither; WHERE keeps only certainly true).
+    # In the PANDAS dialect a missing value makes a comparison false and `~` is plain
+    # negation, so false is simply "not true".
+
+    def truth(self, e: Expr) -> tuple[str, str]:
+        sql = self.dialect is Dialect.SQL
+        match e:
+            case Literal(value=bool(v)):
+                return ("~0ULL", "0ULL") if v else ("0ULL", "~0ULL")
+            case And(args=args):
+                parts = [self.truth(a) for a in args]
+                t = " & ".join(f"({p[0]})" for p in parts)
+                f = " | ".join(f"({p[1]})" for p in parts)
+                return t, (f if sql else f"~({t})")
+            case Or(args=args):
+                parts = [self.truth(a) for a in args]
+                t = " | ".join(f"({p[0]})" for p in parts)
+                f = " & ".join(f"({p[1]})" for p in parts)
+                return t, (f if sql else f"~({t})")
+            case Not(arg=arg):
+                t, f = self.truth(arg)
+                return f, t
+            case IsNull(arg=Column(name=name)):
+                self.readable(name)
+                valid = self.valid_bit(name) if self.nullable(name) else None
+                if valid is None:
+                    return "0ULL", "~0ULL"
+                return f"(0 - ({valid} ^ 1))", f"(0 - {valid})"
+            case Compare(op=op, left=Column(name=name), right=Literal(value=v)) \
+                    if v is not None:
+                return self.compare_word(name, op, v)
+            case Compare(op=op, left=Literal(value=v), right=Column(name=name)) \
+                    if v is not None:
+                return self.compare_word(name, op.flipped(), v)
+            case Between(arg=Column(name=name), low=Literal(value=lo), high=Literal(value=hi)) \
+                    if lo is not None and hi is not None:
+                t = self.schema.field(name).type
+                window = self.window_word(name, _compare_bounds(CompareOp.GE, lo, t)[0],
+                                          _compare_bounds(CompareOp.LE, hi, t)[1])
+                return self.known(name, window)
+            case In(arg=Column(name=name), values=values):
+                present = [v.value for v in values if v.value is not None]
+                words = [self.compare_word(name, CompareOp.EQ, v)[0] for v in present] or ["0ULL"]
+                t = " | ".join(f"({w})" for w in words)
+                valid = self.valid_bit(name) if self.nullable(name) else None
+                has_null = len(present) < len(values)
+                if not sql:  # pandas' isin matches missing values when the list holds None
+                    return (f"({t}) | (0 - ({valid} ^ 1))" if valid and has_null else t), \
+                        f"~({t})"
+                if has_null:  # x IN (..., NULL) is never certainly false
+                    return t, "0ULL"
+                return t, (f"~({t}) & (0 - {valid})" if valid else f"~({t})")
+        raise Unsupported(f"bpf: filter {describe(e)} is not a test of columns against literals")
+
+    def compare_word(self, name: str, op: CompareOp, v: Any) -> tuple[str, str]:
+        t = self.schema.field(name).type
+        if isinstance(v, str):
+            if op not in (CompareOp.EQ, CompareOp.NE) or not pa.types.is_dictionary(t):
+                raise Unsupported(f"bpf: {op.value} on strings")
+            code = pc.index(self._dictionary(name), v).as_py()
+            word = self.window_word(name, code, code, codes=True) if code >= 0 else "0ULL"
+            codes = True
+        else:
+            lo, hi = _compare_bounds(CompareOp.EQ if op is CompareOp.NE else op, v, t)
+            word = self.window_word(name, lo, hi)
+            codes = False
+        t_word, f_word = self.known(name, word, codes)
+        return (f_word, t_word) if op is CompareOp.NE and self.dialect is Dialect.SQL else \
+            (f"~({t_word})", t_word) if op is CompareOp.NE else (t_word, f_word)
+
+    def known(self, name: str, word: str, codes: bool = False) -> tuple[str, str]:
+        """(true, false) words of a window test: a NULL row is neither in SQL."""
+        valid = self.valid_bit(name) if self.nullable(name) else None
+        if valid is None:
+            return word, f"~({word})"
+        if self.dialect is Dialect.SQL:
+            return f"({word}) & (0 - {valid})", f"~({word}) & (0 - {valid})"
+        return f"({word}) & (0 - {valid})", f"~(({word}) & (0 - {valid}))"
+
+    def window_word(self, name: str, lo: float | int, hi: float | int,
+                    codes: bool = False) -> str:
+        """C word whose sign bit says lo <= value <= hi (constants in the context)."""
+        self.readable(name, codes)
+        col_lo, col_hi = self.bounds(name)
+        lo = col_lo if lo == -math.inf else int(lo)
+        hi = col_hi if hi == math.inf else int(hi)
+        if lo > hi or lo > col_hi or hi < col_lo:
+            return "0ULL"
+        if lo <= col_lo and hi >= col_hi:
+            return "~0ULL"
+        k = sum(1 for n, _ in self.p.fields if n.startswith("lo"))
+        width = hi - lo
+        if width < 2**63 - 1:
+            lo_u, r1, inv = lo % 2**64, width + 1, 0
+        else:
+            lo_u, r1, inv = (hi + 1) % 2**64, 2**64 - width - 1, 1 << 63
+        self.p.fields += [(f"lo{k}", "u64"), (f"r{k}", "u64"), (f"inv{k}", "u64")]
+        self.p.values.update({f"lo{k}": lo_u, f"r{k}": r1, f"inv{k}": inv})
+        self.setup.append(f"u64 lo{k} = c->lo{k}, r{k} = c->r{k}, inv{k} = c->inv{k};")
+        return f"(in_window((u64){self.value(name, codes)}, lo{k}, r{k}) ^ inv{k})"
 
     def code_window(self, name: str, value: str, e: Expr) -> None:
         """String equality on a dictionary column: a window on the literal's code."""
@@ -483,7 +594,7 @@ def compile_plan(plan: Plan, schema: pa.Schema, stats: dict[str, ColumnStats], r
     """The program for one partition (raises Unsupported with the reason)."""
     from bpfstore.connector.binding import partial_type
 
-    c = _Compiler(schema, stats, rows, dictionaries or {})
+    c = _Compiler(schema, stats, rows, dictionaries or {}, plan.dialect)
     for term in conjuncts(plan.filter):
         c.term(term)
     c.emit_windows()
