@@ -355,16 +355,20 @@ class Client:
     def aggregate_partials(self, dataset: str, aggregates: Sequence[Aggregate],
                            where: Expr | None = None, group_by: Sequence[str] = (),
                            dialect: str | Dialect = "pandas", partitions: Sequence[str] = (),
-                           desc: DatasetDescription | None = None) -> pa.Table:
+                           desc: DatasetDescription | None = None,
+                           report: QueryReport | None = None) -> pa.Table:
         """Merged but unfinished partials of `partitions` (all when empty): the caller merges
         them further with `combine.merge_partials` and ends with `combine.finish`.
         `desc` (from an earlier `describe`) saves a DescribeDataset round per call; a stale one
-        fails with DatasetNotFound (its partitions are gone), never with old data."""
+        fails with DatasetNotFound (its partitions are gone), never with old data. `report`,
+        when given, is filled instead of `last_report` (which concurrent callers share)."""
         desc = _only(desc or self.describe(dataset), partitions)
         plan = Plan(dataset, filter=where, group_by=tuple(group_by),
                     aggregates=tuple(aggregates), dialect=Dialect(dialect))
         bound = bind_plan(plan, desc.stored_schema)
-        report = QueryReport(mode="aggregate", dataset=dataset)
+        own = report is None
+        report = report or QueryReport()
+        report.mode, report.dataset = "aggregate", dataset
 
         def run(agent: str, parts: list[str]) -> tuple[pa.Table, list[PartitionReport], int]:
             request = pb.AggregateRequest(plan=wire.plan_to_proto(
@@ -378,18 +382,22 @@ class Client:
             tables.append(table)
             report.partitions.extend(reports)
             report.bytes_moved += nbytes
-        self.last_report = report
+        if own:
+            self.last_report = report
         return merge_partials(tables, bound) if tables else bound_empty(bound, desc)
 
     def scan_partitions(self, dataset: str, partitions: Sequence[str],
                         columns: Sequence[str] | None = None, where: Expr | None = None,
                         dialect: str | Dialect = "pandas",
-                        desc: DatasetDescription | None = None) -> pa.Table:
+                        desc: DatasetDescription | None = None,
+                        report: QueryReport | None = None) -> pa.Table:
         """`scan_table` restricted to `partitions`, in the order given (see aggregate_partials)."""
         desc = _only(desc or self.describe(dataset), partitions)
         plan = Plan(dataset, filter=where, columns=tuple(columns or ()), dialect=Dialect(dialect))
         bind_plan(plan, desc.stored_schema)
-        report = QueryReport(mode="scan", dataset=dataset)
+        own = report is None
+        report = report or QueryReport()
+        report.mode, report.dataset = "scan", dataset
 
         def run(agent: str, parts: list[str]) -> tuple[str, list[pa.RecordBatch], list, int]:
             request = pb.ScanRequest(plan=wire.plan_to_proto(
@@ -411,7 +419,8 @@ class Client:
             by_part[pid] = batches
             report.partitions.extend(reports)
             report.bytes_moved += nbytes
-        self.last_report = report
+        if own:
+            self.last_report = report
         ordered = [b for p in desc.partitions for b in by_part.get(p.id, [])]
         if ordered:
             return pa.Table.from_batches(ordered)

@@ -120,7 +120,12 @@ def literal_to_proto(lit: Literal) -> pb.Literal:
         case dt.datetime():
             ts = v if v.tzinfo is None else v.astimezone(dt.UTC).replace(tzinfo=None)
             delta = ts - dt.datetime(1970, 1, 1)
-            msg.timestamp_value = (delta.days * 86400 + delta.seconds) * 10**6 + delta.microseconds
+            micros = (delta.days * 86400 + delta.seconds) * 10**6 + delta.microseconds
+            t = lit.result_type
+            unit = t.unit if t is not None and pa.types.is_timestamp(t) else "us"
+            # in the unit of the literal's type, which is how the decoder reads it
+            msg.timestamp_value = {"s": micros // 10**6, "ms": micros // 10**3, "us": micros,
+                                   "ns": micros * 10**3}[unit]
             if lit.result_type is None:
                 msg.type.arrow = "timestamp[us]" if v.tzinfo is None else "timestamp[us, tz=UTC]"
         case dt.date():

@@ -53,11 +53,11 @@ install_package() {
   # Strict editable mode is the one that maps bpfstore.* onto the repo folders and lets Spark
   # discover pyspark_bpfstore (DESIGN.md); it links files one by one, so re-run it when files
   # are added (the Makefile does).
-  say "pip install -e '.[test,demo,dev]' (strict editable)"
+  say "pip install -e '.[test,demo,dev,dask]' (strict editable)"
   # setuptools warns loudly on every editable build: keep its output for when pip fails.
   local log="$VENV/pip-install.log"
   "$VENV/bin/python" -m pip install --disable-pip-version-check \
-    -e '.[test,demo,dev]' --config-settings editable_mode=strict >"$log" 2>&1 \
+    -e '.[test,demo,dev,dask]' --config-settings editable_mode=strict >"$log" 2>&1 \
     || { cat "$log" >&2; echo "pip install failed (log: $log)" >&2; exit 1; }
 }
 

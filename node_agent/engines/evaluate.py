@@ -237,7 +237,7 @@ class Evaluator:
         if self.dialect is Dialect.PANDAS:
             # pandas' isin matches missing values when the list holds None or NaN.
             if has_null or any(isinstance(x, float) and x != x for x in present):
-                result = pc.or_(result, pc.is_null(data, nan_is_null=True))
+                result = pc.or_(pc.fill_null(result, False), pc.is_null(data, nan_is_null=True))
             return Val(pc.fill_null(result, False), pa.bool_())
         # SQL: NULL IN (...) is NULL; x IN (..., NULL) is NULL when x matches nothing.
         result = pc.if_else(pc.is_null(data), pa.scalar(None, pa.bool_()), result)

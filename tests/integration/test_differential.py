@@ -99,6 +99,8 @@ QUERIES = [
       dialects=("sql", "pandas")),
     Q("in with null (3VL)", [count_star()], ~col("i32").isin([1, 2, None])),
     Q("not in", [count_star()], ~col("s").isin(["A", "N"]), dialects=("sql", "pandas")),
+    Q("string in with None", [count_star()], col("s").isin(["A", None]),
+      dialects=("sql", "pandas")),
     Q("is null", [count_star()], col("i32").is_null() | col("s").is_null(),
       dialects=("sql", "pandas")),
     Q("not is null", [count_star()], ~col("f64").is_null(), dialects=("sql", "pandas")),

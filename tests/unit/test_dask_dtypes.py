@@ -43,3 +43,12 @@ def test_dates_strings_and_dictionaries() -> None:
     words = to_series(pa.array(["a", None, "b"]).dictionary_encode(), pd.StringDtype(
         na_value=np.nan))
     assert words.dtype == "str" and words.isna().tolist() == [False, True, False]
+
+
+def test_exact_sums_become_python_numbers() -> None:
+    from bpfstore.connector.dask.dtypes import cast_scalar, to_python
+
+    big = decimal.Decimal(2**62 + 1)  # an int64 sum past 2**53: must not go through float
+    assert cast_scalar(to_python(big, "numpy"), np.int64(0)) == 2**62 + 1
+    assert to_python(decimal.Decimal("0.10"), "numpy") == 0.1
+    assert to_python(decimal.Decimal("0.10"), "arrow") == decimal.Decimal("0.10")

@@ -1,0 +1,126 @@
+"""The pandas dtypes a bpfstore dataset has in Dask, and Arrow -> pandas conversion into them.
+
+Default view ("numpy"): decimals -> float64, dates -> datetime64[ms], strings -> str, integers
+-> int64 (float64 when a partition holds nulls). Decimals are converted from their exact
+unscaled integers, not with pyarrow's decimal -> double cast, which is not correctly rounded
+(24386.67 -> 24386.670000000002). `dtypes="arrow"` keeps Arrow types (`pd.ArrowDtype`), with
+strings as `str` (like `dd.read_parquet`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..binding import logical_type
+from ..client import DatasetDescription
+
+VIEWS = ("numpy", "arrow")
+_EXACT_DIGITS = 15  # every decimal of <= 15 digits has one nearest double, found in one division
+
+
+def column_dtype(t: pa.DataType, has_nulls: bool, view: str) -> Any:
+    t = logical_type(t)
+    if pa.types.is_string(t):
+        return pd.StringDtype(na_value=np.nan)  # pandas 3's default `str`
+    if view == "arrow":
+        return pd.ArrowDtype(t)
+    if pa.types.is_decimal(t) or pa.types.is_floating(t):
+        return np.dtype("float64") if not pa.types.is_float32(t) else np.dtype("float32")
+    if pa.types.is_date(t):
+        return np.dtype("datetime64[ms]")
+    if pa.types.is_integer(t):
+        return np.dtype("float64") if has_nulls else np.dtype(t.to_pandas_dtype())
+    if pa.types.is_boolean(t):
+        return np.dtype(object) if has_nulls else np.dtype(bool)
+    return pd.Series([], dtype=t.to_pandas_dtype()).dtype
+
+
+def base_meta(desc: DatasetDescription, view: str) -> pd.DataFrame:
+    """Empty frame with the dataset's columns in their Dask dtypes."""
+    def nulls(name: str) -> bool:
+        return any(p.stats.get(name, {}).get("null_count", 1) for p in desc.partitions)
+
+    return pd.DataFrame({f.name: pd.Series([], dtype=column_dtype(f.type, nulls(f.name), view))
+                         for f in desc.schema})
+
+
+def to_series(arr: pa.Array | pa.ChunkedArray, dtype: Any, name: Any = None,
+              index: pd.Index | None = None) -> pd.Series:
+    """One Arrow column as a pandas Series of `dtype` (see the module docstring)."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    t = arr.type
+    if isinstance(dtype, pd.ArrowDtype):
+        values: Any = pd.array(arr.cast(dtype.pyarrow_dtype), dtype=dtype)
+    elif pa.types.is_decimal(t) and np.dtype(dtype).kind == "f":
+        values = decimal_to_float(arr).astype(dtype, copy=False)
+    elif pa.types.is_date(t):
+        values = arr.cast(pa.timestamp("ms")).to_numpy(zero_copy_only=False)
+        values = values.astype(dtype, copy=False)
+    elif pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        values = pd.array(arr.cast(pa.large_string()).to_pandas(), dtype=dtype)
+    else:
+        values = pd.Series(arr.to_pandas()).astype(dtype).array
+    return pd.Series(values, name=name, index=index)
+
+
+def decimal_to_float(arr: pa.Array) -> np.ndarray:
+    """Correctly rounded float64 of each decimal (NaN for nulls)."""
+    t = arr.type
+    if t.precision <= _EXACT_DIGITS and t.bit_width == 128:
+        # Low 64 bits of each little-endian 128-bit value: the whole unscaled integer,
+        # exact as a double (< 10**15), so one IEEE division rounds correctly.
+        words = np.frombuffer(arr.buffers()[1], dtype=np.int64)
+        low = words[2 * arr.offset: 2 * (arr.offset + len(arr)): 2]
+        out = low.astype(np.float64) / float(10 ** t.scale)
+    else:  # more digits: through text, which pyarrow parses correctly rounded
+        out = pc.cast(pc.cast(arr, pa.string()), pa.float64()).to_numpy(zero_copy_only=False)
+        out = np.asarray(out, dtype=np.float64)
+    if arr.null_count:
+        out = np.where(arr.is_valid().to_numpy(zero_copy_only=False), out, np.nan)
+    return out
+
+
+def to_frame(table: pa.Table, meta: pd.DataFrame, index: pd.Index | None = None) -> pd.DataFrame:
+    """Columns of `table` named in `meta`, in `meta`'s dtypes."""
+    if index is None:
+        index = pd.RangeIndex(table.num_rows)
+    cols = {c: to_series(table.column(c), meta[c].dtype, c, index) for c in meta.columns
+            if c in table.column_names}
+    return pd.DataFrame(cols, index=index, columns=[c for c in meta.columns if c in cols])
+
+
+def to_python(value: Any, view: str) -> Any:
+    """A scalar from an aggregate result as pandas would give it in this view."""
+    if value is None:
+        return np.nan
+    if isinstance(value, decimal.Decimal) and view != "arrow":
+        exponent = value.as_tuple().exponent
+        if isinstance(exponent, int) and exponent >= 0:
+            return int(value)  # an exact integer sum: no trip through float
+        return float(value)  # correctly rounded from the exact value
+    if isinstance(value, dt.date) and view != "arrow":
+        return pd.Timestamp(value)
+    return value
+
+
+def cast_scalar(value: Any, meta: Any) -> Any:
+    """`value` in the type of a Dask scalar meta (np.float64, np.int64, Timestamp, ...)."""
+    if isinstance(meta, pd.Timestamp | np.datetime64):  # min/max of dates: NaT when empty
+        return pd.NaT if value is None or value != value else pd.Timestamp(value)
+    dtype = getattr(meta, "dtype", None)
+    if dtype is None or value is None:
+        return value
+    try:
+        return pd.Series([value]).astype(dtype).iloc[0]
+    except (TypeError, ValueError):
+        return value

@@ -1,0 +1,42 @@
+"""`explain(obj)`: what a Dask collection will push down to the agents, before computing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..plan import describe
+from . import _compat as c
+
+
+def explain(obj: Any) -> str:
+    """A few lines: each agent call the optimized graph makes, and what runs in Dask."""
+    if not c.PUSHDOWN:
+        return f"no pushdown: {c.REASON}; every partition is read whole and Dask does the rest"
+    from .expr import BpfAggregate, BpfPartials, BpfScan
+
+    expr = c.optimize_until(getattr(obj, "expr", obj), "simplified-logical")
+    pushed, scans, in_dask = [], [], []
+    for node in expr.walk():
+        if isinstance(node, BpfAggregate):
+            spec = node.operand("spec")
+            pushed.append(f"pushed down: {spec.describe()} "
+                          f"({node.frame.npartitions} Aggregate calls, partials merged by Dask)")
+        elif isinstance(node, BpfScan):
+            where = node.operand("filters")
+            line = f"scan ({node.npartitions} Scan calls): columns {node.columns}"
+            line += f", filter pushed: {describe(where)}" if where is not None else ", no filter"
+            local = [f"{n} = {describe(e)}" for n, (e, _) in node.computed.items()
+                     if n in node.columns]
+            if local:
+                line += f", computed in Dask: {'; '.join(local)}"
+            scans.append(line)
+        elif not isinstance(node, BpfPartials):
+            in_dask.append(type(node).__name__)
+    lines = pushed + scans
+    if not lines:
+        return "no bpfstore pushdown in this graph (read with pushdown=False, or not bpfstore)"
+    if in_dask:
+        lines.append("runs in Dask: " + ", ".join(dict.fromkeys(in_dask)))
+    if scans and not pushed:
+        lines.append("fallback: rows move to Dask (only the filter/projection above pushed)")
+    return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""`read_bpfstore`: a bpfstore dataset as a Dask DataFrame with transparent pushdown."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+from ..client import parse_agents
+from ..errors import PlanInvalid
+from . import _compat as c
+from .dtypes import VIEWS
+from .source import Source, client_for, scan_partition
+
+
+def read_bpfstore(dataset: str, agents: Sequence[str] | str | None = None, *,
+                  columns: Sequence[str] | None = None, dtypes: str = "numpy",
+                  pushdown: bool = True) -> Any:
+    """One Dask partition per stored partition; filters, projections, arithmetic and
+    aggregates in ordinary Dask code run on the agents when they can (see `explain`).
+
+    `dtypes="numpy"` (default): decimals as float64 (correctly rounded), dates as
+    datetime64[ms], strings as `str`. `dtypes="arrow"`: `pd.ArrowDtype` columns (exact
+    decimals). Cast here rather than with `.astype()` afterwards: dask moves filters below an
+    `astype` and would compare the un-cast values. `pushdown=False` reads every column of
+    every partition and leaves all the work to Dask (for comparisons).
+    """
+    if dtypes not in VIEWS:
+        raise PlanInvalid(f"dtypes must be one of {VIEWS}, not {dtypes!r}")
+    names = tuple(parse_agents(agents))
+    desc = client_for(names).describe(dataset)
+    source = Source(dataset, names, desc, dtypes)
+    if c.PUSHDOWN and pushdown:
+        from .expr import BpfScan
+
+        ddf = c.new_collection(BpfScan(source))
+    else:
+        ddf = _without_pushdown(source)
+    return ddf[list(columns)] if columns is not None else ddf
+
+
+def _without_pushdown(source: Source) -> Any:
+    """Public API only: correct on any dask, reads every column of every partition."""
+    import dask
+    import dask.dataframe as dd
+
+    n = len(source.partition_ids)
+    part = functools.partial(_read_all, source)
+    # The partitions already hold pandas 3 `str`; dask's conversion would make it `string`.
+    with dask.config.set({"dataframe.convert-string": False}):
+        return dd.from_map(part, range(n), meta=source.meta, divisions=[None] * (n + 1),
+                           label=f"bpfstore-{source.dataset}-v{source.version}",
+                           enforce_metadata=False)  # the name's token covers the Source
+
+
+def _read_all(source: Source, index: int) -> Any:
+    return scan_partition(source, index, list(source.meta.columns), None, (), "frame", None)

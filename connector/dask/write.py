@@ -1,0 +1,28 @@
+"""`to_bpfstore`: write a Dask DataFrame into a bpfstore dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from ..client import WriteSummary, parse_agents
+from .source import client_for
+
+
+def to_bpfstore(ddf: Any, dataset: str, agents: Sequence[str] | str | None = None, *,
+                partition_rows: int = 1_000_000, replicas: int = 1, overwrite: bool = False
+                ) -> WriteSummary:
+    """Computes the partitions one after another (bounded memory) and streams them to the
+    agents, which commit each stored partition atomically. The index is not written."""
+    schema = pa.Schema.from_pandas(ddf._meta, preserve_index=False)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for part in ddf.to_delayed():
+            table = pa.Table.from_pandas(part.compute(), schema=schema, preserve_index=False)
+            yield from table.to_batches()
+
+    client = client_for(tuple(parse_agents(agents)))
+    return client.write(dataset, batches(), partition_rows=partition_rows, replicas=replicas,
+                        overwrite=overwrite)
