@@ -23,6 +23,8 @@ from bpfstore.connector.plan import Expr
 from oracle import assert_same_rows, duckdb_answer, pandas_answer
 
 ROWS = 3000
+SERVED: dict[str, int] = {}  # engine -> partitions, over the engine="auto" rows
+NOTES: set[str] = set()  # why partitions fell back to arrow
 I64_MAX, I64_MIN = 2**63 - 1, -(2**63)
 
 
@@ -156,15 +158,22 @@ def _pandas_frame(table: pa.Table) -> pd.DataFrame:
     return df
 
 
+@pytest.mark.parametrize("engine", ["arrow", "auto"])
 @pytest.mark.parametrize(("q", "dialect"), [(q, d) for q in QUERIES for d in q.dialects],
                          ids=lambda x: x.name if isinstance(x, Q) else x)
-def test_differential(client: Client, data: pa.Table, q: Q, dialect: str) -> None:
+def test_differential(client: Client, data: pa.Table, q: Q, dialect: str, engine: str) -> None:
+    """engine="auto": the bpf engine where it can run the partition, arrow elsewhere."""
     approx = {len(q.group_by) + i for i, a in enumerate(q.aggregates)
               if isinstance(a, Avg) or dialect == "pandas"}
     result = client.aggregate("diff", q.aggregates, where=q.where, group_by=q.group_by,
-                              dialect=dialect, engine="arrow")
+                              dialect=dialect, engine=engine)
     ours = list(zip(*[c.to_pylist() for c in result.columns], strict=True))
     assert client.last_report.partitions, "every partition reports"
+    if engine == "auto":
+        for p in client.last_report.partitions:
+            SERVED[p.engine] = SERVED.get(p.engine, 0) + 1
+            if p.note:
+                NOTES.add(p.note)
     if dialect == "sql":
         oracle = duckdb_answer(data, q.where, q.aggregates, q.group_by)
         assert_same_rows(ours, oracle, approx, f"{q.name} vs DuckDB")
@@ -195,4 +204,14 @@ def test_partials_are_small(client: Client, data: pa.Table) -> None:
     client.aggregate("diff", [sum_("dec"), count_star()], where=col("i32") > 0)
     report = client.last_report
     assert report.bytes_scanned > 10 * report.bytes_moved
-    assert {p.engine for p in report.partitions} <= {"arrow", "stats"}
+    assert {p.engine for p in report.partitions} <= {"arrow", "bpf", "stats"}
+
+
+def test_auto_rows_really_ran_in_the_kernel(agents) -> None:
+    """The auto half of the table is a real test of the bpf engine, not only of its fallback
+    (the rest: string min/max, decimal128, float sums, column-vs-column filters, casts)."""
+    from conftest import require_bpf
+
+    require_bpf(agents[0])
+    bpf, arrow = SERVED.get("bpf", 0), SERVED.get("arrow", 0)
+    assert bpf >= 0.4 * (bpf + arrow), (SERVED, sorted(NOTES))

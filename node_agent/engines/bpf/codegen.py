@@ -92,9 +92,22 @@ def storage_ctype(t: pa.DataType) -> str | None:
     """The C type of a column's values in the arena, or None when bpf cannot read it."""
     if pa.types.is_decimal(t):
         return "s64" if t.bit_width == 64 else None
-    if pa.types.is_timestamp(t):
-        return "s64"
+    if pa.types.is_timestamp(t) or pa.types.is_floating(t):
+        return "s64"  # floats travel as their total-order keys (float_key)
     return _CTYPES.get(t)
+
+
+def float_key(x: float) -> int:
+    """int64 whose order is SQL's float order: -inf < ... < -0.0 = 0.0 < ... < +inf < NaN.
+    NaN has one (positive) key; -0.0 takes 0.0's key because SQL calls them equal."""
+    import struct
+
+    if math.isnan(x):
+        x = math.nan
+    elif x == 0.0:
+        x = 0.0
+    bits = struct.unpack("<q", struct.pack("<d", x))[0]
+    return bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF)
 
 
 def _scale(t: pa.DataType) -> int:
@@ -130,7 +143,10 @@ class _Compiler:
         return ctype
 
     def nullable(self, name: str) -> bool:
-        return self.stats[name].null_count > 0
+        """Whether rows can be missing: NULL, or NaN in the PANDAS dialect (NaN is missing)."""
+        s = self.stats[name]
+        pandas_nan = self.dialect is Dialect.PANDAS and s.has_nan
+        return s.null_count > 0 or pandas_nan
 
     def column(self, name: str, codes: bool = False) -> int:
         """The column's index in the context (registered on first use)."""
@@ -173,6 +189,11 @@ class _Compiler:
         if pa.types.is_dictionary(t):
             return 0, len(self._dictionary(name)) - 1
         s = self.stats[name]
+        if pa.types.is_floating(t):  # statistics leave NaN out; in SQL it sorts above all
+            lo = float_key(s.min) if s.min is not None else float_key(math.nan)
+            hi = float_key(math.nan) if s.has_nan and self.dialect is Dialect.SQL else \
+                float_key(s.max) if s.max is not None else lo
+            return lo, hi
         if s.min is None or s.max is None:  # every value is NULL: none reaches a result
             return 0, 0
         lo, hi = decode(s.min, t), decode(s.max, t)
@@ -487,6 +508,9 @@ class _Compiler:
         match e:
             case Column(name=name):
                 return self.value(name), _scale(self.schema.field(name).type), self.bounds(name)
+            case _ if any(pa.types.is_floating(self.schema.field(n).type)
+                          for n in _columns(e)):
+                raise Unsupported(f"bpf: float arithmetic in {describe(e)} runs on arrow")
             case Literal(value=v) if v is not None and not isinstance(v, float):
                 t = e.result_type or pa.int64()
                 if not (pa.types.is_integer(t) or pa.types.is_decimal(t)):
@@ -519,6 +543,12 @@ class _Compiler:
                     raise Unsupported(f"bpf: {describe(e)} is rescaled to {want}")
                 return code, scale, bounds
         raise Unsupported(f"bpf: expression {describe(e)}")
+
+
+def _columns(e: Expr) -> list[str]:
+    from bpfstore.connector.plan import columns_of
+
+    return columns_of([e])
 
 
 def _int_range(t: pa.DataType) -> tuple[int, int]:
@@ -556,6 +586,11 @@ def _compare_bounds(op: CompareOp, v: Any, t: pa.DataType) -> tuple[float | int,
     """The integer window [lo, hi] of stored values x satisfying `x op v`, exactly."""
     if op is CompareOp.NE:
         raise Unsupported("bpf: != is not a range")
+    if pa.types.is_floating(t):  # order keys: monotonic, NaN largest, -0.0 equal to 0.0
+        k = float_key(float(v))
+        return {CompareOp.EQ: (k, k), CompareOp.LT: (-math.inf, k - 1),
+                CompareOp.LE: (-math.inf, k), CompareOp.GT: (k + 1, math.inf),
+                CompareOp.GE: (k, math.inf)}[op]
     if isinstance(v, float):
         if math.isnan(v) or math.isinf(v):
             raise Unsupported("bpf: comparison with a non-finite float")
@@ -601,8 +636,9 @@ def compile_plan(plan: Plan, schema: pa.Schema, stats: dict[str, ColumnStats], r
     if plan.group_by:
         c.group(plan.group_by)
     for i, agg in enumerate(plan.aggregates):
-        if agg.arg is not None and pa.types.is_floating(logical_type(agg.arg.result_type)):
-            raise Unsupported("bpf: floating-point aggregates run on arrow")
+        floating = agg.arg is not None and pa.types.is_floating(logical_type(agg.arg.result_type))
+        if floating and agg.func is AggFunc.SUM:
+            raise Unsupported("bpf: float sums run on arrow (no floating point in BPF)")
         c.aggregate(i, agg.func, agg.arg, partial_type(agg))
     if c.p.groups and (c.p.groups + 1) * c.p.stride * 8 > ACC_BYTES:
         raise Unsupported("bpf: group accumulators larger than their arena region")

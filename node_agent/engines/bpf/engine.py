@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from bpfstore.connector.combine import partial_schema
 from bpfstore.connector.errors import Unsupported, VerifierRejected
-from bpfstore.connector.plan import Plan, columns_of
+from bpfstore.connector.plan import Dialect, Plan, columns_of
 
 from ...stats import ColumnStats
 from ..arrow_engine import AggregateResult
@@ -71,11 +71,11 @@ class ArenaCache:
                 self.entries.popitem(last=False)  # evict the least recently used column
                 offset = self._free_offset(size)
             position = self.base + offset
-            for chunk in data.chunks:  # the values of every record batch, back to back
+            last = data.num_chunks - 1
+            for index, chunk in enumerate(data.chunks):  # every record batch, back to back
                 if pa.types.is_dictionary(chunk.type):
                     chunk = chunk.indices  # strings travel as their int32 codes
-                if bits == 1 and (chunk.offset % 8 or (len(chunk) % 8 and chunk is not
-                                                        data.chunks[-1])):
+                if bits == 1 and (chunk.offset % 8 or (len(chunk) % 8 and index != last)):
                     raise Unsupported("bpf: bit-packed column not byte-aligned across batches")
                 n = -(-len(chunk) * bits // 8)
                 if n:
@@ -187,10 +187,19 @@ class BpfEngine:
             ctype = "s32" if pa.types.is_dictionary(t) else storage_ctype(t)
             bits = {"bit": 1, "s8": 8, "u8": 8, "s16": 16, "u16": 16, "s32": 32, "u32": 32,
                     "s64": 64}[ctype or "s64"]
-            setattr(ctx, f"col{i}", self.cache.place((*key, name), table.column(name), bits))
-            if i in program.validity:  # one packed bitmap of the whole column: 1 = not NULL
-                valid = pa.chunked_array([pc.is_valid(table.column(name)).combine_chunks()])
-                setattr(ctx, f"val{i}", self.cache.place((*key, name, "valid"), valid, 1))
+            data = table.column(name)
+            if pa.types.is_floating(t):  # the program compares total-order keys
+                setattr(ctx, f"col{i}", self.cache.place((*key, name, "key"), _float_keys(data),
+                                                         64))
+            else:
+                setattr(ctx, f"col{i}", self.cache.place((*key, name), data, bits))
+            if i in program.validity:  # one packed bitmap of the whole column: 1 = present
+                valid = pc.is_valid(data)
+                if pa.types.is_floating(t) and plan.dialect is Dialect.PANDAS:
+                    valid = pc.and_(valid, pc.invert(pc.is_nan(data)))  # NaN is missing
+                valid = pa.chunked_array([pc.fill_null(valid, False).combine_chunks()])
+                setattr(ctx, f"val{i}", self.cache.place((*key, name, "valid", plan.dialect),
+                                                         valid, 1))
         for name, value in program.values.items():
             setattr(ctx, name, value)
         ctx.start, ctx.end = 0, table.num_rows
@@ -315,8 +324,20 @@ def _empty_partials(program: Program, schema: pa.Schema) -> pa.Table:
                                 schema=schema)
 
 
+def _float_keys(data: pa.ChunkedArray) -> pa.ChunkedArray:
+    """float_key of every value, vectorized (NULL rows get an arbitrary key)."""
+    f = data.cast(pa.float64()).fill_null(0.0).to_numpy().copy()
+    f[np.isnan(f)] = np.nan
+    f[f == 0.0] = 0.0
+    bits = f.view(np.int64)
+    return pa.chunked_array([pa.array(bits ^ ((bits >> 63) & np.int64(0x7FFFFFFFFFFFFFFF)))])
+
+
 def _typed(v: int, t: pa.DataType) -> Any:
     """A MIN/MAX result (stored integer) as a value of the partial's type."""
+    if pa.types.is_floating(t):  # back from the order key
+        bits = v ^ ((v >> 63) & 0x7FFFFFFFFFFFFFFF)
+        return float(np.array([bits], dtype=np.int64).view(np.float64)[0])
     if pa.types.is_decimal(t):
         return decimal.Decimal(v).scaleb(-t.scale)
     if pa.types.is_date32(t):
