@@ -34,6 +34,7 @@ demo: install
 bench: install
 	$(PY) bench/bench_core.py $(ARGS)
 	$(PY) bench/bench_dask.py $(ARGS)
+	$(PY) bench/bench_spark.py $(ARGS)
 
 lint: install
 	.venv/bin/ruff check .

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # Wheels exist for every Python dependency (pyarrow, grpcio, duckdb, ...), so no compiler or
 # headers are needed for Python. The eBPF engine compiles its programs with clang-19 (Debian 12
 # main) and loads them with libbpf1.
-DEB_PACKAGES=(python3 python3-venv ca-certificates clang-19 libbpf1)
+DEB_PACKAGES=(python3 python3-venv ca-certificates clang-19 libbpf1 openjdk-17-jdk-headless)  # JDK: Spark + its extension
 PYTHON=${PYTHON:-/usr/bin/python3}
 VENV=.venv
 
@@ -53,15 +53,17 @@ install_package() {
   # Strict editable mode is the one that maps bpfstore.* onto the repo folders and lets Spark
   # discover pyspark_bpfstore (DESIGN.md); it links files one by one, so re-run it when files
   # are added (the Makefile does).
-  say "pip install -e '.[test,demo,dev,dask]' (strict editable)"
+  say "pip install -e '.[test,demo,dev,spark,dask]' (strict editable)"
   # setuptools warns loudly on every editable build: keep its output for when pip fails.
   local log="$VENV/pip-install.log"
   "$VENV/bin/python" -m pip install --disable-pip-version-check \
-    -e '.[test,demo,dev,dask]' --config-settings editable_mode=strict >"$log" 2>&1 \
+    -e '.[test,demo,dev,spark,dask]' --config-settings editable_mode=strict >"$log" 2>&1 \
     || { cat "$log" >&2; echo "pip install failed (log: $log)" >&2; exit 1; }
 }
 
 install_debian_packages
 make_venv
 install_package
+# The Spark extension jar: compiled from connector/spark/java against the pyspark wheel's jars.
+say "spark extension: $("$VENV/bin/python" -m bpfstore.connector.spark.jar)"
 say "installed: $("$VENV/bin/python" -c 'import bpfstore.v1, sys; print("bpfstore in", sys.prefix)')"

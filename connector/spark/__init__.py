@@ -1,0 +1,48 @@
+"""Spark front end: `spark.read.format("bpfstore")` and the pushdown extension.
+
+    from pyspark.sql import SparkSession
+    from bpfstore.connector.spark import configure
+
+    spark = configure(SparkSession.builder.master("local[2]")).getOrCreate()
+    df = spark.read.format("bpfstore").option("agents", "h1:7340,h2:7340").load("lineitem")
+
+The data source itself is found by Spark without any `register` call (the top-level
+`pyspark_bpfstore` module); `configure` adds the JVM extension that pushes whole filter
+trees, column pruning and aggregates down, and turns on Python filter pushdown.
+Tested with pyspark 4.1-4.3 (the extension relies on a private field of these versions).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+EXTENSION = "io.bpfstore.spark.BpfstoreExtensions"
+SUPPORTED = ((4, 1), (4, 4))  # [from, to): the range the extension was tested on
+
+
+def configure(builder: Any, *, pushdown: bool = True) -> Any:
+    """`builder` with the extension jar, the extension and Python filter pushdown set."""
+    import pyspark
+
+    from .jar import build
+
+    version = tuple(int(x) for x in pyspark.__version__.split(".")[:2])
+    if not SUPPORTED[0] <= version < SUPPORTED[1]:
+        raise RuntimeError(f"bpfstore's Spark extension supports pyspark >= 4.1, < 4.4, "
+                           f"not {pyspark.__version__}")
+    jars = [j for j in getattr(builder, "_options", {}).get("spark.jars", "").split(",") if j]
+    return (builder
+            .config("spark.jars", ",".join([*jars, str(build(quiet=True))]))
+            .config("spark.sql.extensions", EXTENSION)
+            .config("spark.sql.python.filterPushdown.enabled", "true")
+            .config("spark.bpfstore.pushdown", "true" if pushdown else "false"))
+
+
+def explain(df: Any) -> str:
+    """Spark's plan plus what bpfstore pushes to the agents (filters, aggregates, engines)."""
+    from .explain import explain as _explain
+
+    return _explain(df)
+
+
+__all__ = ["EXTENSION", "configure", "explain"]

@@ -1,0 +1,223 @@
+"""`spark.read.format("bpfstore")`: the Python Data Source (Spark >= 4.1).
+
+One Spark input partition per bpfstore partition. Two read modes, chosen by options:
+- plain: rows with the filters accepted by `pushFilters` (and, from the extension, the
+  whole filter tree in `bpfstore.filter`) applied on the agents, projected to the reader's
+  schema (the extension passes a pruned schema);
+- aggregate (`bpfstore.agg`, set only by the extension): per-partition partial aggregates in
+  Spark's buffer types, which Spark then merges.
+Options arrive in a case-insensitive dict (lower-cased keys): never `dict()` it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from pyspark.sql.datasource import (
+    DataSource,
+    DataSourceArrowWriter,
+    DataSourceReader,
+    InputPartition,
+    WriterCommitMessage,
+)
+
+from ..client import Client, DatasetDescription, parse_agents
+from ..errors import ArithmeticOverflow, PlanInvalid
+from ..plan import AggFunc, Expr, and_all
+from .filters import split_filters
+from .spec import AggSpec, filter_from_option, to_buffers
+from .types import arrow_schema, conform, spark_schema
+
+NAME = "bpfstore"
+_clients: dict[tuple[str, ...], Client] = {}  # one per agent list per worker process
+
+
+def client_for(agents: Sequence[str]) -> Client:
+    """A cached client: Python workers are reused, so channels are too."""
+    key = tuple(agents)
+    if key not in _clients:
+        _clients[key] = Client(list(key))
+    return _clients[key]
+
+
+def _option(options: Any, name: str, default: str | None = None) -> str | None:
+    value = options.get(name.lower(), options.get(name))
+    return default if value is None else str(value)
+
+
+def _dataset(options: Any) -> str:
+    name = _option(options, "dataset") or _option(options, "path")
+    if not name:
+        raise PlanInvalid('name the dataset: .load("name") or .option("dataset", "name")')
+    return name
+
+
+@dataclass(frozen=True)
+class BpfstorePartition(InputPartition):  # type: ignore[misc]
+    pid: str
+    agents: tuple[str, ...]  # replicas holding it, tried in order
+
+
+class BpfstoreDataSource(DataSource):  # type: ignore[misc]
+    """Options: `agents` ("h1:7340,h2:7340"; default $BPFSTORE_AGENTS or 127.0.0.1:7340),
+    `dataset` (or the `load()` path); `pushFilters` ("true" needs
+    spark.sql.python.filterPushdown.enabled; the extension sets both); for writes
+    `partitionRows` (default 1000000). A schema given with `.schema(...)` prunes columns."""
+
+    @classmethod
+    def name(cls) -> str:
+        return NAME
+
+    def _agents(self) -> list[str]:
+        return parse_agents(_option(self.options, "agents"))
+
+    def schema(self):  # noqa: ANN201 - a pyspark StructType
+        desc = client_for(self._agents()).describe(_dataset(self.options))
+        return spark_schema(desc.schema)
+
+    def reader(self, schema) -> DataSourceReader:  # noqa: ANN001
+        # Spark fails every read of a reader that implements pushFilters unless
+        # spark.sql.python.filterPushdown.enabled is on, and the worker cannot see that
+        # setting: the extension (which sets it) marks its scans with pushFilters=true.
+        push = (_option(self.options, "pushFilters", "false") or "").lower() == "true"
+        cls = FilteringReader if push else BpfstoreReader
+        return cls(self._agents(), _dataset(self.options), schema, self.options)
+
+    def writer(self, schema, overwrite: bool) -> BpfstoreWriter:  # noqa: ANN001
+        return BpfstoreWriter(self._agents(), _dataset(self.options), overwrite,
+                              int(_option(self.options, "partitionRows", "1000000") or 0))
+
+
+class BpfstoreReader(DataSourceReader):  # type: ignore[misc]
+    def __init__(self, agents: list[str], dataset: str, schema: Any, options: Any) -> None:
+        self.agents = agents
+        self.dataset = dataset
+        self.target = arrow_schema(schema)  # exactly what Spark checks yielded batches against
+        agg = _option(options, "bpfstore.agg")
+        self.spec = AggSpec.parse(agg) if agg else None
+        self.where: Expr | None = filter_from_option(_option(options, "bpfstore.filter"))
+        self.desc: DatasetDescription | None = None
+
+    def _describe(self) -> DatasetDescription:
+        if self.desc is None:
+            self.desc = client_for(self.agents).describe(self.dataset)
+        return self.desc
+
+    def partitions(self) -> list[BpfstorePartition]:
+        return [BpfstorePartition(p.id, p.agents) for p in self._describe().partitions]
+
+    def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
+        assert isinstance(partition, BpfstorePartition)
+        started = time.perf_counter()
+        client = client_for(self.agents)
+        desc = self._describe()
+        if self.spec is not None:
+            huge: frozenset[int] = frozenset()
+            try:
+                partials = client.aggregate_partials(
+                    self.dataset, self.spec.aggregates, where=self.spec.filter,
+                    group_by=self.spec.groups, dialect="sql", partitions=[partition.pid],
+                    desc=desc)
+            except ArithmeticOverflow:
+                if self.spec.groups:
+                    raise
+                partials, huge = self._one_by_one(client, partition.pid, desc)
+            _log_report(client, started)
+            if partials.num_rows:
+                yield to_buffers(partials, self.spec, self.target, huge)
+            return
+        columns = self.target.names
+        table = client.scan_partitions(self.dataset, [partition.pid], columns=columns,
+                                       where=self.where, dialect="sql", desc=desc)
+        _log_report(client, started)
+        for batch in table.to_batches(max_chunksize=1 << 20):
+            yield conform(batch, self.target)
+
+    def _one_by_one(self, client: Client, pid: str, desc: DatasetDescription
+                    ) -> tuple[pa.Table, frozenset[int]]:
+        """A global sum beyond 38 digits makes the agent fail the request; Spark's legacy mode
+        wants NULL for that sum only, so ask for each aggregate alone to find which."""
+        assert self.spec is not None
+        columns, huge = [], set()
+        for i, agg in enumerate(self.spec.aggregates):
+            try:
+                t = client.aggregate_partials(self.dataset, [agg], where=self.spec.filter,
+                                              dialect="sql", partitions=[pid], desc=desc)
+                columns.append(t.column(0))
+            except ArithmeticOverflow:
+                if agg.func is not AggFunc.SUM:
+                    raise
+                huge.add(i)
+                columns.append(pa.chunked_array([pa.nulls(1, pa.decimal128(38, 0))]))
+        names = [f"__agg_{i}" for i in range(len(columns))]
+        return pa.Table.from_arrays(columns, names=names), frozenset(huge)
+
+
+class FilteringReader(BpfstoreReader):
+    """The reader with `pushFilters`: accepted filters run on the agents (Spark trusts them)."""
+
+    def pushFilters(self, filters: list[Any]) -> list[Any]:  # noqa: N802 - Spark's name
+        if self.spec is not None:
+            return list(filters)  # aggregate scans carry their whole filter in the spec
+        accepted, rejected = split_filters(list(filters), self._describe().schema)
+        self.where = and_all([*([self.where] if self.where is not None else []), *accepted])
+        return rejected
+
+
+def _log_report(client: Client, started: float) -> None:
+    """With $BPFSTORE_SPARK_REPORT set, append each partition's report (mode, engine, bytes
+    moved) as a JSON line: Spark's Python workers have no other way to tell the driver."""
+    path = os.environ.get("BPFSTORE_SPARK_REPORT")
+    if path:
+        with open(path, "a") as f:
+            report = client.last_report.to_dict()
+            report.update(pid=os.getpid(), wall_seconds=time.perf_counter() - started)
+            f.write(json.dumps(report) + "\n")
+
+
+@dataclass(frozen=True)
+class WriteResult(WriterCommitMessage):  # type: ignore[misc]
+    rows: int
+    partitions: int
+
+
+class BpfstoreWriter(DataSourceArrowWriter):  # type: ignore[misc]
+    """Each Spark task appends its rows as new partitions; overwrite drops the old data first
+    (on the driver, before any task runs). A failed job can leave the partitions of tasks
+    that finished: Spark's Python writer has no way to hide them until commit."""
+
+    def __init__(self, agents: list[str], dataset: str, overwrite: bool,
+                 partition_rows: int) -> None:
+        self.agents = agents
+        self.dataset = dataset
+        self.partition_rows = partition_rows or 1_000_000
+        if overwrite:
+            client_for(agents).drop(dataset)
+
+    def write(self, iterator: Iterator[pa.RecordBatch]) -> WriteResult:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        shift = ctx.partitionId() % len(self.agents) if ctx is not None else 0
+        # Rotate the agent list per task, so small tasks do not all start on the first agent.
+        client = client_for(self.agents[shift:] + self.agents[:shift])
+        batches = (_plain(b) for b in iterator if b.num_rows)
+        summary = client.write(self.dataset, batches, partition_rows=self.partition_rows)
+        return WriteResult(summary.rows, summary.partitions)
+
+    def commit(self, messages: list[WriterCommitMessage | None]) -> None:
+        pass  # every partition was committed by its agent as it arrived
+
+    def abort(self, messages: list[WriterCommitMessage | None]) -> None:
+        pass
+
+
+def _plain(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Spark marks every field nullable with no metadata; store the data as it is."""
+    return batch.replace_schema_metadata(None)

@@ -1,0 +1,103 @@
+"""The pure parts of the Spark front end: the extension's JSON -> plans, partials -> Spark's
+buffer types (overflow as Spark's buffers overflow), and pushFilters translation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+
+import pyarrow as pa
+import pytest
+
+pytest.importorskip("pyspark")
+
+from pyspark.sql import datasource as ds  # noqa: E402
+
+from bpfstore.connector.errors import ArithmeticOverflow  # noqa: E402
+from bpfstore.connector.plan import (  # noqa: E402
+    AggFunc,
+    Arith,
+    ArithOp,
+    Cast,
+    Column,
+    Compare,
+    CompareOp,
+    Literal,
+    Overflow,
+)
+from bpfstore.connector.spark.filters import split_filters  # noqa: E402
+from bpfstore.connector.spark.spec import AggSpec, expr_from_json, to_buffers  # noqa: E402
+from bpfstore.connector.spark.types import arrow_type  # noqa: E402
+
+COL = {"col": "d"}
+
+
+def test_expressions_keep_spark_types_and_modes() -> None:
+    j = {"op": ">=", "args": [
+        {"op": "*", "args": [COL, {"lit": "1.50", "type": "DECIMAL(3,2)"}],
+         "type": "DECIMAL(19,4)", "ansi": False},
+        {"op": "cast", "args": [{"lit": "8766", "type": "DATE"}], "type": "DOUBLE", "ansi": True}]}
+    e = expr_from_json(j)
+    assert e == Compare(CompareOp.GE,
+                        Arith(ArithOp.MUL, Column("d"),
+                              Literal(Decimal("1.50"), result_type=pa.decimal128(3, 2)),
+                              result_type=pa.decimal128(19, 4), overflow=Overflow.NULL),
+                        Cast(Literal(dt.date(1994, 1, 1), result_type=pa.date32()), pa.float64(),
+                             result_type=pa.float64(), overflow=Overflow.ERROR))
+    assert arrow_type("STRING") == pa.string() and arrow_type("INT") == pa.int32()
+
+
+def _spec(ansi: bool) -> AggSpec:
+    return AggSpec.parse(json.dumps({"filter": None, "groups": ["k"], "partials": [
+        {"fn": "sum", "arg": COL, "type": "DECIMAL(3,0)", "ansi": ansi},
+        {"fn": "count_star", "type": "BIGINT"},
+        {"fn": "sum", "arg": {"col": "i"}, "type": "BIGINT", "ansi": ansi},
+        *([] if ansi else [{"fn": "ovf", "of": 0}])]}))
+
+
+def _partials() -> pa.Table:
+    return pa.table({"k": ["a", "b"], "__agg_0": pa.array([Decimal(999), Decimal(1000)],
+                                                          pa.decimal128(38, 0)),
+                     "__agg_1": [3, 4],
+                     "__agg_2": pa.array([Decimal(2**63), Decimal(5)], pa.decimal128(38, 0))})
+
+
+def test_partials_overflow_like_spark_buffers() -> None:
+    legacy = _spec(ansi=False)
+    assert [a.func for a in legacy.aggregates] == [AggFunc.SUM, AggFunc.COUNT_STAR, AggFunc.SUM]
+    target = pa.schema([("k", pa.string()), ("s", pa.decimal128(3, 0)), ("n", pa.int64()),
+                        ("si", pa.int64()), ("o", pa.bool_())])
+    out = to_buffers(_partials(), legacy, target)
+    assert out.schema == target
+    assert out.column(1).to_pylist() == [Decimal(999), None]  # NULL + flag: Spark's legacy sum
+    assert out.column(4).to_pylist() == [False, True]
+    assert out.column(3).to_pylist() == [-(2**63), 5]  # a legacy long sum wraps around
+    with pytest.raises(ArithmeticOverflow):
+        to_buffers(_partials(), _spec(ansi=True), target.remove(4))
+
+
+def test_push_filters_accepts_only_what_binds() -> None:
+    schema = pa.schema([("id", pa.int64()), ("k", pa.string()), ("t", pa.timestamp("us"))])
+    filters = [ds.GreaterThan(("id",), 5), ds.In(("k",), ("a", "b")), ds.IsNotNull(("k",)),
+               ds.Not(ds.EqualTo(("id",), 3)), ds.EqualNullSafe(("k",), None),
+               ds.StringStartsWith(("k",), "x"), ds.EqualTo(("id",), "text"),
+               ds.GreaterThan(("t",), dt.datetime(2020, 1, 1)), ds.EqualTo(("a", "b"), 1)]
+    accepted, rejected = split_filters(filters, schema)
+    assert len(accepted) == 5
+    assert rejected == filters[5:]
+
+
+def test_pushfilters_only_when_spark_will_call_it() -> None:
+    """Spark fails every read of a reader with pushFilters unless its setting is on, so a plain
+    session (no configure()) gets the reader without it."""
+    from pyspark.sql.datasource import CaseInsensitiveDict, DataSourceReader
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    from bpfstore.connector.spark.source import BpfstoreDataSource
+
+    schema = StructType([StructField("id", LongType())])
+    plain = BpfstoreDataSource(CaseInsensitiveDict({"path": "t"})).reader(schema)
+    pushing = BpfstoreDataSource(CaseInsensitiveDict({"path": "t", "pushFilters": "true"}))
+    assert plain.pushFilters.__func__ is DataSourceReader.pushFilters
+    assert pushing.reader(schema).pushFilters.__func__ is not DataSourceReader.pushFilters
