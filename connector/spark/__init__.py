@@ -14,6 +14,8 @@ Tested with pyspark 4.1-4.3 (the extension relies on a private field of these ve
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 EXTENSION = "io.bpfstore.spark.BpfstoreExtensions"
@@ -30,7 +32,13 @@ def configure(builder: Any, *, pushdown: bool = True) -> Any:
     if not SUPPORTED[0] <= version < SUPPORTED[1]:
         raise RuntimeError(f"bpfstore's Spark extension supports pyspark >= 4.1, < 4.4, "
                            f"not {pyspark.__version__}")
-    jars = [j for j in getattr(builder, "_options", {}).get("spark.jars", "").split(",") if j]
+    options = getattr(builder, "_options", {})
+    jars = [j for j in options.get("spark.jars", "").split(",") if j]
+    if "spark.pyspark.python" not in options:
+        # Spark's Python workers (and its data source lookup) must import bpfstore: unless the
+        # user chose an interpreter, run them with this one (the venv). The JVM that
+        # getOrCreate() starts inherits the variable.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     return (builder
             .config("spark.jars", ",".join([*jars, str(build(quiet=True))]))
             .config("spark.sql.extensions", EXTENSION)
