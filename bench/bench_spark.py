@@ -36,6 +36,8 @@ def spark_session(report: Path) -> Any:
 
     from bpfstore.connector.spark import configure
 
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # local[2]: no host-name lookup
+    os.environ.setdefault("SPARK_LOCAL_HOSTNAME", "localhost")
     builder = (SparkSession.builder.master("local[2]").appName("bpfstore-bench")
                .config("spark.sql.shuffle.partitions", "2")
                .config("spark.ui.enabled", "false")

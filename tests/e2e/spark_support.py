@@ -30,6 +30,9 @@ def spark_session() -> Any:
     """One SparkSession for every Spark test module (getOrCreate would reuse it anyway)."""
     os.environ["PYSPARK_PYTHON"] = sys.executable  # workers must import pyspark_bpfstore
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    # local[2] needs no host-name lookup: a minimal root may not resolve its own host name
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("SPARK_LOCAL_HOSTNAME", "localhost")
     from pyspark.sql import SparkSession
 
     from bpfstore.connector.spark import configure
