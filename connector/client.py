@@ -284,21 +284,9 @@ class Client:
         plan = Plan(dataset, filter=where, group_by=tuple(group_by), aggregates=tuple(plan_aggs),
                     dialect=Dialect(dialect), engine=engine)
         bound = bind_plan(plan, desc.stored_schema)  # fails early, with the agent's message
-        report = QueryReport(mode="aggregate", dataset=dataset)
-        partials: list[pa.Table] = []
-
-        def run(agent: str, parts: list[str]) -> tuple[pa.Table, list[PartitionReport], int]:
-            request = pb.AggregateRequest(plan=wire.plan_to_proto(
-                Plan(**{**_fields(plan), "partitions": tuple(parts)})))
-            response = self._call(agent, "Aggregate", request)
-            table = pa.ipc.open_stream(response.partials).read_all()
-            return table, [_report(agent, r) for r in response.partitions], response.ByteSize()
-
-        for table, reports, nbytes in self._fan_out(desc, run, report):
-            partials.append(table)
-            report.partitions.extend(reports)
-            report.bytes_moved += nbytes
-        merged = merge_partials(partials, bound) if partials else bound_empty(bound, desc)
+        report = QueryReport()
+        merged = self.aggregate_partials(dataset, plan_aggs, where, group_by, dialect,
+                                         desc=desc, report=report, engine=engine)
         result = finish(merged, bound, finishers)
         report.wall_seconds = time.perf_counter() - started
         self.last_report = report
@@ -356,7 +344,8 @@ class Client:
                            where: Expr | None = None, group_by: Sequence[str] = (),
                            dialect: str | Dialect = "pandas", partitions: Sequence[str] = (),
                            desc: DatasetDescription | None = None,
-                           report: QueryReport | None = None) -> pa.Table:
+                           report: QueryReport | None = None,
+                           engine: str = "auto") -> pa.Table:
         """Merged but unfinished partials of `partitions` (all when empty): the caller merges
         them further with `combine.merge_partials` and ends with `combine.finish`.
         `desc` (from an earlier `describe`) saves a DescribeDataset round per call; a stale one
@@ -364,7 +353,7 @@ class Client:
         when given, is filled instead of `last_report` (which concurrent callers share)."""
         desc = _only(desc or self.describe(dataset), partitions)
         plan = Plan(dataset, filter=where, group_by=tuple(group_by),
-                    aggregates=tuple(aggregates), dialect=Dialect(dialect))
+                    aggregates=tuple(aggregates), dialect=Dialect(dialect), engine=engine)
         bound = bind_plan(plan, desc.stored_schema)
         own = report is None
         report = report or QueryReport()
