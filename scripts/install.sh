@@ -61,7 +61,20 @@ install_package() {
     || { cat "$log" >&2; echo "pip install failed (log: $log)" >&2; exit 1; }
 }
 
+resolve_localhost() {
+  # Spark binds its local servers to "localhost". Every Debian install resolves it through
+  # /etc/hosts, but a bare root (debootstrap, some containers) has none: add the standard line.
+  getent hosts localhost >/dev/null && return 0
+  if [ "$(id -u)" -eq 0 ]; then
+    say "adding '127.0.0.1 localhost' to /etc/hosts (localhost did not resolve)"
+    echo "127.0.0.1 localhost" >>/etc/hosts
+  else
+    echo "warning: localhost does not resolve; Spark will fail until /etc/hosts has it" >&2
+  fi
+}
+
 install_debian_packages
+resolve_localhost
 make_venv
 install_package
 # The Spark extension jar: compiled from connector/spark/java against the pyspark wheel's jars.
