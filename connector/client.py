@@ -302,23 +302,11 @@ class Client:
         report = QueryReport(mode="scan", dataset=dataset)
         self.last_report = report
 
-        def run(agent: str, parts: list[str]) -> tuple[list[pa.RecordBatch], list, int]:
-            request = pb.ScanRequest(plan=wire.plan_to_proto(
-                Plan(**{**_fields(plan), "partitions": tuple(parts)})))
-            batches, reports, nbytes = [], [], 0
-            try:
-                for chunk in self._stub(agent).Scan(request, timeout=self.timeout):
-                    nbytes += chunk.ByteSize()
-                    if chunk.arrow_ipc:
-                        batches.extend(pa.ipc.open_stream(chunk.arrow_ipc).read_all().to_batches())
-                    if chunk.HasField("report"):
-                        reports.append(_report(agent, chunk.report))
-            except grpc.RpcError as exc:
-                raise _error(agent, exc) from None
-            return batches, reports, nbytes
+        def run(agent: str, parts: list[str]) -> tuple[str, list[pa.RecordBatch], list, int]:
+            return self._scan_call(agent, plan, parts)
 
         # One partition per call, so a failed agent's partition is retried whole elsewhere.
-        for batches, reports, nbytes in self._fan_out(desc, run, report, per_partition=True):
+        for _, batches, reports, nbytes in self._fan_out(desc, run, report, per_partition=True):
             report.partitions.extend(reports)
             report.bytes_moved += nbytes
             report.wall_seconds = time.perf_counter() - started
@@ -389,19 +377,7 @@ class Client:
         report.mode, report.dataset = "scan", dataset
 
         def run(agent: str, parts: list[str]) -> tuple[str, list[pa.RecordBatch], list, int]:
-            request = pb.ScanRequest(plan=wire.plan_to_proto(
-                Plan(**{**_fields(plan), "partitions": tuple(parts)})))
-            batches, reports, nbytes = [], [], 0
-            try:
-                for chunk in self._stub(agent).Scan(request, timeout=self.timeout):
-                    nbytes += chunk.ByteSize()
-                    if chunk.arrow_ipc:
-                        batches.extend(pa.ipc.open_stream(chunk.arrow_ipc).read_all().to_batches())
-                    if chunk.HasField("report"):
-                        reports.append(_report(agent, chunk.report))
-            except grpc.RpcError as exc:
-                raise _error(agent, exc) from None
-            return parts[0], batches, reports, nbytes
+            return self._scan_call(agent, plan, parts)
 
         by_part: dict[str, list[pa.RecordBatch]] = {}
         for pid, batches, reports, nbytes in self._fan_out(desc, run, report, per_partition=True):
@@ -415,6 +391,25 @@ class Client:
             return pa.Table.from_batches(ordered)
         schema = desc.schema if not columns else pa.schema([desc.schema.field(c) for c in columns])
         return schema.empty_table()
+
+    def _scan_call(self, agent: str, plan: Plan, parts: list[str]
+                   ) -> tuple[str, list[pa.RecordBatch], list[PartitionReport], int]:
+        """One Scan RPC over `parts` (one partition): its batches, reports and bytes moved."""
+        request = pb.ScanRequest(plan=wire.plan_to_proto(
+            Plan(**{**_fields(plan), "partitions": tuple(parts)})))
+        batches: list[pa.RecordBatch] = []
+        reports: list[PartitionReport] = []
+        nbytes = 0
+        try:
+            for chunk in self._stub(agent).Scan(request, timeout=self.timeout):
+                nbytes += chunk.ByteSize()
+                if chunk.arrow_ipc:
+                    batches.extend(pa.ipc.open_stream(chunk.arrow_ipc).read_all().to_batches())
+                if chunk.HasField("report"):
+                    reports.append(_report(agent, chunk.report))
+        except grpc.RpcError as exc:
+            raise _error(agent, exc) from None
+        return parts[0], batches, reports, nbytes
 
     def _fan_out(self, desc: DatasetDescription, run: Callable[[str, list[str]], Any],
                  report: QueryReport, per_partition: bool = False) -> Iterator[Any]:
