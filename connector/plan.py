@@ -10,13 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import pyarrow as pa
-
-T = TypeVar("T")
 
 
 class Overflow(enum.Enum):
@@ -295,15 +293,6 @@ def children(e: Expr) -> tuple[Expr, ...]:
         case Between(arg=arg, low=low, high=high):
             return (arg, low, high)
     raise TypeError(f"not an expression node: {e!r}")
-
-
-class PlanVisitor(Generic[T]):
-    """Post-order visitor: `visit_<node>(node, *child_results)`; children before parents."""
-
-    def visit(self, e: Expr) -> T:
-        results = [self.visit(c) for c in children(e)]
-        method: Callable[..., T] = getattr(self, "visit_" + type(e).__name__.lower())
-        return method(e, *results)
 
 
 def walk(e: Expr) -> Iterable[Expr]:
