@@ -56,7 +56,7 @@ _AGG = {AggFunc.COUNT_STAR: pb.COUNT_STAR, AggFunc.COUNT: pb.COUNT, AggFunc.SUM:
         AggFunc.MIN: pb.MIN, AggFunc.MAX: pb.MAX}
 _DIALECT = {Dialect.SQL: pb.DIALECT_SQL, Dialect.PANDAS: pb.DIALECT_PANDAS}
 _ENGINE = {"auto": pb.ENGINE_AUTO, "arrow": pb.ENGINE_ARROW, "bpf": pb.ENGINE_BPF,
-           "bcc": pb.ENGINE_BCC}
+           "bcc": pb.ENGINE_BCC, "bpf-hot": pb.ENGINE_BPF_HOT, "bpf-cold": pb.ENGINE_BPF_COLD}
 
 
 def _inverse(d: dict[Any, Any]) -> dict[Any, Any]:

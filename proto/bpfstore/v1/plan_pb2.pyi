@@ -24,6 +24,8 @@ class Engine(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENGINE_ARROW: _ClassVar[Engine]
     ENGINE_BPF: _ClassVar[Engine]
     ENGINE_BCC: _ClassVar[Engine]
+    ENGINE_BPF_HOT: _ClassVar[Engine]
+    ENGINE_BPF_COLD: _ClassVar[Engine]
 
 class CompareOp(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -57,6 +59,8 @@ ENGINE_AUTO: Engine
 ENGINE_ARROW: Engine
 ENGINE_BPF: Engine
 ENGINE_BCC: Engine
+ENGINE_BPF_HOT: Engine
+ENGINE_BPF_COLD: Engine
 EQ: CompareOp
 NE: CompareOp
 LT: CompareOp
