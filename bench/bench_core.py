@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             ingest_s = time.perf_counter() - start
         console.print(f"ingested in {ingest_s:.1f} s ({table.num_rows / ingest_s:,.0f} rows/s)")
         engines = ["arrow"] + [e["name"] for e in client.info()[0]["engines"]
-                               if e["name"] == "bpf" and e["available"]]
+                               if e["name"] in ("bpf-hot", "bpf-cold") and e["available"]]
         pushed: dict[str, dict[str, Any]] = {}
         for engine in engines:
             with console.status(f"pushdown ({engine} engine)"):

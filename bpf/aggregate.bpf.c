@@ -8,6 +8,7 @@
 
 #define STRIDE 1 /* u64 words of one group's accumulators (group-by programs) */
 #define UNROLL 8 /* rows a step; 1 when the verifier cannot follow a wide unrolled body */
+#define BIT(p, r) (((p)[(r) >> 3] >> ((r) & 7)) & 1) /* bit r of a packed bit array */
 
 struct {
     __uint(type, BPF_MAP_TYPE_ARENA);
@@ -27,6 +28,7 @@ int aggregate(struct ctx *c)
 {
     asm volatile("" :: "r"(&arena)); /* tie the program to the arena map */
     u64 i = c->start, end = c->end, count = 0;
+    /*@COLUMNS@*/
     /*@SETUP@*/
     /* UNROLL rows a step (fewer loop checks), then the remaining rows one by one */
     while (i + UNROLL <= end && can_loop) {

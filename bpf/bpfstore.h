@@ -17,8 +17,21 @@ typedef _Bool bool;
 #define SEC(n) __attribute__((section(n), used))
 #define __uint(name, val) int (*name)[val]
 #define __arena __attribute__((address_space(1)))
+#define __type(name, val) typeof(val) *name
+#define BPF_MAP_TYPE_ARRAY 2
 #define BPF_MAP_TYPE_ARENA 33
 #define BPF_F_MMAPABLE (1U << 10)
+
+/* helpers (by number) and the open-coded number iterator (kfuncs, Linux >= 6.4): the
+ * verifier checks an iterator loop's body once rather than once per trip */
+static void *(* const bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
+static long (* const bpf_copy_from_user)(void *dst, u32 size, const void *src) = (void *)148;
+struct bpf_iter_num { u64 opaque[1]; } __attribute__((aligned(8)));
+#define __ksym __attribute__((weak, section(".ksyms")))
+extern int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end) __ksym;
+extern int *bpf_iter_num_next(struct bpf_iter_num *it) __ksym;
+extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
+
 
 /* may_goto: a loop the verifier bounds by time (~0.25 s a call on 6.18), so programs
  * return the rows done and the agent calls again from there. */

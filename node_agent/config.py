@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-ENGINES = ("auto", "arrow", "bpf")
+ENGINES = ("auto", "arrow", "bpf", "bpf-hot", "bpf-cold")
 
 
 def default_data_dir() -> str:

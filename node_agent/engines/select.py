@@ -52,6 +52,9 @@ class Engines:
         self.status = [EngineStatus("arrow", True),
                        EngineStatus("bpf", self.bpf is not None,
                                     "" if self.bpf is not None else reason)]
+        for path in ("hot", "cold"):  # each data path of bpf, forced by engine="bpf-<path>"
+            why = self.bpf.paths[path] if self.bpf is not None else reason
+            self.status.append(EngineStatus(f"bpf-{path}", not why, why))
 
     def check(self, requested: str) -> str:
         """The engine a request runs on; Unsupported when it names one this node lacks."""
@@ -70,11 +73,13 @@ class Engines:
                   stats: dict[str, ColumnStats], key: tuple) -> Served:
         name = self.check(requested)
         note = ""
-        if name in ("auto", "bpf") and self.bpf is not None:
+        if name in ("auto", "bpf", "bpf-hot", "bpf-cold") and self.bpf is not None:
+            path = name.removeprefix("bpf").removeprefix("-").removeprefix("auto")
             try:
-                return Served(self.bpf.aggregate(table, plan, stats, key), "bpf", "hot")
+                result, used = self.bpf.aggregate(table, plan, stats, key, path)
+                return Served(result, "bpf", used)
             except (Unsupported, VerifierRejected) as exc:
-                if name == "bpf":  # forced: say why instead of quietly using arrow
+                if name != "auto":  # forced: say why instead of quietly using arrow
                     raise Unsupported(str(exc)) from None
                 note = str(exc)
         return Served(self.arrow.aggregate(table, plan), "arrow", "", note)

@@ -42,7 +42,7 @@ pytestmark = pytest.mark.bpf
 INT_TYPES = {"a8": (pa.int8(), -128, 127), "b16": (pa.int16(), -(2**15), 2**15 - 1),
              "c32": (pa.int32(), -(2**31), 2**31 - 1), "d64": (pa.int64(), -(2**62), 2**62),
              "u8": (pa.uint8(), 0, 255), "k": (pa.int8(), 0, 5)}
-ran = {"bpf": 0, "refused": 0}
+ran = {"hot": 0, "cold": 0, "refused": 0}
 KEYS = itertools.count()
 
 
@@ -118,20 +118,24 @@ def test_bpf_partials_equal_arrow(engine, raw, where_terms, aggregates, group_by
     try:
         expected = ArrowEngine().aggregate(table, plan).partials
     except Exception:  # e.g. an int8 product that overflows: arrow raises, bpf must refuse
-        with pytest.raises(Unsupported):
-            engine.aggregate(table, plan, stats, key)
+        for path in ("hot", "cold"):
+            with pytest.raises(Unsupported):
+                engine.aggregate(table, plan, stats, key, path)
         return
-    try:
-        got = engine.aggregate(table, plan, stats, key).partials
-    except Unsupported:
-        ran["refused"] += 1
-        return
-    ran["bpf"] += 1
-    if group_by:
-        order = [(k, "ascending") for k in group_by]
-        got, expected = got.sort_by(order), expected.sort_by(order)
-    assert got.to_pylist() == expected.to_pylist()
+    for path in ("hot", "cold"):  # both data paths, each equal to arrow
+        try:
+            got, used = engine.aggregate(table, plan, stats, key, path)
+        except Unsupported:
+            ran["refused"] += 1
+            continue
+        assert used == path
+        ran[path] += 1
+        partials = got.partials
+        if group_by:
+            order = [(k, "ascending") for k in group_by]
+            partials, expected = partials.sort_by(order), expected.sort_by(order)
+        assert partials.to_pylist() == expected.to_pylist(), path
 
 
 def test_most_random_plans_really_ran_in_the_kernel() -> None:
-    assert ran["bpf"] >= 8, ran  # the generator mostly builds plans the kernel can run
+    assert ran["hot"] >= 8 and ran["cold"] >= 8, ran  # mostly plans the kernel can run

@@ -44,16 +44,18 @@ Q1 = ([sum_("l_quantity"), sum_(price), sum_(price * (1 - disc)),
       col("l_shipdate") <= dt.date(1998, 9, 2), ("l_returnflag", "l_linestatus"))
 
 
-def _compile(aggregates, where, group_by):
+def _compile(aggregates, where, group_by, path="hot"):
     aggs, _ = expand(aggregates, None)
     plan = bind_plan(Plan("lineitem", filter=where, group_by=group_by, aggregates=tuple(aggs)),
                      SCHEMA)
-    return compile_plan(plan, SCHEMA, STATS, 6_001_215, DICTS)
+    return compile_plan(plan, SCHEMA, STATS, 6_001_215, DICTS, path)
 
 
-@pytest.mark.parametrize(("name", "query"), [("q6", Q6), ("q1", Q1)])
-def test_generated_c_matches_golden(name, query) -> None:
-    program = _compile(*query)
+@pytest.mark.parametrize(("name", "query", "data_path"),
+                         [("q6", Q6, "hot"), ("q1", Q1, "hot"), ("q6.cold", Q6, "cold"),
+                          ("q1.cold", Q1, "cold")])
+def test_generated_c_matches_golden(name, query, data_path) -> None:
+    program = _compile(*query, path=data_path)
     path = GOLDEN / f"{name}.bpf.c"
     if os.environ.get("UPDATE_GOLDEN") == "1":
         path.write_text(program.source)

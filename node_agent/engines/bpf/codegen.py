@@ -67,6 +67,7 @@ class Program:
     fields: list[tuple[str, str]] = field(default_factory=list)  # (name, "u64" | "s64")
     values: dict[str, int] = field(default_factory=dict)  # constant inputs
     columns: list[str] = field(default_factory=list)  # column i is at ctx field col{i}
+    ctypes: list[str] = field(default_factory=list)  # per column: C type of its values
     # per aggregate: (kind, partial type, what counts its non-NULL inputs: a context field
     # name without group-by, a word of the group's accumulators with it)
     outputs: list[tuple[str, Any, Any]] = field(default_factory=list)
@@ -155,19 +156,17 @@ class _Compiler:
         ctype = self.readable(name, codes)
         i = len(self.p.columns)
         self.p.columns.append(name)
+        self.p.ctypes.append(ctype)
         self.p.fields.append((f"col{i}", "u64"))
-        array = "u8" if ctype == "bit" else ctype
-        self.setup.append(f"const {array} __arena *col{i} = (const {array} __arena *)c->col{i};")
         if self.nullable(name):  # its validity bitmap travels as a second bit array
             self.p.validity.append(i)
             self.p.fields.append((f"val{i}", "u64"))
-            self.setup.append(f"const u8 __arena *val{i} = (const u8 __arena *)c->val{i};")
         return i
 
     def valid_bit(self, name: str) -> str | None:
         """C expression, 1 when row r of the column is not NULL (None: it never is)."""
         i = self.column(name)
-        return f"((u64)((val{i}[r >> 3] >> (r & 7)) & 1))" if i in self.p.validity else None
+        return f"((u64)BIT(val{i}, r))" if i in self.p.validity else None
 
     def validity(self, e: Expr) -> str | None:
         """1 when no column of the expression is NULL at row r (NULL propagates)."""
@@ -180,7 +179,7 @@ class _Compiler:
         """C expression reading row r of a column as s64 (booleans are packed bits)."""
         i = self.column(name, codes)
         if storage_ctype(self.schema.field(name).type) == "bit":
-            return f"(s64)((col{i}[r >> 3] >> (r & 7)) & 1)"
+            return f"(s64)BIT(col{i}, r)"
         return f"(s64)col{i}[r]"
 
     def bounds(self, name: str) -> tuple[int, int]:
@@ -625,8 +624,10 @@ def _compare_bounds(op: CompareOp, v: Any, t: pa.DataType) -> tuple[float | int,
 
 
 def compile_plan(plan: Plan, schema: pa.Schema, stats: dict[str, ColumnStats], rows: int,
-                 dictionaries: dict[str, pa.Array] | None = None) -> Program:
-    """The program for one partition (raises Unsupported with the reason)."""
+                 dictionaries: dict[str, pa.Array] | None = None, path: str = "hot"
+                 ) -> Program:
+    """The program for one partition on a data path, "hot" (arena) or "cold" (chunks
+    copied from user memory); raises Unsupported with the reason."""
     from bpfstore.connector.binding import partial_type
 
     c = _Compiler(schema, stats, rows, dictionaries or {}, plan.dialect)
@@ -642,26 +643,84 @@ def compile_plan(plan: Plan, schema: pa.Schema, stats: dict[str, ColumnStats], r
         c.aggregate(i, agg.func, agg.arg, partial_type(agg))
     if c.p.groups and (c.p.groups + 1) * c.p.stride * 8 > ACC_BYTES:
         raise Unsupported("bpf: group accumulators larger than their arena region")
-    c.p.source = _fill(c)
+    c.p.source = _fill(c, path)
     return c.p
 
 
-def _fill(c: _Compiler) -> str:
+CHUNK_ROWS = 4096  # cold path: rows copied at a time (bpf/cold.bpf.c)
+_BYTES = {"s8": 1, "u8": 1, "s16": 2, "u16": 2, "s32": 4, "u32": 4, "s64": 8}
+
+
+def _fill(c: _Compiler, path: str) -> str:
+    """The template of the data path with its holes filled."""
+    template = "aggregate.bpf.c" if path == "hot" else "cold.bpf.c"
+    source = (resources.files("bpfstore.bpf") / template).read_text()
+    if path == "hot":
+        columns = _arena_columns(c.p)
+    else:
+        columns, copy, size = _chunk_columns(c.p)
+        source = source.replace("#define CHUNK_BYTES 8", f"#define CHUNK_BYTES {size}")
+        source = source.replace("/*@COPY@*/", "\n        ".join(copy))
+        # grouped programs keep their accumulators in the hot path's arena
+        source = source.replace("/*@ARENA@*/", _ARENA if c.p.groups else "")
+        source = source.replace("/*@ARENA_USE@*/", 'asm volatile("" :: "r"(&arena));'
+                                if c.p.groups else "")
     holes = {
         "/*@CTX@*/": "\n    ".join(f"{kind} {name};" for name, kind in c.p.fields),
+        "/*@COLUMNS@*/": "\n    ".join(columns),
         "/*@SETUP@*/": "\n    ".join(c.setup),
         "/*@PREDICATE@*/": "\n            ".join(c.predicate),
         "/*@ACCUMULATE@*/": "\n            ".join(c.accumulate),
         "/*@STORE@*/": "\n    ".join(c.store),
     }
-    source = (resources.files("bpfstore.bpf") / "aggregate.bpf.c").read_text()
     source = source.replace("#define STRIDE 1", f"#define STRIDE {c.p.stride or 1}")
     # Accumulators held in registers (no group-by) multiply the state the verifier tracks
     # through an unrolled step; past a few it stops converging ("program is too large").
     registers = sum(2 if kind == "sum" else 1 for kind, _, _ in c.p.outputs if kind != "count")
     registers += sum(1 for _, _, counter in c.p.outputs if counter != "count")
-    if not c.p.groups and registers > MAX_UNROLLED_REGISTERS:
+    if path == "hot" and not c.p.groups and registers > MAX_UNROLLED_REGISTERS:
         source = source.replace("#define UNROLL 8", "#define UNROLL 1")
     for hole, code in holes.items():
         source = source.replace(hole, code)
     return source
+
+
+_ARENA = """struct {
+    __uint(type, BPF_MAP_TYPE_ARENA);
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __uint(max_entries, 1); /* pages: set by the agent before load */
+} arena SEC(".maps");"""
+
+
+def _arena_columns(p: Program) -> list[str]:
+    """Hot path: every column (and validity bitmap) is an array in the arena."""
+    out = []
+    for i, ctype in enumerate(p.ctypes):
+        array = "u8" if ctype == "bit" else ctype
+        out.append(f"const {array} __arena *col{i} = (const {array} __arena *)c->col{i};")
+        if i in p.validity:
+            out.append(f"const u8 __arena *val{i} = (const u8 __arena *)c->val{i};")
+    return out
+
+
+def _chunk_columns(p: Program) -> tuple[list[str], list[str], int]:
+    """Cold path: each array gets a region of the chunk; copied from its user address."""
+    arrays = []  # (name, element ctype)
+    for i, ctype in enumerate(p.ctypes):
+        arrays.append((f"col{i}", ctype))
+        if i in p.validity:
+            arrays.append((f"val{i}", "bit"))
+    columns, copy, offset = [], [], 0
+    for name, ctype in arrays:
+        if ctype == "bit":  # bytes from row i / 8; one byte more when rows start mid-byte
+            region, array = CHUNK_ROWS // 8 + 8, "u8"
+            copy.append(f"err |= bpf_copy_from_user(buf + {offset}, (n + b + 7) >> 3, "
+                        f"(const void *)(c->{name} + (i >> 3)));")
+        else:
+            width = _BYTES[ctype]
+            region, array = CHUNK_ROWS * width, ctype
+            copy.append(f"err |= bpf_copy_from_user(buf + {offset}, n * {width}, "
+                        f"(const void *)(c->{name} + i * {width}));")
+        columns.append(f"const {array} *{name} = (const {array} *)(buf + {offset});")
+        offset += region
+    return columns, copy, max(offset, 8)

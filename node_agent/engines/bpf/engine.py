@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import logging
 import threading
 from collections import OrderedDict
 from importlib import resources
@@ -38,6 +39,7 @@ from . import libbpf
 from .codegen import ACC_BYTES, Program, compile_plan, storage_ctype
 
 CLANGS = ("clang-19", "clang-18", "clang")
+log = logging.getLogger("bpfstore.agent")
 _EPOCH = dt.date(1970, 1, 1)
 
 
@@ -120,7 +122,14 @@ class BpfEngine:
         self.arena_fd: int | None = None
         self.arena_address = libbpf.arena_address()
         self.cache: ArenaCache | None = None
-        self._probe()
+        self.budget = arena_bytes
+        self.warming: set[tuple] = set()  # partitions being copied into the arena
+        # why each data path is off ("" = it works), from the start-up probes
+        self.paths = {"hot": self._probe("hot") if arena_bytes > 0 else
+                      "no arena memory (--bpf-cache-mb 0)",
+                      "cold": self._probe("cold")}
+        if all(self.paths.values()):
+            raise Unsupported("; ".join(f"{path} path: {why}" for path, why in self.paths.items()))
 
     # -- programs --------------------------------------------------------------------------
 
@@ -159,7 +168,7 @@ class BpfEngine:
                     obj = self._object(single)
                     loaded, fd = libbpf.load(obj, "aggregate", self.pages, self.arena_address,
                                              self.arena_fd)
-                if self.arena_fd is None:
+                if self.arena_fd is None and fd >= 0:
                     self.arena_fd = fd
                     arena = libbpf.Arena(fd, self.pages, self.arena_address)
                     # group accumulators first, then the column cache
@@ -171,39 +180,28 @@ class BpfEngine:
     # -- running ---------------------------------------------------------------------------
 
     def aggregate(self, table: pa.Table, plan: Plan, stats: dict[str, ColumnStats],
-                  key: tuple) -> AggregateResult:
-        """Partials of one partition, computed in the kernel (Unsupported: use arrow)."""
-        program = compile_plan(plan, table.schema, stats, table.num_rows,
-                               _dictionaries(table, plan))
+                  key: tuple, path: str = "") -> tuple[AggregateResult, str]:
+        """Partials of one partition computed in the kernel, and the data path used ("hot"
+        or "cold"; "" lets the engine choose). Unsupported: the caller uses arrow."""
+        if path and self.paths[path]:
+            raise Unsupported(f"bpf {path} path unavailable: {self.paths[path]}")
+        dictionaries = _dictionaries(table, plan)
+        if not path:  # cached partitions run hot; others cold, while they are cached
+            cached = not self.paths["hot"] and self._cached(table, plan, stats, key)
+            path = "hot" if cached or self.paths["cold"] else "cold"
+            if path == "cold" and not self.paths["hot"]:
+                self._warm(table, plan, stats, key)
+        program = compile_plan(plan, table.schema, stats, table.num_rows, dictionaries, path)
         schema = partial_schema(plan, table.schema)
         if program.empty:
-            return AggregateResult(_empty_partials(program, schema), table.num_rows, 0)
+            return AggregateResult(_empty_partials(program, schema), table.num_rows, 0), path
         loaded = self._program(program)
-        assert self.cache is not None
-        ctx_type = _ctx_type(program)
-        ctx = ctx_type()
-        for i, name in enumerate(program.columns):
-            t = table.schema.field(name).type
-            ctype = "s32" if pa.types.is_dictionary(t) else storage_ctype(t)
-            bits = {"bit": 1, "s8": 8, "u8": 8, "s16": 16, "u16": 16, "s32": 32, "u32": 32,
-                    "s64": 64}[ctype or "s64"]
-            data = table.column(name)
-            if pa.types.is_floating(t):  # the program compares total-order keys
-                setattr(ctx, f"col{i}", self.cache.place((*key, name, "key"), _float_keys(data),
-                                                         64))
-            else:
-                setattr(ctx, f"col{i}", self.cache.place((*key, name), data, bits))
-            if i in program.validity:  # one packed bitmap of the whole column: 1 = present
-                valid = pc.is_valid(data)
-                if pa.types.is_floating(t) and plan.dialect is Dialect.PANDAS:
-                    valid = pc.and_(valid, pc.invert(pc.is_nan(data)))  # NaN is missing
-                valid = pa.chunked_array([pc.fill_null(valid, False).combine_chunks()])
-                setattr(ctx, f"val{i}", self.cache.place((*key, name, "valid", plan.dialect),
-                                                         valid, 1))
+        if program.groups and self.accumulators == 0:
+            raise Unsupported("bpf: GROUP BY keeps accumulators in an arena (Linux >= 6.9)")
+        ctx = _ctx_type(program)()
         for name, value in program.values.items():
             setattr(ctx, name, value)
-        ctx.start, ctx.end = 0, table.num_rows
-        with self.run_lock:  # one arena: one program at a time uses its accumulators
+        with self.run_lock:  # one arena: one program at a time places columns and runs
             words = None
             if program.groups:
                 ctx.acc = self.accumulators
@@ -211,26 +209,75 @@ class BpfEngine:
                 words = np.ctypeslib.as_array((ctypes.c_uint64 * count).from_address(
                     self.accumulators)).reshape(program.groups + 1, program.stride)
                 words[:] = np.array(program.initial, dtype=np.int64).view(np.uint64)
-            while True:
-                try:
-                    rc = loaded.run(ctx)
-                except OSError as exc:
-                    raise Unsupported(f"bpf: running the program failed: {exc}") from None
-                if rc != 0:
-                    raise Unsupported(f"bpf: program returned {rc}")
-                if ctx.done >= table.num_rows:
-                    break
-                ctx.start = ctx.done  # may_goto's time bound ended the call: resume
+            if path == "hot":
+                self._place(ctx, program, table, plan, key)
+                ctx.start, ctx.end = 0, table.num_rows
+                _run(loaded, ctx, table.num_rows)
+            else:
+                for batch in table.to_batches():
+                    if batch.num_rows:
+                        keep = _point_at_batch(ctx, program, batch, plan)  # noqa: F841
+                        ctx.start, ctx.end = 0, batch.num_rows
+                        _run(loaded, ctx, batch.num_rows)
             if words is not None:
                 partials = _grouped_partials(program, words.view(np.int64).copy(), schema,
-                                             _dictionaries(table, plan))
-                return AggregateResult(partials, table.num_rows, ctx.count)
-        return AggregateResult(_partials(program, ctx, schema), table.num_rows, ctx.count)
+                                             dictionaries)
+                return AggregateResult(partials, table.num_rows, ctx.count), path
+        return AggregateResult(_partials(program, ctx, schema), table.num_rows, ctx.count), path
+
+    def _place(self, ctx: Any, program: Program, table: pa.Table, plan: Plan,
+               key: tuple) -> None:
+        """Hot path: the arena address of every column (copied in on first use)."""
+        assert self.cache is not None
+        for i, name in enumerate(program.columns):
+            data = table.column(name)
+            t = data.type
+            if pa.types.is_floating(t):  # the program compares total-order keys
+                address = self.cache.place((*key, name, "key"), _float_keys(data), 64)
+            else:
+                address = self.cache.place((*key, name), data, _BITS[program.ctypes[i]])
+            setattr(ctx, f"col{i}", address)
+            if i in program.validity:
+                setattr(ctx, f"val{i}", self.cache.place((*key, name, "valid", plan.dialect),
+                                                         _validity(data, plan), 1))
+
+    def _cached(self, table: pa.Table, plan: Plan, stats: dict[str, ColumnStats],
+                key: tuple) -> bool:
+        """Whether every column the plan reads is in the arena already."""
+        assert self.cache is not None
+        names = {*plan.group_by, *columns_of([plan.filter])}
+        names |= set(columns_of([a.arg for a in plan.aggregates if a.arg is not None]))
+        with self.cache.lock:
+            cached = {k[len(key)] for k in self.cache.entries if k[:len(key)] == key}
+        return names <= cached
+
+    def _warm(self, table: pa.Table, plan: Plan, stats: dict[str, ColumnStats],
+              key: tuple) -> None:
+        """Copy the partition's columns into the arena in the background: later queries
+        run hot. At most one copy per partition at a time; failures only log."""
+        with self.lock:
+            if key in self.warming:
+                return
+            self.warming.add(key)
+
+        def copy() -> None:
+            try:
+                program = compile_plan(plan, table.schema, stats, table.num_rows,
+                                       _dictionaries(table, plan), "hot")
+                with self.run_lock:
+                    self._place(_ctx_type(program)(), program, table, plan, key)
+            except Exception as exc:  # noqa: BLE001 - warming is only an optimization
+                log.debug("not cached: %s", exc)
+            finally:
+                with self.lock:
+                    self.warming.discard(key)
+
+        threading.Thread(target=copy, name="bpf-warm", daemon=True).start()
 
     # -- capability probe ------------------------------------------------------------------
 
-    def _probe(self) -> None:
-        """Load, run on known data, check the answer: any failure says why bpf is off."""
+    def _probe(self, path: str) -> str:
+        """Load, run on known data, check the answer: "" when the path works, else why not."""
         from bpfstore.connector.binding import bind_plan
         from bpfstore.connector.plan import col, count_star, sum_
 
@@ -238,10 +285,72 @@ class BpfEngine:
         stats = {"x": ColumnStats(0, -(2**62), 2**62)}
         plan = bind_plan(Plan("probe", filter=col("x") >= 5,
                               aggregates=(count_star(), sum_("x"))), table.schema)
-        got = self.aggregate(table, plan, stats, ("probe",)).partials.to_pylist()
+        self.paths = {"hot": "", "cold": ""}  # let the probe run the path it names
+        try:
+            got = self.aggregate(table, plan, stats, ("probe",), path)[0].partials.to_pylist()
+        except (Unsupported, VerifierRejected, OSError) as exc:
+            log.warning("bpf %s path unavailable: %s", path, exc)
+            return str(exc)
         want = [{"__agg_0": 4, "__agg_1": decimal.Decimal(2**62 + 21)}]
         if got != want:
-            raise Unsupported(f"bpf probe gave a wrong answer: {got} != {want}")
+            return f"the probe gave a wrong answer: {got} != {want}"
+        return ""
+
+
+_BITS = {"bit": 1, "s8": 8, "u8": 8, "s16": 16, "u16": 16, "s32": 32, "u32": 32, "s64": 64}
+
+
+def _run(loaded: libbpf.Program, ctx: Any, rows: int) -> None:
+    """Run until every row of [ctx.start, rows) is done (may_goto may end a call early)."""
+    while True:
+        try:
+            rc = loaded.run(ctx)
+        except OSError as exc:
+            raise Unsupported(f"bpf: running the program failed: {exc}") from None
+        if rc != 0:
+            raise Unsupported(f"bpf: program returned {rc}")
+        if ctx.done >= rows:
+            return
+        ctx.start = ctx.done  # the time bound ended the call: resume
+
+
+def _validity(data: pa.ChunkedArray | pa.Array, plan: Plan) -> pa.ChunkedArray:
+    """One packed bitmap, 1 = present (NaN is missing in the PANDAS dialect), offset 0."""
+    valid = pc.is_valid(data)
+    if pa.types.is_floating(data.type) and plan.dialect is Dialect.PANDAS:
+        valid = pc.and_(valid, pc.invert(pc.is_nan(data)))
+    if isinstance(valid, pa.ChunkedArray):
+        valid = valid.combine_chunks()
+    return pa.chunked_array([pa.concat_arrays([pc.fill_null(valid, False)])])
+
+
+def _point_at_batch(ctx: Any, program: Program, batch: pa.RecordBatch, plan: Plan) -> list:
+    """Cold path: user addresses of the batch's arrays — the file's own buffers where the
+    program can read them as stored, derived buffers otherwise (kept alive by the list
+    returned)."""
+    keep: list = []
+    for i, name in enumerate(program.columns):
+        data = batch.column(name)
+        if pa.types.is_floating(data.type):
+            keys = _float_keys(pa.chunked_array([data])).chunk(0)
+            keep.append(keys)
+            data = keys
+        elif pa.types.is_dictionary(data.type):
+            data = data.indices
+        setattr(ctx, f"col{i}", _address(data, _BITS[program.ctypes[i]]))
+        if i in program.validity:
+            valid = _validity(batch.column(name), plan).chunk(0)
+            keep.append(valid)
+            setattr(ctx, f"val{i}", _address(valid, 1))
+    return keep
+
+
+def _address(array: pa.Array, bits: int) -> int:
+    """Address of row 0 of an array's values (bit arrays must start on a byte)."""
+    if bits == 1 and array.offset % 8:
+        raise Unsupported("bpf: bit-packed column does not start on a byte")
+    buffer = array.buffers()[1]
+    return buffer.address + array.offset * bits // 8 if buffer is not None else 0
 
 
 def _ctx_type(program: Program) -> type[ctypes.Structure]:

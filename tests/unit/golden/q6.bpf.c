@@ -8,6 +8,7 @@
 
 #define STRIDE 1 /* u64 words of one group's accumulators (group-by programs) */
 #define UNROLL 8 /* rows a step; 1 when the verifier cannot follow a wide unrolled body */
+#define BIT(p, r) (((p)[(r) >> 3] >> ((r) & 7)) & 1) /* bit r of a packed bit array */
 
 struct {
     __uint(type, BPF_MAP_TYPE_ARENA);
@@ -42,12 +43,12 @@ int aggregate(struct ctx *c)
     asm volatile("" :: "r"(&arena)); /* tie the program to the arena map */
     u64 i = c->start, end = c->end, count = 0;
     const s32 __arena *col0 = (const s32 __arena *)c->col0;
-    u64 lo0 = c->lo0, r0 = c->r0, inv0 = c->inv0;
     const s64 __arena *col1 = (const s64 __arena *)c->col1;
-    u64 lo1 = c->lo1, r1 = c->r1, inv1 = c->inv1;
     const s64 __arena *col2 = (const s64 __arena *)c->col2;
-    u64 lo2 = c->lo2, r2 = c->r2, inv2 = c->inv2;
     const s64 __arena *col3 = (const s64 __arena *)c->col3;
+    u64 lo0 = c->lo0, r0 = c->r0, inv0 = c->inv0;
+    u64 lo1 = c->lo1, r1 = c->r1, inv1 = c->inv1;
+    u64 lo2 = c->lo2, r2 = c->r2, inv2 = c->inv2;
     u64 slo0 = 0, shi0 = 0;
     /* UNROLL rows a step (fewer loop checks), then the remaining rows one by one */
     while (i + UNROLL <= end && can_loop) {

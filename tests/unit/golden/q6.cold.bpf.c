@@ -1,0 +1,121 @@
+/* Filter -> reduce over columns copied chunk by chunk from user memory (the cold path).
+ *
+ * The agent points the context at each column's values in its read-only mmap of the
+ * partition file (or at a buffer it derived, e.g. float order keys); the program copies
+ * CHUNK_ROWS rows of every column into its map value with bpf_copy_from_user and reduces
+ * them there. Needs no arena (unless grouped) and no may_goto: loops are open-coded
+ * iterators, bounded by the kernel. The holes are the hot path's, plus COPY and ARENA.
+ */
+#include "bpfstore.h"
+
+#define STRIDE 1        /* u64 words of one group's accumulators (group-by programs) */
+#define UNROLL 8        /* rows a step */
+#define CHUNK_ROWS 4096 /* rows copied at a time (a power of two: indexes are masked) */
+#define CHUNK_BYTES 114688   /* size of one chunk of every column used: set by the agent */
+#define BIT(p, r) (((p)[((r) + b) >> 3] >> (((r) + b) & 7)) & 1) /* bits start at bit b */
+
+struct chunk { u8 bytes[CHUNK_BYTES]; };
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, u32);
+    __type(value, struct chunk);
+} chunks SEC(".maps");
+
+
+
+struct ctx {
+    u64 start, end;   /* rows [start, end) of one record batch */
+    u64 done;         /* out: rows processed */
+    u64 count;        /* out: rows selected */
+    u64 lo0;
+    u64 r0;
+    u64 inv0;
+    u64 col0;
+    u64 lo1;
+    u64 r1;
+    u64 inv1;
+    u64 col1;
+    u64 lo2;
+    u64 r2;
+    u64 inv2;
+    u64 col2;
+    u64 col3;
+    u64 slo0;
+    u64 shi0;
+};
+
+SEC("syscall")
+int aggregate(struct ctx *c)
+{
+    
+    u32 slot = 0;
+    u8 *buf = bpf_map_lookup_elem(&chunks, &slot);
+    if (!buf)
+        return 1;
+    u64 start = c->start, end = c->end, count = 0;
+    long err = 0; /* a fault while copying: the results are not used */
+    u64 b = start & 7; /* bit arrays are copied from byte start / 8 */
+    if (end <= start || end - start > (1ULL << 30))
+        return 2;
+    const s32 *col0 = (const s32 *)(buf + 0);
+    const s64 *col1 = (const s64 *)(buf + 16384);
+    const s64 *col2 = (const s64 *)(buf + 49152);
+    const s64 *col3 = (const s64 *)(buf + 81920);
+    u64 lo0 = c->lo0, r0 = c->r0, inv0 = c->inv0;
+    u64 lo1 = c->lo1, r1 = c->r1, inv1 = c->inv1;
+    u64 lo2 = c->lo2, r2 = c->r2, inv2 = c->inv2;
+    u64 slo0 = 0, shi0 = 0;
+    struct bpf_iter_num chunk_it, step_it, tail_it;
+    int *k, *j, *t;
+    bpf_iter_num_new(&chunk_it, 0, (end - start + CHUNK_ROWS - 1) / CHUNK_ROWS);
+    while ((k = bpf_iter_num_next(&chunk_it))) {
+        u64 i = start + (u64)*k * CHUNK_ROWS;
+        u64 n = end - i;
+        if (n > CHUNK_ROWS)
+            n = CHUNK_ROWS;
+        err |= bpf_copy_from_user(buf + 0, n * 4, (const void *)(c->col0 + i * 4));
+        err |= bpf_copy_from_user(buf + 16384, n * 8, (const void *)(c->col1 + i * 8));
+        err |= bpf_copy_from_user(buf + 49152, n * 8, (const void *)(c->col2 + i * 8));
+        err |= bpf_copy_from_user(buf + 81920, n * 8, (const void *)(c->col3 + i * 8));
+        bpf_iter_num_new(&step_it, 0, n / UNROLL);
+        while ((j = bpf_iter_num_next(&step_it))) {
+#pragma unroll
+            for (int u = 0; u < UNROLL; u++) {
+                u64 r = ((u64)*j * UNROLL + u) & (CHUNK_ROWS - 1);
+                u64 sel = ~0ULL;
+                sel &= (in_window((u64)(s64)col0[r], lo0, r0) ^ inv0);
+            sel &= (in_window((u64)(s64)col1[r], lo1, r1) ^ inv1);
+            sel &= (in_window((u64)(s64)col2[r], lo2, r2) ^ inv2);
+                u64 mask = (u64)((s64)sel >> 63);
+                HIDE(mask);
+                count += mask & 1;
+                { s64 v = ((s64)col3[r] * (s64)col1[r]); ADD128(slo0, shi0, (u64)v & mask); }
+            }
+        }
+        bpf_iter_num_destroy(&step_it);
+        bpf_iter_num_new(&tail_it, n / UNROLL * UNROLL, n);
+        while ((t = bpf_iter_num_next(&tail_it))) {
+            u64 r = (u64)*t & (CHUNK_ROWS - 1);
+            u64 sel = ~0ULL;
+            sel &= (in_window((u64)(s64)col0[r], lo0, r0) ^ inv0);
+            sel &= (in_window((u64)(s64)col1[r], lo1, r1) ^ inv1);
+            sel &= (in_window((u64)(s64)col2[r], lo2, r2) ^ inv2);
+            u64 mask = (u64)((s64)sel >> 63);
+            HIDE(mask);
+            count += mask & 1;
+            { s64 v = ((s64)col3[r] * (s64)col1[r]); ADD128(slo0, shi0, (u64)v & mask); }
+        }
+        bpf_iter_num_destroy(&tail_it);
+    }
+    bpf_iter_num_destroy(&chunk_it);
+    if (err)
+        return 3;
+    c->done = end;
+    c->count += count;
+    { u64 o = c->slo0, n = o + slo0; c->shi0 += shi0 + (((o & slo0) | ((o | slo0) & ~n)) >> 63); c->slo0 = n; }
+    return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";
