@@ -78,6 +78,7 @@ class Program:
     stride: int = 0  # u64 words per group: count, then 2 per SUM, 1 per MIN/MAX
     slots: list[int] = field(default_factory=list)  # per aggregate: its first word in a group
     initial: list[int] = field(default_factory=list)  # per word of a group: starting value
+    narrow: list[int] = field(default_factory=list)  # group sums kept in one s64 word
 
     @property
     def shape(self) -> str:
@@ -403,6 +404,10 @@ class _Compiler:
             f"u64 g = {' + '.join(terms)}; g = (g & mask) | ({groups}ULL & ~mask);")
         self.accumulate.append("u64 __arena *a = acc + g * STRIDE; a[0] += 1;")
 
+    def fits_64(self, bounds: tuple[int, int]) -> bool:
+        """Whether a sum of this partition's rows of values within bounds fits in an s64."""
+        return max(abs(bounds[0]), abs(bounds[1])) * max(self.rows, 1) <= I64_MAX
+
     def words(self, *initial: int) -> int:
         slot = self.p.stride
         self.p.stride += len(initial)
@@ -424,10 +429,14 @@ class _Compiler:
         assert arg is not None
         keep = f" & (0 - ({ok}))" if ok else ""
         if func is AggFunc.SUM:
-            code, _, _ = self.expr(arg)
+            code, _, bounds = self.expr(arg)
             w = self.words(0, 0)
-            self.accumulate.append(
-                f"{{ s64 v = {code}; ADD128(a[{w}], a[{w + 1}], (u64)v{keep}); }}")
+            if self.fits_64(bounds):  # the group's total fits: plain adds, hi word unused
+                self.p.narrow.append(w)
+                self.accumulate.append(f"{{ s64 v = {code}; a[{w}] += (u64)v{keep}; }}")
+            else:
+                self.accumulate.append(
+                    f"{{ s64 v = {code}; ADD128(a[{w}], a[{w + 1}], (u64)v{keep}); }}")
         else:
             if not isinstance(arg, Column):
                 raise Unsupported(f"bpf: {func.value} of an expression")
@@ -467,15 +476,20 @@ class _Compiler:
             return
         assert arg is not None
         if func is AggFunc.SUM:
-            code, _, _ = self.expr(arg)
+            code, _, bounds = self.expr(arg)
             self.p.fields += [(f"slo{k}", "u64"), (f"shi{k}", "u64")]
-            self.setup.append(f"u64 slo{k} = 0, shi{k} = 0;")
-            self.accumulate.append(
-                f"{{ s64 v = {code}; ADD128(slo{k}, shi{k}, (u64)v & mask{keep}); }}")
-            self.store.append(
-                f"{{ u64 o = c->slo{k}, n = o + slo{k}; "
-                f"c->shi{k} += shi{k} + (((o & slo{k}) | ((o | slo{k}) & ~n)) >> 63); "
-                f"c->slo{k} = n; }}")
+            if self.fits_64(bounds):  # the call's total fits in 64 bits: no carry per row
+                self.setup.append(f"s64 s{k} = 0;")
+                self.accumulate.append(f"{{ s64 v = {code}; s{k} += (s64)((u64)v & mask{keep}); }}")
+                self.store.append(f"ADD128(c->slo{k}, c->shi{k}, s{k});")
+            else:
+                self.setup.append(f"u64 slo{k} = 0, shi{k} = 0;")
+                self.accumulate.append(
+                    f"{{ s64 v = {code}; ADD128(slo{k}, shi{k}, (u64)v & mask{keep}); }}")
+                self.store.append(
+                    f"{{ u64 o = c->slo{k}, n = o + slo{k}; "
+                    f"c->shi{k} += shi{k} + (((o & slo{k}) | ((o | slo{k}) & ~n)) >> 63); "
+                    f"c->slo{k} = n; }}")
             self.p.outputs.append(("sum", out_type, counter))
             return
         if not isinstance(arg, Column):
@@ -653,10 +667,17 @@ _BYTES = {"s8": 1, "u8": 1, "s16": 2, "u16": 2, "s32": 4, "u32": 4, "s64": 8}
 
 def _fill(c: _Compiler, path: str) -> str:
     """The template of the data path with its holes filled."""
-    template = "aggregate.bpf.c" if path == "hot" else "cold.bpf.c"
+    template = {"hot": "aggregate.bpf.c", "cold": "cold.bpf.c", "bcc": "bcc_read.bpf.c"}[path]
     source = (resources.files("bpfstore.bpf") / template).read_text()
     if path == "hot":
         columns = _arena_columns(c.p)
+    elif path == "bcc":
+        if c.p.groups:
+            raise Unsupported("bcc: GROUP BY keeps accumulators in an arena; it runs on arrow")
+        columns, defines = _read_columns(c.p)
+        for name, value in defines.items():  # sizes in rows of CHUNK_ROWS, which may change
+            source = source.replace(f"#define {name} {_READ_DEFAULTS[name]} ",
+                                    f"#define {name} {value} ")
     else:
         columns, copy, size = _chunk_columns(c.p)
         source = source.replace("#define CHUNK_BYTES 8", f"#define CHUNK_BYTES {size}")
@@ -724,3 +745,42 @@ def _chunk_columns(p: Program) -> tuple[list[str], list[str], int]:
         columns.append(f"const {array} *{name} = (const {array} *)(buf + {offset});")
         offset += region
     return columns, copy, max(offset, 8)
+
+
+READ_ROWS = 2048  # bcc path: rows a read (bpf/bcc_read.bpf.c's CHUNK_ROWS)
+_READ_DEFAULTS = {"CHUNK_BYTES": "8", "LAST_OFFSET": "0", "LAST_WIDTH": "8"}
+_BITS = {"bit": 1, **{k: 8 * v for k, v in _BYTES.items()}}
+
+
+def read_layout(p: Program, rows: int = READ_ROWS) -> list[tuple[str, str, int]]:
+    """bcc path: the regions of a request's buffer, (array, element ctype, byte offset), one
+    of `rows` rows per column and validity bitmap; bit arrays first, so that the last region
+    (the registered one, read last, whose length gives the rows read) has whole bytes a row."""
+    arrays = []
+    for i, ctype in enumerate(p.ctypes):
+        arrays.append((f"col{i}", ctype))
+        if i in p.validity:
+            arrays.append((f"val{i}", "bit"))
+    arrays.sort(key=lambda a: a[1] != "bit")  # stable
+    if arrays and arrays[-1][1] == "bit":
+        raise Unsupported("bcc: the plan reads only bit-packed columns")
+    out, bits = [], 0
+    for name, ctype in arrays:
+        out.append((name, ctype, bits * rows // 8))
+        bits += _BITS[ctype]
+    return out
+
+
+def _read_columns(p: Program) -> tuple[list[str], dict[str, str]]:
+    """bcc path: each array is a region of the chunk copied from the request's buffer."""
+    columns, bits, last = [], 0, (0, "s64")
+    for name, ctype, _ in read_layout(p):
+        array = "u8" if ctype == "bit" else ctype
+        columns.append(f"const {array} *{name} = (const {array} *)(buf + {bits} * CHUNK_ROWS / 8);")
+        last = (bits, ctype)
+        bits += _BITS[ctype]
+    if not columns:
+        return columns, {}
+    return columns, {"CHUNK_BYTES": f"({bits} * CHUNK_ROWS / 8)",
+                     "LAST_OFFSET": f"({last[0]} * CHUNK_ROWS / 8)",
+                     "LAST_WIDTH": str(_BITS[last[1]] // 8)}

@@ -14,11 +14,12 @@ import ctypes
 import dataclasses
 import datetime as dt
 import decimal
+import functools
+import logging
 import os
 import shutil
 import subprocess
 import tempfile
-import logging
 import threading
 from collections import OrderedDict
 from importlib import resources
@@ -39,6 +40,7 @@ from . import libbpf
 from .codegen import ACC_BYTES, Program, compile_plan, storage_ctype
 
 CLANGS = ("clang-19", "clang-18", "clang")
+COMPILED_PLANS = 4096  # generated programs remembered per (plan, partition, path)
 log = logging.getLogger("bpfstore.agent")
 _EPOCH = dt.date(1970, 1, 1)
 
@@ -117,6 +119,7 @@ class BpfEngine:
         self.pages = (ACC_BYTES + max(arena_bytes, 1 << 20)) // libbpf.PAGE
         self.accumulators = 0
         self.programs: dict[str, libbpf.Program] = {}
+        self.compiled: OrderedDict[tuple, Program] = OrderedDict()  # LRU of compile_plan
         self.lock = threading.Lock()
         self.run_lock = threading.Lock()
         self.arena_fd: int | None = None
@@ -132,6 +135,26 @@ class BpfEngine:
             raise Unsupported("; ".join(f"{path} path: {why}" for path, why in self.paths.items()))
 
     # -- programs --------------------------------------------------------------------------
+
+    def _compile(self, plan: Plan, table: pa.Table, stats: dict[str, ColumnStats],
+                 dictionaries: dict[str, pa.Array], key: tuple, path: str) -> Program:
+        """compile_plan, remembered per (plan, partition, path): generating C costs a few
+        milliseconds, as much as the kernel spends on a million rows."""
+        memo = (plan, key, path)
+        try:
+            hash(memo)
+        except TypeError:  # a literal that cannot be hashed: generate each time
+            return compile_plan(plan, table.schema, stats, table.num_rows, dictionaries, path)
+        with self.lock:
+            if memo in self.compiled:
+                self.compiled.move_to_end(memo)
+                return self.compiled[memo]
+        program = compile_plan(plan, table.schema, stats, table.num_rows, dictionaries, path)
+        with self.lock:
+            self.compiled[memo] = program
+            while len(self.compiled) > COMPILED_PLANS:
+                self.compiled.popitem(last=False)
+        return program
 
     def _object(self, program: Program) -> str:
         """Compiled object for a shape: from the disk cache, or clang now."""
@@ -191,7 +214,7 @@ class BpfEngine:
             path = "hot" if cached or self.paths["cold"] else "cold"
             if path == "cold" and not self.paths["hot"]:
                 self._warm(table, plan, stats, key)
-        program = compile_plan(plan, table.schema, stats, table.num_rows, dictionaries, path)
+        program = self._compile(plan, table, stats, dictionaries, key, path)
         schema = partial_schema(plan, table.schema)
         if program.empty:
             return AggregateResult(_empty_partials(program, schema), table.num_rows, 0), path
@@ -353,11 +376,17 @@ def _address(array: pa.Array, bits: int) -> int:
     return buffer.address + array.offset * bits // 8 if buffer is not None else 0
 
 
-def _ctx_type(program: Program) -> type[ctypes.Structure]:
-    fields: list[tuple[str, type]] = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64),
+@functools.lru_cache(maxsize=1024)
+def _ctx_struct(fields: tuple[tuple[str, str], ...]) -> type[ctypes.Structure]:
+    layout: list[tuple[str, type]] = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64),
                                       ("done", ctypes.c_uint64), ("count", ctypes.c_uint64)]
-    fields += [(n, ctypes.c_uint64 if k == "u64" else ctypes.c_int64) for n, k in program.fields]
-    return type("Ctx", (ctypes.Structure,), {"_fields_": fields})
+    layout += [(n, ctypes.c_uint64 if k == "u64" else ctypes.c_int64) for n, k in fields]
+    return type("Ctx", (ctypes.Structure,), {"_fields_": layout})
+
+
+def _ctx_type(program: Program) -> type[ctypes.Structure]:
+    """The context struct of a program (ctypes types are costly to make: one per layout)."""
+    return _ctx_struct(tuple(program.fields))
 
 
 def _partials(program: Program, ctx: Any, schema: pa.Schema) -> pa.Table:
@@ -414,6 +443,8 @@ def _grouped_partials(program: Program, words: np.ndarray, schema: pa.Schema,
         elif kind == "sum":
             lo = rows[:, slot].view(np.uint64)
             hi = rows[:, slot + 1]
+            if slot in program.narrow:  # a proven 64-bit total: its high word is its sign
+                hi = rows[:, slot] >> 63
             values = [decimal.Decimal((int(h) << 64) | int(lo_)).scaleb(-f.type.scale)
                       if n else None for lo_, h, n in zip(lo, hi, inputs, strict=True)]
             columns.append(pa.array(values, f.type))

@@ -59,10 +59,10 @@ int aggregate(struct ctx *c)
             count += mask & 1;
             u64 g = (u64)((s64)col1[r] - (0LL)) * 1ULL + (u64)((s64)col2[r] - (0LL)) * 2ULL; g = (g & mask) | (6ULL & ~mask);
             u64 __arena *a = acc + g * STRIDE; a[0] += 1;
-            { s64 v = (s64)col3[r]; ADD128(a[1], a[2], (u64)v); }
-            { s64 v = (s64)col4[r]; ADD128(a[3], a[4], (u64)v); }
-            { s64 v = ((s64)col4[r] * (((1LL) * 100LL) - (s64)col5[r])); ADD128(a[5], a[6], (u64)v); }
-            { s64 v = (((s64)col4[r] * (((1LL) * 100LL) - (s64)col5[r])) * (((1LL) * 100LL) + (s64)col6[r])); ADD128(a[7], a[8], (u64)v); }
+            { s64 v = (s64)col3[r]; a[1] += (u64)v; }
+            { s64 v = (s64)col4[r]; a[3] += (u64)v; }
+            { s64 v = ((s64)col4[r] * (((1LL) * 100LL) - (s64)col5[r])); a[5] += (u64)v; }
+            { s64 v = (((s64)col4[r] * (((1LL) * 100LL) - (s64)col5[r])) * (((1LL) * 100LL) + (s64)col6[r])); a[7] += (u64)v; }
         }
         i += UNROLL;
     }
@@ -75,10 +75,10 @@ int aggregate(struct ctx *c)
         count += mask & 1;
         u64 g = (u64)((s64)col1[r] - (0LL)) * 1ULL + (u64)((s64)col2[r] - (0LL)) * 2ULL; g = (g & mask) | (6ULL & ~mask);
             u64 __arena *a = acc + g * STRIDE; a[0] += 1;
-            { s64 v = (s64)col3[r]; ADD128(a[1], a[2], (u64)v); }
-            { s64 v = (s64)col4[r]; ADD128(a[3], a[4], (u64)v); }
-            { s64 v = ((s64)col4[r] * (((1LL) * 100LL) - (s64)col5[r])); ADD128(a[5], a[6], (u64)v); }
-            { s64 v = (((s64)col4[r] * (((1LL) * 100LL) - (s64)col5[r])) * (((1LL) * 100LL) + (s64)col6[r])); ADD128(a[7], a[8], (u64)v); }
+            { s64 v = (s64)col3[r]; a[1] += (u64)v; }
+            { s64 v = (s64)col4[r]; a[3] += (u64)v; }
+            { s64 v = ((s64)col4[r] * (((1LL) * 100LL) - (s64)col5[r])); a[5] += (u64)v; }
+            { s64 v = (((s64)col4[r] * (((1LL) * 100LL) - (s64)col5[r])) * (((1LL) * 100LL) + (s64)col6[r])); a[7] += (u64)v; }
         i++;
     }
     c->done = i;

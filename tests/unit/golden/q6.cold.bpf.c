@@ -66,7 +66,7 @@ int aggregate(struct ctx *c)
     u64 lo0 = c->lo0, r0 = c->r0, inv0 = c->inv0;
     u64 lo1 = c->lo1, r1 = c->r1, inv1 = c->inv1;
     u64 lo2 = c->lo2, r2 = c->r2, inv2 = c->inv2;
-    u64 slo0 = 0, shi0 = 0;
+    s64 s0 = 0;
     struct bpf_iter_num chunk_it, step_it, tail_it;
     int *k, *j, *t;
     bpf_iter_num_new(&chunk_it, 0, (end - start + CHUNK_ROWS - 1) / CHUNK_ROWS);
@@ -91,7 +91,7 @@ int aggregate(struct ctx *c)
                 u64 mask = (u64)((s64)sel >> 63);
                 HIDE(mask);
                 count += mask & 1;
-                { s64 v = ((s64)col3[r] * (s64)col1[r]); ADD128(slo0, shi0, (u64)v & mask); }
+                { s64 v = ((s64)col3[r] * (s64)col1[r]); s0 += (s64)((u64)v & mask); }
             }
         }
         bpf_iter_num_destroy(&step_it);
@@ -105,7 +105,7 @@ int aggregate(struct ctx *c)
             u64 mask = (u64)((s64)sel >> 63);
             HIDE(mask);
             count += mask & 1;
-            { s64 v = ((s64)col3[r] * (s64)col1[r]); ADD128(slo0, shi0, (u64)v & mask); }
+            { s64 v = ((s64)col3[r] * (s64)col1[r]); s0 += (s64)((u64)v & mask); }
         }
         bpf_iter_num_destroy(&tail_it);
     }
@@ -114,7 +114,7 @@ int aggregate(struct ctx *c)
         return 3;
     c->done = end;
     c->count += count;
-    { u64 o = c->slo0, n = o + slo0; c->shi0 += shi0 + (((o & slo0) | ((o | slo0) & ~n)) >> 63); c->slo0 = n; }
+    ADD128(c->slo0, c->shi0, s0);
     return 0;
 }
 
