@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -88,9 +88,11 @@ def _agent_ready(address: str) -> bool:
 
 @contextmanager
 def running_agents(
-    root: Path, count: int, env: Mapping[str, str] | None = None, timeout: float = 60.0
+    root: Path, count: int, env: Mapping[str, str] | None = None, timeout: float = 60.0,
+    prefix: Sequence[str] = (),
 ) -> Iterator[list[str]]:
-    """Start `count` agents as subprocesses (own data dir and port each); stop them on exit."""
+    """Start `count` agents as subprocesses (own data dir and port each); stop them on exit.
+    `prefix` runs them under another command (e.g. setpriv as another user)."""
     procs: list[subprocess.Popen[bytes]] = []
     logs = []
     addresses: list[str] = []
@@ -102,7 +104,7 @@ def running_agents(
             data_dir = root / f"agent{i}"
             log = open(root / f"agent{i}.log", "wb")  # noqa: SIM115 - lives as long as the agent
             logs.append(log)
-            cmd = [sys.executable, "-m", "bpfstore.node_agent.main"]
+            cmd = [*prefix, sys.executable, "-m", "bpfstore.node_agent.main"]
             cmd += ["--data-dir", str(data_dir), "--listen", address]
             procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
             addresses.append(address)

@@ -132,7 +132,9 @@ class BpfEngine:
                       "no arena memory (--bpf-cache-mb 0)",
                       "cold": self._probe("cold")}
         if all(self.paths.values()):
-            raise Unsupported("; ".join(f"{path} path: {why}" for path, why in self.paths.items()))
+            reasons = set(self.paths.values())
+            raise Unsupported(reasons.pop() if len(reasons) == 1 else
+                              "; ".join(f"{path} path: {why}" for path, why in self.paths.items()))
 
     # -- programs --------------------------------------------------------------------------
 
