@@ -681,6 +681,7 @@ def _fill(c: _Compiler, path: str) -> str:
     else:
         columns, copy, size = _chunk_columns(c.p)
         source = source.replace("#define CHUNK_BYTES 8", f"#define CHUNK_BYTES {size}")
+        source = source.replace("#define CHUNK_ROWS 4096", f"#define CHUNK_ROWS {CHUNK_ROWS}")
         source = source.replace("/*@COPY@*/", "\n        ".join(copy))
         # grouped programs keep their accumulators in the hot path's arena
         source = source.replace("/*@ARENA@*/", _ARENA if c.p.groups else "")
