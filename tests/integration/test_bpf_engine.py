@@ -148,6 +148,38 @@ def test_reports_say_bpf_and_the_path(client: Client, bpf_data: pa.Table) -> Non
     assert sum(p.rows_scanned for p in parts) == ROWS
 
 
+@pytest.mark.parametrize("engine", ["bpf-hot", "bpf-cold"])
+def test_date_column_against_timestamps_as_dask_sends_them(client, bpf_data, engine) -> None:
+    """pandas compares a date column with Timestamps: the date is its midnight."""
+    import pandas as pd
+
+    aggs = [count_star(), sum_("i32")]
+    day = col("day")
+    for where in [(day >= pd.Timestamp("1994-01-01")) & (day < dt.datetime(1995, 1, 1)),
+                  day > pd.Timestamp("1994-03-05 00:00:00.000000001"),
+                  day <= dt.datetime(1994, 3, 5, 12), day.eq(dt.datetime(1994, 3, 5)),
+                  day.eq(dt.datetime(1994, 3, 5, 0, 0, 1))]:
+        got = client.aggregate("bpf_t", aggs, where=where, engine=engine)
+        assert {p.engine for p in client.last_report.partitions} <= {"bpf", "stats"}
+        assert _rows(got) == _rows(client.aggregate("bpf_t", aggs, where=where, engine="arrow"))
+
+
+@pytest.mark.parametrize("engine", ["bpf-hot", "bpf-cold"])
+def test_decimal_and_integer_columns_against_floats_as_dask_sends_them(client, bpf_data,
+                                                                       engine) -> None:
+    """A float literal compares with the column's correctly rounded float64 (the arrow
+    engine's rule): the decimal 0.05 equals the float 0.05, which is not exactly 5/100."""
+    aggs = [count_star(), sum_("price")]
+    for where in [col("disc").between(0.05, 0.07), col("disc").eq(0.06), col("disc") > 0.05,
+                  col("disc") < 0.07, col("disc") <= 0.1 + 0.2, col("i32") >= 2.5,
+                  col("qty").eq(7.0), col("i32") < -0.5, col("qty") <= 24.000000000000004]:
+        got = client.aggregate("bpf_t", aggs, where=where, engine=engine)
+        assert {p.engine for p in client.last_report.partitions} <= {"bpf", "stats"}
+        want = client.aggregate("bpf_t", aggs, where=where, engine="arrow")
+        assert _rows(got) == _rows(want), where
+        assert want.column(0)[0].as_py() > 0, f"{where} selects no row: a weak check"
+
+
 def test_forced_bpf_names_what_it_cannot_run(client: Client, bpf_data: pa.Table) -> None:
     with pytest.raises(Unsupported, match="more than 4096 possible groups"):
         client.aggregate("bpf_t", [count_star()], group_by=["i32"], engine="bpf")

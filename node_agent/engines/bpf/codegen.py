@@ -595,6 +595,35 @@ def _to_int(v: Any, t: pa.DataType) -> int:
     return int(v)
 
 
+def _days(v: dt.datetime) -> Fraction:
+    """Days since 1970-01-01 of a naive timestamp, exactly (to its nanosecond)."""
+    if v.tzinfo is not None:
+        raise Unsupported("bpf: time-zone aware timestamp against a date column")
+    delta = v - dt.datetime(1970, 1, 1)
+    nanos = (delta.seconds * 10**6 + delta.microseconds) * 1000 + getattr(v, "nanosecond", 0)
+    return delta.days + Fraction(nanos, 86_400 * 10**9)
+
+
+def _float_window(op: CompareOp, v: float, k: int) -> tuple[float | int, float | int]:
+    """Stored integers x (of a decimal or integer column, scaled by k) with `g(x) op v`,
+    where g(x) is x / k correctly rounded to float64 — how the arrow engine compares them
+    with a float (0.05 as a float is not 5/100: the decimal 0.05 must still equal it)."""
+    def first_at_least(w: float) -> float | int:  # smallest x with g(x) >= w
+        if math.isinf(w):
+            return math.inf
+        below = Fraction(w) + (Fraction(math.nextafter(w, -math.inf)) - Fraction(w)) / 2
+        lo, hi = math.floor(below * k) - 1, math.ceil(Fraction(w) * k)  # g(lo) < w <= g(hi)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if float(Fraction(mid, k)) >= w else (mid, hi)
+        return hi
+
+    ge, gt = first_at_least(v), first_at_least(math.nextafter(v, math.inf))
+    return {CompareOp.EQ: (ge, gt - 1), CompareOp.LT: (-math.inf, ge - 1),
+            CompareOp.LE: (-math.inf, gt - 1), CompareOp.GT: (gt, math.inf),
+            CompareOp.GE: (ge, math.inf)}[op]
+
+
 def _compare_bounds(op: CompareOp, v: Any, t: pa.DataType) -> tuple[float | int, float | int]:
     """The integer window [lo, hi] of stored values x satisfying `x op v`, exactly."""
     if op is CompareOp.NE:
@@ -607,11 +636,13 @@ def _compare_bounds(op: CompareOp, v: Any, t: pa.DataType) -> tuple[float | int,
     if isinstance(v, float):
         if math.isnan(v) or math.isinf(v):
             raise Unsupported("bpf: comparison with a non-finite float")
-        exact = Fraction(v) * 10 ** _scale(t)
-    elif isinstance(v, decimal.Decimal):
+        return _float_window(op, v, 10 ** _scale(t))
+    if isinstance(v, decimal.Decimal):
         exact = Fraction(v) * 10 ** _scale(t)
     elif isinstance(v, bool | int):
         exact = Fraction(int(v)) * 10 ** _scale(t)
+    elif isinstance(v, dt.datetime) and pa.types.is_date32(t):
+        exact = _days(v)  # the date compares as its midnight (pandas gives Timestamps)
     elif isinstance(v, dt.datetime):
         if not pa.types.is_timestamp(t):
             raise Unsupported("bpf: timestamp literal against a date column")

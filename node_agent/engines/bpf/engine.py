@@ -37,7 +37,7 @@ from bpfstore.connector.plan import Dialect, Plan, columns_of
 from ...stats import ColumnStats
 from ..arrow_engine import AggregateResult
 from . import libbpf
-from .codegen import ACC_BYTES, Program, compile_plan, storage_ctype
+from .codegen import ACC_BYTES, Program, compile_plan
 
 CLANGS = ("clang-19", "clang-18", "clang")
 COMPILED_PLANS = 4096  # generated programs remembered per (plan, partition, path)
