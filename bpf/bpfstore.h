@@ -4,6 +4,7 @@
 #ifndef BPFSTORE_H
 #define BPFSTORE_H
 
+#ifndef BPFSTORE_BCC /* bcc brings the kernel's types and its own helper declarations */
 typedef unsigned long long u64;
 typedef long long s64;
 typedef unsigned int u32;
@@ -31,6 +32,7 @@ struct bpf_iter_num { u64 opaque[1]; } __attribute__((aligned(8)));
 extern int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end) __ksym;
 extern int *bpf_iter_num_next(struct bpf_iter_num *it) __ksym;
 extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
+#endif
 
 
 /* may_goto: a loop the verifier bounds by time (~0.25 s a call on 6.18), so programs

@@ -49,19 +49,45 @@ class Engines:
             except (Unsupported, VerifierRejected, OSError) as exc:
                 reason = str(exc)
                 log.warning("bpf engine unavailable: %s", reason)
-        self.status = [EngineStatus("arrow", True),
-                       EngineStatus("bpf", self.bpf is not None,
-                                    "" if self.bpf is not None else reason)]
+        self._status = [EngineStatus("arrow", True),
+                        EngineStatus("bpf", self.bpf is not None,
+                                     "" if self.bpf is not None else reason)]
         for path in ("hot", "cold"):  # each data path of bpf, forced by engine="bpf-<path>"
             why = self.bpf.paths[path] if self.bpf is not None else reason
-            self.status.append(EngineStatus(f"bpf-{path}", not why, why))
+            self._status.append(EngineStatus(f"bpf-{path}", not why, why))
+        # bcc (the read-path engine for kernels without SYSCALL programs) is probed on first
+        # use: a compile takes ~0.6 s, and auto needs it only where bpf is unavailable
+        self.enable_bcc = enable_bpf
+
+    @property
+    def status(self) -> list[EngineStatus]:
+        return [*self._status, EngineStatus("bcc", *self._bcc_status())]
+
+    def _bcc_status(self) -> tuple[bool, str]:
+        if not self.enable_bcc:
+            return False, "disabled by configuration"
+        try:
+            self._bcc()
+        except Unsupported as exc:
+            return False, str(exc)
+        return True, ""
+
+    def _bcc(self):  # noqa: ANN202 - bcc is imported only when used
+        from .bcc.engine import shared
+
+        return shared()
 
     def check(self, requested: str) -> str:
         """The engine a request runs on; Unsupported when it names one this node lacks."""
         name = self.default if requested == "auto" else requested
         if name in ("auto", "arrow"):
             return name
-        for s in self.status:
+        if name == "bcc":
+            available, why = self._bcc_status()
+            if not available:
+                raise Unsupported(f"engine 'bcc' is not available on this node: {why}")
+            return name
+        for s in self._status:
             if s.name == name:
                 if not s.available:
                     raise Unsupported(f"engine {name!r} is not available on this node: "
@@ -80,6 +106,14 @@ class Engines:
                 return Served(result, "bpf", used)
             except (Unsupported, VerifierRejected) as exc:
                 if name != "auto":  # forced: say why instead of quietly using arrow
+                    raise Unsupported(str(exc)) from None
+                note = str(exc)
+        # bcc: when forced, or for auto where the SYSCALL engine is unavailable
+        if name == "bcc" or (name == "auto" and self.bpf is None and self._bcc_status()[0]):
+            try:
+                return Served(self._bcc().aggregate(table, plan, stats, key), "bcc", "read")
+            except (Unsupported, VerifierRejected) as exc:
+                if name != "auto":
                     raise Unsupported(str(exc)) from None
                 note = str(exc)
         return Served(self.arrow.aggregate(table, plan), "arrow", "", note)

@@ -53,7 +53,7 @@ def _compile(aggregates, where, group_by, path="hot"):
 
 @pytest.mark.parametrize(("name", "query", "data_path"),
                          [("q6", Q6, "hot"), ("q1", Q1, "hot"), ("q6.cold", Q6, "cold"),
-                          ("q1.cold", Q1, "cold")])
+                          ("q1.cold", Q1, "cold"), ("q6.bcc", Q6, "bcc")])
 def test_generated_c_matches_golden(name, query, data_path) -> None:
     program = _compile(*query, path=data_path)
     path = GOLDEN / f"{name}.bpf.c"
