@@ -6,8 +6,11 @@ from .errors import (
     ArithmeticOverflow,
     BpfstoreError,
     DatasetNotFound,
+    PartitionCorrupt,
     PartitionUnavailable,
+    PermissionDenied,
     PlanInvalid,
+    Unauthenticated,
     Unsupported,
 )
 from .plan import (
@@ -22,10 +25,12 @@ from .plan import (
     min_,
     sum_,
 )
+from .transport import Transport, resolve_transport
 
 __all__ = [
     "Aggregate", "AggFunc", "ArithmeticOverflow", "Avg", "BpfstoreError", "Client",
-    "DatasetDescription", "DatasetNotFound", "Dialect", "PartitionUnavailable", "PlanInvalid",
-    "QueryReport", "Unsupported", "avg", "col", "count", "count_star", "lit", "max_", "min_",
-    "sum_",
+    "DatasetDescription", "DatasetNotFound", "Dialect", "PartitionCorrupt",
+    "PartitionUnavailable", "PermissionDenied", "PlanInvalid",
+    "QueryReport", "Transport", "Unauthenticated", "Unsupported", "avg", "col", "count",
+    "count_star", "lit", "max_", "min_", "resolve_transport", "sum_",
 ]

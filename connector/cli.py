@@ -98,10 +98,14 @@ def movement_summary(scanned: int, moved: int, seconds: float) -> str:
 # ---------------------------------------------------------------- commands
 
 
-def _connect(agents: str) -> Any:
+def _connect(args: argparse.Namespace) -> Any:
     from .client import Client  # imported late: `bpfstore --help` needs no gRPC
+    from .transport import resolve_transport
 
-    return Client(agents)
+    transport = resolve_transport(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key,
+                                  token=args.token, tls=args.tls or None,
+                                  server_name=args.tls_server_name)
+    return Client(args.agents, transport=transport)
 
 
 def _stdout() -> Console:
@@ -126,7 +130,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("rows"), TimeElapsedColumn())
-    with _connect(args.agents) as client, Progress(
+    with _connect(args) as client, Progress(
             *columns, console=Console(stderr=True), transient=True) as progress:
         if not (args.overwrite or args.append) and _exists(client, args.dataset):
             raise BpfstoreError(f"dataset {args.dataset!r} exists: add --overwrite to replace "
@@ -151,7 +155,7 @@ def _exists(client: Any, dataset: str) -> bool:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    with _connect(args.agents) as client:
+    with _connect(args) as client:
         found = client.datasets()
     rows = [(d.name, d.version, f"{d.rows:,}", len(d.partitions), human_bytes(d.bytes),
              ", ".join(d.agents)) for d in found]
@@ -170,7 +174,7 @@ def merged_stats(partitions: Sequence[Any], column: str) -> tuple[Any, Any, int]
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    with _connect(args.agents) as client:
+    with _connect(args) as client:
         d = client.describe(args.dataset)
     out = _stdout()
     out.print(f"dataset {d.name!r}, version {d.version}: {d.rows:,} rows, "
@@ -193,7 +197,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
 def cmd_sql(args: argparse.Namespace) -> int:
     from .sql import run_sql, sql_path
 
-    with _connect(args.agents) as client:
+    with _connect(args) as client:
         started = time.perf_counter()
         result = run_sql(client, args.query, engine=args.engine)
         seconds = time.perf_counter() - started
@@ -220,7 +224,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_drop(args: argparse.Namespace) -> int:
-    with _connect(args.agents) as client:
+    with _connect(args) as client:
         if not client.drop(args.dataset):
             raise BpfstoreError(f"no dataset named {args.dataset!r}")
     print(f"dropped {args.dataset!r}")
@@ -228,7 +232,7 @@ def cmd_drop(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    with _connect(args.agents) as client:
+    with _connect(args) as client:
         agents = client.info()
     out, failed = _stdout(), 0
     for a in agents:
@@ -259,6 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
     default = os.environ.get("BPFSTORE_AGENTS") or DEFAULT_AGENTS
     common.add_argument("--agents", default=default, metavar="HOST:PORT,...",
                         help=f"agents (default: $BPFSTORE_AGENTS, else {DEFAULT_AGENTS})")
+    tls = common.add_argument_group("TLS and tokens (each defaults to its environment variable)")
+    tls.add_argument("--tls-ca", metavar="PEM", help="CA that signed the agents' certificates; "
+                     "turns TLS on ($BPFSTORE_TLS_CA)")
+    tls.add_argument("--tls", action="store_true",
+                     help="TLS with the system's CAs ($BPFSTORE_TLS=1)")
+    tls.add_argument("--tls-cert", metavar="PEM",
+                     help="client certificate for mutual TLS ($BPFSTORE_TLS_CERT)")
+    tls.add_argument("--tls-key", metavar="PEM", help="its private key ($BPFSTORE_TLS_KEY)")
+    tls.add_argument("--tls-server-name", metavar="NAME", help="the name in the agents' "
+                     "certificates, when not their address ($BPFSTORE_TLS_SERVER_NAME)")
+    tls.add_argument("--token", help="bearer token of your tenant; prefer $BPFSTORE_TOKEN, "
+                     "which other users cannot see in the process list")
     parser = argparse.ArgumentParser(prog="bpfstore", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -283,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sql", parents=[common], help="run a SELECT with pushdown")
     p.add_argument("query")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--engine", choices=("auto", "arrow", "bpf"), default="auto")
+    p.add_argument("--engine", choices=("auto", "arrow", "bpf", "bcc"), default="auto")
     p.set_defaults(run=cmd_sql)
 
     p = sub.add_parser("drop", parents=[common], help="remove a dataset from every agent")

@@ -30,12 +30,16 @@ from .errors import (
     BpfstoreError,
     DatasetExists,
     DatasetNotFound,
+    PartitionCorrupt,
     PartitionUnavailable,
+    PermissionDenied,
     PlanInvalid,
     ResourceExhausted,
+    Unauthenticated,
     Unsupported,
 )
 from .plan import Aggregate, Dialect, Expr, Plan
+from .transport import Transport, resolve_transport
 
 DEFAULT_AGENT = "127.0.0.1:7340"
 WRITE_PIECE = 1 << 20
@@ -55,6 +59,12 @@ _FROM_STATUS: dict[grpc.StatusCode, type[BpfstoreError]] = {
     grpc.StatusCode.ALREADY_EXISTS: DatasetExists,
     grpc.StatusCode.UNAVAILABLE: AgentUnavailable,
     grpc.StatusCode.DEADLINE_EXCEEDED: AgentUnavailable,
+    grpc.StatusCode.DATA_LOSS: PartitionCorrupt,
+    # The client never cancels its calls: CANCELLED comes from an agent shutting down (SIGTERM
+    # drain), so the partitions move to a replica like for an agent that is down.
+    grpc.StatusCode.CANCELLED: AgentUnavailable,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
 }
 
 
@@ -177,8 +187,11 @@ class WriteSummary:
 
 class Client:
     def __init__(self, agents: Sequence[str] | str | None = None, *, timeout: float = 300.0,
-                 parallelism: int = 8) -> None:
+                 parallelism: int = 8, transport: Transport | None = None) -> None:
+        """`transport`: TLS and token (connector/transport.py); by default from
+        $BPFSTORE_TLS_CA, $BPFSTORE_TLS_CERT, $BPFSTORE_TLS_KEY and $BPFSTORE_TOKEN."""
         self.agents = parse_agents(agents)
+        self.transport = transport if transport is not None else resolve_transport()
         self.timeout = timeout
         self.last_report = QueryReport()
         self._stubs: dict[str, agent_pb2_grpc.AgentStub] = {}
@@ -200,9 +213,13 @@ class Client:
     def _stub(self, agent: str) -> agent_pb2_grpc.AgentStub:
         with self._lock:
             if agent not in self._stubs:
-                channel = grpc.insecure_channel(agent, options=[
+                channel = self.transport.channel(agent, options=[
                     ("grpc.max_receive_message_length", _MAX_MESSAGE),
                     ("grpc.max_send_message_length", _MAX_MESSAGE),
+                    # An agent that comes back (restarted) is used again within a second,
+                    # not after grpc's default backoff of up to two minutes.
+                    ("grpc.initial_reconnect_backoff_ms", 200),
+                    ("grpc.max_reconnect_backoff_ms", 1000),
                 ])
                 self._channels.append(channel)
                 self._stubs[agent] = agent_pb2_grpc.AgentStub(channel)
@@ -266,7 +283,8 @@ class Client:
         if not infos:
             if unreachable:
                 raise AgentUnavailable(f"dataset {dataset!r}: no agent reachable "
-                                       f"({', '.join(unreachable)})")
+                                       f"({', '.join(unreachable)}): "
+                                       f"{responses[unreachable[0]]}")  # e.g. a TLS error
             raise DatasetNotFound(
                 f"no dataset named {dataset!r} on agents {', '.join(self.agents)}")
         return _merge_descriptions(dataset, infos, unreachable)
@@ -339,7 +357,7 @@ class Client:
         `desc` (from an earlier `describe`) saves a DescribeDataset round per call; a stale one
         fails with DatasetNotFound (its partitions are gone), never with old data. `report`,
         when given, is filled instead of `last_report` (which concurrent callers share)."""
-        desc = _only(desc or self.describe(dataset), partitions)
+        desc = only_partitions(desc or self.describe(dataset), partitions)
         plan = Plan(dataset, filter=where, group_by=tuple(group_by),
                     aggregates=tuple(aggregates), dialect=Dialect(dialect), engine=engine)
         bound = bind_plan(plan, desc.stored_schema)
@@ -369,7 +387,7 @@ class Client:
                         desc: DatasetDescription | None = None,
                         report: QueryReport | None = None) -> pa.Table:
         """`scan_table` restricted to `partitions`, in the order given (see aggregate_partials)."""
-        desc = _only(desc or self.describe(dataset), partitions)
+        desc = only_partitions(desc or self.describe(dataset), partitions)
         plan = Plan(dataset, filter=where, columns=tuple(columns or ()), dialect=Dialect(dialect))
         bind_plan(plan, desc.stored_schema)
         own = report is None
@@ -415,12 +433,21 @@ class Client:
                  report: QueryReport, per_partition: bool = False) -> Iterator[Any]:
         """Run `run(agent, partitions)` over a live replica of every partition, failing over."""
         dead: set[str] = set(desc.unreachable)
+        corrupt: set[tuple[str, str]] = set()  # (agent, partition): that copy failed its checksum
         causes: dict[str, list[str]] = {}
         pending = [p for p in desc.partitions]
+        refreshes = 0
         while pending:
-            assignment = _assign(pending, dead)
+            assignment = _assign(pending, dead, corrupt)
             missing = [p.id for p in pending if p.id not in {x for v in assignment.values()
                                                             for x in v}]
+            if missing and refreshes < 2 and (fresh := self._redescribe(desc.name)):
+                # Agents down when `desc` was taken may be back (restarted): ask again.
+                refreshes += 1
+                now = {p.id: p for p in fresh.partitions}
+                pending = [now.get(p.id, p) for p in pending]
+                dead = set(fresh.unreachable)
+                continue
             if missing:
                 raise PartitionUnavailable(desc.name, missing, [
                     f"{a}: {'; '.join(c)}" for a, c in causes.items()] or ["no live replica"])
@@ -431,12 +458,21 @@ class Client:
             for agent, pids, fut in futures:
                 try:
                     yield fut.result()
-                except AgentUnavailable as exc:
-                    dead.add(agent)
+                except (AgentUnavailable, PartitionCorrupt) as exc:
+                    if isinstance(exc, PartitionCorrupt):  # the agent is fine; that copy is not
+                        corrupt.update((agent, pid) for pid in pids)
+                    else:
+                        dead.add(agent)
                     causes.setdefault(agent, []).append(str(exc))
                     report.failovers.append(f"{agent}: partitions {', '.join(pids)} retried")
                     retry.update(pids)
             pending = [p for p in pending if p.id in retry]
+
+    def _redescribe(self, dataset: str) -> DatasetDescription | None:
+        try:
+            return self.describe(dataset)
+        except BpfstoreError:
+            return None
 
     # -- writes --------------------------------------------------------------------------
 
@@ -519,7 +555,7 @@ def bound_empty(plan: Plan, desc: DatasetDescription) -> pa.Table:
     return partial_schema(plan, desc.stored_schema).empty_table()
 
 
-def _only(desc: DatasetDescription, partitions: Sequence[str]) -> DatasetDescription:
+def only_partitions(desc: DatasetDescription, partitions: Sequence[str]) -> DatasetDescription:
     """The description restricted to `partitions` (in that order); all when empty."""
     if not partitions:
         return desc
@@ -530,11 +566,12 @@ def _only(desc: DatasetDescription, partitions: Sequence[str]) -> DatasetDescrip
     return replace(desc, partitions=tuple(known[p] for p in partitions))
 
 
-def _assign(partitions: Sequence[PartitionSummary], dead: set[str]) -> dict[str, list[str]]:
+def _assign(partitions: Sequence[PartitionSummary], dead: set[str],
+            corrupt: set[tuple[str, str]]) -> dict[str, list[str]]:
     """Each partition to its least-loaded live replica (ties: the order replicas were found)."""
     load: dict[str, list[str]] = {}
     for p in partitions:
-        live = [a for a in p.agents if a not in dead]
+        live = [a for a in p.agents if a not in dead and (a, p.id) not in corrupt]
         if not live:
             continue
         agent = min(live, key=lambda a: len(load.get(a, [])))

@@ -41,6 +41,10 @@ class ResourceExhausted(BpfstoreError):
     """A request over a configured limit (size, concurrency)."""
 
 
+class PartitionCorrupt(BpfstoreError):
+    """A partition file that no longer matches the checksum recorded at its commit."""
+
+
 class PartitionUnavailable(BpfstoreError):
     """No live replica could serve these partitions: the query fails rather than go partial."""
 
@@ -52,3 +56,16 @@ class PartitionUnavailable(BpfstoreError):
         )
         self.dataset = dataset
         self.partitions = partitions
+
+
+class Unauthenticated(BpfstoreError):
+    """No valid bearer token: the agent requires one (it has tenants configured)."""
+
+
+class PermissionDenied(BpfstoreError):
+    """The caller's tenant has no grant for this dataset and action. The agent gives the same
+    answer whether or not the dataset exists, so a tenant never learns about others' data."""
+
+
+class DeadlineExceeded(BpfstoreError):
+    """A request ran past its deadline (the client's, or the agent's max_deadline_seconds)."""

@@ -148,20 +148,27 @@ def literal_from_proto(msg: pb.Literal) -> Literal:
             raise PlanInvalid(f"bad decimal literal {msg.decimal_value!r}") from None
         if not (t is not None and pa.types.is_decimal(t)) and _INTEGER.fullmatch(msg.decimal_value):
             value = int(value)
-    elif kind == "date_value":
-        value = _EPOCH + dt.timedelta(days=msg.date_value)
-    elif kind == "timestamp_value":
-        unit = t.unit if t is not None and pa.types.is_timestamp(t) else "us"
-        v = msg.timestamp_value
-        micros = {"s": v * 10**6, "ms": v * 10**3, "us": v, "ns": v // 10**3}[unit]
-        value = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=micros)
-        if t is not None and t.tz is not None:
-            value = value.replace(tzinfo=dt.UTC)
+    elif kind in ("date_value", "timestamp_value"):
+        try:
+            value = _temporal_from_proto(msg, t)
+        except (OverflowError, ValueError):  # beyond Python's years 1-9999 (found by fuzzing)
+            raise PlanInvalid(f"{kind.removesuffix('_value')} literal "
+                              f"{getattr(msg, kind)} is out of range") from None
     else:
         value = getattr(msg, kind)
     if t is not None and value is not None and t == literal_type(value):
         t = None  # the inferred type: keep literals canonical so round trips compare equal
     return Literal(value, result_type=t)
+
+
+def _temporal_from_proto(msg: pb.Literal, t: pa.DataType | None) -> dt.date:
+    if msg.WhichOneof("value") == "date_value":
+        return _EPOCH + dt.timedelta(days=msg.date_value)
+    unit = t.unit if t is not None and pa.types.is_timestamp(t) else "us"
+    v = msg.timestamp_value
+    micros = {"s": v * 10**6, "ms": v * 10**3, "us": v, "ns": v // 10**3}[unit]
+    value = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=micros)
+    return value.replace(tzinfo=dt.UTC) if t is not None and t.tz is not None else value
 
 
 def expr_to_proto(e: Expr) -> pb.Expr:

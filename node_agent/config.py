@@ -1,4 +1,4 @@
-"""Agent settings: defaults, then flags."""
+"""Agent settings: defaults, then the config file (config_file.py), then flags."""
 
 from __future__ import annotations
 
@@ -6,12 +6,23 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-ENGINES = ("auto", "arrow", "bpf", "bpf-hot", "bpf-cold")
+ENGINES = ("auto", "arrow", "bpf", "bpf-hot", "bpf-cold", "bcc")
 
 
 def default_data_dir() -> str:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return str(Path(base) / "bpfstore" / "agent")
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A set of callers sharing bearer tokens, grants and a concurrency limit (auth.py)."""
+
+    name: str
+    tokens: tuple[str, ...]  # "sha256:<hex>" of each token (`bpfstore-agent hash-token`)
+    read: tuple[str, ...] = ()  # dataset name patterns (globs: "tpch_*") it may query
+    write: tuple[str, ...] = ()  # ... it may write to and drop
+    max_concurrent: int = 0  # requests at once; 0: the agent's tenant_max_concurrent
 
 
 @dataclass(frozen=True)
@@ -25,8 +36,18 @@ class AgentConfig:
     max_plan_nodes: int = 10_000
     max_plan_depth: int = 40  # protobuf itself refuses ~48+ nested expression levels
     max_in_list: int = 100_000
+    # Who may call, and how much (auth.py): TLS, tenants, concurrency, deadlines.
+    tls_cert: str = ""  # PEM certificate (chain) file; with tls_key, the agent speaks only TLS
+    tls_key: str = ""
+    tls_client_ca: str = ""  # PEM CA file: clients must present a certificate it signed (mTLS)
+    tenants: tuple[Tenant, ...] = ()  # none: no token is asked and every caller may do anything
+    max_concurrent_requests: int = 256  # whole agent, running + queued; beyond: RESOURCE_EXHAUSTED
+    tenant_max_concurrent: int = 0  # running requests per tenant; 0: only the agent-wide bound
+    max_deadline_seconds: float = 600.0  # requests without a deadline (or a later one) get this
+    log_level: str = "INFO"
     scan_batch_rows: int = 65_536
     grace_seconds: float = 30.0
+    metrics_listen: str = ""  # HOST:PORT of the Prometheus /metrics endpoint; "" = off
     bpf: bool = True  # try the in-kernel engine (it still needs privileges and clang)
     bpf_arena_bytes: int = 1 << 30  # column cache of the bpf hot path (an arena is <= 4 GiB)
 

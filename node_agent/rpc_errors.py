@@ -14,9 +14,13 @@ from bpfstore.connector.errors import (
     BpfstoreError,
     DatasetExists,
     DatasetNotFound,
+    DeadlineExceeded,
+    PartitionCorrupt,
     PartitionUnavailable,
+    PermissionDenied,
     PlanInvalid,
     ResourceExhausted,
+    Unauthenticated,
     Unsupported,
 )
 
@@ -30,6 +34,10 @@ STATUS: dict[type[BaseException], grpc.StatusCode] = {
     ArithmeticOverflow: grpc.StatusCode.OUT_OF_RANGE,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     PartitionUnavailable: grpc.StatusCode.UNAVAILABLE,
+    PartitionCorrupt: grpc.StatusCode.DATA_LOSS,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 INTERNAL_MESSAGE = "internal error in the agent (details are in its log)"
 
@@ -53,6 +61,9 @@ def rpc_errors(context: grpc.ServicerContext, method: str) -> Iterator[None]:
     except pa.ArrowNotImplementedError as exc:
         log.info("%s: not supported by Arrow: %s", method, exc)
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"operation not supported: {exc}")
+    except grpc.RpcError:  # reading a request stream whose client went away (killed, cancelled)
+        log.info("%s: the client went away mid-stream", method)
+        context.abort(grpc.StatusCode.CANCELLED, "the client went away")
     except Exception:
         if context.code() is not None:  # already aborted (abort raises a plain Exception)
             raise

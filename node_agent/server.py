@@ -24,8 +24,10 @@ from bpfstore.connector.plan import In, Literal, Plan, columns_of, walk
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc
 
+from .auth import Gatekeeper, Grants, check_deadline, server_credentials
 from .config import AgentConfig
 from .engines.select import Engines
+from .metrics import AgentMetrics, RequestObserver, observe_partition
 from .rpc_errors import rpc_errors
 from .stats import answer_from_stats, decode, may_match, stats_partials
 from .storage import DatasetMeta, Storage, iter_partitions
@@ -65,8 +67,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.storage = Storage(config.data_dir, max_write_bytes=config.max_write_bytes)
+        self.grants = Grants(config.tenants)  # per dataset; Gatekeeper authenticates
         self.engines = Engines(config.engine, config.data_dir, config.bpf_arena_bytes,
                                enable_bpf=config.bpf)
+        self.metrics = AgentMetrics()  # served by main.py when --metrics-listen is set
         # pyarrow imports pandas lazily the first time it converts Python values (~0.3 s):
         # pay that at start rather than in the first query.
         pa.array([0])
@@ -91,16 +95,18 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         with rpc_errors(context, "ListDatasets"):
             return pb.ListDatasetsResponse(
                 datasets=[_dataset_info(self.storage.get(n), with_stats=False)
-                          for n in self.storage.names()])
+                          for n in self.grants.visible(self.storage.names())])
 
     def DescribeDataset(self, request: pb.DescribeDatasetRequest,
                         context: grpc.ServicerContext) -> pb.DatasetInfo:
         with rpc_errors(context, "DescribeDataset"):
+            self.grants.require("see", request.dataset)
             return _dataset_info(self.storage.get(request.dataset), with_stats=True)
 
     # -- queries -------------------------------------------------------------------------
 
     def _plan(self, msg: pb.AggregateRequest | pb.ScanRequest) -> tuple[Plan, DatasetMeta]:
+        self.grants.require("read", msg.plan.dataset)  # before anything could say "not found"
         plan = wire.plan_from_proto(msg.plan, self.config.max_plan_depth)
         self._check_limits(plan)
         meta = self.storage.get(plan.dataset)
@@ -127,6 +133,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             self.engines.check(plan.engine)  # UNIMPLEMENTED now if it names a missing engine
             partials, reports = [], []
             for part in iter_partitions(meta, plan.partitions):
+                check_deadline()
                 start = time.perf_counter_ns()
                 report = pb.PartitionReport(partition=part.id)
                 if not may_match(plan.filter, part.stats, part.rows, meta.schema, plan.dialect):
@@ -147,6 +154,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                     report.bytes_scanned = _bytes_of(table, plan)
                 report.time_ns = time.perf_counter_ns() - start
                 reports.append(report)
+                observe_partition(report)
             merged = merge_partials(partials, plan) if partials else \
                 partial_schema(plan, meta.schema).empty_table()
             return pb.AggregateResponse(partials=ipc_bytes(merged), partitions=reports,
@@ -158,11 +166,13 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             plan, meta = self._plan(request)
             batch_rows = request.batch_rows or self.config.scan_batch_rows
             for part in iter_partitions(meta, plan.partitions):
+                check_deadline()
                 start = time.perf_counter_ns()
                 report = pb.PartitionReport(partition=part.id, engine="arrow")
                 if not may_match(plan.filter, part.stats, part.rows, meta.schema, plan.dialect):
                     report.pruned, report.engine = True, "stats"
                     report.time_ns = time.perf_counter_ns() - start
+                    observe_partition(report)
                     yield pb.ScanChunk(report=report)
                     continue
                 table = self.storage.read(plan.dataset, part.id)
@@ -173,6 +183,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                 report.rows_scanned, report.rows_matched = table.num_rows, matched
                 report.bytes_scanned = _bytes_of(table, plan)
                 report.time_ns = time.perf_counter_ns() - start
+                observe_partition(report)
                 yield pb.ScanChunk(report=report)
 
     # -- writes --------------------------------------------------------------------------
@@ -183,10 +194,12 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             first = next(request_iterator, None)
             if first is None or not first.dataset:
                 raise PlanInvalid("Write stream must start with a chunk naming the dataset")
+            self.grants.require("write", first.dataset)
 
             def pieces() -> Iterator[bytes]:
                 yield first.arrow_ipc
                 for chunk in request_iterator:
+                    check_deadline()
                     yield chunk.arrow_ipc
 
             meta, pid, rows = self.storage.write(first.dataset, pieces(), first.partition,
@@ -199,6 +212,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def DropDataset(self, request: pb.DropDatasetRequest,
                     context: grpc.ServicerContext) -> pb.DropDatasetResponse:
         with rpc_errors(context, "DropDataset"):
+            self.grants.require("write", request.dataset)
             return pb.DropDatasetResponse(dropped=self.storage.drop(request.dataset))
 
 
@@ -235,15 +249,20 @@ def create_server(config: AgentConfig) -> tuple[grpc.Server, int, AgentService]:
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers), options=options)
     service = AgentService(config)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers), options=options,
+                         interceptors=[RequestObserver(service.metrics),  # outermost: sees all
+                                       Gatekeeper(config)],  # tokens, tenants' limits
+                         maximum_concurrent_rpcs=config.max_concurrent_requests)
     agent_pb2_grpc.add_AgentServicer_to_server(service, server)
     health_servicer = health.HealthServicer()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("bpfstore.v1.Agent", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:
-        port = server.add_insecure_port(config.listen)
+        credentials = server_credentials(config)  # None: plaintext
+        port = server.add_secure_port(config.listen, credentials) if credentials else \
+            server.add_insecure_port(config.listen)
     except RuntimeError:  # grpc raises this when the address is taken or invalid
         port = 0
     if port == 0:

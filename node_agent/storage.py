@@ -6,7 +6,9 @@
 A write streams into a temporary file, is normalized for pushdown, fsynced and renamed;
 only then is the catalog replaced (also by rename), so a partition becomes visible whole or
 not at all. Files not named by the catalog are leftovers of interrupted writes and are
-removed at start.
+removed at start. A partition file is checked against its commit-time SHA-256 when it is
+first opened (and again whenever the file changes): a corrupt one is reported
+(`PartitionCorrupt`), never served.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -32,12 +35,14 @@ import pyarrow.compute as pc
 from bpfstore.connector.errors import (
     DatasetExists,
     DatasetNotFound,
+    PartitionCorrupt,
     PlanInvalid,
     ResourceExhausted,
 )
 
 from .stats import ColumnStats, column_stats
 
+log = logging.getLogger("bpfstore.agent")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 CATALOG = "_dataset.json"
 BATCH_ROWS = 65536
@@ -157,7 +162,8 @@ class Storage:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._cache: dict[str, tuple[float, DatasetMeta]] = {}
-        self._tables: dict[str, tuple[int, pa.Table]] = {}  # open memory maps, oldest first
+        self._tables: dict[str, tuple[tuple[int, ...], pa.Table]] = {}  # open maps, oldest 1st
+        self._verified: set[tuple[str, tuple[int, ...]]] = set()  # files whose checksum matched
         self.recover()
 
     # -- catalog -------------------------------------------------------------------------
@@ -170,7 +176,8 @@ class Storage:
             return self._locks.setdefault(name, threading.Lock())
 
     def names(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if (p / CATALOG).is_file())
+        return sorted(p.name for p in self.root.iterdir()
+                      if NAME_PATTERN.fullmatch(p.name) and (p / CATALOG).is_file())
 
     def get(self, name: str) -> DatasetMeta:
         path = self._dir(name) / CATALOG
@@ -201,10 +208,15 @@ class Storage:
         for d in self.root.iterdir():
             if not d.is_dir():
                 continue
-            if not (d / CATALOG).is_file():
-                shutil.rmtree(d, ignore_errors=True)  # a first write that never committed
+            # A first write that never committed, or a drop cut short after its rename.
+            if d.name.startswith(".dropped-") or not (d / CATALOG).is_file():
+                shutil.rmtree(d, ignore_errors=True)
                 continue
-            known = {f"{p.id}.arrow" for p in self.get(d.name).partitions} | {CATALOG}
+            try:
+                known = {f"{p.id}.arrow" for p in self.get(d.name).partitions} | {CATALOG}
+            except (PlanInvalid, ValueError, KeyError) as exc:  # not ours, or a bad catalog
+                log.error("dataset directory %s left alone: %s", d, exc)
+                continue
             for f in d.iterdir():
                 if f.name not in known:
                     f.unlink(missing_ok=True)
@@ -218,13 +230,19 @@ class Storage:
         """The partition as a zero-copy table over a read-only memory map."""
         path = self.partition_path(name, pid)
         try:
-            identity = path.stat().st_ino
+            st = path.stat()
+            identity = (st.st_ino, st.st_size, st.st_mtime_ns)
             cached = self._tables.get(str(path))
             if cached is not None and cached[0] == identity:
                 return cached[1]
+            if (str(path), identity) not in self._verified:
+                self._check(name, pid, path, identity)
             table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
         except FileNotFoundError:
             raise DatasetNotFound(f"partition {pid!r} of dataset {name!r} is missing") from None
+        except pa.ArrowInvalid as exc:  # changed between the check and the map: still corrupt
+            raise PartitionCorrupt(f"partition {pid!r} of dataset {name!r} is unreadable: "
+                                   f"{exc}") from None
         with self._guard:  # committed partition files never change, so a map stays valid
             if len(self._tables) >= OPEN_PARTITIONS:
                 self._tables.pop(next(iter(self._tables)))
@@ -300,6 +318,17 @@ class Storage:
                 self._forget(Path(key))
             return True
 
+    def _check(self, name: str, pid: str, path: Path, identity: tuple[int, ...]) -> None:
+        """Hash the file once per identity (inode, size, mtime); a mismatch is never served."""
+        expected = self.get(name).partition(pid).checksum
+        if _sha256(path) != expected:
+            log.error("partition %s of dataset %s does not match its checksum: not served",
+                      pid, name)
+            raise PartitionCorrupt(f"partition {pid!r} of dataset {name!r} on this agent is "
+                                   "corrupt (checksum mismatch); read it from a replica")
+        with self._guard:
+            self._verified.add((str(path), identity))
+
     def _forget(self, path: Path) -> None:
         """Close the cached map of a file about to go, so its disk space is freed."""
         with self._guard:
@@ -324,7 +353,10 @@ def _read_stream(path: Path) -> pa.Table:
     try:
         with pa.memory_map(str(path), "r") as source:
             table = pa.ipc.open_stream(source).read_all()
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        # IPC reading checks the framing, not the buffers: damaged offsets or lengths would
+        # reach the engines (found by tests/integration/test_fuzz.py).
+        table.validate(full=True)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError, UnicodeDecodeError) as exc:  # bad names
         raise PlanInvalid(f"write stream is not a complete Arrow IPC stream: {exc}") from None
     if table.num_columns == 0:
         raise PlanInvalid("write stream has no columns")

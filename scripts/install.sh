@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 # headers are needed for Python. The eBPF engine compiles its programs with clang-19 (Debian 12
 # main) and loads them with libbpf1.
 DEB_PACKAGES=(python3 python3-venv ca-certificates clang-19 libbpf1 openjdk-17-jdk-headless)  # JDK: Spark + its extension
+# The bcc engine (kernels without SYSCALL programs): Debian's bcc and kernel headers.
+ARCH=$(dpkg --print-architecture 2>/dev/null || echo amd64)
+DEB_PACKAGES+=(python3-bpfcc "linux-headers-$ARCH")
 PYTHON=${PYTHON:-/usr/bin/python3}
 VENV=.venv
 
@@ -53,11 +56,11 @@ install_package() {
   # Strict editable mode is the one that maps bpfstore.* onto the repo folders and lets Spark
   # discover pyspark_bpfstore (DESIGN.md); it links files one by one, so re-run it when files
   # are added (the Makefile does).
-  say "pip install -e '.[test,demo,dev,spark,dask]' (strict editable)"
+  say "pip install -e '.[test,demo,dev,spark,dask,bench]' (strict editable)"
   # setuptools warns loudly on every editable build: keep its output for when pip fails.
   local log="$VENV/pip-install.log"
   "$VENV/bin/python" -m pip install --disable-pip-version-check \
-    -e '.[test,demo,dev,spark,dask]' --config-settings editable_mode=strict >"$log" 2>&1 \
+    -e '.[test,demo,dev,spark,dask,bench]' --config-settings editable_mode=strict >"$log" 2>&1 \
     || { cat "$log" >&2; echo "pip install failed (log: $log)" >&2; exit 1; }
 }
 
@@ -73,10 +76,43 @@ resolve_localhost() {
   fi
 }
 
+setup_bcc() {
+  # bcc from Debian's python3-bpfcc, linked into the venv (never `pip install bcc`: that PyPI
+  # name is an unrelated package); kernel headers where bcc looks for them (the newest Debian
+  # headers when the running kernel has none: they compile its programs, which use no kernel
+  # structs); tracefs for the tracepoints. Each step only when missing. The agent reports
+  # precisely what is still missing (GetInfo, engine "bcc").
+  local site release modules headers common
+  site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  if [ -d /usr/lib/python3/dist-packages/bcc ] && [ ! -e "$site/bcc" ]; then
+    say "linking Debian's bcc into $site"
+    ln -sfn /usr/lib/python3/dist-packages/bcc "$site/bcc"
+  fi
+  [ "$(id -u)" -eq 0 ] || return 0
+  release=$(uname -r)
+  modules=/lib/modules/$release
+  if [ ! -e "$modules/build/include" ]; then
+    headers=$(ls -d /usr/src/linux-headers-*-"$ARCH" 2>/dev/null | sort -V | tail -1)
+    if [ -n "$headers" ]; then
+      say "linking $modules/build to $headers (bcc needs kernel headers)"
+      mkdir -p "$modules"
+      ln -sfn "$headers" "$modules/build"
+      common=${headers%-"$ARCH"}-common
+      [ -d "$common" ] && ln -sfn "$common" "$modules/source"
+    fi
+  fi
+  if [ ! -d /sys/kernel/tracing/events ]; then
+    say "mounting tracefs at /sys/kernel/tracing"
+    mount -t tracefs tracefs /sys/kernel/tracing \
+      || echo "warning: could not mount tracefs: the bcc engine stays unavailable" >&2
+  fi
+}
+
 install_debian_packages
 resolve_localhost
 make_venv
 install_package
+setup_bcc
 # The Spark extension jar: compiled from connector/spark/java against the pyspark wheel's jars.
 say "spark extension: $("$VENV/bin/python" -m bpfstore.connector.spark.jar)"
 say "installed: $("$VENV/bin/python" -c 'import bpfstore.v1, sys; print("bpfstore in", sys.prefix)')"

@@ -23,13 +23,13 @@ class RunningAgent:
         self.server.stop(0).wait()
 
 
-def require_bpf(agent: RunningAgent) -> None:
-    """Skip where the in-kernel engine cannot run; fail instead when BPFSTORE_REQUIRE_BPF=1
-    (CI), so bpf tests never skip silently where the feature should work."""
-    status = next(s for s in agent.service.engines.status if s.name == "bpf")
+def require_bpf(agent: RunningAgent, engine: str = "bpf") -> None:
+    """Skip where the in-kernel engine (bpf, or bcc) cannot run; fail instead when
+    BPFSTORE_REQUIRE_BPF=1 (CI), so bpf tests never skip silently where it should work."""
+    status = next(s for s in agent.service.engines.status if s.name == engine)
     if status.available:
         return
-    message = f"bpf engine unavailable: {status.reason}"
+    message = f"{engine} engine unavailable: {status.reason}"
     if os.environ.get("BPFSTORE_REQUIRE_BPF") == "1":
         pytest.fail(message)
     pytest.skip(message)

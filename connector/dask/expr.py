@@ -125,6 +125,8 @@ class BpfScan(c.PartitionsFiltered, c.BlockwiseIO):
             return self._assign(parent)
         if t is c.Neg and self.kind == "series":
             return self._arithmetic(parent)
+        if not self.source.aggregates:
+            return None
         spec = aggregates.reduction_spec(self, parent)
         if spec is None and (t in c.GROUPBY_SINGLE or t is c.GROUPBY_SPEC):
             spec = aggregates.groupby_spec(self, parent)

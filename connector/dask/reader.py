@@ -8,6 +8,7 @@ from typing import Any
 
 from ..client import parse_agents
 from ..errors import PlanInvalid
+from ..transport import Transport, resolve_transport
 from . import _compat as c
 from .dtypes import VIEWS
 from .source import Source, client_for, scan_partition
@@ -15,7 +16,8 @@ from .source import Source, client_for, scan_partition
 
 def read_bpfstore(dataset: str, agents: Sequence[str] | str | None = None, *,
                   columns: Sequence[str] | None = None, dtypes: str = "numpy",
-                  pushdown: bool = True) -> Any:
+                  pushdown: bool = True, engine: str = "auto", aggregates: bool = True,
+                  transport: Transport | None = None) -> Any:
     """One Dask partition per stored partition; filters, projections, arithmetic and
     aggregates in ordinary Dask code run on the agents when they can (see `explain`).
 
@@ -23,13 +25,19 @@ def read_bpfstore(dataset: str, agents: Sequence[str] | str | None = None, *,
     datetime64[ms], strings as `str`. `dtypes="arrow"`: `pd.ArrowDtype` columns (exact
     decimals). Cast here rather than with `.astype()` afterwards: dask moves filters below an
     `astype` and would compare the un-cast values. `pushdown=False` reads every column of
-    every partition and leaves all the work to Dask (for comparisons).
+    every partition and leaves all the work to Dask (for comparisons). `engine` names the
+    agents' engine for pushed-down aggregates ("auto", "arrow", "bpf", ...).
+    `aggregates=False` pushes filters, projections and arithmetic but no aggregate: the
+    filtered rows move and Dask reduces them (for comparisons).
+    `transport`: TLS and bearer token (`bpfstore.connector.transport`); by default from the
+    $BPFSTORE_TLS_* and $BPFSTORE_TOKEN variables of this process, passed on to the workers.
     """
     if dtypes not in VIEWS:
         raise PlanInvalid(f"dtypes must be one of {VIEWS}, not {dtypes!r}")
     names = tuple(parse_agents(agents))
-    desc = client_for(names).describe(dataset)
-    source = Source(dataset, names, desc, dtypes)
+    transport = transport if transport is not None else resolve_transport()
+    desc = client_for(names, transport).describe(dataset)
+    source = Source(dataset, names, desc, dtypes, engine, aggregates, transport)
     if c.PUSHDOWN and pushdown:
         from .expr import BpfScan
 

@@ -17,10 +17,11 @@ import pyarrow as pa
 
 from ..client import Client, DatasetDescription, QueryReport
 from ..plan import Expr, Plan, columns_of
+from ..transport import PLAINTEXT, Transport
 from . import dtypes
 from .evaluate import evaluate
 
-_clients: dict[tuple[str, ...], Client] = {}
+_clients: dict[tuple[tuple[str, ...], Transport], Client] = {}
 _lock = threading.Lock()
 _tally: dict[str, int] = {}
 
@@ -42,11 +43,11 @@ def _count(report: QueryReport) -> None:
         _tally["bytes_scanned"] = _tally.get("bytes_scanned", 0) + report.bytes_scanned
 
 
-def client_for(agents: Sequence[str]) -> Client:
-    key = tuple(agents)
+def client_for(agents: Sequence[str], transport: Transport) -> Client:
+    key = (tuple(agents), transport)
     with _lock:
         if key not in _clients:
-            _clients[key] = Client(list(key))
+            _clients[key] = Client(list(agents), transport=transport)
         return _clients[key]
 
 
@@ -58,6 +59,9 @@ class Source:
     agents: tuple[str, ...]
     desc: DatasetDescription
     view: str  # "numpy" or "arrow" (see dtypes.py)
+    engine: str = "auto"  # the agents' engine for pushed-down aggregates
+    aggregates: bool = True  # False: only filters, projections and arithmetic are pushed
+    transport: Transport = PLAINTEXT  # TLS and token; travels to the workers with the tasks
 
     @property
     def version(self) -> int:
@@ -93,7 +97,9 @@ class Source:
         slim = replace(self.desc, partitions=tuple(replace(p, stats={})
                                                    for p in self.desc.partitions))
         return {"dataset": self.dataset, "agents": self.agents, "desc": slim,
-                "view": self.view, "meta": self.meta, "_missing": self._missing}
+                "view": self.view, "engine": self.engine, "aggregates": self.aggregates,
+                "transport": self.transport,
+                "meta": self.meta, "_missing": self._missing}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for name, value in state.items():
@@ -115,7 +121,8 @@ class Source:
     def key(self) -> tuple[Any, ...]:
         # The version is part of every token: new data never reuses a cached result.
         return ("bpfstore", self.dataset, self.agents, self.version, self.view,
-                tuple(self.partition_ids))
+                tuple(self.partition_ids), self.engine, self.aggregates,
+                self.transport.identity())  # one caller's results are never another's
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
         return self.key()
@@ -139,7 +146,7 @@ def scan_partition(source: Source, index: int, columns: Sequence[str], where: Ex
     if not needed:  # index only: the narrowest column tells the row count
         needed = [_narrowest(source.desc.schema, where)]
     report = QueryReport()
-    table = client_for(source.agents).scan_partitions(
+    table = client_for(source.agents, source.transport).scan_partitions(
         source.dataset, [source.partition_ids[index]], needed, where, "pandas", source.desc,
         report)
     _count(report)
@@ -172,9 +179,9 @@ def _narrowest(schema: pa.Schema, where: Expr | None) -> str:
 def partials_partition(source: Source, index: int, plan: Plan) -> pa.Table:
     """The merged partial aggregates of one partition, computed by its agent."""
     report = QueryReport()
-    table = client_for(source.agents).aggregate_partials(
+    table = client_for(source.agents, source.transport).aggregate_partials(
         source.dataset, plan.aggregates, plan.filter, plan.group_by, "pandas",
-        [source.partition_ids[index]], source.desc, report)
+        [source.partition_ids[index]], source.desc, report, engine=source.engine)
     _count(report)
     return table
 

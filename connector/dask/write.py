@@ -8,14 +8,16 @@ from typing import Any
 import pyarrow as pa
 
 from ..client import WriteSummary, parse_agents
+from ..transport import Transport, resolve_transport
 from .source import client_for
 
 
 def to_bpfstore(ddf: Any, dataset: str, agents: Sequence[str] | str | None = None, *,
-                partition_rows: int = 1_000_000, replicas: int = 1, overwrite: bool = False
-                ) -> WriteSummary:
+                partition_rows: int = 1_000_000, replicas: int = 1, overwrite: bool = False,
+                transport: Transport | None = None) -> WriteSummary:
     """Computes the partitions one after another (bounded memory) and streams them to the
-    agents, which commit each stored partition atomically. The index is not written."""
+    agents, which commit each stored partition atomically. The index is not written.
+    `transport`: TLS and token, as for `read_bpfstore`."""
     schema = pa.Schema.from_pandas(ddf._meta, preserve_index=False)
 
     def batches() -> Iterator[pa.RecordBatch]:
@@ -23,6 +25,7 @@ def to_bpfstore(ddf: Any, dataset: str, agents: Sequence[str] | str | None = Non
             table = pa.Table.from_pandas(part.compute(), schema=schema, preserve_index=False)
             yield from table.to_batches()
 
-    client = client_for(tuple(parse_agents(agents)))
+    client = client_for(tuple(parse_agents(agents)),
+                        transport if transport is not None else resolve_transport())
     return client.write(dataset, batches(), partition_rows=partition_rows, replicas=replicas,
                         overwrite=overwrite)

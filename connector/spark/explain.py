@@ -32,7 +32,7 @@ def _scans(node: Any) -> list[Any]:
 
 def pushdown_summary(df: Any) -> list[str]:
     """One paragraph per bpfstore scan of the optimized plan."""
-    from .source import client_for, parse_agents
+    from .source import TRANSPORT_OPTIONS, client_for, parse_agents, transport_from_options
 
     out = []
     for rel in _scans(df._jdf.queryExecution().optimizedPlan()):
@@ -40,7 +40,9 @@ def pushdown_summary(df: Any) -> list[str]:
         name = options.get("dataset") or options.get("path")
         agents = parse_agents(options.get("agents"))
         engines = []
-        for info in client_for(agents).info():
+        transport = transport_from_options({o.lower(): options.get(o)
+                                            for o in TRANSPORT_OPTIONS})
+        for info in client_for(agents, transport).info():
             available = [e["name"] for e in info.get("engines", []) if e["available"]]
             engines.append(f"{info['agent']}: {info.get('default_engine', '?')} "
                            f"(available: {', '.join(available) or info.get('error', '-')})")

@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -27,23 +27,33 @@ from pyspark.sql.datasource import (
     WriterCommitMessage,
 )
 
-from ..client import Client, DatasetDescription, parse_agents
+from ..client import Client, DatasetDescription, only_partitions, parse_agents
 from ..errors import ArithmeticOverflow, PlanInvalid
 from ..plan import AggFunc, Expr, and_all
+from ..transport import Transport, resolve_transport
 from .filters import split_filters
 from .spec import AggSpec, filter_from_option, to_buffers
 from .types import arrow_schema, conform, spark_schema
 
 NAME = "bpfstore"
-_clients: dict[tuple[str, ...], Client] = {}  # one per agent list per worker process
+_clients: dict[tuple[tuple[str, ...], Transport], Client] = {}  # per worker process
+TRANSPORT_OPTIONS = ("tlsCa", "tlsCert", "tlsKey", "tlsServerName", "tls", "token")
 
 
-def client_for(agents: Sequence[str]) -> Client:
+def client_for(agents: Sequence[str], transport: Transport) -> Client:
     """A cached client: Python workers are reused, so channels are too."""
-    key = tuple(agents)
+    key = (tuple(agents), transport)
     if key not in _clients:
-        _clients[key] = Client(list(key))
+        _clients[key] = Client(list(agents), transport=transport)
     return _clients[key]
+
+
+def transport_from_options(options: Any) -> Transport:
+    """TLS and token from the options (paths are read where Spark plans the query, and the
+    PEM contents travel to the executors); each unset one from its $BPFSTORE_* variable."""
+    ca, cert, key, server_name, tls, token = (_option(options, o) for o in TRANSPORT_OPTIONS)
+    return resolve_transport(ca=ca, cert=cert, key=key, token=token, tls=tls,
+                             server_name=server_name)
 
 
 def _option(options: Any, name: str, default: str | None = None) -> str | None:
@@ -62,13 +72,19 @@ def _dataset(options: Any) -> str:
 class BpfstorePartition(InputPartition):  # type: ignore[misc]
     pid: str
     agents: tuple[str, ...]  # replicas holding it, tried in order
+    # its description, made once on the driver: tasks then describe nothing themselves
+    # (every task describing the whole dataset cost more bytes than the partials)
+    desc: DatasetDescription | None = field(default=None, compare=False)
 
 
 class BpfstoreDataSource(DataSource):  # type: ignore[misc]
     """Options: `agents` ("h1:7340,h2:7340"; default $BPFSTORE_AGENTS or 127.0.0.1:7340),
-    `dataset` (or the `load()` path); `pushFilters` ("true" needs
+    `dataset` (or the `load()` path); `engine` (the agents' engine for pushed-down aggregates:
+    "auto" by default, "arrow", "bpf", ...); `pushFilters` ("true" needs
     spark.sql.python.filterPushdown.enabled; the extension sets both); for writes
-    `partitionRows` (default 1000000). A schema given with `.schema(...)` prunes columns."""
+    `partitionRows` (default 1000000); TLS and tenants: `tlsCa`, `tlsCert`, `tlsKey`,
+    `tlsServerName`, `tls` ("true": the system's CAs), `token` (Spark redacts options named
+    *token* in plans). A schema given with `.schema(...)` prunes columns."""
 
     @classmethod
     def name(cls) -> str:
@@ -78,7 +94,8 @@ class BpfstoreDataSource(DataSource):  # type: ignore[misc]
         return parse_agents(_option(self.options, "agents"))
 
     def schema(self):  # noqa: ANN201 - a pyspark StructType
-        desc = client_for(self._agents()).describe(_dataset(self.options))
+        desc = client_for(self._agents(), transport_from_options(self.options)).describe(
+            _dataset(self.options))
         return spark_schema(desc.schema)
 
     def reader(self, schema) -> DataSourceReader:  # noqa: ANN001
@@ -91,39 +108,44 @@ class BpfstoreDataSource(DataSource):  # type: ignore[misc]
 
     def writer(self, schema, overwrite: bool) -> BpfstoreWriter:  # noqa: ANN001
         return BpfstoreWriter(self._agents(), _dataset(self.options), overwrite,
-                              int(_option(self.options, "partitionRows", "1000000") or 0))
+                              int(_option(self.options, "partitionRows", "1000000") or 0),
+                              transport_from_options(self.options))
 
 
 class BpfstoreReader(DataSourceReader):  # type: ignore[misc]
     def __init__(self, agents: list[str], dataset: str, schema: Any, options: Any) -> None:
         self.agents = agents
+        self.transport = transport_from_options(options)
         self.dataset = dataset
         self.target = arrow_schema(schema)  # exactly what Spark checks yielded batches against
         agg = _option(options, "bpfstore.agg")
         self.spec = AggSpec.parse(agg) if agg else None
         self.where: Expr | None = filter_from_option(_option(options, "bpfstore.filter"))
+        self.engine = _option(options, "engine", "auto") or "auto"
         self.desc: DatasetDescription | None = None
 
     def _describe(self) -> DatasetDescription:
         if self.desc is None:
-            self.desc = client_for(self.agents).describe(self.dataset)
+            self.desc = client_for(self.agents, self.transport).describe(self.dataset)
         return self.desc
 
     def partitions(self) -> list[BpfstorePartition]:
-        return [BpfstorePartition(p.id, p.agents) for p in self._describe().partitions]
+        desc = self._describe()
+        return [BpfstorePartition(p.id, p.agents, only_partitions(desc, [p.id]))
+                for p in desc.partitions]
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         assert isinstance(partition, BpfstorePartition)
         started = time.perf_counter()
-        client = client_for(self.agents)
-        desc = self._describe()
+        client = client_for(self.agents, self.transport)
+        desc = partition.desc or self._describe()
         if self.spec is not None:
             huge: frozenset[int] = frozenset()
             try:
                 partials = client.aggregate_partials(
                     self.dataset, self.spec.aggregates, where=self.spec.filter,
                     group_by=self.spec.groups, dialect="sql", partitions=[partition.pid],
-                    desc=desc)
+                    desc=desc, engine=self.engine)
             except ArithmeticOverflow:
                 if self.spec.groups:
                     raise
@@ -148,7 +170,8 @@ class BpfstoreReader(DataSourceReader):  # type: ignore[misc]
         for i, agg in enumerate(self.spec.aggregates):
             try:
                 t = client.aggregate_partials(self.dataset, [agg], where=self.spec.filter,
-                                              dialect="sql", partitions=[pid], desc=desc)
+                                              dialect="sql", partitions=[pid], desc=desc,
+                                              engine=self.engine)
                 columns.append(t.column(0))
             except ArithmeticOverflow:
                 if agg.func is not AggFunc.SUM:
@@ -193,12 +216,13 @@ class BpfstoreWriter(DataSourceArrowWriter):  # type: ignore[misc]
     that finished: Spark's Python writer has no way to hide them until commit."""
 
     def __init__(self, agents: list[str], dataset: str, overwrite: bool,
-                 partition_rows: int) -> None:
+                 partition_rows: int, transport: Transport) -> None:
         self.agents = agents
         self.dataset = dataset
         self.partition_rows = partition_rows or 1_000_000
+        self.transport = transport
         if overwrite:
-            client_for(agents).drop(dataset)
+            client_for(agents, transport).drop(dataset)
 
     def write(self, iterator: Iterator[pa.RecordBatch]) -> WriteResult:
         from pyspark import TaskContext
@@ -206,7 +230,7 @@ class BpfstoreWriter(DataSourceArrowWriter):  # type: ignore[misc]
         ctx = TaskContext.get()
         shift = ctx.partitionId() % len(self.agents) if ctx is not None else 0
         # Rotate the agent list per task, so small tasks do not all start on the first agent.
-        client = client_for(self.agents[shift:] + self.agents[:shift])
+        client = client_for(self.agents[shift:] + self.agents[:shift], self.transport)
         batches = (_plain(b) for b in iterator if b.num_rows)
         summary = client.write(self.dataset, batches, partition_rows=self.partition_rows)
         return WriteResult(summary.rows, summary.partitions)

@@ -108,8 +108,8 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     client = StandIn()
 
-    def connect(agents: str) -> StandIn:
-        seen["agents"] = agents
+    def connect(args: Any) -> StandIn:  # the parsed command line (agents, TLS, token)
+        seen["agents"] = args.agents
         return client
 
     def run_sql(c: Any, text: str, engine: str = "auto") -> pa.Table:

@@ -26,7 +26,8 @@ import scala.runtime.BoxedUnit;
 
 /**
  * The pre-CBO rule. Settings: {@code spark.bpfstore.pushdown} (default true: aggregates, whole
- * filter trees, column pruning) and {@code spark.bpfstore.resetReadInfo} (default true: the
+ * filter trees, column pruning), {@code spark.bpfstore.pushdown.aggregates} (default true; false
+ * keeps filter trees and column pruning but leaves aggregates to Spark) and {@code spark.bpfstore.resetReadInfo} (default true: the
  * guard against Spark 4.1-4.3's stale Python reader; only a regression test turns it off).
  */
 public final class BpfstoreRule extends Rule<LogicalPlan> {
@@ -77,7 +78,7 @@ public final class BpfstoreRule extends Rule<LogicalPlan> {
   }
 
   private LogicalPlan rewrite(LogicalPlan p) {
-    if (p instanceof Aggregate a) {
+    if (p instanceof Aggregate a && setting("spark.bpfstore.pushdown.aggregates")) {
       try {
         LogicalPlan out = AggPushdown.rewrite(session, a);
         AGGREGATES.incrementAndGet();
