@@ -12,6 +12,7 @@ DEB_PACKAGES=(python3 python3-venv ca-certificates clang-19 libbpf1 openjdk-17-j
 # The bcc engine (kernels without SYSCALL programs): Debian's bcc and kernel headers.
 ARCH=$(dpkg --print-architecture 2>/dev/null || echo amd64)
 DEB_PACKAGES+=(python3-bpfcc "linux-headers-$ARCH")
+DEB_PACKAGES+=(iproute2 util-linux)  # make bench-cluster (ip netns, tc); setpriv in the tests
 PYTHON=${PYTHON:-/usr/bin/python3}
 VENV=.venv
 
