@@ -16,19 +16,20 @@ from bpfstore.connector.demo import running_agents
 from bpfstore.connector.errors import Unsupported
 from oracle import duckdb_answer
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+# root without any capability (no CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN): still the owner of
+# the checkout and the venv wherever they are, but the kernel refuses to load BPF
+NO_CAPABILITIES = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"]
 
 
 @pytest.fixture(scope="module")
 def unprivileged_agent():
-    if os.geteuid() == 0:  # as root: drop to nobody, which has no CAP_BPF / CAP_PERFMON
+    if os.geteuid() == 0:
         if shutil.which("setpriv") is None:
             pytest.fail("setpriv (util-linux) is needed to start an unprivileged agent")
-        prefix = NOBODY
+        prefix = NO_CAPABILITIES
     else:  # already unprivileged
         prefix = []
     root = Path(tempfile.mkdtemp(prefix="bpfstore-nobody-"))
-    root.chmod(0o777)  # the agent, as nobody, keeps its data dir and log here
     try:
         with running_agents(root, 1, prefix=prefix) as addresses:
             yield Client(agents=addresses)
