@@ -35,6 +35,7 @@ def netns_available() -> str | None:
     probe, link = f"bpfprobe{os.getpid()}", f"bpfp{os.getpid() % 100000}"
     try:
         for cmd in (["ip", "netns", "add", probe],
+                    ["ip", "netns", "exec", probe, "true"],  # mounts /sys for the namespace
                     ["ip", "link", "add", f"{link}h", "type", "veth", "peer", "name",
                      f"{link}n", "netns", probe],
                     ["tc", "qdisc", "add", "dev", f"{link}h", "root", "tbf", "rate",
