@@ -125,7 +125,6 @@ class BpfEngine:
         self.arena_fd: int | None = None
         self.arena_address = libbpf.arena_address()
         self.cache: ArenaCache | None = None
-        self.budget = arena_bytes
         self.warming: set[tuple] = set()  # partitions being copied into the arena
         # why each data path is off ("" = it works), from the start-up probes
         self.paths = {"hot": self._probe("hot") if arena_bytes > 0 else
