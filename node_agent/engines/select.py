@@ -17,6 +17,9 @@ from .arrow_engine import AggregateResult, ArrowEngine
 log = logging.getLogger("bpfstore.agent")
 
 
+_FORCED_PATH = {"bpf-hot": "hot", "bpf-cold": "cold"}
+
+
 @dataclass(frozen=True, slots=True)
 class EngineStatus:
     name: str
@@ -100,7 +103,7 @@ class Engines:
         name = self.check(requested)
         note = ""
         if name in ("auto", "bpf", "bpf-hot", "bpf-cold") and self.bpf is not None:
-            path = name.removeprefix("bpf").removeprefix("-").removeprefix("auto")
+            path = _FORCED_PATH.get(name, "")  # "": the engine picks hot or cold
             try:
                 result, used = self.bpf.aggregate(table, plan, stats, key, path)
                 return Served(result, "bpf", used)

@@ -48,7 +48,7 @@ from bpfstore.connector.plan import Plan
 
 from ...stats import ColumnStats
 from ..arrow_engine import AggregateResult
-from ..bpf.codegen import READ_ROWS, Program, compile_plan, read_layout
+from ..bpf.codegen import BITS, READ_ROWS, Program, compile_plan, read_layout
 from ..bpf.engine import _dictionaries, _empty_partials, _partials
 
 log = logging.getLogger("bpfstore.agent")
@@ -58,7 +58,6 @@ TRACEFS = "/sys/kernel/tracing"
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.pread.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_long]
 _libc.pread.restype = ctypes.c_ssize_t
-_BITS = {"bit": 1, "s8": 8, "u8": 8, "s16": 16, "u16": 16, "s32": 32, "u32": 32, "s64": 64}
 
 
 @dataclass
@@ -243,7 +242,7 @@ class BccEngine:
                     if ctype == "bit":
                         size, at = (n + 7) // 8, start // 8
                     else:
-                        width = _BITS[ctype] // 8
+                        width = BITS[ctype] // 8
                         size, at = n * width, start * width
                     if source is None:  # a batch without NULLs stores no validity bitmap
                         ctypes.memset(base + offset, 0xFF, size)
@@ -319,7 +318,7 @@ class _Counts:
 
 
 def _region_bytes(ctype: str, rows: int) -> int:
-    return rows * _BITS[ctype] // 8
+    return rows * BITS[ctype] // 8
 
 
 def _locate(table: pa.Table, columns: list[str]) -> _File:

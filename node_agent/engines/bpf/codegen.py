@@ -756,15 +756,20 @@ def _arena_columns(p: Program) -> list[str]:
     return out
 
 
-def _chunk_columns(p: Program) -> tuple[list[str], list[str], int]:
-    """Cold path: each array gets a region of the chunk; copied from its user address."""
-    arrays = []  # (name, element ctype)
+def _arrays(p: Program) -> list[tuple[str, str]]:
+    """(name, element ctype) of every array a program reads: columns and validity bitmaps."""
+    arrays = []
     for i, ctype in enumerate(p.ctypes):
         arrays.append((f"col{i}", ctype))
         if i in p.validity:
             arrays.append((f"val{i}", "bit"))
+    return arrays
+
+
+def _chunk_columns(p: Program) -> tuple[list[str], list[str], int]:
+    """Cold path: each array gets a region of the chunk; copied from its user address."""
     columns, copy, offset = [], [], 0
-    for name, ctype in arrays:
+    for name, ctype in _arrays(p):
         if ctype == "bit":  # bytes from row i / 8; one byte more when rows start mid-byte
             region, array = CHUNK_ROWS // 8 + 8, "u8"
             copy.append(f"err |= bpf_copy_from_user(buf + {offset}, (n + b + 7) >> 3, "
@@ -781,25 +786,20 @@ def _chunk_columns(p: Program) -> tuple[list[str], list[str], int]:
 
 READ_ROWS = 2048  # bcc path: rows a read (bpf/bcc_read.bpf.c's CHUNK_ROWS)
 _READ_DEFAULTS = {"CHUNK_BYTES": "8", "LAST_OFFSET": "0", "LAST_WIDTH": "8"}
-_BITS = {"bit": 1, **{k: 8 * v for k, v in _BYTES.items()}}
+BITS = {"bit": 1, **{k: 8 * v for k, v in _BYTES.items()}}  # per C type: bits a value
 
 
 def read_layout(p: Program, rows: int = READ_ROWS) -> list[tuple[str, str, int]]:
     """bcc path: the regions of a request's buffer, (array, element ctype, byte offset), one
     of `rows` rows per column and validity bitmap; bit arrays first, so that the last region
     (the registered one, read last, whose length gives the rows read) has whole bytes a row."""
-    arrays = []
-    for i, ctype in enumerate(p.ctypes):
-        arrays.append((f"col{i}", ctype))
-        if i in p.validity:
-            arrays.append((f"val{i}", "bit"))
-    arrays.sort(key=lambda a: a[1] != "bit")  # stable
+    arrays = sorted(_arrays(p), key=lambda a: a[1] != "bit")  # stable
     if arrays and arrays[-1][1] == "bit":
         raise Unsupported("bcc: the plan reads only bit-packed columns")
     out, bits = [], 0
     for name, ctype in arrays:
         out.append((name, ctype, bits * rows // 8))
-        bits += _BITS[ctype]
+        bits += BITS[ctype]
     return out
 
 
@@ -810,9 +810,9 @@ def _read_columns(p: Program) -> tuple[list[str], dict[str, str]]:
         array = "u8" if ctype == "bit" else ctype
         columns.append(f"const {array} *{name} = (const {array} *)(buf + {bits} * CHUNK_ROWS / 8);")
         last = (bits, ctype)
-        bits += _BITS[ctype]
+        bits += BITS[ctype]
     if not columns:
         return columns, {}
     return columns, {"CHUNK_BYTES": f"({bits} * CHUNK_ROWS / 8)",
                      "LAST_OFFSET": f"({last[0]} * CHUNK_ROWS / 8)",
-                     "LAST_WIDTH": str(_BITS[last[1]] // 8)}
+                     "LAST_WIDTH": str(BITS[last[1]] // 8)}

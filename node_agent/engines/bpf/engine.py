@@ -37,7 +37,7 @@ from bpfstore.connector.plan import Dialect, Plan, columns_of
 from ...stats import ColumnStats
 from ..arrow_engine import AggregateResult
 from . import libbpf
-from .codegen import ACC_BYTES, Program, compile_plan
+from .codegen import ACC_BYTES, BITS, Program, compile_plan
 
 CLANGS = ("clang-19", "clang-18", "clang")
 COMPILED_PLANS = 4096  # generated programs remembered per (plan, partition, path)
@@ -259,7 +259,7 @@ class BpfEngine:
             if pa.types.is_floating(t):  # the program compares total-order keys
                 address = self.cache.place((*key, name, "key"), _float_keys(data), 64)
             else:
-                address = self.cache.place((*key, name), data, _BITS[program.ctypes[i]])
+                address = self.cache.place((*key, name), data, BITS[program.ctypes[i]])
             setattr(ctx, f"col{i}", address)
             if i in program.validity:
                 setattr(ctx, f"val{i}", self.cache.place((*key, name, "valid", plan.dialect),
@@ -286,8 +286,8 @@ class BpfEngine:
 
         def copy() -> None:
             try:
-                program = compile_plan(plan, table.schema, stats, table.num_rows,
-                                       _dictionaries(table, plan), "hot")
+                program = self._compile(plan, table, stats, _dictionaries(table, plan), key,
+                                        "hot")
                 with self.run_lock:
                     self._place(_ctx_type(program)(), program, table, plan, key)
             except Exception as exc:  # noqa: BLE001 - warming is only an optimization
@@ -319,9 +319,6 @@ class BpfEngine:
         if got != want:
             return f"the probe gave a wrong answer: {got} != {want}"
         return ""
-
-
-_BITS = {"bit": 1, "s8": 8, "u8": 8, "s16": 16, "u16": 16, "s32": 32, "u32": 32, "s64": 64}
 
 
 def _run(loaded: libbpf.Program, ctx: Any, rows: int) -> None:
@@ -361,7 +358,7 @@ def _point_at_batch(ctx: Any, program: Program, batch: pa.RecordBatch, plan: Pla
             data = keys
         elif pa.types.is_dictionary(data.type):
             data = data.indices
-        setattr(ctx, f"col{i}", _address(data, _BITS[program.ctypes[i]]))
+        setattr(ctx, f"col{i}", _address(data, BITS[program.ctypes[i]]))
         if i in program.validity:
             valid = _validity(batch.column(name), plan).chunk(0)
             keep.append(valid)
