@@ -48,7 +48,7 @@ def configure(builder: Any, *, pushdown: bool = True) -> Any:
 
 def explain(df: Any) -> str:
     """Spark's plan plus what bpfstore pushes to the agents (filters, aggregates, engines)."""
-    from .explain import explain as _explain
+    from .plan_summary import explain as _explain
 
     return _explain(df)
 

@@ -123,7 +123,7 @@ def test_column_pruning_and_filter_tree_reach_the_agents(env) -> None:
     from pyspark.sql import functions as F
 
     from bpfstore.connector.plan import Or
-    from bpfstore.connector.spark.explain import pushdown_summary
+    from bpfstore.connector.spark.plan_summary import pushdown_summary
 
     ours, plain = env["ours"], env["plain"]
 

@@ -101,3 +101,13 @@ def test_pushfilters_only_when_spark_will_call_it() -> None:
     pushing = BpfstoreDataSource(CaseInsensitiveDict({"path": "t", "pushFilters": "true"}))
     assert plain.pushFilters.__func__ is DataSourceReader.pushFilters
     assert pushing.reader(schema).pushFilters.__func__ is not DataSourceReader.pushFilters
+
+
+def test_explain_stays_a_function_after_its_first_call() -> None:
+    """`explain` imports its module lazily: loading that module must not rebind the
+    package's `explain` (a submodule of the same name did, so a second import got a module)."""
+    import bpfstore.connector.spark as spark_front
+    import bpfstore.connector.spark.plan_summary  # noqa: F401 - what the first call loads
+    from bpfstore.connector.spark import explain
+
+    assert callable(explain) and callable(spark_front.explain)
