@@ -1,11 +1,15 @@
 """`spark.read.format("bpfstore")`: the Python Data Source (Spark >= 4.1).
 
-One Spark input partition per bpfstore partition. Two read modes, chosen by options:
+Two read modes, chosen by options:
 - plain: rows with the filters accepted by `pushFilters` (and, from the extension, the
   whole filter tree in `bpfstore.filter`) applied on the agents, projected to the reader's
   schema (the extension passes a pruned schema);
-- aggregate (`bpfstore.agg`, set only by the extension): per-partition partial aggregates in
-  Spark's buffer types, which Spark then merges.
+- aggregate (`bpfstore.agg`, set only by the extension): partial aggregates in Spark's
+  buffer types, which Spark then merges.
+A row scan has one Spark input partition per bpfstore partition. An aggregate groups up to
+`partitionsPerTask` (default 16) partitions of one agent into a task: each task then returns
+a few bytes, and Spark's cost per task (about 80 ms on `local[2]`) would otherwise outweigh
+the agents' work on datasets of many partitions.
 Options arrive in a case-insensitive dict (lower-cased keys): never `dict()` it.
 """
 
@@ -37,6 +41,7 @@ from .types import arrow_schema, conform, spark_schema
 
 NAME = "bpfstore"
 _clients: dict[tuple[tuple[str, ...], Transport], Client] = {}  # per worker process
+PARTITIONS_PER_TASK = 16
 TRANSPORT_OPTIONS = ("tlsCa", "tlsCert", "tlsKey", "tlsServerName", "tls", "token")
 
 
@@ -70,9 +75,9 @@ def _dataset(options: Any) -> str:
 
 @dataclass(frozen=True)
 class BpfstorePartition(InputPartition):  # type: ignore[misc]
-    pid: str
-    agents: tuple[str, ...]  # replicas holding it, tried in order
-    # its description, made once on the driver: tasks then describe nothing themselves
+    pids: tuple[str, ...]  # one for a row scan; up to partitionsPerTask for an aggregate
+    agents: tuple[str, ...]  # replicas holding them, tried in order
+    # their description, made once on the driver: tasks then describe nothing themselves
     # (every task describing the whole dataset cost more bytes than the partials)
     desc: DatasetDescription | None = field(default=None, compare=False)
 
@@ -82,7 +87,8 @@ class BpfstoreDataSource(DataSource):  # type: ignore[misc]
     `dataset` (or the `load()` path); `engine` (the agents' engine for pushed-down aggregates:
     "auto" by default, "arrow", "bpf", ...); `pushFilters` ("true" needs
     spark.sql.python.filterPushdown.enabled; the extension sets both); for writes
-    `partitionRows` (default 1000000); TLS and tenants: `tlsCa`, `tlsCert`, `tlsKey`,
+    `partitionRows` (default 1000000); `partitionsPerTask` (aggregates: bpfstore partitions
+    of one agent per Spark task, default 16); TLS and tenants: `tlsCa`, `tlsCert`, `tlsKey`,
     `tlsServerName`, `tls` ("true": the system's CAs), `token` (Spark redacts options named
     *token* in plans). A schema given with `.schema(...)` prunes columns."""
 
@@ -122,6 +128,7 @@ class BpfstoreReader(DataSourceReader):  # type: ignore[misc]
         self.spec = AggSpec.parse(agg) if agg else None
         self.where: Expr | None = filter_from_option(_option(options, "bpfstore.filter"))
         self.engine = _option(options, "engine", "auto") or "auto"
+        self.per_task = _per_task(options)
         self.desc: DatasetDescription | None = None
 
     def _describe(self) -> DatasetDescription:
@@ -131,8 +138,11 @@ class BpfstoreReader(DataSourceReader):  # type: ignore[misc]
 
     def partitions(self) -> list[BpfstorePartition]:
         desc = self._describe()
-        return [BpfstorePartition(p.id, p.agents, only_partitions(desc, [p.id]))
-                for p in desc.partitions]
+        groups = (task_groups(desc.partitions, self.per_task) if self.spec is not None
+                  else [[p] for p in desc.partitions])
+        return [BpfstorePartition(tuple(p.id for p in g), g[0].agents,
+                                  only_partitions(desc, [p.id for p in g]))
+                for g in groups]
 
     def read(self, partition: InputPartition) -> Iterator[pa.RecordBatch]:
         assert isinstance(partition, BpfstorePartition)
@@ -144,24 +154,24 @@ class BpfstoreReader(DataSourceReader):  # type: ignore[misc]
             try:
                 partials = client.aggregate_partials(
                     self.dataset, self.spec.aggregates, where=self.spec.filter,
-                    group_by=self.spec.groups, dialect="sql", partitions=[partition.pid],
+                    group_by=self.spec.groups, dialect="sql", partitions=partition.pids,
                     desc=desc, engine=self.engine)
             except ArithmeticOverflow:
                 if self.spec.groups:
                     raise
-                partials, huge = self._one_by_one(client, partition.pid, desc)
+                partials, huge = self._one_by_one(client, partition.pids, desc)
             _log_report(client, started)
             if partials.num_rows:
                 yield to_buffers(partials, self.spec, self.target, huge)
             return
         columns = self.target.names
-        table = client.scan_partitions(self.dataset, [partition.pid], columns=columns,
+        table = client.scan_partitions(self.dataset, partition.pids, columns=columns,
                                        where=self.where, dialect="sql", desc=desc)
         _log_report(client, started)
         for batch in table.to_batches(max_chunksize=1 << 20):
             yield conform(batch, self.target)
 
-    def _one_by_one(self, client: Client, pid: str, desc: DatasetDescription
+    def _one_by_one(self, client: Client, pids: Sequence[str], desc: DatasetDescription
                     ) -> tuple[pa.Table, frozenset[int]]:
         """A global sum beyond 38 digits makes the agent fail the request; Spark's legacy mode
         wants NULL for that sum only, so ask for each aggregate alone to find which."""
@@ -170,7 +180,7 @@ class BpfstoreReader(DataSourceReader):  # type: ignore[misc]
         for i, agg in enumerate(self.spec.aggregates):
             try:
                 t = client.aggregate_partials(self.dataset, [agg], where=self.spec.filter,
-                                              dialect="sql", partitions=[pid], desc=desc,
+                                              dialect="sql", partitions=pids, desc=desc,
                                               engine=self.engine)
                 columns.append(t.column(0))
             except ArithmeticOverflow:
@@ -180,6 +190,30 @@ class BpfstoreReader(DataSourceReader):  # type: ignore[misc]
                 columns.append(pa.chunked_array([pa.nulls(1, pa.decimal128(38, 0))]))
         names = [f"__agg_{i}" for i in range(len(columns))]
         return pa.Table.from_arrays(columns, names=names), frozenset(huge)
+
+
+def _per_task(options: Any) -> int:
+    text = _option(options, "partitionsPerTask", str(PARTITIONS_PER_TASK)) or ""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise PlanInvalid(f"option partitionsPerTask must be a whole number >= 1, not {text!r}")
+    return n
+
+
+def task_groups(partitions: Sequence[Any], per_task: int) -> list[list[Any]]:
+    """Partitions sharing their replica list, in as few even runs of at most `per_task` as
+    can be, in dataset order: a task then talks to one agent (and fails over as one)."""
+    by_agents: dict[tuple[str, ...], list[Any]] = {}
+    for p in partitions:
+        by_agents.setdefault(tuple(p.agents), []).append(p)
+    groups = []
+    for ps in by_agents.values():
+        n = -(-len(ps) // per_task)
+        groups += [ps[len(ps) * i // n:len(ps) * (i + 1) // n] for i in range(n)]
+    return groups
 
 
 class FilteringReader(BpfstoreReader):

@@ -49,7 +49,8 @@ def env(agents, client: Client, tmp_path_factory) -> dict[str, Any]:
     table = mixed_table()
     parquet = tmp_path_factory.mktemp("spark-mixed") / "mixed.parquet"
     pq.write_table(table, parquet)
-    client.write("spark_mixed", table, partition_rows=1000, overwrite=True)
+    # 12 partitions, 4 per agent: aggregate tasks group several partitions of one agent
+    client.write("spark_mixed", table, partition_rows=250, overwrite=True)
     spark = spark_session()
     addresses = ",".join(a.address for a in agents)
     ours = spark.read.format("bpfstore").option("agents", addresses).load("spark_mixed")
@@ -198,15 +199,21 @@ def test_unsupported_falls_back_to_scans(env) -> None:
         assert _same(got, rows(base)), (name, got, rows(base))
 
 
-@pytest.fixture(scope="module")
-def huge(env) -> Any:
+@pytest.fixture(scope="module", params=["spread", "one_agent"])
+def huge(env, request) -> Any:
     """decimal(38,0) values near the limit: group a overflows inside one partition, group b
-    only when partitions are merged, c and d never."""
+    only when partitions are merged, c and d never. `one_agent`: both partitions on one
+    agent, so one Spark task merges them before Spark does."""
     big = Decimal(6 * 10**37)
     keys = ["a", "a", "b", "c", "c", "d", "b", "d"]
     vals = [big, big, big, Decimal(1), Decimal(2), -big, big, Decimal(5)]
     table = pa.table({"k": keys, "v": pa.array(vals, pa.decimal128(38, 0))})
-    env["client"].write("spark_huge", table, partition_rows=4, overwrite=True)
+    holders = env["agents"] if request.param == "spread" else env["agents"][:1]
+    env["client"].drop("spark_huge")
+    with Client([a.address for a in holders]) as writer:
+        writer.write("spark_huge", table, partition_rows=4, overwrite=True)
+    assert len({p.agents for p in env["client"].describe("spark_huge").partitions}) \
+        == (2 if request.param == "spread" else 1)
     spark = env["spark"]
     ours = spark.read.format("bpfstore").option("agents", env["addresses"]).load("spark_huge")
     ours.createOrReplaceTempView("huge")
@@ -239,6 +246,30 @@ def test_decimal_overflow_like_spark(env, huge, query: str) -> None:
         except PySparkException:
             got_rows = "error"
         assert got_rows == expected if expected == "error" else _same(got_rows, expected)
+
+
+def test_aggregate_tasks_group_partitions_of_one_agent(env) -> None:
+    """12 partitions on 3 agents: by default one Aggregate call (one Spark task) per agent;
+    `partitionsPerTask` splits them further; the answer is the same either way."""
+    from pyspark.errors import PySparkException
+
+    spark = env["spark"]
+    sql = "select k, sum(d), avg(x), count(*) from {t} where i > -30 group by k"
+    answers = {}
+    for per_task, sizes in ((None, [4, 4, 4]), ("3", [2] * 6), ("1", [1] * 12)):
+        reader = spark.read.format("bpfstore").option("agents", env["addresses"])
+        if per_task is not None:
+            reader = reader.option("partitionsPerTask", per_task)
+        reader.load("spark_mixed").createOrReplaceTempView("mixed_tasks")
+        with recording(env["agents"]) as rec:
+            answers[per_task] = rows(spark.sql(sql.format(t="mixed_tasks")))
+        assert sorted(len(p.partitions) for p in rec.plans("Aggregate")) == sizes, per_task
+    assert _same(answers[None], answers["1"]) and _same(answers["3"], answers["1"])
+    assert _same(answers[None], rows(spark.sql(sql.format(t="mixed_plain"))))
+    bad = spark.read.format("bpfstore").option("agents", env["addresses"]) \
+        .option("partitionsPerTask", "0").load("spark_mixed")
+    with pytest.raises(PySparkException, match="partitionsPerTask must be a whole number"):
+        bad.agg({"d": "sum"}).collect()
 
 
 def test_stale_reader_guard(env) -> None:

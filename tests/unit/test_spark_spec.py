@@ -9,6 +9,8 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("pyspark")
 
@@ -101,6 +103,27 @@ def test_pushfilters_only_when_spark_will_call_it() -> None:
     pushing = BpfstoreDataSource(CaseInsensitiveDict({"path": "t", "pushFilters": "true"}))
     assert plain.pushFilters.__func__ is DataSourceReader.pushFilters
     assert pushing.reader(schema).pushFilters.__func__ is not DataSourceReader.pushFilters
+
+
+@given(st.lists(st.integers(0, 3), max_size=80), st.integers(1, 20))
+@settings(max_examples=200, deadline=None)
+def test_aggregate_task_groups(holders: list[int], per_task: int) -> None:
+    """Every partition in exactly one task, in dataset order; one replica list per task; as
+    few tasks per replica list as `per_task` allows, of sizes differing by at most one."""
+    from types import SimpleNamespace
+
+    from bpfstore.connector.spark.source import task_groups
+
+    parts = [SimpleNamespace(id=str(i), agents=(f"agent{h}",)) for i, h in enumerate(holders)]
+    groups = task_groups(parts, per_task)
+    assert sorted(int(p.id) for g in groups for p in g) == list(range(len(parts)))
+    for h in set(holders):
+        mine = [g for g in groups if g[0].agents == (f"agent{h}",)]
+        assert all(len({p.agents for p in g}) == 1 for g in mine)
+        assert all([int(p.id) for p in g] == sorted(int(p.id) for p in g) for g in mine)
+        assert len(mine) == -(-holders.count(h) // per_task)
+        sizes = [len(g) for g in mine]
+        assert max(sizes) <= per_task and max(sizes) - min(sizes) <= 1
 
 
 def test_explain_stays_a_function_after_its_first_call() -> None:
