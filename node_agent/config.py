@@ -58,4 +58,7 @@ class AgentConfig:
             "max_plan_nodes": self.max_plan_nodes,
             "max_plan_depth": self.max_plan_depth,
             "max_in_list": self.max_in_list,
+            "max_concurrent_requests": self.max_concurrent_requests,
+            "tenant_max_concurrent": self.tenant_max_concurrent,
+            "max_deadline_ms": round(self.max_deadline_seconds * 1000),
         }

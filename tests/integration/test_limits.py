@@ -195,6 +195,15 @@ def test_plan_limits_are_settings(strict_agent: RunningAgent, where: Any, words:
     assert stub.Aggregate(pb.AggregateRequest(plan=ok), timeout=10).partials
 
 
+def test_get_info_lists_the_limits(strict_agent: RunningAgent) -> None:
+    with Client([strict_agent.address], transport=Transport(), timeout=30) as c:
+        (info,) = c.info()
+    assert info["limits"] == {
+        "max_message_bytes": 32 << 10, "max_write_bytes": 4 << 10, "max_plan_nodes": 6,
+        "max_plan_depth": 4, "max_in_list": 3, "max_concurrent_requests": 256,
+        "tenant_max_concurrent": 0, "max_deadline_ms": 600_000}
+
+
 def test_message_size_limits_are_settings(strict_agent: RunningAgent) -> None:
     stub = agent_pb2_grpc.AgentStub(grpc.insecure_channel(
         strict_agent.address, options=[("grpc.max_send_message_length", 1 << 20)]))
