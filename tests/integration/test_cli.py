@@ -16,17 +16,12 @@ import duckdb
 import pytest
 
 from bpfstore.connector import Client
+from bpfstore.connector.demo import free_port
 
 BIN = Path(sys.executable).parent
 Q6 = """select sum(l_extendedprice * l_discount) as revenue from lineitem
 where l_shipdate >= date '1994-01-01' and l_shipdate < date '1994-01-01' + interval '1' year
   and l_discount between 0.06 - 0.01 and 0.06 + 0.01 and l_quantity < 24"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cli(*args: str, agents: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -49,7 +44,7 @@ def lineitem(tmp_path_factory) -> Path:
 def agent_processes(tmp_path_factory):
     procs, addresses = [], []
     for i in range(2):
-        address = f"127.0.0.1:{_free_port()}"
+        address = f"127.0.0.1:{free_port()}"
         data = tmp_path_factory.mktemp(f"cli-agent{i}")
         procs.append(subprocess.Popen(
             [str(BIN / "bpfstore-agent"), "--data-dir", str(data), "--listen", address],
@@ -131,7 +126,7 @@ def test_listing_describing_and_errors(agent_processes, lineitem) -> None:
 
 
 def test_unreachable_agent_is_a_clear_error(lineitem) -> None:
-    result = _cli("sql", Q6, agents=f"127.0.0.1:{_free_port()}", check=False)
+    result = _cli("sql", Q6, agents=f"127.0.0.1:{free_port()}", check=False)
     assert result.returncode == 1
     assert "bpfstore: error:" in result.stderr and "Traceback" not in result.stderr
 
