@@ -484,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
             result = {
                 "sf": args.sf, "hosts": args.hosts, "link": link, "rows": rows,
                 "partitions": partitions, "runs": args.runs, "queries": queries,
+                "warmup": not args.no_warmup, "load_average": os.getloadavg(),
                 "modes": modes, "thresholds": {str(k): v for k, v in thresholds.items()},
                 "machine": machine_facts(), "agents": info, "date": time.strftime("%Y-%m-%d"),
                 "command": "bench/bench_cluster.py " + " ".join(argv if argv is not None

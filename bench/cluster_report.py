@@ -44,6 +44,10 @@ def _cell(e: dict[str, Any]) -> tuple[str, str, str, str]:
 def tables(result: dict[str, Any]) -> str:
     res, modes = result["results"], result["modes"]
     m = result["machine"]
+    warm = (" after a warm-up" if result.get("warmup", True) else
+            " (no warm-up round: the first round's compilations and cache fills count)")
+    load = (f"; load average {result['load_average'][1]:.1f} over the 5 minutes before the "
+            "tables were written" if "load_average" in result else " (shared, noisy)")
     lines = [
         f"# Cluster benchmark: TPC-H SF{result['sf']:g}, {result['hosts']} storage hosts, "
         f"{result['link']} links",
@@ -51,8 +55,8 @@ def tables(result: dict[str, Any]) -> str:
         f"`{result['command']}` on {result['date']}: {result['rows']:,} lineitem rows in "
         f"{result['partitions']} partitions over {result['hosts']} agents (network namespaces, "
         f"veth pairs shaped with tbf to {result['link']} each way). Medians of "
-        f"{result['runs']} interleaved rounds after a warm-up. Machine: {m['cpus']} vCPU "
-        f"{m['cpu']}, {m['memory_gib']} GiB, {m['os']}, kernel {m['kernel']} (shared, noisy).",
+        f"{result['runs']} interleaved rounds{warm}. Machine: {m['cpus']} vCPU "
+        f"{m['cpu']}, {m['memory_gib']} GiB, {m['os']}, kernel {m['kernel']}{load}.",
         "",
         "\"link bytes\" = bytes through the client-side veths (rx + tx interface counters, both "
         "directions, all hosts); \"agent CPU\" = user + system time of the agent processes "
