@@ -8,8 +8,8 @@ Two read modes, chosen by options:
   buffer types, which Spark then merges.
 A row scan has one Spark input partition per bpfstore partition. An aggregate groups up to
 `partitionsPerTask` (default 16) partitions of one agent into a task: each task then returns
-a few bytes, and Spark's cost per task (about 80 ms on `local[2]`) would otherwise outweigh
-the agents' work on datasets of many partitions.
+a few bytes, and Spark's cost per task would otherwise outweigh the agents' work: TPC-H Q6
+at SF10 (60 partitions on 3 agents) took 5.1 s in 60 tasks and 1.2 s in 6 (`local[2]`).
 Options arrive in a case-insensitive dict (lower-cased keys): never `dict()` it.
 """
 
