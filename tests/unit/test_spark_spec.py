@@ -1,5 +1,6 @@
 """The pure parts of the Spark front end: the extension's JSON -> plans, partials -> Spark's
-buffer types (overflow as Spark's buffers overflow), and pushFilters translation."""
+buffer types (overflow as Spark's buffers overflow), pushFilters translation, and how
+aggregate tasks group partitions."""
 
 from __future__ import annotations
 
