@@ -7,18 +7,20 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bpfstore.connector.demo import free_port
+from bpfstore.v1 import agent_pb2 as pb
 
 BIN = Path(sys.executable).parent
-__all__ = ["BIN", "AgentProcess", "committed_files", "free_port", "wait_for"]
+__all__ = ["BIN", "AgentProcess", "committed_files", "free_port", "held_write", "wait_for"]
 
 
 class AgentProcess:
@@ -121,3 +123,11 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 20, what: str = "it
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
 
+
+def held_write(dataset: str, data: bytes, gate: threading.Event,
+               partition: str = "p0") -> Iterator[pb.WriteChunk]:
+    """A Write stream that sends its first half, then waits for `gate` before the rest."""
+    half = len(data) // 2
+    yield pb.WriteChunk(dataset=dataset, partition=partition, arrow_ipc=data[:half])
+    gate.wait(60)
+    yield pb.WriteChunk(arrow_ipc=data[half:])

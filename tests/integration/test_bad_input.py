@@ -13,6 +13,7 @@ import pytest
 from bpfstore.connector import Client, col, count_star, sum_, wire
 from bpfstore.connector.errors import DatasetNotFound, PlanInvalid
 from bpfstore.connector.plan import In, Literal, Not, Plan
+from bpfstore.node_agent.server import ipc_bytes
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc
 from bpfstore.v1 import plan_pb2 as plan_pb
@@ -121,12 +122,6 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _ipc(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as w:
-        w.write_table(table)
-    return sink.getvalue().to_pybytes()
-
 
 @pytest.mark.parametrize(("chunks", "words"), [
     (lambda b: [pb.WriteChunk(dataset="w1", arrow_ipc=b[: len(b) // 2])],
@@ -140,7 +135,7 @@ def _ipc(table: pa.Table) -> bytes:
     (lambda b: [], "must start with a chunk naming the dataset"),
 ])
 def test_bad_writes_leave_nothing_visible(stub, client, chunks, words) -> None:
-    data = _ipc(pa.table({"a": list(range(1000))}))
+    data = ipc_bytes(pa.table({"a": list(range(1000))}))
     code, details = _status(lambda: stub.Write(iter(chunks(data)), timeout=10))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and words in details, details
     assert "w1" not in [d.name for d in stub.ListDatasets(pb.ListDatasetsRequest()).datasets]
@@ -150,7 +145,7 @@ def test_bad_writes_leave_nothing_visible(stub, client, chunks, words) -> None:
 
 
 def test_client_disconnect_mid_write_leaves_nothing(stub, agents) -> None:
-    data = _ipc(pa.table({"a": list(range(100_000))}))
+    data = ipc_bytes(pa.table({"a": list(range(100_000))}))
 
     def chunks():
         yield pb.WriteChunk(dataset="w2", arrow_ipc=data[:1000])

@@ -21,11 +21,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from agent_process import BIN, AgentProcess, committed_files, wait_for
+from agent_process import BIN, AgentProcess, committed_files, held_write, wait_for
 from bpfstore.connector import Client, PartitionUnavailable, col, count_star, sum_
 from bpfstore.connector.client import AgentUnavailable
 from bpfstore.connector.errors import BpfstoreError
-from bpfstore.v1 import agent_pb2 as pb
+from bpfstore.node_agent.server import ipc_bytes
 from bpfstore.v1 import agent_pb2_grpc
 
 ROWS = 200_000
@@ -161,20 +161,6 @@ def test_no_replica_left_names_the_missing_partitions(three, monkeypatch) -> Non
 # -- durability --------------------------------------------------------------------------------
 
 
-def _ipc(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def _held_write(dataset: str, data: bytes, gate: threading.Event) -> Iterator[pb.WriteChunk]:
-    half = len(data) // 2
-    yield pb.WriteChunk(dataset=dataset, partition="new", arrow_ipc=data[:half])
-    gate.wait(60)
-    yield pb.WriteChunk(arrow_ipc=data[half:])
-
-
 def test_agent_sigkilled_mid_write_stream_keeps_the_dataset(one) -> None:
     import grpc
 
@@ -184,7 +170,7 @@ def test_agent_sigkilled_mid_write_stream_keeps_the_dataset(one) -> None:
     gate = threading.Event()
     channel = grpc.insecure_channel(one.address)
     call = agent_pb2_grpc.AgentStub(channel).Write.future(
-        _held_write("d", _ipc(_data(10_000, seed=1)), gate), timeout=60)
+        held_write("d", ipc_bytes(_data(10_000, seed=1)), gate, partition="new"), timeout=60)
     wait_for(lambda: one.metric("bpfstore_agent_requests_in_flight") == 1, what="the write")
     wait_for(lambda: any(".incoming-" in f for f in one.data_files()), what="bytes on disk")
     one.kill()

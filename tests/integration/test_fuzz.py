@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from agent_process import AgentProcess
 from bpfstore.connector import Client, col, count_star, sum_
+from bpfstore.node_agent.server import ipc_bytes
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc
 
@@ -59,14 +60,8 @@ def _table() -> pa.Table:
     })
 
 
-def _ipc(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
 
-
-VALID_IPC = _ipc(_table().slice(0, 20))
+VALID_IPC = ipc_bytes(_table().slice(0, 20))
 
 
 # -- request messages from the descriptors -------------------------------------------------
@@ -347,7 +342,7 @@ def test_every_single_byte_corruption_of_a_write(agent, channel) -> None:
     """Each byte of a small valid Write stream flipped in turn: a damaged stream is refused
     (INVALID_ARGUMENT), never stored with broken buffers (a fuzzing find)."""
     stub = agent_pb2_grpc.AgentStub(channel)
-    data = _ipc(pa.table({"i": pa.array([1, 2, 3], pa.int64()), "s": ["a", "b", None]}))
+    data = ipc_bytes(pa.table({"i": pa.array([1, 2, 3], pa.int64()), "s": ["a", "b", None]}))
     for n in range(len(data)):
         damaged = bytearray(data)
         damaged[n] ^= 0xFF

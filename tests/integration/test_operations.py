@@ -12,25 +12,11 @@ import grpc
 import pyarrow as pa
 import pytest
 
-from agent_process import BIN, AgentProcess, free_port, wait_for
+from agent_process import BIN, AgentProcess, free_port, held_write, wait_for
 from bpfstore.connector import Client, col, count_star, sum_
+from bpfstore.node_agent.server import ipc_bytes
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc
-
-
-def ipc_stream(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def held_write(dataset: str, data: bytes, gate: threading.Event) -> Iterator[pb.WriteChunk]:
-    """A Write stream that sends its first half, then waits for `gate` before the rest."""
-    half = len(data) // 2
-    yield pb.WriteChunk(dataset=dataset, partition="p0", arrow_ipc=data[:half])
-    gate.wait(60)
-    yield pb.WriteChunk(arrow_ipc=data[half:])
 
 
 @pytest.fixture
@@ -45,7 +31,7 @@ def test_sigterm_drains_in_flight_requests_then_exits_0(agent) -> None:
     gate = threading.Event()
     channel = grpc.insecure_channel(agent.address)
     stub = agent_pb2_grpc.AgentStub(channel)
-    in_flight = stub.Write.future(held_write("drained", ipc_stream(table), gate), timeout=60)
+    in_flight = stub.Write.future(held_write("drained", ipc_bytes(table), gate), timeout=60)
     wait_for(lambda: agent.metric("bpfstore_agent_requests_in_flight") == 1, what="the write")
 
     agent.terminate()

@@ -20,6 +20,7 @@ from bpfstore.connector import Client, count_star, wire
 from bpfstore.connector.errors import PermissionDenied, Unauthenticated
 from bpfstore.connector.plan import Plan
 from bpfstore.connector.transport import Transport
+from bpfstore.node_agent.server import ipc_bytes
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc
 from conftest import RunningAgent
@@ -54,12 +55,6 @@ def _metadata(who: str) -> list[tuple[str, str]]:
     return [("authorization", f"Bearer {TOKENS[who]}")]
 
 
-def _ipc(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as w:
-        w.write_table(table)
-    return sink.getvalue().to_pybytes()
-
 
 def _plan(dataset: str) -> Any:
     return wire.plan_to_proto(Plan(dataset, aggregates=(count_star(),)))
@@ -72,7 +67,7 @@ OPS: dict[str, Callable[[Any, str, list], Any]] = {
                                              timeout=10),
     "scan": lambda s, d, m: list(s.Scan(pb.ScanRequest(plan=_plan(d)), metadata=m, timeout=10)),
     "write": lambda s, d, m: s.Write(iter([pb.WriteChunk(
-        dataset=d, arrow_ipc=_ipc(pa.table({"x": pa.array([7], pa.int64())})))]),
+        dataset=d, arrow_ipc=ipc_bytes(pa.table({"x": pa.array([7], pa.int64())})))]),
         metadata=m, timeout=10),
     # drop a dataset nobody else uses: the matrix must not destroy the fixtures' data
     "drop": lambda s, d, m: s.DropDataset(pb.DropDatasetRequest(dataset=d + "_dropme"),
