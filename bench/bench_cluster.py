@@ -159,20 +159,9 @@ class SparkFront:
 
     def __init__(self, agents: list[str], parquet: Path, thresholds: dict[float, int],
                  modes: list[str]) -> None:
-        os.environ["PYSPARK_PYTHON"] = os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-        os.environ.setdefault("SPARK_LOCAL_HOSTNAME", "localhost")
-        from pyspark.sql import SparkSession
+        from bench_spark import local_spark
 
-        from bpfstore.connector.spark import configure
-
-        builder = (SparkSession.builder.master("local[2]").appName("bpfstore-bench-cluster")
-                   .config("spark.sql.shuffle.partitions", "2")
-                   .config("spark.ui.enabled", "false")
-                   .config("spark.ui.showConsoleProgress", "false")
-                   .config("spark.driver.memory", "4g"))
-        self.spark = configure(builder).getOrCreate()
-        self.spark.sparkContext.setLogLevel("ERROR")
+        self.spark = local_spark("bpfstore-bench-cluster")
         self.thresholds = thresholds
         reader = self.spark.read.format("bpfstore").option("agents", ",".join(agents))
         for mode in modes:

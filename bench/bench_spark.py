@@ -30,15 +30,20 @@ from bpfstore.connector.demo import Q1, Q6, human_bytes, running_agents
 
 
 def spark_session(report: Path) -> Any:
-    os.environ["PYSPARK_PYTHON"] = os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     os.environ["BPFSTORE_SPARK_REPORT"] = str(report)  # the Python workers append reports
+    return local_spark("bpfstore-bench")
+
+
+def local_spark(app: str) -> Any:
+    """Spark `local[2]` with the extension, workers on this interpreter, quiet logs."""
+    os.environ["PYSPARK_PYTHON"] = os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     from pyspark.sql import SparkSession
 
     from bpfstore.connector.spark import configure
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # local[2]: no host-name lookup
     os.environ.setdefault("SPARK_LOCAL_HOSTNAME", "localhost")
-    builder = (SparkSession.builder.master("local[2]").appName("bpfstore-bench")
+    builder = (SparkSession.builder.master("local[2]").appName(app)
                .config("spark.sql.shuffle.partitions", "2")
                .config("spark.ui.enabled", "false")
                .config("spark.ui.showConsoleProgress", "false")
