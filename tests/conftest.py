@@ -27,9 +27,20 @@ def require_bpf(agent: RunningAgent, engine: str = "bpf") -> None:
     """Skip where the in-kernel engine (bpf, or bcc) cannot run; fail instead when
     BPFSTORE_REQUIRE_BPF=1 (CI), so bpf tests never skip silently where it should work."""
     status = next(s for s in agent.service.engines.status if s.name == engine)
-    if status.available:
+    _require(engine, status.available, status.reason)
+
+
+def require_engine_at(agents: str, engine: str) -> None:
+    """`require_bpf` for agent processes, from the first agent's GetInfo."""
+    with Client(agents) as client:
+        status = next(e for e in client.info()[0]["engines"] if e["name"] == engine)
+    _require(engine, status["available"], status["reason"])
+
+
+def _require(engine: str, available: bool, reason: str) -> None:
+    if available:
         return
-    message = f"{engine} engine unavailable: {status.reason}"
+    message = f"{engine} engine unavailable: {reason}"
     if os.environ.get("BPFSTORE_REQUIRE_BPF") == "1":
         pytest.fail(message)
     pytest.skip(message)

@@ -22,7 +22,7 @@ from test_cli import _cli, agent_processes, lineitem  # noqa: F401 - fixtures
 
 from bpfstore.connector import Client, Unsupported, col, count, count_star, max_, min_, sum_
 from bpfstore.connector.combine import Avg
-from conftest import RunningAgent, require_bpf
+from conftest import RunningAgent, require_bpf, require_engine_at
 from oracle import assert_same_rows, duckdb_answer
 
 pytestmark = pytest.mark.bpf
@@ -152,13 +152,7 @@ def test_tpch_q6_through_the_cli_equals_duckdb(agent_processes, lineitem) -> Non
     from bpfstore.connector.demo import Q6
 
     _, agents = agent_processes
-    with Client(agents) as client:
-        bcc = next(e for e in client.info()[0]["engines"] if e["name"] == "bcc")
-    if not bcc["available"]:
-        message = f"bcc engine unavailable: {bcc['reason']}"
-        if os.environ.get("BPFSTORE_REQUIRE_BPF") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_engine_at(agents, "bcc")
     if _cli("datasets", agents=agents).stdout.find("lineitem ") < 0:
         _cli("ingest", str(lineitem), "--dataset", "lineitem", "--partition-rows", "20000",
              agents=agents)

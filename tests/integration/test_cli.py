@@ -15,8 +15,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from bpfstore.connector import Client
 from bpfstore.connector.demo import free_port
+from conftest import require_engine_at
 
 BIN = Path(sys.executable).parent
 Q6 = """select sum(l_extendedprice * l_discount) as revenue from lineitem
@@ -81,13 +81,7 @@ def test_sql_on_the_bpf_engine_equals_duckdb(agent_processes, lineitem, query) -
     from bpfstore.connector.demo import Q1, Q6  # the standard TPC-H text
 
     _, agents = agent_processes
-    with Client(agents) as client:
-        bpf = next(e for e in client.info()[0]["engines"] if e["name"] == "bpf")
-    if not bpf["available"]:
-        message = f"bpf engine unavailable: {bpf['reason']}"
-        if os.environ.get("BPFSTORE_REQUIRE_BPF") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_engine_at(agents, "bpf")
     text = {"Q6": Q6, "Q1": Q1}[query]
     if _cli("datasets", agents=agents).stdout.find("lineitem ") < 0:
         _cli("ingest", str(lineitem), "--dataset", "lineitem", "--partition-rows", "20000",
