@@ -48,6 +48,7 @@ MAX_DECIMAL_PRECISION = 38
 _SIGNED_FOR_NEGATION = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(),
                         pa.uint32(): pa.int64()}
 _INT_DIGITS = {8: 3, 16: 5, 32: 10, 64: 19}
+TIMESTAMP_UNIT_NS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 
 
 def logical_type(t: pa.DataType) -> pa.DataType:
@@ -94,6 +95,9 @@ def common_type(a: pa.DataType, b: pa.DataType, where: str) -> pa.DataType:
     temporal = (pa.types.is_date(a) or pa.types.is_timestamp(a)) and (
         pa.types.is_date(b) or pa.types.is_timestamp(b)
     )
+    if temporal and pa.types.is_timestamp(a) and pa.types.is_timestamp(b):
+        # the coarser unit: a literal finer than its column must not be silently rounded
+        return a if TIMESTAMP_UNIT_NS[a.unit] >= TIMESTAMP_UNIT_NS[b.unit] else b
     if temporal:
         return a if pa.types.is_timestamp(a) else b
     raise PlanInvalid(f"type mismatch in {where}: {a} and {b} cannot be compared or combined")
@@ -175,6 +179,8 @@ def coerce_literal(value: Any, t: pa.DataType, where: str) -> Any:
             if isinstance(value, dt.date):
                 return value
         if pa.types.is_timestamp(t):
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value  # a count of t's units: nanoseconds no datetime can hold
             if isinstance(value, str):
                 return dt.datetime.fromisoformat(value.strip())
             if isinstance(value, dt.datetime):
@@ -184,6 +190,18 @@ def coerce_literal(value: Any, t: pa.DataType, where: str) -> Any:
     except (ValueError, pa.ArrowInvalid, decimal.InvalidOperation, OverflowError) as exc:
         raise PlanInvalid(f"literal {value!r} does not fit {t} in {where}: {exc}") from None
     return _bad(value, t, where)
+
+
+def _timestamp_units(count: int, source: pa.DataType, t: pa.DataType, where: str) -> Any:
+    """An integer timestamp literal (units of `source`) in `t`'s units, exactly."""
+    if not pa.types.is_timestamp(t):
+        raise PlanInvalid(f"timestamp literal of {count} {source.unit} cannot be used as {t} "
+                          f"in {where}")
+    units, rest = divmod(count * TIMESTAMP_UNIT_NS[source.unit], TIMESTAMP_UNIT_NS[t.unit])
+    if rest:
+        raise PlanInvalid(f"timestamp literal of {count} {source.unit} is not a whole number "
+                          f"of {t.unit} in {where}")
+    return units
 
 
 def _bad(value: Any, t: pa.DataType, where: str) -> Any:
@@ -283,7 +301,10 @@ class _Binder:
     def _coerced(self, e: Expr, t: pa.DataType, where: str) -> Expr:
         """A bound operand, with a literal converted to the comparison type `t`."""
         if isinstance(e, Literal):
-            return Literal(coerce_literal(e.value, t, where), result_type=logical_type(t))
+            value = e.value
+            if isinstance(value, int) and pa.types.is_timestamp(e.result_type):
+                value = _timestamp_units(value, e.result_type, logical_type(t), where)
+            return Literal(coerce_literal(value, t, where), result_type=logical_type(t))
         return e
 
     def _bind(self, e: Expr) -> Expr:

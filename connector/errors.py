@@ -69,3 +69,12 @@ class PermissionDenied(BpfstoreError):
 
 class DeadlineExceeded(BpfstoreError):
     """A request ran past its deadline (the client's, or the agent's max_deadline_seconds)."""
+
+
+ECHO_LIMIT = 80  # characters of a client's value an error message repeats
+
+
+def shown(value: object, limit: int = ECHO_LIMIT) -> str:
+    """`repr(value)` cut to `limit` characters: error messages never echo a huge input whole."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import re
 from typing import Any
 
@@ -11,8 +12,8 @@ import pyarrow as pa
 
 from bpfstore.v1 import plan_pb2 as pb
 
-from .binding import literal_type
-from .errors import PlanInvalid
+from .binding import MAX_DECIMAL_PRECISION, TIMESTAMP_UNIT_NS, literal_type
+from .errors import PlanInvalid, shown
 from .plan import (
     AggFunc,
     Aggregate,
@@ -67,6 +68,7 @@ _OVERFLOW_IN, _COMPARE_IN, _ARITH_IN = _inverse(_OVERFLOW), _inverse(_COMPARE), 
 _AGG_IN, _DIALECT_IN, _ENGINE_IN = _inverse(_AGG), _inverse(_DIALECT), _inverse(_ENGINE)
 _EPOCH = dt.date(1970, 1, 1)
 _INTEGER = re.compile(r"-?\d+")
+_DECIMAL_TEXT_LIMIT = 2 * MAX_DECIMAL_PRECISION + 10  # 38 digits, padding, sign, point, exponent
 
 
 def type_to_string(t: pa.DataType) -> str:
@@ -79,13 +81,32 @@ def type_from_string(s: str) -> pa.DataType:
         return _SIMPLE_TYPES[s]
     if m := _DECIMAL.fullmatch(s):
         kind, precision, scale = m.group(1), int(m.group(2)), int(m.group(3))
+        if precision > MAX_DECIMAL_PRECISION:  # no engine and no partial holds more
+            raise PlanInvalid(f"unsupported type {shown(s)}: decimal precision {precision} "
+                              f"exceeds {MAX_DECIMAL_PRECISION}")
         try:
             return getattr(pa, kind)(precision, scale)
         except (ValueError, pa.ArrowInvalid) as exc:
-            raise PlanInvalid(f"bad type {s!r}: {exc}") from None
+            raise PlanInvalid(f"bad type {shown(s)}: {exc}") from None
     if m := _TIMESTAMP.fullmatch(s):
-        return pa.timestamp(m.group(1), tz=m.group(2))
-    raise PlanInvalid(f"unknown or unsupported type {s!r}")
+        return checked_timestamp(pa.timestamp(m.group(1), tz=m.group(2)), "type")
+    raise PlanInvalid(f"unknown or unsupported type {shown(s)}")
+
+
+def checked_timestamp(t: pa.DataType, where: str) -> pa.DataType:
+    """`t` itself, or PlanInvalid when its time zone is one this machine does not know."""
+    if t.tz is not None and not _known_zone(t.tz):
+        raise PlanInvalid(f"{where} {t}: unknown time zone {shown(t.tz)}")
+    return t
+
+
+@functools.lru_cache(maxsize=256)
+def _known_zone(tz: str) -> bool:
+    try:
+        pa.scalar(0, pa.timestamp("s", tz=tz)).as_py()  # Arrow resolves the zone here
+    except (pa.ArrowInvalid, ValueError, KeyError):
+        return False
+    return True
 
 
 def _type_msg(t: pa.DataType | None) -> pb.DataType | None:
@@ -102,6 +123,8 @@ def literal_to_proto(lit: Literal) -> pb.Literal:
             msg.null = True
         case bool():
             msg.bool_value = v
+        case int() if lit.result_type is not None and pa.types.is_timestamp(lit.result_type):
+            msg.timestamp_value = _int64(v, lit.result_type)  # counts units of its type
         case int() if v >= 2**63:
             msg.uint_value = v
         case int():
@@ -118,16 +141,18 @@ def literal_to_proto(lit: Literal) -> pb.Literal:
             if lit.result_type is None:
                 msg.type.arrow = type_to_string(literal_type(v))
         case dt.datetime():
-            ts = v if v.tzinfo is None else v.astimezone(dt.UTC).replace(tzinfo=None)
-            delta = ts - dt.datetime(1970, 1, 1)
-            micros = (delta.days * 86400 + delta.seconds) * 10**6 + delta.microseconds
             t = lit.result_type
-            unit = t.unit if t is not None and pa.types.is_timestamp(t) else "us"
+            if t is None or not pa.types.is_timestamp(t):
+                # a pandas Timestamp carries nanoseconds beyond the datetime's microseconds
+                t = pa.timestamp("ns" if getattr(v, "nanosecond", 0) else "us",
+                                 tz=v.tzinfo and "UTC")
+                if lit.result_type is None:
+                    msg.type.arrow = type_to_string(t)
             # in the unit of the literal's type, which is how the decoder reads it
-            msg.timestamp_value = {"s": micros // 10**6, "ms": micros // 10**3, "us": micros,
-                                   "ns": micros * 10**3}[unit]
-            if lit.result_type is None:
-                msg.type.arrow = "timestamp[us]" if v.tzinfo is None else "timestamp[us, tz=UTC]"
+            count, rest = divmod(epoch_ns(v), TIMESTAMP_UNIT_NS[t.unit])
+            if rest:
+                raise PlanInvalid(f"timestamp literal {v} is not a whole number of {t.unit}")
+            msg.timestamp_value = _int64(count, t)
         case dt.date():
             msg.date_value = (v - _EPOCH).days
         case _:
@@ -142,10 +167,13 @@ def literal_from_proto(msg: pb.Literal) -> Literal:
     if kind is None or kind == "null":
         value = None
     elif kind == "decimal_value":
+        if len(msg.decimal_value) > _DECIMAL_TEXT_LIMIT:  # int() of 4300+ digits even fails
+            raise PlanInvalid(f"decimal literal {shown(msg.decimal_value)} is too long: "
+                              f"at most {MAX_DECIMAL_PRECISION} digits")
         try:
             value = decimal.Decimal(msg.decimal_value)
         except decimal.InvalidOperation:
-            raise PlanInvalid(f"bad decimal literal {msg.decimal_value!r}") from None
+            raise PlanInvalid(f"bad decimal literal {shown(msg.decimal_value)}") from None
         if not (t is not None and pa.types.is_decimal(t)) and _INTEGER.fullmatch(msg.decimal_value):
             value = int(value)
     elif kind in ("date_value", "timestamp_value"):
@@ -161,14 +189,32 @@ def literal_from_proto(msg: pb.Literal) -> Literal:
     return Literal(value, result_type=t)
 
 
-def _temporal_from_proto(msg: pb.Literal, t: pa.DataType | None) -> dt.date:
+def _temporal_from_proto(msg: pb.Literal, t: pa.DataType | None) -> dt.date | int:
+    """A date, a datetime, or (for nanoseconds a datetime cannot hold) the integer count of
+    the timestamp type's units, kept exact."""
     if msg.WhichOneof("value") == "date_value":
         return _EPOCH + dt.timedelta(days=msg.date_value)
     unit = t.unit if t is not None and pa.types.is_timestamp(t) else "us"
     v = msg.timestamp_value
-    micros = {"s": v * 10**6, "ms": v * 10**3, "us": v, "ns": v // 10**3}[unit]
+    micros, nanos = divmod(v * TIMESTAMP_UNIT_NS[unit], 1000)
+    if nanos:
+        return v
     value = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=micros)
     return value.replace(tzinfo=dt.UTC) if t is not None and t.tz is not None else value
+
+
+def epoch_ns(v: dt.datetime) -> int:
+    """Nanoseconds since 1970-01-01 (UTC when aware), exactly, a pandas Timestamp's included."""
+    ts = v if v.tzinfo is None else v.astimezone(dt.UTC)
+    plain = dt.datetime(ts.year, ts.month, ts.day, ts.hour, ts.minute, ts.second, ts.microsecond)
+    micros = (plain - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
+    return micros * 1000 + getattr(v, "nanosecond", 0)
+
+
+def _int64(count: int, t: pa.DataType) -> int:
+    if not -(2**63) <= count < 2**63:
+        raise PlanInvalid(f"timestamp literal of {count} {t.unit} is out of range for {t}")
+    return count
 
 
 def expr_to_proto(e: Expr) -> pb.Expr:

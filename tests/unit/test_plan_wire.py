@@ -154,3 +154,56 @@ def test_aggregate_arity_is_checked() -> None:
 def test_describe_reads_like_sql() -> None:
     e = (col("d") >= dt.date(1994, 1, 1)) & col("s").isin(["A", "B"]) & ~col("x").is_null()
     assert describe(e) == "((d >= 1994-01-01) AND s IN ('A', 'B') AND NOT x IS NULL)"
+
+
+@given(st.integers(min_value=-(2**63), max_value=2**63 - 1), st.sampled_from([None, "UTC"]))
+@settings(max_examples=300, deadline=None)
+def test_nanosecond_literals_round_trip_exactly(nanos, tz) -> None:
+    """W5: a timestamp[ns] literal keeps its nanoseconds through decode and encode."""
+    t = pa.timestamp("ns", tz=tz)
+    decoded = wire.literal_from_proto(pb.Literal(timestamp_value=nanos, type=pb.DataType(
+        arrow=str(t))))
+    value = decoded.value
+    assert (value if isinstance(value, int) else wire.epoch_ns(value)) == nanos
+    again = wire.literal_to_proto(decoded)
+    assert again.timestamp_value == nanos and wire.literal_from_proto(again) == decoded
+
+
+@given(st.integers(min_value=-(2**63) + 1, max_value=2**63 - 1))
+@settings(max_examples=100, deadline=None)
+def test_pandas_timestamps_are_sent_to_the_nanosecond(nanos) -> None:
+    pd = pytest.importorskip("pandas")
+    msg = wire.literal_to_proto(Literal(pd.Timestamp(nanos, unit="ns")))
+    assert msg.type.arrow == ("timestamp[ns]" if nanos % 1000 else "timestamp[us]")
+    assert msg.timestamp_value * (1 if nanos % 1000 else 1000) == nanos
+
+
+@pytest.mark.parametrize(("lit", "words"), [
+    (Literal(dt.datetime(9999, 1, 1), result_type=pa.timestamp("ns")), "out of range"),
+    (Literal(dt.datetime(2020, 1, 1, 0, 0, 0, 5), result_type=pa.timestamp("s")),
+     "not a whole number of s"),
+    (Literal(2**63, result_type=pa.timestamp("ns")), "out of range"),
+])
+def test_unencodable_timestamps_are_plan_errors(lit, words) -> None:
+    with pytest.raises(PlanInvalid, match=words):
+        wire.literal_to_proto(lit)
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("decimal256(40, 0)", "precision 40 exceeds 38"),
+    ("decimal256(76, 0)", "precision 76 exceeds 38"),
+    ("timestamp[us, tz=Nowhere/Land]", "unknown time zone 'Nowhere/Land'"),
+    ("x" * 10_000, r"\.\.\. \(10002 characters\)"),
+])
+def test_unsupported_types_are_named_and_capped(text, words) -> None:
+    with pytest.raises(PlanInvalid, match=words) as info:
+        wire.type_from_string(text)
+    assert len(str(info.value)) < 200
+
+
+@pytest.mark.parametrize("text", ["1" * 10_000, "-" + "9" * 5000 + ".5", "1e" + "9" * 10_000])
+def test_huge_decimal_literals_are_refused_with_a_short_message(text) -> None:
+    msg = pb.Expr(literal=pb.Literal(decimal_value=text))
+    with pytest.raises(PlanInvalid, match="too long") as info:
+        wire.expr_from_proto(msg)
+    assert len(str(info.value)) < 200
