@@ -24,6 +24,7 @@ import re
 import shutil
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,7 +39,9 @@ from bpfstore.connector.errors import (
     PartitionCorrupt,
     PlanInvalid,
     ResourceExhausted,
+    shown,
 )
+from bpfstore.connector.wire import checked_timestamp
 
 from .stats import ColumnStats, column_stats
 
@@ -53,7 +56,7 @@ def validate_name(kind: str, name: str) -> str:
     """Dataset and partition names: [A-Za-z0-9_.-], no path separators, no '..'."""
     if not NAME_PATTERN.fullmatch(name or "") or ".." in name:
         raise PlanInvalid(
-            f"invalid {kind} name {name!r}: use 1-128 characters from [A-Za-z0-9_.-], "
+            f"invalid {kind} name {shown(name)}: use 1-128 characters from [A-Za-z0-9_.-], "
             "not starting with '.' or '-', without '..'"
         )
     return name
@@ -109,35 +112,52 @@ class DatasetMeta:
         raise DatasetNotFound(f"dataset {self.name!r} has no partition {pid!r} on this agent")
 
 
+def _is_string(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
 def normalize_schema_type(t: pa.DataType, name: str) -> pa.DataType:
-    """The stored type of a column: what the engines can walk directly."""
+    """The stored type of a column: what the engines can walk directly. Only strings stay
+    dictionary-encoded; a dictionary of anything else is stored plain, so engines and
+    statistics see one representation of each value type (and its NaN and overflow rules)."""
+    if pa.types.is_dictionary(t):
+        return normalize_schema_type(t.value_type, name)
     if pa.types.is_decimal(t):
         if t.precision <= 18:
             return pa.decimal64(t.precision, t.scale)
         if t.precision <= 38:
             return pa.decimal128(t.precision, t.scale)
-        raise PlanInvalid(f"column {name!r}: decimal precision {t.precision} exceeds 38")
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        raise PlanInvalid(f"column {shown(name)}: decimal precision {t.precision} exceeds 38")
+    if _is_string(t):
         return pa.dictionary(pa.int32(), pa.string())
-    if pa.types.is_dictionary(t):
-        value = normalize_schema_type(t.value_type, name)
-        value = value.value_type if pa.types.is_dictionary(value) else value
-        return pa.dictionary(pa.int32(), value)
-    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t) or \
+            pa.types.is_fixed_size_binary(t):
         return pa.binary()
     if pa.types.is_date64(t):
         return pa.date32()
-    if pa.types.is_nested(t) or pa.types.is_union(t):
-        raise PlanInvalid(f"column {name!r}: nested type {t} is not supported")
+    if pa.types.is_timestamp(t):
+        return checked_timestamp(t, f"column {shown(name)}:")
+    if not _storable(t):
+        raise PlanInvalid(f"column {shown(name)}: type {t} is not supported (store it as "
+                          "integers, floats, decimals, strings, binary, dates or timestamps)")
     return t
+
+
+def _storable(t: pa.DataType) -> bool:
+    return (pa.types.is_null(t) or pa.types.is_boolean(t) or pa.types.is_integer(t)
+            or pa.types.is_floating(t) or pa.types.is_binary(t) or pa.types.is_date32(t))
 
 
 def normalize(table: pa.Table) -> pa.Table:
     """Cast to stored types, one dictionary per column, batches of BATCH_ROWS rows."""
+    if duplicated := sorted(n for n, k in Counter(table.schema.names).items() if k > 1):
+        raise PlanInvalid(f"duplicate column names: {shown(duplicated)}")
     fields = [pa.field(f.name, normalize_schema_type(f.type, f.name))
               for f in table.schema]
     columns = []
     for f, column in zip(fields, table.columns, strict=True):
+        if pa.types.is_dictionary(column.type) and not pa.types.is_dictionary(f.type):
+            column = column.cast(column.type.value_type)
         if pa.types.is_dictionary(f.type):
             # Encode the whole column at once: one dictionary per file, as the IPC file format
             # needs (unifying per-chunk dictionaries afterwards is several times slower).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import decimal as D
 import os
+import re
 
 import pyarrow as pa
 import pytest
@@ -128,3 +129,66 @@ def test_stats_count_nulls_of_dictionary_columns(tmp_path) -> None:
     meta, pid, _ = s.write("t", [ipc(pa.table({"k": ["a", None, "b", None, "a"]}))])
     stats = meta.partition(pid).stats["k"]
     assert (stats.null_count, stats.min, stats.max) == (2, "a", "b")
+
+
+PLAIN = pa.table({
+    "f": pa.array([1.0, float("nan"), None, -0.0, float("inf"), float("nan")]),
+    "i": pa.array([2**63 - 1, -(2**63), None, 0, 5, 5], pa.int64()),
+    "u": pa.array([2**64 - 1, 0, None, 1, 1, 7], pa.uint64()),
+    "d": pa.array([D.Decimal("1.25"), None, D.Decimal("-9.99"), None, D.Decimal("0"),
+                   D.Decimal("1.25")], pa.decimal128(10, 2)),
+    "ts": pa.array([1000000999, None, 5, 5, -1, 0], pa.timestamp("ns")),
+    "day": pa.array([0, 1, None, 1, 2, 3], pa.date32()),
+    "b": pa.array([True, None, False, True, True, False]),
+    "bin": pa.array([b"", b"a", None, b"\x00", b"a", b"z"]),
+    "s": pa.array(["", "a", None, "a", "b", "c"]),
+})
+
+
+def test_dictionary_encoded_columns_are_stored_like_plain_ones(tmp_path) -> None:
+    """W6: a dictionary of floats (or of any non-string type) is stored plain, so every engine
+    and the statistics apply the value type's own rules (NaN, overflow, exact sums)."""
+    s = Storage(tmp_path)
+    encoded = pa.table({n: c.dictionary_encode() for n, c in zip(
+        PLAIN.column_names, PLAIN.columns, strict=True)})
+    plain_meta, plain_pid, _ = s.write("plain", [ipc(PLAIN)])
+    meta, pid, _ = s.write("encoded", [ipc(encoded)])
+    assert meta.schema.equals(plain_meta.schema)
+    assert [f.name for f in meta.schema if pa.types.is_dictionary(f.type)] == ["s"]
+    assert repr(s.read("encoded", pid).to_pydict()) == repr(s.read("plain", plain_pid).to_pydict())
+    assert meta.partition(pid).stats == plain_meta.partition(plain_pid).stats
+
+
+@pytest.mark.parametrize(("column", "words"), [
+    (pa.array([1], pa.time32("s")), "'c': type time32[s] is not supported"),
+    (pa.array([1], pa.time64("ns")), "'c': type time64[ns] is not supported"),
+    (pa.array([1], pa.duration("s")), "'c': type duration[s] is not supported"),
+    (pa.array([[1]]), "'c': type list<item: int64> is not supported"),
+    (pa.array([1], pa.timestamp("us", tz="Nowhere/Land")), "unknown time zone 'Nowhere/Land'"),
+    (pa.array([D.Decimal(1)], pa.decimal256(40, 0)), "decimal precision 40 exceeds 38"),
+])
+def test_unsupported_column_types_are_refused_by_name(tmp_path, column, words) -> None:
+    s = Storage(tmp_path)
+    with pytest.raises(PlanInvalid, match=re.escape(words)):
+        s.write("t", [ipc(pa.table({"c": column}))])
+    assert s.names() == []
+
+
+def test_duplicate_column_names_are_refused(tmp_path) -> None:
+    s = Storage(tmp_path)
+    table = pa.table([pa.array([1]), pa.array([2]), pa.array([3])], names=["a", "b", "a"])
+    with pytest.raises(PlanInvalid, match=r"duplicate column names: \['a'\]"):
+        s.write("t", [ipc(table)])
+
+
+def test_fixed_size_binary_is_stored_as_binary(tmp_path) -> None:
+    s = Storage(tmp_path)
+    meta, pid, _ = s.write("t", [ipc(pa.table({"c": pa.array([b"ab", None], pa.binary(2))}))])
+    assert meta.schema.field("c").type == pa.binary()
+    assert s.read("t", pid).column("c").to_pylist() == [b"ab", None]
+
+
+def test_echoed_names_are_capped() -> None:
+    with pytest.raises(PlanInvalid, match=r"\(10002 characters\)") as info:
+        validate_name("dataset", "x" * 10_000)
+    assert len(str(info.value)) < 300
