@@ -40,6 +40,7 @@ STATUS: dict[type[BaseException], grpc.StatusCode] = {
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 INTERNAL_MESSAGE = "internal error in the agent (details are in its log)"
+MESSAGE_LIMIT = 1000  # characters: a status message travels in headers (8 KiB by default)
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode | None:
@@ -47,6 +48,13 @@ def status_for(exc: BaseException) -> grpc.StatusCode | None:
         if cls in STATUS:
             return STATUS[cls]
     return None
+
+
+def capped(message: str) -> str:
+    """Every status message, cut so that no echoed input can outgrow the response headers."""
+    if len(message) <= MESSAGE_LIMIT:
+        return message
+    return f"{message[:MESSAGE_LIMIT]}... ({len(message) - MESSAGE_LIMIT} more characters)"
 
 
 @contextlib.contextmanager
@@ -57,10 +65,11 @@ def rpc_errors(context: grpc.ServicerContext, method: str) -> Iterator[None]:
     except BpfstoreError as exc:
         code = status_for(exc) or grpc.StatusCode.INTERNAL
         log.info("%s failed: %s: %s", method, code.name, exc)
-        context.abort(code, str(exc) if code is not grpc.StatusCode.INTERNAL else INTERNAL_MESSAGE)
+        context.abort(code, capped(str(exc)) if code is not grpc.StatusCode.INTERNAL
+                      else INTERNAL_MESSAGE)
     except pa.ArrowNotImplementedError as exc:
         log.info("%s: not supported by Arrow: %s", method, exc)
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"operation not supported: {exc}")
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, capped(f"operation not supported: {exc}"))
     except grpc.RpcError:  # reading a request stream whose client went away (killed, cancelled)
         log.info("%s: the client went away mid-stream", method)
         context.abort(grpc.StatusCode.CANCELLED, "the client went away")

@@ -163,6 +163,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def Scan(self, request: pb.ScanRequest,
              context: grpc.ServicerContext) -> Iterator[pb.ScanChunk]:
         with rpc_errors(context, "Scan"):
+            if request.batch_rows < 0:
+                raise PlanInvalid(f"batch_rows must be positive (0: the default), "
+                                  f"not {request.batch_rows}")
             plan, meta = self._plan(request)
             batch_rows = request.batch_rows or self.config.scan_batch_rows
             for part in iter_partitions(meta, plan.partitions):
