@@ -48,6 +48,7 @@ MAX_DECIMAL_PRECISION = 38
 _SIGNED_FOR_NEGATION = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(),
                         pa.uint32(): pa.int64()}
 _INT_DIGITS = {8: 3, 16: 5, 32: 10, 64: 19}
+_EXACT = decimal.Context(prec=2 * MAX_DECIMAL_PRECISION + 2)  # 38 digits of any scale
 TIMESTAMP_UNIT_NS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 
 
@@ -95,9 +96,6 @@ def common_type(a: pa.DataType, b: pa.DataType, where: str) -> pa.DataType:
     temporal = (pa.types.is_date(a) or pa.types.is_timestamp(a)) and (
         pa.types.is_date(b) or pa.types.is_timestamp(b)
     )
-    if temporal and pa.types.is_timestamp(a) and pa.types.is_timestamp(b):
-        # the coarser unit: a literal finer than its column must not be silently rounded
-        return a if TIMESTAMP_UNIT_NS[a.unit] >= TIMESTAMP_UNIT_NS[b.unit] else b
     if temporal:
         return a if pa.types.is_timestamp(a) else b
     raise PlanInvalid(f"type mismatch in {where}: {a} and {b} cannot be compared or combined")
@@ -165,7 +163,8 @@ def coerce_literal(value: Any, t: pa.DataType, where: str) -> Any:
             if isinstance(value, bool):
                 return _bad(value, t, where)
             exact = decimal.Decimal(value)
-            quantized = exact.quantize(decimal.Decimal(1).scaleb(-t.scale))
+            # a local context: the default one rounds to 28 digits (issue 18)
+            quantized = exact.quantize(decimal.Decimal(1).scaleb(-t.scale), context=_EXACT)
             if quantized != exact or len(quantized.as_tuple().digits) > t.precision:
                 return _bad(value, t, where)
             return quantized
@@ -180,28 +179,32 @@ def coerce_literal(value: Any, t: pa.DataType, where: str) -> Any:
                 return value
         if pa.types.is_timestamp(t):
             if isinstance(value, int) and not isinstance(value, bool):
-                return value  # a count of t's units: nanoseconds no datetime can hold
+                # nanoseconds no datetime can hold (see timestamp_literal)
+                return value if t.unit == "ns" else _bad(f"{value} ns", t, where)
             if isinstance(value, str):
-                return dt.datetime.fromisoformat(value.strip())
+                value = dt.datetime.fromisoformat(value.strip())
+            elif isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+                value = dt.datetime(value.year, value.month, value.day)
             if isinstance(value, dt.datetime):
+                pa.scalar(value, t)  # range check: year 9999 is beyond timestamp[ns]
                 return value
-            if isinstance(value, dt.date):
-                return dt.datetime(value.year, value.month, value.day)
     except (ValueError, pa.ArrowInvalid, decimal.InvalidOperation, OverflowError) as exc:
         raise PlanInvalid(f"literal {value!r} does not fit {t} in {where}: {exc}") from None
     return _bad(value, t, where)
 
 
-def _timestamp_units(count: int, source: pa.DataType, t: pa.DataType, where: str) -> Any:
-    """An integer timestamp literal (units of `source`) in `t`'s units, exactly."""
-    if not pa.types.is_timestamp(t):
-        raise PlanInvalid(f"timestamp literal of {count} {source.unit} cannot be used as {t} "
-                          f"in {where}")
-    units, rest = divmod(count * TIMESTAMP_UNIT_NS[source.unit], TIMESTAMP_UNIT_NS[t.unit])
-    if rest:
-        raise PlanInvalid(f"timestamp literal of {count} {source.unit} is not a whole number "
-                          f"of {t.unit} in {where}")
-    return units
+def timestamp_literal(count: int, t: pa.DataType) -> Any:
+    """A timestamp literal given as a count of `t`'s units: a datetime where one holds it
+    exactly, else (a nanosecond count not in whole microseconds) the int itself, which is
+    then only ever used as timestamp[ns]."""
+    micros, nanos = divmod(count * TIMESTAMP_UNIT_NS[t.unit], 1000)
+    if nanos:
+        return count
+    try:
+        value = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=micros)
+    except OverflowError:
+        raise PlanInvalid(f"timestamp literal {count} ({t.unit}) is out of range") from None
+    return value.replace(tzinfo=dt.UTC) if t.tz is not None else value
 
 
 def _bad(value: Any, t: pa.DataType, where: str) -> Any:
@@ -289,22 +292,23 @@ class _Binder:
         return bound
 
     def _operand_types(self, *bound: Expr) -> list[pa.DataType]:
-        """Operand types for a common type; a string literal takes a temporal peer's type."""
+        """Operand types for a common type; a string literal takes a temporal peer's type,
+        a timestamp literal its timestamp peer's unit (converted exactly, or refused)."""
         types = [b.result_type for b in bound]
-        temporal = next((t for t in types if pa.types.is_date(t) or pa.types.is_timestamp(t)),
-                        None)
-        if temporal is None:
+        temporal = [t for b, t in sorted(zip(bound, types, strict=True),
+                                         key=lambda bt: isinstance(bt[0], Literal))
+                    if pa.types.is_date(t) or pa.types.is_timestamp(t)]
+        if not temporal:
             return types
-        return [temporal if isinstance(b, Literal) and isinstance(b.value, str) else t
+        peer = temporal[0]  # a column's (or other expression's) type before a literal's
+        return [peer if isinstance(b, Literal) and (isinstance(b.value, str) or (
+            pa.types.is_timestamp(t) and pa.types.is_timestamp(peer))) else t
                 for b, t in zip(bound, types, strict=True)]
 
     def _coerced(self, e: Expr, t: pa.DataType, where: str) -> Expr:
         """A bound operand, with a literal converted to the comparison type `t`."""
         if isinstance(e, Literal):
-            value = e.value
-            if isinstance(value, int) and pa.types.is_timestamp(e.result_type):
-                value = _timestamp_units(value, e.result_type, logical_type(t), where)
-            return Literal(coerce_literal(value, t, where), result_type=logical_type(t))
+            return Literal(coerce_literal(e.value, t, where), result_type=logical_type(t))
         return e
 
     def _bind(self, e: Expr) -> Expr:
@@ -316,6 +320,9 @@ class _Binder:
                     raise PlanInvalid(f"unknown column {name!r}")
                 return self._typed(e, self.schema.field(idx).type)
             case Literal(value=value):
+                if isinstance(value, int) and not isinstance(value, bool) and \
+                        e.result_type is not None and pa.types.is_timestamp(e.result_type):
+                    value = timestamp_literal(value, e.result_type)
                 if e.result_type is not None:
                     return Literal(coerce_literal(value, e.result_type, where),
                                    result_type=logical_type(e.result_type), overflow=e.overflow)

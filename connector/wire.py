@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from bpfstore.v1 import plan_pb2 as pb
 
-from .binding import MAX_DECIMAL_PRECISION, TIMESTAMP_UNIT_NS, literal_type
+from .binding import MAX_DECIMAL_PRECISION, TIMESTAMP_UNIT_NS, literal_type, timestamp_literal
 from .errors import PlanInvalid, shown
 from .plan import (
     AggFunc,
@@ -190,17 +190,11 @@ def literal_from_proto(msg: pb.Literal) -> Literal:
 
 
 def _temporal_from_proto(msg: pb.Literal, t: pa.DataType | None) -> dt.date | int:
-    """A date, a datetime, or (for nanoseconds a datetime cannot hold) the integer count of
-    the timestamp type's units, kept exact."""
     if msg.WhichOneof("value") == "date_value":
         return _EPOCH + dt.timedelta(days=msg.date_value)
-    unit = t.unit if t is not None and pa.types.is_timestamp(t) else "us"
-    v = msg.timestamp_value
-    micros, nanos = divmod(v * TIMESTAMP_UNIT_NS[unit], 1000)
-    if nanos:
-        return v
-    value = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=micros)
-    return value.replace(tzinfo=dt.UTC) if t is not None and t.tz is not None else value
+    if t is None or not pa.types.is_timestamp(t):
+        t = pa.timestamp("us")
+    return timestamp_literal(msg.timestamp_value, t)
 
 
 def epoch_ns(v: dt.datetime) -> int:
