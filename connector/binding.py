@@ -92,6 +92,9 @@ def common_type(a: pa.DataType, b: pa.DataType, where: str) -> pa.DataType:
             scale = max(da.scale, db.scale)
             digits = max(da.precision - da.scale, db.precision - db.scale)
             return pa.decimal128(min(MAX_DECIMAL_PRECISION, digits + scale), scale)
+        if pa.types.is_signed_integer(a) != pa.types.is_signed_integer(b) and \
+                pa.uint64() in (a, b):
+            return pa.decimal128(20, 0)  # compares every int64 with every uint64 exactly
         return _wider_int(a, b)
     temporal = (pa.types.is_date(a) or pa.types.is_timestamp(a)) and (
         pa.types.is_date(b) or pa.types.is_timestamp(b)
