@@ -190,7 +190,9 @@ def test_dictionary_encoded_integers_sum_exactly(client) -> None:
 def test_nanosecond_literals_find_their_rows(agents, client) -> None:
     """W5: `ts = 1000000999 ns` finds the row holding exactly that value, on every engine."""
     ts = pa.array([1000000000, 1000000999, 1000001000, 2000000000], pa.timestamp("ns"))
-    client.write("w5", pa.table({"ts": ts}), overwrite=True)
+    days = pa.array([0, 0, 1, 2], pa.date32())  # a date compares as its midnight
+    client.write("w5", pa.table({"ts": ts, "day": days}), overwrite=True)
+    day = 86_400 * 10**9
 
     def at(n: int) -> Literal:
         return Literal(n, result_type=pa.timestamp("ns"))
@@ -198,7 +200,9 @@ def test_nanosecond_literals_find_their_rows(agents, client) -> None:
     for engine in _engines(agents[0]):
         for where, want in [(col("ts").eq(at(1000000999)), 1), (col("ts") > at(1000000998), 3),
                             (col("ts") < at(1000000999), 1), (at(1000000999).eq(col("ts")), 1),
-                            (col("ts").isin([at(1000000999), at(5)]), 1)]:
+                            (col("ts").isin([at(1000000999), at(5)]), 1),
+                            (col("day") > at(1), 2), (col("day") >= at(day + 1), 1),
+                            (col("day").eq(at(day + 1)), 0), (col("day") < at(day + 1), 3)]:
             got = client.aggregate("w5", [count_star()], where=where, engine=engine)
             assert got.column(0)[0].as_py() == want, (engine, where)
 

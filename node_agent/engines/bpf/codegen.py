@@ -639,6 +639,8 @@ def _compare_bounds(op: CompareOp, v: Any, t: pa.DataType) -> tuple[float | int,
         return _float_window(op, v, 10 ** _scale(t))
     if isinstance(v, decimal.Decimal):
         exact = Fraction(v) * 10 ** _scale(t)
+    elif isinstance(v, int) and pa.types.is_date32(t):  # a timestamp[ns] literal's nanoseconds
+        exact = Fraction(v, 86_400 * 10**9)
     elif isinstance(v, bool | int):
         exact = Fraction(int(v)) * 10 ** _scale(t)
     elif isinstance(v, dt.datetime) and pa.types.is_date32(t):
