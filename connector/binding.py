@@ -10,7 +10,8 @@ and Spark's where they agree):
 - + - * on integers keep the wider integer type and overflow is an error (or NULL);
   on decimals: add/sub scale = max(s1, s2), precision = max(p1-s1, p2-s2) + scale + 1;
   mul scale = s1 + s2, precision = p1 + p2 + 1; precision capped at 38; / gives float64;
-- an explicit `result_type` on a node always wins (the caller's engine said so).
+- an explicit `result_type` on a node always wins (the caller's engine said so), except on a
+  column: a column's type is its stored type, and any other explicit type is PlanInvalid.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from . import decimals
 from .errors import PlanInvalid
 from .plan import (
     AggFunc,
@@ -161,7 +163,8 @@ def coerce_literal(value: Any, t: pa.DataType, where: str) -> Any:
             if isinstance(value, bool):
                 return _bad(value, t, where)
             exact = decimal.Decimal(value)
-            quantized = exact.quantize(decimal.Decimal(1).scaleb(-t.scale))
+            with decimal.localcontext(decimals.EXACT):  # the default context has 28 digits
+                quantized = exact.quantize(decimal.Decimal(1).scaleb(-t.scale))
             if quantized != exact or len(quantized.as_tuple().digits) > t.precision:
                 return _bad(value, t, where)
             return quantized
@@ -255,7 +258,7 @@ class _Binder:
 
     def bind(self, e: Expr) -> Expr:
         bound = self._bind(e)
-        if e.result_type is not None:  # the caller's explicit type wins
+        if e.result_type is not None and not isinstance(e, Column):  # the caller's type wins
             return dataclasses.replace(bound, result_type=e.result_type)
         return bound
 
@@ -293,7 +296,11 @@ class _Binder:
                 idx = self.schema.get_field_index(name)
                 if idx < 0:
                     raise PlanInvalid(f"unknown column {name!r}")
-                return self._typed(e, self.schema.field(idx).type)
+                t = self.schema.field(idx).type
+                if e.result_type is not None and logical_type(e.result_type) != logical_type(t):
+                    raise PlanInvalid(f"column {name!r} is {logical_type(t)}, not "
+                                      f"{logical_type(e.result_type)}: use a Cast to convert it")
+                return self._typed(e, t)
             case Literal(value=value):
                 if e.result_type is not None:
                     return Literal(coerce_literal(value, e.result_type, where),
@@ -353,6 +360,7 @@ def bind_plan(plan: Plan, schema: pa.Schema) -> Plan:
             raise PlanInvalid(f"unknown column {name!r}")
     return dataclasses.replace(
         plan,
+        partitions=tuple(dict.fromkeys(plan.partitions)),  # a set: naming one twice reads it once
         filter=bind_predicate(plan.filter, schema) if plan.filter is not None else None,
         aggregates=tuple(bind_aggregate(a, schema) for a in plan.aggregates),
     )

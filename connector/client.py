@@ -556,14 +556,14 @@ def bound_empty(plan: Plan, desc: DatasetDescription) -> pa.Table:
 
 
 def only_partitions(desc: DatasetDescription, partitions: Sequence[str]) -> DatasetDescription:
-    """The description restricted to `partitions` (in that order); all when empty."""
+    """The description restricted to `partitions` (in that order, each once); all when empty."""
     if not partitions:
         return desc
     known = {p.id: p for p in desc.partitions}
     missing = [p for p in partitions if p not in known]
     if missing:
         raise DatasetNotFound(f"dataset {desc.name!r} has no partition(s) {', '.join(missing)}")
-    return replace(desc, partitions=tuple(known[p] for p in partitions))
+    return replace(desc, partitions=tuple(known[p] for p in dict.fromkeys(partitions)))
 
 
 def _assign(partitions: Sequence[PartitionSummary], dead: set[str],

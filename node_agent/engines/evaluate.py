@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bpfstore.connector import decimals
 from bpfstore.connector.binding import is_numeric, logical_type
 from bpfstore.connector.errors import ArithmeticOverflow, PlanInvalid, Unsupported
 from bpfstore.connector.plan import (
@@ -153,7 +154,7 @@ class Evaluator:
 
     def literal(self, value: Any, t: pa.DataType) -> Val:
         if pa.types.is_decimal(t):
-            unscaled = None if value is None else int(decimal.Decimal(value).scaleb(t.scale))
+            unscaled = None if value is None else decimals.unscaled(value, t.scale)
             if unscaled is None or -(2**63) <= unscaled < 2**63:  # fits: a scaled integer
                 return Val(pa.scalar(unscaled, pa.int64()), t, scaled=True)
         return Val(pa.scalar(value, t), t)
@@ -220,7 +221,7 @@ class Evaluator:
             scaled = self.rescale(v, ct.scale)
             if scaled is not None:
                 data = scaled
-                value_set = pa.array([int(decimal.Decimal(x).scaleb(ct.scale)) for x in present],
+                value_set = pa.array([decimals.unscaled(x, ct.scale) for x in present],
                                      pa.int64())
             else:
                 data = self.to_decimal128(v, pa.decimal128(38, ct.scale))
@@ -391,8 +392,8 @@ class Evaluator:
         if v.scaled:
             target = pa.decimal128(38, v.type.scale)
             if isinstance(v.data, pa.Scalar):
-                d = None if v.data.as_py() is None else decimal.Decimal(v.data.as_py()).scaleb(
-                    -v.type.scale)
+                py = v.data.as_py()
+                d = None if py is None else decimals.to_decimal(py, v.type.scale)
                 out = pa.scalar(d, target)
             else:
                 out = exact.int64_to_decimal128(v.data, target)
@@ -410,7 +411,7 @@ class Evaluator:
             if py is None:
                 return pa.scalar(None, pa.float64())
             if v.scaled:
-                return pa.scalar(float(decimal.Decimal(py).scaleb(-v.type.scale)), pa.float64())
+                return pa.scalar(float(decimals.to_decimal(py, v.type.scale)), pa.float64())
             return pa.scalar(float(py), pa.float64())
         if v.scaled:
             return exact.unscaled_to_float(v.data, v.type.scale)
@@ -485,14 +486,14 @@ def _narrow(data: Any) -> Any:
     """A decimal128 array at the smallest precision its values need, so products fit 38."""
     if isinstance(data, pa.Scalar):
         v = data.as_py()
-        digits = len(str(abs(int(v.scaleb(data.type.scale))))) if v is not None else 1
+        digits = len(str(abs(decimals.unscaled(v, data.type.scale)))) if v is not None else 1
         return data.cast(pa.decimal128(max(digits, data.type.scale, 1), data.type.scale))
     t = data.type
     mm = pc.min_max(data)
     lo, hi = mm["min"].as_py(), mm["max"].as_py()
     if lo is None:
         return data
-    biggest = max(abs(int(lo.scaleb(t.scale))), abs(int(hi.scaleb(t.scale))))
+    biggest = max(abs(decimals.unscaled(lo, t.scale)), abs(decimals.unscaled(hi, t.scale)))
     precision = max(len(str(biggest)), t.scale, 1)
     return pc.cast(data, pa.decimal128(precision, t.scale))
 

@@ -30,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bpfstore.connector import decimals
 from bpfstore.connector.combine import partial_schema
 from bpfstore.connector.errors import Unsupported, VerifierRejected
 from bpfstore.connector.plan import Dialect, Plan, columns_of
@@ -399,7 +400,7 @@ def _partials(program: Program, ctx: Any, schema: pa.Schema) -> pa.Table:
             total = getattr(ctx, f"slo{k}") | (getattr(ctx, f"shi{k}") << 64)
             if total >= 2**127:
                 total -= 2**128
-            values.append(decimal.Decimal(total).scaleb(-t.scale))
+            values.append(decimals.decimal_total(total, t))
         else:
             values.append(_typed(getattr(ctx, f"m{k}"), t))
     return pa.Table.from_arrays([pa.array([v], f.type) for v, f in zip(values, schema,
@@ -443,9 +444,9 @@ def _grouped_partials(program: Program, words: np.ndarray, schema: pa.Schema,
             hi = rows[:, slot + 1]
             if slot in program.narrow:  # a proven 64-bit total: its high word is its sign
                 hi = rows[:, slot] >> 63
-            values = [decimal.Decimal((int(h) << 64) | int(lo_)).scaleb(-f.type.scale)
-                      if n else None for lo_, h, n in zip(lo, hi, inputs, strict=True)]
-            columns.append(pa.array(values, f.type))
+            totals = [(int(h) << 64) | int(lo_) if n else None
+                      for lo_, h, n in zip(lo, hi, inputs, strict=True)]
+            columns.append(decimals.totals_array(totals, f.type))
         else:
             columns.append(pa.array([_typed(int(v), f.type) if n else None
                                      for v, n in zip(rows[:, slot], inputs, strict=True)],
@@ -477,7 +478,7 @@ def _typed(v: int, t: pa.DataType) -> Any:
         bits = v ^ ((v >> 63) & 0x7FFFFFFFFFFFFFFF)
         return float(np.array([bits], dtype=np.int64).view(np.float64)[0])
     if pa.types.is_decimal(t):
-        return decimal.Decimal(v).scaleb(-t.scale)
+        return decimals.to_decimal(v, t.scale)
     if pa.types.is_date32(t):
         return _EPOCH + dt.timedelta(days=v)
     if pa.types.is_boolean(t):
