@@ -8,7 +8,6 @@ to merge agents.
 
 from __future__ import annotations
 
-import decimal
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import pyarrow.compute as pc
 
 from . import decimals
 from .binding import logical_type, partial_type
+from .errors import ArithmeticOverflow
 from .plan import AggFunc, Aggregate, Dialect, Expr, Plan, describe, describe_aggregate
 
 _NON_EMPTY = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
@@ -235,10 +235,12 @@ def _average(sums: pa.ChunkedArray, counts: pa.ChunkedArray, agg: Aggregate,
         if s is None or not n:
             out.append(None)
         elif pa.types.is_decimal(t):
-            q = decimal.Decimal(1).scaleb(-t.scale)
-            with decimal.localcontext() as ctx:
-                ctx.prec = 80
-                out.append((decimal.Decimal(s) / n).quantize(q, rounding=decimal.ROUND_HALF_UP))
+            scale = sums.type.scale
+            mean = decimals.divide_half_up(decimals.unscaled(s, scale) * 10**t.scale,
+                                           10**scale * n)
+            if abs(mean) >= 10**t.precision:  # e.g. the avg of 38 digits at scale 4
+                raise ArithmeticOverflow(f"avg({describe(agg.arg)}) does not fit {t}")
+            out.append(decimals.to_decimal(mean, t.scale))
         elif isinstance(s, float):
             out.append(s / n)
         else:  # exact integer or decimal sum: one correctly rounded division

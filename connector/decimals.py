@@ -39,6 +39,13 @@ def unscaled(value: decimal.Decimal | int, scale: int) -> int:
     return whole
 
 
+def divide_half_up(numerator: int, denominator: int) -> int:
+    """numerator / denominator (> 0) rounded half away from zero, exactly."""
+    q, r = divmod(abs(numerator), denominator)
+    q += 2 * r >= denominator
+    return q if numerator >= 0 else -q
+
+
 def checked_total(total: int | None, t: pa.DataType) -> int | None:
     """`total` (unscaled), or ArithmeticOverflow when it does not fit decimal128(38)."""
     if total is not None and abs(total) >= MAX_UNSCALED:
