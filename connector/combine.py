@@ -65,7 +65,7 @@ def merge_partials(tables: Sequence[pa.Table], plan: Plan) -> pa.Table:
             schema=table.schema)
     keys = [f"k{i}" for i in range(nkeys)]
     inputs: dict[str, pa.ChunkedArray] = {k: table.column(i) for i, k in enumerate(keys)}
-    specs = []
+    specs: list[tuple[str, str, object]] = []
     finishers = []
     for i, a in enumerate(plan.aggregates):
         finishers.append(_merge_grouped(a, f"a{i}", table.column(nkeys + i), plan.dialect,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import decimal
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import pyarrow as pa
@@ -297,19 +298,18 @@ class Evaluator:
         ys = self.to_decimal128(b)
         xs = xs.to_pylist() if not isinstance(xs, pa.Scalar) else [xs.as_py()] * self.table.num_rows
         ys = ys.to_pylist() if not isinstance(ys, pa.Scalar) else [ys.as_py()] * self.table.num_rows
-        q = decimal.Decimal(1).scaleb(-t.scale)
         out: list[decimal.Decimal | None] = []
-        with decimal.localcontext() as ctx:
-            ctx.prec = 80
-            for x, y in zip(xs, ys, strict=True):
-                if x is None or y is None:
-                    out.append(None)
-                elif y == 0:
-                    if e.overflow is Overflow.ERROR:
-                        raise ArithmeticOverflow(f"division by zero in {describe(e)}")
-                    out.append(None)
-                else:
-                    out.append((x / y).quantize(q, rounding=decimal.ROUND_HALF_UP))
+        for x, y in zip(xs, ys, strict=True):
+            if x is None or y is None:
+                out.append(None)
+            elif y == 0:
+                if e.overflow is Overflow.ERROR:
+                    raise ArithmeticOverflow(f"division by zero in {describe(e)}")
+                out.append(None)
+            else:  # the exact quotient, rounded once
+                q = Fraction(x) / Fraction(y) * 10**t.scale
+                out.append(decimals.to_decimal(
+                    decimals.divide_half_up(q.numerator, q.denominator), t.scale))
         return self.checked(e, lambda: pa.chunked_array([pa.array(out, t)]), t)
 
     def negate(self, e: Expr, v: Val) -> Val:

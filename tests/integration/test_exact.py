@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from bpfstore.connector import Client, col, count_star, sum_, wire
 from bpfstore.connector.combine import avg
 from bpfstore.connector.errors import ArithmeticOverflow, PlanInvalid, Unsupported
-from bpfstore.connector.plan import Column, Plan, count, max_, min_
+from bpfstore.connector.plan import Arith, ArithOp, Column, Literal, Plan, count, max_, min_
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc
 from conftest import require_bpf
@@ -72,6 +72,16 @@ def test_decimal_plus_wide_literal_is_exact(client: Client) -> None:
     _write(client, "w1l", pa.table({"v": pa.array([_dec(wide + 1)], pa.decimal128(38, 0))}), 1)
     got = _one(client, "w1l", [sum_(col("v") + D.Decimal(wide))])
     assert got == [(_dec(2 * wide + 1),)]
+
+
+def test_decimal_division_rounds_once_half_away_from_zero(client: Client) -> None:
+    values = [1, -1, 10, 5, 10**35 + 3]
+    _write(client, "w1q", pa.table({"v": pa.array([_dec(x) for x in values],
+                                                   pa.decimal128(38, 0))}), 2)
+    quotient = Arith(ArithOp.DIV, col("v"), Literal(8), result_type=pa.decimal128(38, 2))
+    exact = [Fraction(x * 100, 8) for x in values]
+    rounded = [int(abs(q) + Fraction(1, 2)) * (1 if q >= 0 else -1) for q in exact]
+    assert _one(client, "w1q", [sum_(quotient)]) == [(_dec(sum(rounded), 2),)]
 
 
 # -- W2: decimal128(38) overflow is OUT_OF_RANGE everywhere -----------------------------------
