@@ -195,6 +195,8 @@ COLUMNS = {  # name -> (type, scale, unscaled values)
         st.sampled_from([10**38 - 1, -(10**38) + 1, 5 * 10**37, 0, 1, -1, BIG]))),
     "d18": (pa.decimal128(18, 2), 2, st.one_of(  # stored as decimal64: bpf runs it
         st.integers(-(10**18) + 1, 10**18 - 1), st.sampled_from([10**18 - 1, -(10**18) + 1]))),
+    "u64": (pa.uint64(), 0, st.one_of(
+        st.integers(0, 2**64 - 1), st.sampled_from([0, 2**63, 2**64 - 1]))),
     "i64": (pa.int64(), 0, st.one_of(
         st.integers(I64_MIN, I64_MAX), st.sampled_from([I64_MIN, I64_MAX, 0, -1, 1]))),
 }
