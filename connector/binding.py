@@ -22,6 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from .compare import exact_between, exact_form, exact_in, needs_exact_form
 from .errors import PlanInvalid
 from .plan import (
     AggFunc,
@@ -33,6 +34,7 @@ from .plan import (
     Cast,
     Column,
     Compare,
+    CompareOp,
     Expr,
     In,
     IsNull,
@@ -286,6 +288,15 @@ class _Binder:
             return Literal(coerce_literal(e.value, t, where), result_type=logical_type(t))
         return e
 
+    def _exact(self, op: CompareOp, e: Expr, literal: Expr) -> Expr | None:
+        """A float literal against an integer or decimal `e`, as an exact comparison in e's
+        type (the one semantics statistics, engines and code generators then share)."""
+        t = logical_type(e.result_type)
+        if isinstance(e, Literal) or not isinstance(literal, Literal) or \
+                not needs_exact_form(t, literal.value):
+            return None
+        return exact_form(op, e, literal.value, t)
+
     def _bind(self, e: Expr) -> Expr:
         where = describe(e)
         match e:
@@ -303,9 +314,12 @@ class _Binder:
                 bl, br = self.bind(left), self.bind(right)
                 tl, tr = self._operand_types(bl, br)
                 t = common_type(tl, tr, where)
-                return self._typed(
-                    e, pa.bool_(), left=self._coerced(bl, t, where),
-                    right=self._coerced(br, t, where))
+                left, right = self._coerced(bl, t, where), self._coerced(br, t, where)
+                if isinstance(left, Literal) and not isinstance(right, Literal):
+                    exact = self._exact(e.op.flipped(), right, left)
+                else:
+                    exact = self._exact(e.op, left, right)
+                return exact or self._typed(e, pa.bool_(), left=left, right=right)
             case And(args=args):
                 return self._typed(e, pa.bool_(), args=self._bool_args(args, e))
             case Or(args=args):
@@ -319,7 +333,11 @@ class _Binder:
                 t = types[0]
                 for vt in types[1:]:
                     t = common_type(t, vt, where)
-                coerced = tuple(self._coerced(v, t, where) for v in values)
+                coerced = tuple(self._coerced(v, t, where) for v in bound_values)
+                at = logical_type(ba.result_type)
+                if not isinstance(ba, Literal) and pa.types.is_floating(t) and any(
+                        needs_exact_form(at, v.value) for v in coerced):
+                    return exact_in(ba, coerced, at)
                 return self._typed(e, pa.bool_(), arg=ba, values=coerced)
             case IsNull(arg=arg):
                 return self._typed(e, pa.bool_(), arg=self.bind(arg))
@@ -327,8 +345,13 @@ class _Binder:
                 ba, bl, bh = self.bind(arg), self.bind(low), self.bind(high)
                 ta, tl, th = self._operand_types(ba, bl, bh)
                 t = common_type(common_type(ta, tl, where), th, where)
-                return self._typed(e, pa.bool_(), arg=ba, low=self._coerced(bl, t, where),
-                                   high=self._coerced(bh, t, where))
+                low, high = self._coerced(bl, t, where), self._coerced(bh, t, where)
+                at = logical_type(ba.result_type)
+                if isinstance(low, Literal) and isinstance(high, Literal) and not isinstance(
+                        ba, Literal) and pa.types.is_floating(t) and all(
+                        needs_exact_form(at, v.value) for v in (low, high)):
+                    return exact_between(ba, low.value, high.value, at)
+                return self._typed(e, pa.bool_(), arg=ba, low=low, high=high)
             case Arith(op=op, left=left, right=right):
                 bl, br = self.bind(left), self.bind(right)
                 t = arith_type(op, bl.result_type, br.result_type, where)
