@@ -289,11 +289,11 @@ class _Binder:
         return e
 
     def _exact(self, op: CompareOp, e: Expr, literal: Expr) -> Expr | None:
-        """A float literal against an integer or decimal `e`, as an exact comparison in e's
-        type (the one semantics statistics, engines and code generators then share)."""
+        """A literal without an exact value in e's type, as an exact comparison in that type
+        (the one semantics statistics, engines and code generators then share)."""
         t = logical_type(e.result_type)
         if isinstance(e, Literal) or not isinstance(literal, Literal) or \
-                not needs_exact_form(t, literal.value):
+                not needs_exact_form(t, [literal.value]):
             return None
         return exact_form(op, e, literal.value, t)
 
@@ -335,8 +335,8 @@ class _Binder:
                     t = common_type(t, vt, where)
                 coerced = tuple(self._coerced(v, t, where) for v in bound_values)
                 at = logical_type(ba.result_type)
-                if not isinstance(ba, Literal) and pa.types.is_floating(t) and any(
-                        needs_exact_form(at, v.value) for v in coerced):
+                if not isinstance(ba, Literal) and needs_exact_form(
+                        at, [v.value for v in coerced if isinstance(v, Literal)]):
                     return exact_in(ba, coerced, at)
                 return self._typed(e, pa.bool_(), arg=ba, values=coerced)
             case IsNull(arg=arg):
@@ -348,8 +348,7 @@ class _Binder:
                 low, high = self._coerced(bl, t, where), self._coerced(bh, t, where)
                 at = logical_type(ba.result_type)
                 if isinstance(low, Literal) and isinstance(high, Literal) and not isinstance(
-                        ba, Literal) and pa.types.is_floating(t) and all(
-                        needs_exact_form(at, v.value) for v in (low, high)):
+                        ba, Literal) and needs_exact_form(at, [low.value, high.value]):
                     return exact_between(ba, low.value, high.value, at)
                 return self._typed(e, pa.bool_(), arg=ba, low=low, high=high)
             case Arith(op=op, left=left, right=right):

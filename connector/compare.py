@@ -9,8 +9,9 @@ total-order keys (`float_key`). The rules (DuckDB's and Spark's):
   (so 0.05 the float equals the decimal 0.05, and 2**53 + 1 equals the float 2**53);
 - decimals, integers, dates and timestamps compare exactly (a timestamp at its nanosecond);
 - -0.0 equals 0.0; in SQL NaN equals NaN and sorts above +inf.
-Binding rewrites a float literal against an integer or decimal expression into an exact
-comparison in the expression's own type (`exact_form`), so no consumer compares across types.
+Binding rewrites a literal without an exact value in the expression's type (a float against
+an integer or decimal, a timestamp finer than the column's unit) into an exact comparison in
+that type (`exact_form`), so no consumer compares across types.
 """
 
 from __future__ import annotations
@@ -133,10 +134,12 @@ def window(op: CompareOp, v: Any, t: pa.DataType) -> Window:
 
 
 def domain(t: pa.DataType) -> tuple[int, int]:
-    """The stored integers of an integer or decimal type."""
+    """The stored integers of an integer, decimal or timestamp type."""
     if pa.types.is_decimal(t):
         top = 10**t.precision - 1
         return -top, top
+    if pa.types.is_timestamp(t):
+        return -(2**63), 2**63 - 1
     bits = t.bit_width
     if pa.types.is_unsigned_integer(t):
         return 0, 2**bits - 1
@@ -144,7 +147,12 @@ def domain(t: pa.DataType) -> tuple[int, int]:
 
 
 def _literal(x: int, t: pa.DataType) -> Literal:
-    value: Any = decimal.Decimal(f"{x}E-{t.scale}") if pa.types.is_decimal(t) else x
+    value: Any = x
+    if pa.types.is_decimal(t):
+        value = decimal.Decimal(f"{x}E-{t.scale}")
+    elif pa.types.is_timestamp(t):  # only units a datetime holds get here (s, ms, us)
+        value = _EPOCH + dt.timedelta(microseconds=x * _UNIT_NS[t.unit] // 1000)
+        value = value.replace(tzinfo=dt.UTC) if t.tz is not None else value
     return Literal(value, result_type=t)
 
 
@@ -171,15 +179,20 @@ def _window_expr(e: Expr, w: Window, t: pa.DataType) -> Expr:
     raise AssertionError("unreachable")
 
 
-def needs_exact_form(t: pa.DataType, value: Any) -> bool:
-    """True for a float literal (not NaN) against an integer or decimal expression."""
-    return (pa.types.is_integer(t) or pa.types.is_decimal(t)) and isinstance(value, float) \
-        and not math.isnan(value)
+def needs_exact_form(t: pa.DataType, values: list[Any]) -> bool:
+    """True when a literal has no exact value in `t` (a float against an integer or decimal
+    expression, a timestamp finer than t's unit) and none is a NaN (the dialect decides)."""
+    if any(isinstance(v, float) and math.isnan(v) for v in values):
+        return False
+    if pa.types.is_integer(t) or pa.types.is_decimal(t):
+        return any(isinstance(v, float) for v in values)
+    return pa.types.is_timestamp(t) and any(
+        isinstance(v, dt.date) and exact_units(v, t).denominator != 1 for v in values)
 
 
-def exact_form(op: CompareOp, e: Expr, v: float, t: pa.DataType) -> Expr:
-    """`e op v` for an expression `e` of integer or decimal type `t` and a float `v`, as an
-    exact comparison in `t` (float64(e) is not injective, so = may become a BETWEEN)."""
+def exact_form(op: CompareOp, e: Expr, v: Any, t: pa.DataType) -> Expr:
+    """`e op v` for an expression `e` of type `t` and a literal `v` without an exact value in
+    `t`, as an exact comparison in `t` (float64(e) is not injective: = may become BETWEEN)."""
     if op is CompareOp.NE:
         eq = exact_form(CompareOp.EQ, e, v, t)
         if isinstance(eq, Compare) and eq.op is CompareOp.EQ:
@@ -188,27 +201,24 @@ def exact_form(op: CompareOp, e: Expr, v: float, t: pa.DataType) -> Expr:
     return _window_expr(e, window(op, v, t), t)
 
 
-def exact_between(e: Expr, lo: float, hi: float, t: pa.DataType) -> Expr:
+def exact_between(e: Expr, lo: Any, hi: Any, t: pa.DataType) -> Expr:
     return _window_expr(e, (window(CompareOp.GE, lo, t)[0], window(CompareOp.LE, hi, t)[1]), t)
 
 
 def exact_in(e: Expr, values: tuple[Literal, ...], t: pa.DataType) -> Expr:
-    """`e IN (floats...)` as exact tests in `t`; NULL and NaN entries keep their meaning."""
+    """`e IN (...)` as exact tests in `t`; NULL entries keep their meaning."""
     singles: list[Literal] = []
     parts: list[Expr] = []
-    nans = tuple(v for v in values if isinstance(v.value, float) and math.isnan(v.value))
     for v in values:
         if v.value is None:
             singles.append(Literal(None, result_type=t))
-        elif not (isinstance(v.value, float) and math.isnan(v.value)):
+        else:
             match _clamped(window(CompareOp.EQ, v.value, t), t):
                 case (lo, hi) if lo == hi:
                     singles.append(_literal(lo, t))
                 case (lo, hi):
                     parts.append(Between(e, _literal(lo, t), _literal(hi, t),
                                          result_type=pa.bool_()))
-    if nans:  # NaN's meaning depends on the dialect: it stays a float test
-        parts.insert(0, In(e, nans, result_type=pa.bool_()))
     if singles or not parts:
         parts.insert(0, In(e, tuple(singles), result_type=pa.bool_()))
     return parts[0] if len(parts) == 1 else Or(tuple(parts), result_type=pa.bool_())

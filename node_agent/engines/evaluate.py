@@ -228,6 +228,9 @@ class Evaluator:
         elif pa.types.is_floating(ct):
             data = self.to_float(v)
             value_set = pa.array([float(x) for x in present], pa.float64())
+        elif pa.types.is_timestamp(ct) and pa.types.is_date(v.type):  # a date is its midnight
+            data = _cast(data, ct)
+            value_set = pa.array(present, ct)
         else:
             value_set = pa.array(present, logical_type(ct))
         if pa.types.is_dictionary(getattr(data, "type", None)):
