@@ -3,7 +3,8 @@
 Binding returns the same node classes with `result_type` set on every node and literals
 coerced to the type they are compared with, so engines never guess. The rules (DuckDB's
 and Spark's where they agree):
-- comparisons use the operands' common type: any float -> float64; else any decimal ->
+- comparisons use the operands' common type (literals of another type: connector/compare.py,
+  whose exact forms binding substitutes): any float -> float64; else any decimal ->
   decimal (integers as decimal(digits, 0)); else the wider integer; strings, dates,
   timestamps and booleans only with their own kind (a string literal against a date column
   is parsed as a date);
@@ -333,10 +334,11 @@ class _Binder:
                 t = types[0]
                 for vt in types[1:]:
                     t = common_type(t, vt, where)
-                coerced = tuple(self._coerced(v, t, where) for v in bound_values)
+                coerced = tuple(Literal(coerce_literal(v.value, t, where),
+                                        result_type=logical_type(t)) for v in values)
                 at = logical_type(ba.result_type)
                 if not isinstance(ba, Literal) and needs_exact_form(
-                        at, [v.value for v in coerced if isinstance(v, Literal)]):
+                        at, [v.value for v in coerced]):
                     return exact_in(ba, coerced, at)
                 return self._typed(e, pa.bool_(), arg=ba, values=coerced)
             case IsNull(arg=arg):

@@ -125,3 +125,73 @@ def test_negative_zero_min_max_is_positive_zero_on_every_engine(
     assert [str(v) for v in values] == ["0.0"] * 4, values
     assert _count(client, "zeros", col("f").eq(0.0), dialect, engine) == 3
     assert _count(client, "zeros", col("g").eq(0.0), dialect, engine) == 3
+
+
+# -- statistics reach the client exactly (catalog file -> DescribeDataset -> client) --------
+
+STAT_TYPES = [pa.int8(), pa.int64(), pa.uint64(), pa.decimal128(38, 10), pa.decimal128(12, 2),
+              pa.float32(), pa.float64(), pa.date32(), pa.string(), pa.bool_(),
+              pa.timestamp("s"), pa.timestamp("ms", "UTC"), pa.timestamp("us", "Asia/Tokyo"),
+              pa.timestamp("ns"), pa.timestamp("ns", "+05:30")]
+
+
+def _stat_values(t: pa.DataType):
+    from hypothesis import strategies as st
+
+    if pa.types.is_integer(t):
+        lo, hi = (0, 2**t.bit_width - 1) if pa.types.is_unsigned_integer(t) else (
+            -(2 ** (t.bit_width - 1)), 2 ** (t.bit_width - 1) - 1)
+        return st.one_of(st.sampled_from([lo, hi]), st.integers(lo, hi))
+    if pa.types.is_decimal(t):
+        top = 10**t.precision - 1
+        return st.one_of(st.sampled_from([top, -top]), st.integers(-top, top)).map(
+            lambda u: D.Decimal(f"{u}E-{t.scale}"))
+    if pa.types.is_floating(t):
+        return st.floats(width=32 if t == pa.float32() else 64, allow_nan=True)
+    if pa.types.is_date32(t):
+        return st.dates()
+    if pa.types.is_string(t):
+        return st.text(max_size=5)
+    if pa.types.is_boolean(t):
+        return st.booleans()
+    if t.unit == "ns":  # whole microseconds until the wire carries nanoseconds (issue 18 W5)
+        return st.integers(-(2**52), 2**52).map(lambda us: us * 1000)
+    per_second = {"s": 1, "ms": 10**3, "us": 10**6}[t.unit]  # years 1..9999, as datetime holds
+    return st.integers(-62135596800 * per_second, 253402300799 * per_second)
+
+
+def _exact(v, t: pa.DataType):
+    """A value compared exactly: timestamps as their integers, floats with the sign of 0."""
+    if pa.types.is_timestamp(t):
+        return pa.scalar(v, t).cast(pa.int64()).as_py()
+    if isinstance(v, float):
+        return (v, str(v))
+    return v
+
+
+def test_statistics_reach_the_client_exactly(client: Client) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=25, deadline=None)
+    @given(st.sampled_from(STAT_TYPES).flatmap(lambda t: st.tuples(st.just(t), st.lists(
+        st.one_of(st.none(), _stat_values(t)), min_size=1, max_size=6))))
+    def check(case) -> None:
+        t, xs = case
+        column = pa.array(xs, t)
+        client.write("stats_rt", pa.table({"x": column}), overwrite=True)
+        stats = client.describe("stats_rt").partitions[0].stats["x"]
+        present = [v for v in pa.chunked_array([column]).cast(pa.int64()).to_pylist()
+                   if v is not None] if pa.types.is_timestamp(t) else [
+            v for v in column.to_pylist() if v is not None and v == v]
+        if pa.types.is_floating(t):
+            present = [v + 0.0 for v in present]  # -0.0 equals 0.0: MIN/MAX answer 0.0
+        if not present:
+            assert stats.get("min") is None and stats.get("max") is None
+            return
+        assert _exact(stats["min"], t) == _exact(min(present), t) if not pa.types.is_timestamp(
+            t) else _exact(stats["min"], t) == min(present), (stats, xs)
+        assert _exact(stats["max"], t) == _exact(max(present), t) if not pa.types.is_timestamp(
+            t) else _exact(stats["max"], t) == max(present), (stats, xs)
+
+    check()
