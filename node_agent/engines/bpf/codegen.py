@@ -357,8 +357,10 @@ class _Compiler:
         if lo > hi:
             self.p.empty = True  # statistics prove no row satisfies this term
             return
-        if lo <= col_lo and hi >= col_hi:
-            return  # every row satisfies it
+        if lo <= col_lo and hi >= col_hi:  # every value satisfies it, and NULL still none
+            if self.nullable(name):
+                self.predicate.append(f"sel &= 0 - {self.valid_bit(name)};")
+            return
         k = sum(1 for name, _ in self.p.fields if name.startswith("lo"))
         width = int(hi) - int(lo)
         if width < 2**63 - 1:
