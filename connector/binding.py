@@ -289,12 +289,13 @@ class _Binder:
             return Literal(coerce_literal(e.value, t, where), result_type=logical_type(t))
         return e
 
-    def _exact(self, op: CompareOp, e: Expr, literal: Expr) -> Expr | None:
+    def _exact(self, op: CompareOp, e: Expr, literal: Expr, common: pa.DataType
+               ) -> Expr | None:
         """A literal without an exact value in e's type, as an exact comparison in that type
         (the one semantics statistics, engines and code generators then share)."""
         t = logical_type(e.result_type)
         if isinstance(e, Literal) or not isinstance(literal, Literal) or \
-                not needs_exact_form(t, [literal.value]):
+                not needs_exact_form(t, [literal.value], common):
             return None
         return exact_form(op, e, literal.value, t)
 
@@ -317,9 +318,9 @@ class _Binder:
                 t = common_type(tl, tr, where)
                 left, right = self._coerced(bl, t, where), self._coerced(br, t, where)
                 if isinstance(left, Literal) and not isinstance(right, Literal):
-                    exact = self._exact(e.op.flipped(), right, left)
+                    exact = self._exact(e.op.flipped(), right, left, t)
                 else:
-                    exact = self._exact(e.op, left, right)
+                    exact = self._exact(e.op, left, right, t)
                 return exact or self._typed(e, pa.bool_(), left=left, right=right)
             case And(args=args):
                 return self._typed(e, pa.bool_(), args=self._bool_args(args, e))
@@ -338,7 +339,7 @@ class _Binder:
                                         result_type=logical_type(t)) for v in values)
                 at = logical_type(ba.result_type)
                 if not isinstance(ba, Literal) and needs_exact_form(
-                        at, [v.value for v in coerced]):
+                        at, [v.value for v in coerced], t):
                     return exact_in(ba, coerced, at)
                 return self._typed(e, pa.bool_(), arg=ba, values=coerced)
             case IsNull(arg=arg):
@@ -350,7 +351,7 @@ class _Binder:
                 low, high = self._coerced(bl, t, where), self._coerced(bh, t, where)
                 at = logical_type(ba.result_type)
                 if isinstance(low, Literal) and isinstance(high, Literal) and not isinstance(
-                        ba, Literal) and needs_exact_form(at, [low.value, high.value]):
+                        ba, Literal) and needs_exact_form(at, [low.value, high.value], t):
                     return exact_between(ba, low.value, high.value, at)
                 return self._typed(e, pa.bool_(), arg=ba, low=low, high=high)
             case Arith(op=op, left=left, right=right):

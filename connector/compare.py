@@ -98,7 +98,9 @@ def _float_window(op: CompareOp, v: float, k: int) -> Window:
         below = (v > 0) == (op in (CompareOp.LT, CompareOp.LE))  # every finite x is below +inf
         return (-math.inf, math.inf) if below else EMPTY
 
-    def first_at_least(w: float) -> int:  # smallest x with g(x) >= w
+    def first_at_least(w: float) -> float | int:  # smallest x with g(x) >= w
+        if math.isinf(math.nextafter(w, -math.inf)):
+            return -math.inf  # w is the lowest float: every finite number rounds to >= w
         below = Fraction(w) + (Fraction(math.nextafter(w, -math.inf)) - Fraction(w)) / 2
         lo, hi = math.floor(below * k) - 1, math.ceil(Fraction(w) * k)  # g(lo) < w <= g(hi)
         while hi - lo > 1:
@@ -179,15 +181,32 @@ def _window_expr(e: Expr, w: Window, t: pa.DataType) -> Expr:
     raise AssertionError("unreachable")
 
 
-def needs_exact_form(t: pa.DataType, values: list[Any]) -> bool:
+def needs_exact_form(t: pa.DataType, values: list[Any], common: pa.DataType | None = None
+                     ) -> bool:
     """True when a literal has no exact value in `t` (a float against an integer or decimal
-    expression, a timestamp finer than t's unit) and none is a NaN (the dialect decides)."""
+    expression, a decimal finer than its scale or beyond its range, a timestamp finer than
+    t's unit) or the `common` comparison type cannot hold t's values, and no literal is a
+    NaN (the dialect decides)."""
     if any(isinstance(v, float) and math.isnan(v) for v in values):
         return False
+    if common is not None and pa.types.is_integer(t) and pa.types.is_integer(common):
+        (lo, hi), (c_lo, c_hi) = domain(t), domain(common)
+        if lo < c_lo or hi > c_hi:  # uint64 against a signed literal: int64 cannot hold it
+            return True
     if pa.types.is_integer(t) or pa.types.is_decimal(t):
-        return any(isinstance(v, float) for v in values)
+        return any(isinstance(v, float) or _outside(v, t) for v in values if v is not None)
     return pa.types.is_timestamp(t) and any(
         isinstance(v, dt.date) and exact_units(v, t).denominator != 1 for v in values)
+
+
+def _outside(v: Any, t: pa.DataType) -> bool:
+    """An exact number that is no value of `t` (finer than its scale, or out of its range):
+    comparing in a common type would need more than 38 digits."""
+    if isinstance(v, bool) or not isinstance(v, int | decimal.Decimal):
+        return False
+    exact = exact_units(v, t)
+    lo, hi = domain(t)
+    return exact.denominator != 1 or not lo <= exact <= hi
 
 
 def exact_form(op: CompareOp, e: Expr, v: Any, t: pa.DataType) -> Expr:

@@ -210,8 +210,10 @@ def answer_from_stats(plan: Plan, stats: dict[str, ColumnStats], rows: int,
         elif pa.types.is_binary(t) or (s.min is None and s.null_count < rows):
             return None
         else:
-            value = decode(s.min if agg.func is AggFunc.MIN else s.max, t)
-            out.append(value)
+            value = s.min if agg.func is AggFunc.MIN else s.max
+            # a timestamp as its integer: exact without pandas (which holds nanoseconds)
+            out.append(stored_timestamp(value, t) if pa.types.is_timestamp(t) else
+                       decode(value, t))
     return out
 
 

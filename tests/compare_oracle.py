@@ -65,7 +65,8 @@ def literal_for(t: pa.DataType, near: list) -> st.SearchStrategy:
     """Literals of every type a user may compare with t, often at or next to a value."""
     if pa.types.is_date32(t) or pa.types.is_timestamp(t):
         micros = st.integers(-(2**45), 2**45)
-        near_ts = [_ns(v, t) // 1000 for v in near if v is not None]
+        near_ts = [m for v in near if v is not None  # literals are datetimes: years 1..9999
+                   if -62135596800 * 10**6 < (m := _ns(v, t) // 1000) < 253402300799 * 10**6]
         if near_ts:
             micros = st.one_of(micros, st.sampled_from(near_ts).flatmap(
                 lambda m: st.integers(m - 1, m + 1)))
@@ -106,11 +107,13 @@ def _number(v, t: pa.DataType | None, as_float: bool):
     return Fraction(v)
 
 
-def holds(op: CompareOp, x, v, t: pa.DataType, dialect: Dialect) -> bool | None:
-    """`x op v` by the documented rules, row by row (None: SQL's NULL)."""
+def holds(op: CompareOp, x, v, t: pa.DataType, dialect: Dialect,
+          floats: bool = False) -> bool | None:
+    """`x op v` by the documented rules, row by row (None: SQL's NULL); `floats`: a float
+    elsewhere in the node (BETWEEN, IN) makes float64 the type of every comparison."""
     if x is None or (dialect is Dialect.PANDAS and isinstance(x, float) and math.isnan(x)):
         return None if dialect is Dialect.SQL else op is CompareOp.NE
-    as_float = isinstance(x, float) or isinstance(v, float)
+    as_float = floats or isinstance(x, float) or isinstance(v, float)
     a, b = _number(x, t, as_float), _number(v, None, as_float)
     if as_float and (math.isnan(a) or math.isnan(b)):
         if dialect is Dialect.PANDAS:
@@ -124,13 +127,14 @@ def holds(op: CompareOp, x, v, t: pa.DataType, dialect: Dialect) -> bool | None:
 def oracle_count(form: str, op: CompareOp, xs: list, lits: list, t: pa.DataType,
                  dialect: Dialect) -> int:
     n = 0
+    floats = any(isinstance(v, float) for v in lits)
     for x in xs:
         if form == "between":
-            lo, hi = holds(CompareOp.GE, x, lits[0], t, dialect), holds(
-                CompareOp.LE, x, lits[1], t, dialect)
+            lo, hi = holds(CompareOp.GE, x, lits[0], t, dialect, floats), holds(
+                CompareOp.LE, x, lits[1], t, dialect, floats)
             ok = lo is True and hi is True
         elif form == "in":
-            ok = any(holds(CompareOp.EQ, x, v, t, dialect) is True for v in lits)
+            ok = any(holds(CompareOp.EQ, x, v, t, dialect, floats) is True for v in lits)
             missing = x is None or (isinstance(x, float) and math.isnan(x))
             if dialect is Dialect.PANDAS and missing:
                 ok = any(isinstance(v, float) and math.isnan(v) for v in lits)
