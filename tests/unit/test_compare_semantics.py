@@ -8,17 +8,19 @@ never removes a partition the engine would find a row in. And statistics round-t
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal as D
 import json
 import math
 
 import pyarrow as pa
 from compare_oracle import UNITS, cases, column_type, filter_of, oracle_count, values_of
-from hypothesis import HealthCheck, given, reject, settings
+from hypothesis import HealthCheck, example, given, reject, settings
 from hypothesis import strategies as st
 
 from bpfstore.connector.binding import bind_plan
 from bpfstore.connector.errors import PlanInvalid
-from bpfstore.connector.plan import Plan, count_star
+from bpfstore.connector.plan import CompareOp, Dialect, Plan, count_star
 from bpfstore.node_agent.engines.arrow_engine import ArrowEngine
 from bpfstore.node_agent.stats import (
     ColumnStats,
@@ -34,8 +36,27 @@ def _table(t: pa.DataType, xs: list) -> pa.Table:
     return normalize(pa.table({"x": pa.array(xs, t)}))
 
 
+EQ, GE, LE = CompareOp.EQ, CompareOp.GE, CompareOp.LE
+SQL = Dialect.SQL
+
+
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
+# issue 18 W3, and what this test found: each failed before its fix
+@example((pa.decimal128(12, 2), [D.Decimal("0.05")] * 3, "compare", GE, [0.05], SQL))
+@example((pa.decimal128(12, 2), [D.Decimal("0.05")], "between", EQ, [0.05, 0.07], SQL))
+@example((pa.int64(), [2**53 + 1], "compare", EQ, [float(2**53)], Dialect.PANDAS))
+@example((pa.timestamp("s"), [-2046], "compare", EQ, [dt.datetime(1969, 12, 31, 23, 25, 54,
+                                                                  999999)], SQL))
+@example((pa.timestamp("s"), [1], "compare", GE, [dt.datetime(1970, 1, 1, 0, 0, 0, 1)], SQL))
+@example((pa.date32(), [dt.date(1969, 12, 31)], "in", EQ,
+          [dt.datetime(1969, 12, 31, 23, 59, 59, 999999)], SQL))
+@example((pa.decimal128(37, 0), [D.Decimal(10**37 - 1)], "compare", EQ, [D.Decimal("0.33")],
+          SQL))
+@example((pa.uint64(), [2**63], "compare", EQ, [0], SQL))
+@example((pa.uint64(), [2**63], "in", EQ, [2**63, -1], SQL))
+@example((pa.float32(), [-0.0], "in", EQ, [0.0], SQL))
+@example((pa.int8(), [None], "compare", LE, [-1.7976931348623157e308], SQL))
 def test_pruning_never_drops_a_row_the_engine_keeps(case) -> None:
     t, xs, form, op, lits, dialect = case
     where = filter_of(form, op, lits)
