@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from bpfstore.connector.binding import bind_plan
 from bpfstore.connector.errors import PlanInvalid
-from bpfstore.connector.plan import CompareOp, Dialect, Plan, count_star
+from bpfstore.connector.plan import Column, Compare, CompareOp, Dialect, Literal, Plan, count_star
 from bpfstore.node_agent.engines.arrow_engine import ArrowEngine
 from bpfstore.node_agent.stats import (
     ColumnStats,
@@ -129,3 +129,17 @@ def test_statistics_round_trip_exactly(column) -> None:
     assert _key(lo) == _key(min(plain)) and _key(hi) == _key(max(plain)), (lo, hi, plain)
     assert stored.has_nan == any(isinstance(v, float) and math.isnan(v) for v in xs)
     assert stored.null_count == sum(v is None for v in xs)
+
+
+def test_catalogs_with_isoformat_timestamps_still_read() -> None:
+    """Catalogs written before statistics kept integers hold isoformat text: it still reads,
+    prunes and answers (to the microsecond those catalogs kept)."""
+    t = pa.timestamp("us")
+    s = ColumnStats(0, "1970-01-01T00:00:01.000002", "1970-01-01T00:00:03")
+    assert stored_timestamp(s.min, t) == 1_000_002
+    schema = pa.schema([("ts", t)])
+    second = dt.datetime(1970, 1, 1, 0, 0, 1)
+    assert may_match(Compare(CompareOp.GE, Column("ts"), Literal(second)), {"ts": s}, 2, schema,
+                     Dialect.SQL)
+    assert not may_match(Compare(CompareOp.LT, Column("ts"), Literal(second)), {"ts": s}, 2,
+                         schema, Dialect.SQL)
