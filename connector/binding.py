@@ -3,7 +3,8 @@
 Binding returns the same node classes with `result_type` set on every node and literals
 coerced to the type they are compared with, so engines never guess. The rules (DuckDB's
 and Spark's where they agree):
-- comparisons use the operands' common type: any float -> float64; else any decimal ->
+- comparisons use the operands' common type (literals of another type: connector/compare.py,
+  whose exact forms binding substitutes): any float -> float64; else any decimal ->
   decimal (integers as decimal(digits, 0)); else the wider integer; strings, dates,
   timestamps and booleans only with their own kind (a string literal against a date column
   is parsed as a date);
@@ -24,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from . import decimals
+from .compare import exact_between, exact_form, exact_in, needs_exact_form
 from .errors import PlanInvalid
 from .plan import (
     AggFunc,
@@ -35,6 +37,7 @@ from .plan import (
     Cast,
     Column,
     Compare,
+    CompareOp,
     Expr,
     In,
     IsNull,
@@ -289,6 +292,16 @@ class _Binder:
             return Literal(coerce_literal(e.value, t, where), result_type=logical_type(t))
         return e
 
+    def _exact(self, op: CompareOp, e: Expr, literal: Expr, common: pa.DataType
+               ) -> Expr | None:
+        """A literal without an exact value in e's type, as an exact comparison in that type
+        (the one semantics statistics, engines and code generators then share)."""
+        t = logical_type(e.result_type)
+        if isinstance(e, Literal) or not isinstance(literal, Literal) or \
+                not needs_exact_form(t, [literal.value], common):
+            return None
+        return exact_form(op, e, literal.value, t)
+
     def _bind(self, e: Expr) -> Expr:
         where = describe(e)
         match e:
@@ -310,9 +323,12 @@ class _Binder:
                 bl, br = self.bind(left), self.bind(right)
                 tl, tr = self._operand_types(bl, br)
                 t = common_type(tl, tr, where)
-                return self._typed(
-                    e, pa.bool_(), left=self._coerced(bl, t, where),
-                    right=self._coerced(br, t, where))
+                left, right = self._coerced(bl, t, where), self._coerced(br, t, where)
+                if isinstance(left, Literal) and not isinstance(right, Literal):
+                    exact = self._exact(e.op.flipped(), right, left, t)
+                else:
+                    exact = self._exact(e.op, left, right, t)
+                return exact or self._typed(e, pa.bool_(), left=left, right=right)
             case And(args=args):
                 return self._typed(e, pa.bool_(), args=self._bool_args(args, e))
             case Or(args=args):
@@ -326,7 +342,12 @@ class _Binder:
                 t = types[0]
                 for vt in types[1:]:
                     t = common_type(t, vt, where)
-                coerced = tuple(self._coerced(v, t, where) for v in values)
+                coerced = tuple(Literal(coerce_literal(v.value, t, where),
+                                        result_type=logical_type(t)) for v in values)
+                at = logical_type(ba.result_type)
+                if not isinstance(ba, Literal) and needs_exact_form(
+                        at, [v.value for v in coerced], t):
+                    return exact_in(ba, coerced, at)
                 return self._typed(e, pa.bool_(), arg=ba, values=coerced)
             case IsNull(arg=arg):
                 return self._typed(e, pa.bool_(), arg=self.bind(arg))
@@ -334,8 +355,12 @@ class _Binder:
                 ba, bl, bh = self.bind(arg), self.bind(low), self.bind(high)
                 ta, tl, th = self._operand_types(ba, bl, bh)
                 t = common_type(common_type(ta, tl, where), th, where)
-                return self._typed(e, pa.bool_(), arg=ba, low=self._coerced(bl, t, where),
-                                   high=self._coerced(bh, t, where))
+                low, high = self._coerced(bl, t, where), self._coerced(bh, t, where)
+                at = logical_type(ba.result_type)
+                if isinstance(low, Literal) and isinstance(high, Literal) and not isinstance(
+                        ba, Literal) and needs_exact_form(at, [low.value, high.value], t):
+                    return exact_between(ba, low.value, high.value, at)
+                return self._typed(e, pa.bool_(), arg=ba, low=low, high=high)
             case Arith(op=op, left=left, right=right):
                 bl, br = self.bind(left), self.bind(right)
                 t = arith_type(op, bl.result_type, br.result_type, where)

@@ -87,7 +87,7 @@ def _exact_sum(v: Val, dialect: Dialect, t: pa.DataType) -> object:
 def _min_or_max(v: Val, func: AggFunc, dialect: Dialect) -> object:
     key = "min" if func is AggFunc.MIN else "max"
     data = v.data
-    if pa.types.is_floating(v.type) and dialect is Dialect.SQL:
+    if pa.types.is_floating(v.type):  # SQL's order (PANDAS: NaN is already NULL here)
         found = pc.min_max(exact.float_order_key(data))[key]
         if not found.is_valid:
             return None
@@ -156,7 +156,7 @@ def _grouped_agg(ev: Evaluator, agg: Aggregate, name: str, columns: dict, specs:
         return lambda g: decimals.totals_array(decimals.join_limbs(
             [g.column(f"{name}_{j}_sum").to_pylist() for j in range(len(limbs))]), t)
     func = "min" if agg.func is AggFunc.MIN else "max"
-    if pa.types.is_floating(v.type) and ev.dialect is Dialect.SQL:
+    if pa.types.is_floating(v.type):
         columns[name] = exact.float_order_key(v.data)
         specs.append((name, func, _NON_EMPTY))
         return lambda g: exact.float_from_order_key(g.column(f"{name}_{func}")).cast(t)

@@ -227,9 +227,12 @@ class Evaluator:
             else:
                 data = self.to_decimal128(v, pa.decimal128(38, ct.scale))
                 value_set = pa.array(present, pa.decimal128(38, ct.scale))
-        elif pa.types.is_floating(ct):
-            data = self.to_float(v)
-            value_set = pa.array([float(x) for x in present], pa.float64())
+        elif pa.types.is_floating(ct):  # + 0.0: -0.0 equals 0.0, which hashing would not see
+            data = pc.add(self.to_float(v), 0.0)
+            value_set = pa.array([float(x) + 0.0 for x in present], pa.float64())
+        elif pa.types.is_timestamp(ct) and pa.types.is_date(v.type):  # a date is its midnight
+            data = _cast(data, ct)
+            value_set = pa.array(present, ct)
         else:
             value_set = pa.array(present, logical_type(ct))
         if pa.types.is_dictionary(getattr(data, "type", None)):

@@ -123,11 +123,13 @@ def compensated_float_sum(data: pa.ChunkedArray, skip_nan: bool) -> float | None
 
 
 def float_order_key(data: pa.ChunkedArray) -> pa.ChunkedArray:
-    """int64 keys whose order is SQL's float order: -inf < ... < +inf < NaN."""
+    """int64 keys whose order is SQL's float order: -inf < ... < +inf < NaN; vectorized
+    connector.compare.float_key (-0.0 takes 0.0's key: equal, so MIN/MAX answer 0.0)."""
     out = []
     for c in chunks(data):
         f = values_view(c, np.dtype(c.type.to_pandas_dtype())).astype(np.float64)
         f = np.where(np.isnan(f), np.nan, f)  # one canonical (positive) NaN
+        f = np.where(f == 0.0, 0.0, f)
         bits = f.view(np.int64)
         keys = bits ^ ((bits >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))
         out.append(with_values(c, keys, pa.int64()))

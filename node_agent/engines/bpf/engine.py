@@ -32,10 +32,12 @@ import pyarrow.compute as pc
 
 from bpfstore.connector import decimals
 from bpfstore.connector.combine import partial_schema
+from bpfstore.connector.compare import float_from_key
 from bpfstore.connector.errors import Unsupported, VerifierRejected
 from bpfstore.connector.plan import Dialect, Plan, columns_of
 
 from ...stats import ColumnStats
+from .. import exact
 from ..arrow_engine import AggregateResult
 from . import libbpf
 from .codegen import ACC_BYTES, BITS, Program, compile_plan
@@ -465,18 +467,14 @@ def _empty_partials(program: Program, schema: pa.Schema) -> pa.Table:
 
 def _float_keys(data: pa.ChunkedArray) -> pa.ChunkedArray:
     """float_key of every value, vectorized (NULL rows get an arbitrary key)."""
-    f = data.cast(pa.float64()).fill_null(0.0).to_numpy().copy()
-    f[np.isnan(f)] = np.nan
-    f[f == 0.0] = 0.0
-    bits = f.view(np.int64)
-    return pa.chunked_array([pa.array(bits ^ ((bits >> 63) & np.int64(0x7FFFFFFFFFFFFFFF)))])
+    keys = exact.float_order_key(data.cast(pa.float64()).fill_null(0.0))
+    return pa.chunked_array([keys.combine_chunks()], pa.int64())
 
 
 def _typed(v: int, t: pa.DataType) -> Any:
     """A MIN/MAX result (stored integer) as a value of the partial's type."""
     if pa.types.is_floating(t):  # back from the order key
-        bits = v ^ ((v >> 63) & 0x7FFFFFFFFFFFFFFF)
-        return float(np.array([bits], dtype=np.int64).view(np.float64)[0])
+        return float_from_key(v)
     if pa.types.is_decimal(t):
         return decimals.to_decimal(v, t.scale)
     if pa.types.is_date32(t):
