@@ -84,7 +84,7 @@ def test_failed_append_keeps_the_dataset_as_it_was(tmp_path) -> None:
 
 
 def test_overwrite_replaces_and_drop_removes(tmp_path) -> None:
-    s = Storage(tmp_path)
+    s = Storage(tmp_path, retention_seconds=0)  # superseded versions go at once
     s.write("t", [ipc(TABLE)])
     s.write("t", [ipc(TABLE)])
     meta, pid, _ = s.write("t", [ipc(pa.table({"other": [1, 2]}))], overwrite=True)
