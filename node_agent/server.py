@@ -321,8 +321,11 @@ class WriteResolver:
     def _ask(self, peer: str, dataset: str, txn: str) -> int | None:
         if peer not in self._channels:
             credentials = _peer_credentials(self.config)
-            self._channels[peer] = grpc.secure_channel(peer, credentials) if credentials \
-                else grpc.insecure_channel(peer)
+            # a peer that restarts is asked again within a second, not after grpc's backoff
+            options = [("grpc.initial_reconnect_backoff_ms", 200),
+                       ("grpc.max_reconnect_backoff_ms", 1000)]
+            self._channels[peer] = grpc.secure_channel(peer, credentials, options) \
+                if credentials else grpc.insecure_channel(peer, options)
         try:
             return agent_pb2_grpc.AgentStub(self._channels[peer]).WriteStatus(
                 pb.WriteStatusRequest(dataset=dataset, txn=txn), timeout=5).state

@@ -355,7 +355,7 @@ class Storage:
                 if pid in taken or pid in write.partitions or (directory / f"{pid}.arrow"
                                                                 ).exists():
                     raise DatasetExists(f"dataset {name!r} already has a partition {pid!r}")
-                if not write.schema.equals(table.schema):
+                if write.schema is not None and not write.schema.equals(table.schema):
                     raise PlanInvalid(
                         f"schema of partition {pid!r} differs from the write's other "
                         f"partitions: {_schema_text(table.schema)} vs "
