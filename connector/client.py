@@ -631,7 +631,15 @@ class Client:
 
             version = prepare(primary)
             list(self._pool.map(prepare, agents[1:]))
+        except BaseException:
+            self.abort_write(dataset, staged, agents)
+            raise
+        try:
             self._commit_on(primary, dataset, staged.txn)
+        except AgentUnavailable:
+            # The commit may have happened before the primary went away: aborting the others
+            # now could undo half of a committed write. They settle it from the primary.
+            raise
         except BaseException:
             self.abort_write(dataset, staged, agents)
             raise
