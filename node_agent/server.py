@@ -220,8 +220,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                     yield chunk.arrow_ipc
 
             if first.txn:
-                part = self.storage.stage(first.dataset, pieces(), first.txn, first.partition,
-                                          first.replicas)
+                part = self.storage.stage(first.dataset, pieces(), _txn(first.txn),
+                                          first.partition, first.replicas)
                 log.info("write dataset=%s partition=%s rows=%d staged txn=%s", first.dataset,
                          part.id, part.rows, first.txn)
                 return pb.WriteResponse(dataset=first.dataset, partitions=[part.id],
@@ -237,9 +237,12 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                      context: grpc.ServicerContext) -> pb.PrepareWriteResponse:
         with rpc_errors(context, "PrepareWrite"):
             self.grants.require("write", request.dataset)
-            schema = pa.ipc.read_schema(pa.py_buffer(request.arrow_schema)) \
-                if request.arrow_schema else None
-            version = self.storage.prepare(request.dataset, request.txn, request.version,
+            try:
+                schema = pa.ipc.read_schema(pa.py_buffer(request.arrow_schema)) \
+                    if request.arrow_schema else None
+            except pa.ArrowException as exc:
+                raise PlanInvalid(f"arrow_schema is not an Arrow IPC schema: {exc}") from None
+            version = self.storage.prepare(request.dataset, _txn(request.txn), request.version,
                                            request.overwrite, request.partitions,
                                            schema and normalize_schema(schema), request.primary)
             return pb.PrepareWriteResponse(version=version)
@@ -249,9 +252,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         with rpc_errors(context, "CommitWrite"):
             self.grants.require("write", request.dataset)
             if request.abort:
-                self.storage.abort(request.dataset, request.txn)
+                self.storage.abort(request.dataset, _txn(request.txn))
                 return pb.CommitWriteResponse()
-            meta = self.storage.commit(request.dataset, request.txn)
+            meta = self.storage.commit(request.dataset, _txn(request.txn))
             log.info("commit dataset=%s txn=%s version=%d partitions=%d", meta.name,
                      request.txn, meta.version, len(meta.partitions))
             return pb.CommitWriteResponse(version=meta.version)
@@ -268,6 +271,12 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         with rpc_errors(context, "DropDataset"):
             self.grants.require("write", request.dataset)
             return pb.DropDatasetResponse(dropped=self.storage.drop(request.dataset))
+
+
+def _txn(txn: str) -> str:
+    if not 0 < len(txn) <= 128:
+        raise PlanInvalid("a write's txn must be 1-128 characters")
+    return txn
 
 
 _WRITE_STATES = {"unknown": pb.WriteStatusResponse.UNKNOWN,
