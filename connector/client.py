@@ -396,7 +396,8 @@ class Client:
 
     def scan_table(self, dataset: str, columns: Sequence[str] | None = None,
                    where: Expr | None = None, dialect: str | Dialect = "sql") -> pa.Table:
-        batches = list(self.scan(dataset, columns, where, dialect))
+        # all or nothing, so unlike scan() it can plan again after some batches arrived
+        batches = _replanned(lambda: list(self._scan_once(dataset, columns, where, dialect)))
         if batches:
             return pa.Table.from_batches(batches)
         desc = self.describe(dataset)
