@@ -242,14 +242,40 @@ def _stub(agent: AgentProcess) -> agent_pb2_grpc.AgentStub:
     return agent_pb2_grpc.AgentStub(grpc.insecure_channel(agent.address))
 
 
-def _prepare(agents: list[AgentProcess], dataset: str, staged: StagedWrite) -> None:
+def _prepare(agents: list[AgentProcess], dataset: str, staged: StagedWrite,
+             primary: str = "") -> None:
     """Phase one of an overwrite by hand, as Client.commit_write does it: the first agent is
-    the primary."""
+    the primary (the others are told it is at `primary`, by default its address)."""
     for a in agents:
         _stub(a).PrepareWrite(pb.PrepareWriteRequest(
             dataset=dataset, txn=staged.txn, overwrite=True,
             partitions=staged.partitions.get(a.address, []),
-            primary="" if a is agents[0] else agents[0].address), timeout=10)
+            primary="" if a is agents[0] else primary or agents[0].address), timeout=10)
+
+
+def _commit(agent: AgentProcess, dataset: str, txn: str) -> None:
+    _stub(agent).CommitWrite(pb.CommitWriteRequest(dataset=dataset, txn=txn), timeout=10)
+
+
+def test_readers_see_a_write_its_primary_committed_before_the_others_do(trio) -> None:
+    """Between the primary's commit and the other's, readers see the new version on both (the
+    other serves the version it prepared): not the primary's new rows beside the other's old
+    ones. The other cannot settle by itself here (its primary's address is wrong)."""
+    agents, name = trio[:2], "between"
+    old, new = _data(3000, seed=9), _data(4000, seed=10, start=10**6)
+    with _reconnected(",".join(a.address for a in agents)) as c:
+        c.write(name, old, partition_rows=500, replicas=2)
+        staged = c.stage_write(name, new, "txn-between", partition_rows=500, replicas=2)
+        _prepare(agents, name, staged, primary="127.0.0.1:1")
+        assert _content(c, name) == _rows(old)  # prepared everywhere: not visible yet
+        _commit(agents[0], name, staged.txn)
+        info = _raw_info(agents[1], name)
+        assert info is not None and info.pending_txn == staged.txn  # still only prepared
+        assert _content(c, name) == _rows(new)
+        row = c.aggregate(name, [count_star(), sum_("i"), sum_("v")]).to_pylist()[0]
+        assert tuple(row.values()) == _fingerprint(new)
+        _commit(agents[1], name, staged.txn)
+        assert _settled(agents, name) and _content(c, name) == _rows(new)
 
 
 @pytest.mark.parametrize("restart", [True, False], ids=["restarted", "running"])
@@ -266,8 +292,7 @@ def test_write_committed_by_its_primary_only_is_settled_by_the_other(trio,
         _prepare(agents, name, staged)
         if restart:
             agents[1].kill()
-        _stub(agents[0]).CommitWrite(pb.CommitWriteRequest(dataset=name, txn=staged.txn),
-                                     timeout=10)
+        _commit(agents[0], name, staged.txn)
         assert _content(c, name) == _rows(new)  # from the primary alone, or both
         if restart:
             agents[1].start()
