@@ -129,32 +129,6 @@ class DatasetMeta:
         raise DatasetNotFound(f"dataset {self.name!r} has no partition {pid!r} on this agent")
 
 
-@dataclass
-class Prepared:
-    """A write in phase one: the version it makes, and who decides whether it commits."""
-
-    txn: str
-    meta: DatasetMeta
-    primary: str  # the agent whose commit decides ("": this one)
-    prepared_at: float  # wall-clock seconds: survives restarts
-
-    def to_json(self) -> dict[str, Any]:
-        return {"txn": self.txn, "meta": self.meta.to_json(), "primary": self.primary,
-                "prepared_at": self.prepared_at}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Prepared:
-        return cls(d["txn"], DatasetMeta.from_json(d["meta"]), d["primary"], d["prepared_at"])
-
-
-@dataclass
-class _Staged:
-    dataset: str
-    schema: pa.Schema | None
-    partitions: dict[str, PartitionMeta] = field(default_factory=dict)
-    touched: float = field(default_factory=time.monotonic)
-
-
 def normalize_schema_type(t: pa.DataType, name: str) -> pa.DataType:
     """The stored type of a column: what the engines can walk directly."""
     if pa.types.is_decimal(t):
@@ -196,11 +170,6 @@ def normalize(table: pa.Table) -> pa.Table:
         columns.append(column)
     out = pa.Table.from_arrays(columns, schema=pa.schema(fields))
     return out
-
-
-def normalize_schema(schema: pa.Schema) -> pa.Schema:
-    """The stored schema of data of `schema`: what `normalize` makes of it."""
-    return pa.schema([pa.field(f.name, normalize_schema_type(f.type, f.name)) for f in schema])
 
 
 class Storage:
@@ -590,6 +559,32 @@ class Storage:
         return _sha256(self.partition_path(name, pid)) == meta.checksum
 
 
+@dataclass
+class Prepared:
+    """A write in phase one: the version it makes, and who decides whether it commits."""
+
+    txn: str
+    meta: DatasetMeta
+    primary: str  # the agent whose commit decides ("": this one)
+    prepared_at: float  # wall-clock seconds: survives restarts
+
+    def to_json(self) -> dict[str, Any]:
+        return {"txn": self.txn, "meta": self.meta.to_json(), "primary": self.primary,
+                "prepared_at": self.prepared_at}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Prepared:
+        return cls(d["txn"], DatasetMeta.from_json(d["meta"]), d["primary"], d["prepared_at"])
+
+
+@dataclass
+class _Staged:
+    dataset: str
+    schema: pa.Schema | None
+    partitions: dict[str, PartitionMeta] = field(default_factory=dict)
+    touched: float = field(default_factory=time.monotonic)
+
+
 def _replace_json(path: Path, doc: dict[str, Any]) -> None:
     """Write, fsync, rename over `path`, fsync the directory: the new content or the old."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -652,6 +647,11 @@ def _fsync_dir(path: Path) -> None:
 
 def _schema_text(schema: pa.Schema) -> str:
     return "(" + ", ".join(f"{f.name}: {f.type}" for f in schema) + ")"
+
+
+def normalize_schema(schema: pa.Schema) -> pa.Schema:
+    """The stored schema of data of `schema`: what `normalize` makes of it."""
+    return pa.schema([pa.field(f.name, normalize_schema_type(f.type, f.name)) for f in schema])
 
 
 def iter_partitions(meta: DatasetMeta, wanted: Iterable[str]) -> Iterator[PartitionMeta]:
