@@ -69,3 +69,13 @@ class PermissionDenied(BpfstoreError):
 
 class DeadlineExceeded(BpfstoreError):
     """A request ran past its deadline (the client's, or the agent's max_deadline_seconds)."""
+
+
+class VersionGone(BpfstoreError):
+    """The dataset version a query pinned is no longer kept by an agent (superseded longer
+    ago than its retention, or the agent restarted): re-plan the query on the current one."""
+
+
+class WriteConflict(BpfstoreError):
+    """Another write to the same dataset is committing, or committed a newer version first;
+    nothing of this write became visible, so it can be retried."""

@@ -29,7 +29,9 @@ from bpfstore.connector.errors import DeadlineExceeded, PermissionDenied, Unauth
 from .config import AgentConfig, Tenant
 from .metrics import observe_tenant
 
-OPEN_METHODS = ("/grpc.health.v1.Health/",)  # load balancers and orchestrators probe these
+# Load balancers and orchestrators probe health; peer agents settling a prepared write ask
+# WriteStatus (it tells only the state of a random write id).
+OPEN_METHODS = ("/grpc.health.v1.Health/", "/bpfstore.v1.Agent/WriteStatus")
 NO_AUTH = Tenant("anonymous", (), read=("*",), write=("*",))  # when no tenant is configured
 
 

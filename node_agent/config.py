@@ -50,6 +50,10 @@ class AgentConfig:
     metrics_listen: str = ""  # HOST:PORT of the Prometheus /metrics endpoint; "" = off
     bpf: bool = True  # try the in-kernel engine (it still needs privileges and clang)
     bpf_arena_bytes: int = 1 << 30  # column cache of the bpf hot path (an arena is <= 4 GiB)
+    # Writes (storage.py): how long a superseded version stays readable for queries that
+    # pinned it, and how long this agent, as a write's primary, waits for its client's commit.
+    version_retention_seconds: float = 300.0
+    prepare_timeout_seconds: float = 120.0
 
     def limits(self) -> dict[str, int]:
         return {
