@@ -33,7 +33,14 @@ from .engines.select import Engines
 from .metrics import AgentMetrics, RequestObserver, observe_partition
 from .rpc_errors import rpc_errors
 from .stats import answer_from_stats, decode, may_match, stats_partials
-from .storage import DatasetMeta, Storage, iter_partitions, normalize_schema, validate_name
+from .storage import (
+    LOCAL_TXN,
+    DatasetMeta,
+    Storage,
+    iter_partitions,
+    normalize_schema,
+    validate_name,
+)
 
 log = logging.getLogger("bpfstore.agent")
 
@@ -276,6 +283,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
 def _txn(txn: str) -> str:
     if not 0 < len(txn) <= 128:
         raise PlanInvalid("a write's txn must be 1-128 characters")
+    if txn.startswith(LOCAL_TXN):
+        raise PlanInvalid(f"a write's txn must not start with {LOCAL_TXN!r}")
     return txn
 
 

@@ -54,6 +54,7 @@ from .stats import ColumnStats, column_stats
 log = logging.getLogger("bpfstore.agent")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 CATALOG = "_dataset.json"
+LOCAL_TXN = "local-"  # write ids of one-shot writes (`write`): aborted by a restart
 PREPARED = "_prepared.json"  # a write in phase one of its commit (see prepare)
 HISTORY = 256  # committed write ids kept in the catalog, for peers resolving a prepared one
 RETENTION_SECONDS = 300.0  # a superseded version stays readable this long for pinned queries
@@ -242,6 +243,9 @@ class Storage:
                     prepared = Prepared.from_json(json.loads((d / PREPARED).read_text()))
                     if current is not None and prepared.txn in current.txns:
                         (d / PREPARED).unlink()  # committed: the crash came before this
+                    elif prepared.txn.startswith(LOCAL_TXN):
+                        # A one-shot write: its client saw it fail, and nobody can commit it.
+                        (d / PREPARED).unlink()
                     else:
                         self._pending[d.name] = prepared
                         known |= {f"{p.id}.arrow" for p in prepared.meta.partitions}
@@ -289,7 +293,7 @@ class Storage:
               replicas: Iterable[str] = ()) -> tuple[DatasetMeta, str, int]:
         """Commit one partition from the pieces of an Arrow IPC stream as a new version; all
         or nothing (a one-partition write on this agent alone: stage, prepare, commit)."""
-        txn = uuid.uuid4().hex
+        txn = LOCAL_TXN + uuid.uuid4().hex
         part = self.stage(name, chunks, txn, partition, replicas)
         try:
             self.prepare(name, txn, 0, overwrite, [part.id])

@@ -15,7 +15,7 @@ from bpfstore.connector.errors import (
     VersionGone,
     WriteConflict,
 )
-from bpfstore.node_agent.storage import Storage, validate_name
+from bpfstore.node_agent.storage import LOCAL_TXN, Storage, validate_name
 
 
 def ipc(table: pa.Table) -> bytes:
@@ -175,6 +175,20 @@ def test_prepared_write_survives_a_restart_and_a_staged_one_does_not(tmp_path) -
     assert pending is not None and (pending.txn, pending.primary) == ("prepared", "peer:1")
     assert s3.get("t").version == 1
     assert s3.commit("t", "prepared").version == 2 and _rows_of(s3, s3.get("t")) == 6
+
+
+def test_one_shot_write_cut_between_prepare_and_commit_is_aborted_at_restart(tmp_path) -> None:
+    """A Write without a txn has no client that could still commit it: a crash after its
+    prepare leaves the old version, and no prepared record waiting for a coordinator."""
+    s = Storage(tmp_path, retention_seconds=0)
+    s.write("t", [ipc(TABLE)])
+    before = set(os.listdir(tmp_path / "datasets" / "t"))
+    txn = f"{LOCAL_TXN}cut"
+    s.stage("t", [ipc(TABLE)], txn, partition="p")
+    s.prepare("t", txn, 0, False, ["p"])  # the crash comes before write()'s commit
+    s2 = Storage(tmp_path)
+    assert s2.pending("t") is None and s2.get("t").version == 1
+    assert set(os.listdir(tmp_path / "datasets" / "t")) == before
 
 
 def test_aborted_write_leaves_the_dataset_and_its_files_as_before(tmp_path) -> None:
