@@ -40,6 +40,7 @@ from bpfstore.connector.errors import (
     ResourceExhausted,
 )
 
+from .limits import WriteLimits, check_catalog, check_replicas, check_stream
 from .stats import ColumnStats, column_stats
 
 log = logging.getLogger("bpfstore.agent")
@@ -155,10 +156,12 @@ def normalize(table: pa.Table) -> pa.Table:
 class Storage:
     """All datasets under one data directory. Thread-safe; one lock per dataset."""
 
-    def __init__(self, data_dir: str | os.PathLike[str], max_write_bytes: int = 8 << 30) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], max_write_bytes: int = 8 << 30,
+                 limits: WriteLimits | None = None) -> None:
         self.root = Path(data_dir) / "datasets"
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_write_bytes = max_write_bytes
+        self.limits = limits or WriteLimits(max_write_bytes)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._cache: dict[str, tuple[float, DatasetMeta]] = {}
@@ -195,8 +198,10 @@ class Storage:
     def _commit_catalog(self, meta: DatasetMeta) -> None:
         directory = self._dir(meta.name)
         tmp = directory / f".{CATALOG}.{uuid.uuid4().hex}.tmp"
+        text = json.dumps(meta.to_json())
+        check_catalog(text, meta.name, self.limits)
         with open(tmp, "w") as f:
-            json.dump(meta.to_json(), f)
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, directory / CATALOG)
@@ -257,12 +262,14 @@ class Storage:
         """Commit one partition from the pieces of an Arrow IPC stream; all or nothing."""
         directory = self._dir(name)
         pid = validate_name("partition", partition) if partition else uuid.uuid4().hex[:16]
+        replicas = check_replicas(replicas, self.limits)
         directory.mkdir(parents=True, exist_ok=True)
         incoming = directory / f".incoming-{uuid.uuid4().hex}.tmp"
         staged = directory / f".{pid}.{uuid.uuid4().hex}.tmp"
         try:
             with open(incoming, "wb") as f:
                 _copy_limited(chunks, f, self.max_write_bytes)
+            check_stream(incoming, self.limits)  # from its headers, before decompressing
             table = _read_stream(incoming)
             table = normalize(table)
             nbytes = _write_ipc_file(table, staged)
@@ -283,7 +290,11 @@ class Storage:
                     PartitionMeta(pid, table.num_rows, nbytes, checksum, stats, list(replicas))]
                 meta.schema = table.schema
                 meta.version += 1
-                self._commit_catalog(meta)
+                try:
+                    self._commit_catalog(meta)
+                except ResourceExhausted:  # over max_catalog_bytes: the partition never was
+                    (directory / f"{pid}.arrow").unlink(missing_ok=True)
+                    raise
                 for p in old:
                     self._forget(directory / f"{p.id}.arrow")
                     (directory / f"{p.id}.arrow").unlink(missing_ok=True)
