@@ -41,6 +41,7 @@ from bpfstore.connector.plan import (
     describe,
 )
 
+from ..budget import check_budget
 from . import exact
 
 _CMP = {CompareOp.EQ: pc.equal, CompareOp.NE: pc.not_equal, CompareOp.LT: pc.less,
@@ -108,6 +109,7 @@ class Evaluator:
     # -- dispatch ------------------------------------------------------------------------
 
     def eval(self, e: Expr) -> Val:
+        check_budget()  # every node, also per row of rowwise_null_on_overflow
         v = self._eval(e)
         want = e.result_type
         if want is not None and not isinstance(e, Column) and logical_type(want) != v.type:
