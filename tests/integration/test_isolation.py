@@ -25,13 +25,21 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agent_process import AgentProcess
-from bpfstore.connector import Client, col, count_star, sum_, wire
+from bpfstore.connector import Client, col, count_star, max_, min_, sum_, wire
+from bpfstore.connector.binding import bind_plan
+from bpfstore.connector.errors import DeadlineExceeded
 from bpfstore.connector.plan import Arith, ArithOp, In, Literal, Overflow, Plan
 from bpfstore.connector.transport import Transport
 from bpfstore.node_agent.auth import hash_token
+from bpfstore.node_agent.budget import Budget
+from bpfstore.node_agent.budget import current as current_budget
+from bpfstore.node_agent.engines import select
+from bpfstore.node_agent.engines.bpf import engine as bpf_engine
 from bpfstore.node_agent.server import ipc_bytes
+from bpfstore.node_agent.stats import column_stats
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc
+from conftest import RunningAgent, require_bpf
 
 IDLE_SECONDS = 2.0  # the agent's stream_idle_seconds
 MAX_DEADLINE = 3.0  # the agent's max_deadline_seconds
@@ -375,3 +383,73 @@ def test_replica_lists_cannot_bloat_the_catalog(strict: AgentProcess) -> None:
                                timeout=BOUND)
         assert list(pa.ipc.open_stream(reply.partials).read_all().to_pylist()[0].values()) \
             == [10 * i]
+
+
+# -- the engines check the budget inside their loops, and stepping keeps answers exact --------
+
+
+@pytest.fixture(scope="module")
+def engines_agent(tmp_path_factory) -> Iterator[RunningAgent]:
+    agent = RunningAgent(str(tmp_path_factory.mktemp("engines")))
+    yield agent
+    agent.stop()
+
+
+def _stepped_table(agent: RunningAgent) -> pa.Table:
+    """A stored partition (bcc reads the file under its memory map)."""
+    storage = agent.service.storage
+    if "stepped" not in storage.names():
+        rng = np.random.default_rng(19)
+        n = 50_003
+        table = pa.table({"x": rng.integers(-2**62, 2**62, n), "g": rng.integers(0, 7, n),
+                          "y": rng.integers(-1000, 1000, n)})
+        storage.write("stepped", [ipc_bytes(table)], "p0")
+    return storage.read("stepped", "p0")
+
+
+@pytest.mark.bpf
+@pytest.mark.parametrize("engine", ["arrow", "bpf-hot", "bpf-cold", "bcc"])
+def test_engines_stop_inside_a_partition_when_the_request_is_cancelled(
+        engines_agent: RunningAgent, engine: str) -> None:
+    if engine != "arrow":
+        require_bpf(engines_agent, engine)
+    engines = engines_agent.service.engines
+    table = _stepped_table(engines_agent)
+    stats = {f: column_stats(table.column(f)) for f in table.column_names}
+    plan = bind_plan(Plan("d", filter=col("y") > 3, aggregates=(count_star(), sum_("x"))),
+                     table.schema)
+    budget = Budget(time.monotonic() + 60)
+    token = current_budget.set(budget)
+    try:
+        engines.aggregate(engine, table, plan, stats, ("d", engine, "c"))  # runs
+        budget.cancelled.set()
+        with pytest.raises(DeadlineExceeded, match="cancelled"):
+            engines.aggregate(engine, table, plan, stats, ("d", engine, "c"))
+    finally:
+        current_budget.reset(token)
+
+
+@pytest.mark.bpf
+@pytest.mark.parametrize("engine", ["arrow", "bpf-hot", "bpf-cold"])
+def test_stepped_evaluation_gives_the_whole_partitions_answer(
+        engines_agent: RunningAgent, engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small steps (bpf calls resumed every 1000 rows, arrow slices of 7777) merge exactly."""
+    if engine != "arrow":
+        require_bpf(engines_agent, engine)
+    engines = engines_agent.service.engines
+    table = _stepped_table(engines_agent)
+    stats = {f: column_stats(table.column(f)) for f in table.column_names}
+    monkeypatch.setattr(bpf_engine, "RUN_ROWS", 1000)
+    monkeypatch.setattr(select, "ARROW_STEP_ROWS", 7777)
+    for i, p in enumerate([
+            Plan("d", filter=col("y") > 3, aggregates=(count_star(), sum_("x"), min_("x"),
+                                                       max_("y"))),
+            Plan("d", filter=col("y") < 100, aggregates=(count_star(), sum_("y")),
+                 group_by=("g",))]):
+        plan = bind_plan(p, table.schema)
+        served = engines.aggregate(engine, table, plan, stats, ("step", engine, str(i)))
+        assert served.engine == engine.split("-")[0]
+        whole = engines.arrow.aggregate(table, plan)  # one evaluation of the whole partition
+        assert sorted(served.result.partials.to_pylist(), key=str) == \
+            sorted(whole.partials.to_pylist(), key=str)
+        assert served.result.rows_matched == whole.rows_matched
