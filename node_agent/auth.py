@@ -251,11 +251,15 @@ class Watchdog:
         self.idle, self.period = idle, period
         self._watched: dict[Budget, grpc.ServicerContext] = {}
         self._lock = threading.Lock()
-        threading.Thread(target=self._run, name="bpfstore-watchdog", daemon=True).start()
+        self._running = False  # the thread runs only while there are requests to watch
 
     def watch(self, budget: Budget, context: grpc.ServicerContext) -> None:
         with self._lock:
             self._watched[budget] = context
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._run, name="bpfstore-watchdog",
+                                 daemon=True).start()
 
     def forget(self, budget: Budget) -> None:
         with self._lock:
@@ -266,6 +270,9 @@ class Watchdog:
             time.sleep(self.period)
             now = time.monotonic()
             with self._lock:
+                if not self._watched:
+                    self._running = False
+                    return
                 watched = list(self._watched.items())
             for budget, context in watched:
                 since = budget.waiting_since

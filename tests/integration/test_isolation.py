@@ -44,7 +44,7 @@ from conftest import RunningAgent, require_bpf
 IDLE_SECONDS = 2.0  # the agent's stream_idle_seconds
 MAX_DEADLINE = 3.0  # the agent's max_deadline_seconds
 BOUND = 5.0  # every normal request must answer within this
-SLOW_ROWS = 100_000  # about 8 s of row-by-row evaluation
+SLOW_ROWS = 300_000  # 8 s or more of row-by-row evaluation
 WORST: dict[str, float] = {}  # the normal tenant's worst latency per scenario (printed)
 
 
@@ -322,6 +322,7 @@ def test_huge_in_list_is_refused_before_decoding(strict: AgentProcess) -> None:
         assert "IN list of 150000 values exceeds the limit of 100000" in info.value.details()
     growth = _peak_rss_mb(strict.proc.pid) - before
     WORST["peak RSS growth, IN lists (MB)"] = growth
+    WORST["agent's peak RSS (MB)"] = _peak_rss_mb(strict.proc.pid)
     assert growth < 500, growth
     _still_serves(strict)
 
@@ -351,6 +352,7 @@ def test_compressed_and_null_bombs_are_refused_from_their_headers(
     assert "max_write_rows" in error.details()
     growth = _peak_rss_mb(strict.proc.pid) - before
     WORST["peak RSS growth, compressed/null writes (MB)"] = growth
+    WORST["agent's peak RSS (MB)"] = _peak_rss_mb(strict.proc.pid)
     assert growth < 500, growth
     assert not (strict.data_dir / "datasets" / "bomb").exists()
     _still_serves(strict)
