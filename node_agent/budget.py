@@ -77,3 +77,14 @@ def from_peer(items: Iterator[T]) -> Iterator[T]:
         if item is None:
             return
         yield item
+
+
+@contextlib.contextmanager
+def unbudgeted() -> Iterator[None]:
+    """Work done once for all requests (an engine's capability probe), which the request
+    that happens to trigger it must not cut short."""
+    token = current.set(None)
+    try:
+        yield
+    finally:
+        current.reset(token)
