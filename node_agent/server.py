@@ -28,8 +28,10 @@ from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc
 
 from .auth import Gatekeeper, Grants, check_deadline, server_credentials
+from .budget import from_peer
 from .config import AgentConfig
 from .engines.select import Engines
+from .limits import WriteLimits, check_plan_size
 from .metrics import AgentMetrics, RequestObserver, observe_partition
 from .rpc_errors import rpc_errors
 from .stats import answer_from_stats, decode, may_match, stats_partials
@@ -77,7 +79,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.storage = Storage(config.data_dir, max_write_bytes=config.max_write_bytes,
-                               retention_seconds=config.version_retention_seconds)
+                               retention_seconds=config.version_retention_seconds,
+                               limits=WriteLimits.of(config))
         self.grants = Grants(config.tenants)  # per dataset; Gatekeeper authenticates
         self.engines = Engines(config.engine, config.data_dir, config.bpf_arena_bytes,
                                enable_bpf=config.bpf)
@@ -133,6 +136,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                                                                               DatasetMeta]]:
         """The bound plan and the dataset version it reads, pinned while the block runs."""
         self.grants.require("read", msg.plan.dataset)  # before anything could say "not found"
+        check_plan_size(msg.plan, self.config.max_plan_nodes, self.config.max_in_list,
+                        self.config.max_plan_depth)
         plan = wire.plan_from_proto(msg.plan, self.config.max_plan_depth)
         self._check_limits(plan)
         with self.storage.pinned(plan.dataset, msg.dataset_version) as meta:
@@ -201,7 +206,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                     continue
                 table = self.storage.read(plan.dataset, part.id, meta)
                 matched = 0
-                for batch in self.engines.arrow.scan(table, plan, batch_rows):
+                for batch in self.engines.scan(table, plan, batch_rows):
+                    check_deadline()
                     matched += batch.num_rows
                     yield pb.ScanChunk(arrow_ipc=ipc_bytes(scan_batch(batch)))
                 report.rows_scanned, report.rows_matched = table.num_rows, matched
@@ -215,6 +221,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def Write(self, request_iterator: Iterator[pb.WriteChunk],
               context: grpc.ServicerContext) -> pb.WriteResponse:
         with rpc_errors(context, "Write"):
+            request_iterator = from_peer(request_iterator)  # idle and deadline bounded
             first = next(request_iterator, None)
             if first is None or not first.dataset:
                 raise PlanInvalid("Write stream must start with a chunk naming the dataset")
@@ -223,7 +230,6 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             def pieces() -> Iterator[bytes]:
                 yield first.arrow_ipc
                 for chunk in request_iterator:
-                    check_deadline()
                     yield chunk.arrow_ipc
 
             if first.txn:
@@ -390,12 +396,16 @@ def _dataset_info(meta: DatasetMeta, with_stats: bool) -> pb.DatasetInfo:
 def create_server(config: AgentConfig) -> tuple[grpc.Server, int, AgentService]:
     """A started-ready (not yet started) server bound to config.listen; port 0 picks one."""
     options = [
-        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_receive_message_length", config.max_receive_bytes()),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
     service = AgentService(config)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers), options=options,
+    # A thread for every admitted request (and a few for health checks): worker slots
+    # (auth.Workers), not the pool, bound the work, so a request waiting for a stalled peer
+    # or for a slot never keeps GetInfo, ListDatasets or health from an answer.
+    pool = futures.ThreadPoolExecutor(max_workers=config.max_concurrent_requests + 4)
+    server = grpc.server(pool, options=options,
                          interceptors=[RequestObserver(service.metrics),  # outermost: sees all
                                        Gatekeeper(config)],  # tokens, tenants' limits
                          maximum_concurrent_rpcs=config.max_concurrent_requests)

@@ -49,6 +49,7 @@ from bpfstore.connector.errors import (
     WriteConflict,
 )
 
+from .limits import WriteLimits, check_catalog, check_replicas, check_stream
 from .stats import ColumnStats, column_stats
 
 log = logging.getLogger("bpfstore.agent")
@@ -177,10 +178,12 @@ class Storage:
     """All datasets under one data directory. Thread-safe; one lock per dataset."""
 
     def __init__(self, data_dir: str | os.PathLike[str], max_write_bytes: int = 8 << 30,
-                 retention_seconds: float = RETENTION_SECONDS) -> None:
+                 retention_seconds: float = RETENTION_SECONDS,
+                 limits: WriteLimits | None = None) -> None:
         self.root = Path(data_dir) / "datasets"
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_write_bytes = max_write_bytes
+        self.limits = limits or WriteLimits(max_write_bytes)
         self.retention_seconds = retention_seconds
         self._staged: dict[str, _Staged] = {}  # txn -> partitions staged, not yet prepared
         self._pending: dict[str, Prepared] = {}  # dataset -> its prepared write (one at most)
@@ -307,12 +310,14 @@ class Storage:
         """Store one partition of write `txn`, invisible until that write commits."""
         directory = self._dir(name)
         pid = validate_name("partition", partition) if partition else uuid.uuid4().hex[:16]
+        replicas = check_replicas(replicas, self.limits)
         directory.mkdir(parents=True, exist_ok=True)
         incoming = directory / f".incoming-{uuid.uuid4().hex}.tmp"
         staged = directory / f".{pid}.{uuid.uuid4().hex}.tmp"
         try:
             with open(incoming, "wb") as f:
                 _copy_limited(chunks, f, self.max_write_bytes)
+            check_stream(incoming, self.limits)  # from its headers, before decompressing
             table = _read_stream(incoming)
             table = normalize(table)
             nbytes = _write_ipc_file(table, staged)
@@ -383,6 +388,8 @@ class Storage:
             meta = DatasetMeta(name, new_schema, version, created,
                                [*kept, *(write.partitions[pid] for pid in wanted)],
                                [*(current.txns if current else []), txn][-HISTORY:])
+            # Bounded here, where the new catalog is decided: a commit must not fail later.
+            check_catalog(json.dumps(meta.to_json()), name, self.limits)
             prepared = Prepared(txn, meta, primary, time.time())
             self._dir(name).mkdir(parents=True, exist_ok=True)
             _replace_json(self._dir(name) / PREPARED, prepared.to_json())

@@ -43,6 +43,7 @@ from bpfstore.connector.plan import (
     describe,
 )
 
+from ..budget import check_budget
 from . import exact
 
 _CMP = {CompareOp.EQ: pc.equal, CompareOp.NE: pc.not_equal, CompareOp.LT: pc.less,
@@ -110,6 +111,7 @@ class Evaluator:
     # -- dispatch ------------------------------------------------------------------------
 
     def eval(self, e: Expr) -> Val:
+        check_budget()  # every node, also per row of rowwise_null_on_overflow
         v = self._eval(e)
         want = e.result_type
         if want is not None and not isinstance(e, Column) and logical_type(want) != v.type:
@@ -335,15 +337,16 @@ class Evaluator:
 
     def rowwise_null_on_overflow(self, e: Expr, t: pa.DataType) -> Val:
         """Overflow mode NULL: evaluate each row on its own slice (rare, slow, exact)."""
-        pieces = []
+        pieces: list[pa.Array] = []
         for i in range(self.table.num_rows):
             sub = Evaluator(self.table.slice(i, 1), self.dialect)
             try:
-                pieces.append(sub.to_logical(sub.eval(_with_error_mode(e))).data)
+                piece = sub.to_logical(sub.eval(_with_error_mode(e))).data
             except ArithmeticOverflow:
-                pieces.append(pa.chunked_array([pa.nulls(1, t)]))
-        chunks_ = [c for p in pieces for c in exact.chunks(p)]
-        return Val(pa.chunked_array([c.cast(t) for c in chunks_], type=t), t)
+                piece = pa.chunked_array([pa.nulls(1, t)])
+            pieces.extend(c.cast(t) for c in exact.chunks(piece))
+        # one chunk, not one a row: later per-chunk loops (exact sums) would take seconds
+        return Val(pa.chunked_array([pa.concat_arrays(pieces)] if pieces else [], type=t), t)
 
     # -- casts and representations -------------------------------------------------------
 

@@ -36,6 +36,7 @@ from bpfstore.connector.compare import float_from_key
 from bpfstore.connector.errors import Unsupported, VerifierRejected
 from bpfstore.connector.plan import Dialect, Plan, columns_of
 
+from ...budget import check_budget
 from ...stats import ColumnStats
 from .. import exact
 from ..arrow_engine import AggregateResult
@@ -43,6 +44,7 @@ from . import libbpf
 from .codegen import ACC_BYTES, BITS, Program, compile_plan
 
 CLANGS = ("clang-19", "clang-18", "clang")
+RUN_ROWS = 1 << 22  # rows of one hot-path call: ~10 ms, so a cancel is seen that soon
 COMPILED_PLANS = 4096  # generated programs remembered per (plan, partition, path)
 log = logging.getLogger("bpfstore.agent")
 _EPOCH = dt.date(1970, 1, 1)
@@ -325,8 +327,11 @@ class BpfEngine:
 
 
 def _run(loaded: libbpf.Program, ctx: Any, rows: int) -> None:
-    """Run until every row of [ctx.start, rows) is done (may_goto may end a call early)."""
+    """Run until every row of [ctx.start, rows) is done, at most RUN_ROWS a call (may_goto
+    may end one early), checking the request's budget between calls."""
     while True:
+        check_budget()
+        ctx.end = min(rows, ctx.start + RUN_ROWS)
         try:
             rc = loaded.run(ctx)
         except OSError as exc:
