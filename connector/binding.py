@@ -3,14 +3,16 @@
 Binding returns the same node classes with `result_type` set on every node and literals
 coerced to the type they are compared with, so engines never guess. The rules (DuckDB's
 and Spark's where they agree):
-- comparisons use the operands' common type: any float -> float64; else any decimal ->
+- comparisons use the operands' common type (literals of another type: connector/compare.py,
+  whose exact forms binding substitutes): any float -> float64; else any decimal ->
   decimal (integers as decimal(digits, 0)); else the wider integer; strings, dates,
   timestamps and booleans only with their own kind (a string literal against a date column
   is parsed as a date);
 - + - * on integers keep the wider integer type and overflow is an error (or NULL);
   on decimals: add/sub scale = max(s1, s2), precision = max(p1-s1, p2-s2) + scale + 1;
   mul scale = s1 + s2, precision = p1 + p2 + 1; precision capped at 38; / gives float64;
-- an explicit `result_type` on a node always wins (the caller's engine said so).
+- an explicit `result_type` on a node always wins (the caller's engine said so), except on a
+  column: a column's type is its stored type, and any other explicit type is PlanInvalid.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from . import decimals
+from .compare import exact_between, exact_form, exact_in, needs_exact_form
 from .errors import PlanInvalid
 from .plan import (
     AggFunc,
@@ -33,6 +37,7 @@ from .plan import (
     Cast,
     Column,
     Compare,
+    CompareOp,
     Expr,
     In,
     IsNull,
@@ -48,7 +53,6 @@ MAX_DECIMAL_PRECISION = 38
 _SIGNED_FOR_NEGATION = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(),
                         pa.uint32(): pa.int64()}
 _INT_DIGITS = {8: 3, 16: 5, 32: 10, 64: 19}
-_EXACT = decimal.Context(prec=2 * MAX_DECIMAL_PRECISION + 2)  # 38 digits of any scale
 TIMESTAMP_UNIT_NS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 
 
@@ -166,8 +170,8 @@ def coerce_literal(value: Any, t: pa.DataType, where: str) -> Any:
             if isinstance(value, bool):
                 return _bad(value, t, where)
             exact = decimal.Decimal(value)
-            # a local context: the default one rounds to 28 digits (issue 18)
-            quantized = exact.quantize(decimal.Decimal(1).scaleb(-t.scale), context=_EXACT)
+            with decimal.localcontext(decimals.EXACT):  # the default context has 28 digits
+                quantized = exact.quantize(decimal.Decimal(1).scaleb(-t.scale))
             if quantized != exact or len(quantized.as_tuple().digits) > t.precision:
                 return _bad(value, t, where)
             return quantized
@@ -279,7 +283,7 @@ class _Binder:
 
     def bind(self, e: Expr) -> Expr:
         bound = self._bind(e)
-        if e.result_type is not None:  # the caller's explicit type wins
+        if e.result_type is not None and not isinstance(e, Column):  # the caller's type wins
             return dataclasses.replace(bound, result_type=e.result_type)
         return bound
 
@@ -314,6 +318,16 @@ class _Binder:
             return Literal(coerce_literal(e.value, t, where), result_type=logical_type(t))
         return e
 
+    def _exact(self, op: CompareOp, e: Expr, literal: Expr, common: pa.DataType
+               ) -> Expr | None:
+        """A literal without an exact value in e's type, as an exact comparison in that type
+        (the one semantics statistics, engines and code generators then share)."""
+        t = logical_type(e.result_type)
+        if isinstance(e, Literal) or not isinstance(literal, Literal) or \
+                not needs_exact_form(t, [literal.value], common):
+            return None
+        return exact_form(op, e, literal.value, t)
+
     def _bind(self, e: Expr) -> Expr:
         where = describe(e)
         match e:
@@ -321,7 +335,11 @@ class _Binder:
                 idx = self.schema.get_field_index(name)
                 if idx < 0:
                     raise PlanInvalid(f"unknown column {name!r}")
-                return self._typed(e, self.schema.field(idx).type)
+                t = self.schema.field(idx).type
+                if e.result_type is not None and logical_type(e.result_type) != logical_type(t):
+                    raise PlanInvalid(f"column {name!r} is {logical_type(t)}, not "
+                                      f"{logical_type(e.result_type)}: use a Cast to convert it")
+                return self._typed(e, t)
             case Literal(value=value):
                 if isinstance(value, int) and not isinstance(value, bool) and \
                         e.result_type is not None and pa.types.is_timestamp(e.result_type):
@@ -334,9 +352,12 @@ class _Binder:
                 bl, br = self.bind(left), self.bind(right)
                 tl, tr = self._operand_types(bl, br)
                 t = common_type(tl, tr, where)
-                return self._typed(
-                    e, pa.bool_(), left=self._coerced(bl, t, where),
-                    right=self._coerced(br, t, where))
+                left, right = self._coerced(bl, t, where), self._coerced(br, t, where)
+                if isinstance(left, Literal) and not isinstance(right, Literal):
+                    exact = self._exact(e.op.flipped(), right, left, t)
+                else:
+                    exact = self._exact(e.op, left, right, t)
+                return exact or self._typed(e, pa.bool_(), left=left, right=right)
             case And(args=args):
                 return self._typed(e, pa.bool_(), args=self._bool_args(args, e))
             case Or(args=args):
@@ -350,7 +371,12 @@ class _Binder:
                 t = types[0]
                 for vt in types[1:]:
                     t = common_type(t, vt, where)
-                coerced = tuple(self._coerced(v, t, where) for v in values)
+                coerced = tuple(Literal(coerce_literal(v.value, t, where),
+                                        result_type=logical_type(t)) for v in values)
+                at = logical_type(ba.result_type)
+                if not isinstance(ba, Literal) and needs_exact_form(
+                        at, [v.value for v in coerced], t):
+                    return exact_in(ba, coerced, at)
                 return self._typed(e, pa.bool_(), arg=ba, values=coerced)
             case IsNull(arg=arg):
                 return self._typed(e, pa.bool_(), arg=self.bind(arg))
@@ -358,8 +384,12 @@ class _Binder:
                 ba, bl, bh = self.bind(arg), self.bind(low), self.bind(high)
                 ta, tl, th = self._operand_types(ba, bl, bh)
                 t = common_type(common_type(ta, tl, where), th, where)
-                return self._typed(e, pa.bool_(), arg=ba, low=self._coerced(bl, t, where),
-                                   high=self._coerced(bh, t, where))
+                low, high = self._coerced(bl, t, where), self._coerced(bh, t, where)
+                at = logical_type(ba.result_type)
+                if isinstance(low, Literal) and isinstance(high, Literal) and not isinstance(
+                        ba, Literal) and needs_exact_form(at, [low.value, high.value], t):
+                    return exact_between(ba, low.value, high.value, at)
+                return self._typed(e, pa.bool_(), arg=ba, low=low, high=high)
             case Arith(op=op, left=left, right=right):
                 bl, br = self.bind(left), self.bind(right)
                 t = arith_type(op, bl.result_type, br.result_type, where)
@@ -384,6 +414,7 @@ def bind_plan(plan: Plan, schema: pa.Schema) -> Plan:
             raise PlanInvalid(f"unknown column {name!r}")
     return dataclasses.replace(
         plan,
+        partitions=tuple(dict.fromkeys(plan.partitions)),  # a set: naming one twice reads it once
         filter=bind_predicate(plan.filter, schema) if plan.filter is not None else None,
         aggregates=tuple(bind_aggregate(a, schema) for a in plan.aggregates),
     )

@@ -7,6 +7,7 @@ naming the partitions — a query never returns a silently partial answer.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -14,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import pyarrow as pa
@@ -37,6 +38,8 @@ from .errors import (
     ResourceExhausted,
     Unauthenticated,
     Unsupported,
+    VersionGone,
+    WriteConflict,
 )
 from .plan import Aggregate, Dialect, Expr, Plan
 from .transport import Transport, resolve_transport
@@ -44,6 +47,7 @@ from .transport import Transport, resolve_transport
 DEFAULT_AGENT = "127.0.0.1:7340"
 WRITE_PIECE = 1 << 20
 _MAX_MESSAGE = 256 << 20
+T = TypeVar("T")
 
 
 class AgentUnavailable(BpfstoreError):
@@ -65,7 +69,11 @@ _FROM_STATUS: dict[grpc.StatusCode, type[BpfstoreError]] = {
     grpc.StatusCode.CANCELLED: AgentUnavailable,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.ABORTED: VersionGone,
+    grpc.StatusCode.FAILED_PRECONDITION: WriteConflict,
 }
+REPLANS = 3  # a query whose pinned version went away is planned again on the new one
+COMMIT_RETRY_SECONDS = 30.0  # an agent unreachable at commit is retried this long
 
 
 def parse_agents(agents: Sequence[str] | str | None) -> list[str]:
@@ -160,6 +168,9 @@ class DatasetDescription:
     version: int  # changes whenever any agent's copy changes
     partitions: tuple[PartitionSummary, ...]
     unreachable: tuple[str, ...] = ()
+    # agent -> the dataset version this description pinned there: every request of a query
+    # carries it, so the query reads one snapshot (snapshot isolation) while writes commit
+    versions: dict[str, int] = field(default_factory=dict, compare=False)
 
     @property
     def rows(self) -> int:
@@ -180,6 +191,27 @@ class WriteSummary:
     rows: int
     partitions: int
     agents: tuple[str, ...]
+
+
+@dataclass
+class StagedWrite:
+    """Partitions of one write staged on the agents, invisible until `Client.commit_write`."""
+
+    txn: str
+    rows: int = 0
+    partitions: dict[str, list[str]] = field(default_factory=dict)  # agent -> partition ids
+    schema: pa.Schema | None = None
+
+    def add(self, other: StagedWrite) -> None:
+        """Fold in what another stager of the same write staged (e.g. a Spark task)."""
+        self.rows += other.rows
+        for agent, pids in other.partitions.items():
+            self.partitions.setdefault(agent, []).extend(pids)
+        self.schema = self.schema or other.schema
+
+    @property
+    def count(self) -> int:
+        return len({p for pids in self.partitions.values() for p in pids})
 
 
 # -- the client ------------------------------------------------------------------------------
@@ -268,7 +300,19 @@ class Client:
         return [self.describe(n) for n in sorted(names)]
 
     def describe(self, dataset: str) -> DatasetDescription:
+        """The dataset as one snapshot: each agent's current version — or, while a write is
+        committing, the version it has prepared when another agent has committed that write
+        already (its primary's commit decided it), so no reader sees half of a write."""
         responses = self._each_agent("DescribeDataset", pb.DescribeDatasetRequest(dataset=dataset))
+        decided = {r.txn for r in responses.values() if isinstance(r, pb.DatasetInfo) and r.txn}
+        for agent, r in responses.items():
+            if isinstance(r, pb.DatasetInfo) and r.pending_txn in decided and \
+                    r.pending_version > r.version:
+                request = pb.DescribeDatasetRequest(dataset=dataset, version=r.pending_version)
+                try:
+                    responses[agent] = self._call(agent, "DescribeDataset", request)
+                except BpfstoreError as exc:
+                    responses[agent] = exc
         infos: dict[str, pb.DatasetInfo] = {}
         unreachable = []
         for agent, r in responses.items():
@@ -278,7 +322,7 @@ class Client:
                 continue
             elif isinstance(r, BpfstoreError):
                 raise r
-            else:
+            elif r.version:  # 0: only a first write prepared there, not committed anywhere
                 infos[agent] = r
         if not infos:
             if unreachable:
@@ -297,22 +341,41 @@ class Client:
                   names: Sequence[str] | None = None) -> pa.Table:
         """Final aggregates, computed by the agents next to the data and merged exactly."""
         started = time.perf_counter()
-        desc = self.describe(dataset)
         plan_aggs, finishers = expand(list(aggregates), names)
-        plan = Plan(dataset, filter=where, group_by=tuple(group_by), aggregates=tuple(plan_aggs),
-                    dialect=Dialect(dialect), engine=engine)
-        bound = bind_plan(plan, desc.stored_schema)  # fails early, with the agent's message
-        report = QueryReport()
-        merged = self.aggregate_partials(dataset, plan_aggs, where, group_by, dialect,
-                                         desc=desc, report=report, engine=engine)
-        result = finish(merged, bound, finishers)
-        report.wall_seconds = time.perf_counter() - started
-        self.last_report = report
-        return result
+
+        def run() -> pa.Table:
+            desc = self.describe(dataset)
+            plan = Plan(dataset, filter=where, group_by=tuple(group_by),
+                        aggregates=tuple(plan_aggs), dialect=Dialect(dialect), engine=engine)
+            bound = bind_plan(plan, desc.stored_schema)  # fails early, with the agent's message
+            report = QueryReport()
+            merged = self.aggregate_partials(dataset, plan_aggs, where, group_by, dialect,
+                                             desc=desc, report=report, engine=engine)
+            result = finish(merged, bound, finishers)
+            report.wall_seconds = time.perf_counter() - started
+            self.last_report = report
+            return result
+
+        return _replanned(run)
 
     def scan(self, dataset: str, columns: Sequence[str] | None = None,
              where: Expr | None = None, dialect: str | Dialect = "sql") -> Iterator[pa.RecordBatch]:
-        """Rows with the filter and projection applied on the agents, partition by partition."""
+        """Rows with the filter and projection applied on the agents, partition by partition;
+        planned again when the pinned version goes away before the first batch (after it, the
+        error is raised: rows of two versions are never mixed)."""
+        yielded = False
+        for attempt in range(REPLANS):
+            try:
+                for batch in self._scan_once(dataset, columns, where, dialect):
+                    yielded = True
+                    yield batch
+                return
+            except VersionGone:
+                if yielded or attempt + 1 == REPLANS:
+                    raise
+
+    def _scan_once(self, dataset: str, columns: Sequence[str] | None, where: Expr | None,
+                   dialect: str | Dialect) -> Iterator[pa.RecordBatch]:
         started = time.perf_counter()
         desc = self.describe(dataset)
         plan = Plan(dataset, filter=where, columns=tuple(columns or ()), dialect=Dialect(dialect))
@@ -320,8 +383,9 @@ class Client:
         report = QueryReport(mode="scan", dataset=dataset)
         self.last_report = report
 
-        def run(agent: str, parts: list[str]) -> tuple[str, list[pa.RecordBatch], list, int]:
-            return self._scan_call(agent, plan, parts)
+        def run(agent: str, parts: list[str], version: int
+                ) -> tuple[str, list[pa.RecordBatch], list, int]:
+            return self._scan_call(agent, plan, parts, version)
 
         # One partition per call, so a failed agent's partition is retried whole elsewhere.
         for _, batches, reports, nbytes in self._fan_out(desc, run, report, per_partition=True):
@@ -332,7 +396,8 @@ class Client:
 
     def scan_table(self, dataset: str, columns: Sequence[str] | None = None,
                    where: Expr | None = None, dialect: str | Dialect = "sql") -> pa.Table:
-        batches = list(self.scan(dataset, columns, where, dialect))
+        # all or nothing, so unlike scan() it can plan again after some batches arrived
+        batches = _replanned(lambda: list(self._scan_once(dataset, columns, where, dialect)))
         if batches:
             return pa.Table.from_batches(batches)
         desc = self.describe(dataset)
@@ -354,10 +419,15 @@ class Client:
                            engine: str = "auto") -> pa.Table:
         """Merged but unfinished partials of `partitions` (all when empty): the caller merges
         them further with `combine.merge_partials` and ends with `combine.finish`.
-        `desc` (from an earlier `describe`) saves a DescribeDataset round per call; a stale one
-        fails with DatasetNotFound (its partitions are gone), never with old data. `report`,
-        when given, is filled instead of `last_report` (which concurrent callers share)."""
-        desc = only_partitions(desc or self.describe(dataset), partitions)
+        `desc` (from an earlier `describe`) saves a DescribeDataset round per call and pins its
+        versions: every call with it reads the same snapshot, or fails with VersionGone once
+        an agent no longer keeps it (plan again with a new `describe`). `report`, when given,
+        is filled instead of `last_report` (which concurrent callers share)."""
+        if desc is None:
+            return _replanned(lambda: self.aggregate_partials(
+                dataset, aggregates, where, group_by, dialect, partitions,
+                self.describe(dataset), report, engine))
+        desc = only_partitions(desc, partitions)
         plan = Plan(dataset, filter=where, group_by=tuple(group_by),
                     aggregates=tuple(aggregates), dialect=Dialect(dialect), engine=engine)
         bound = bind_plan(plan, desc.stored_schema)
@@ -365,9 +435,10 @@ class Client:
         report = report or QueryReport()
         report.mode, report.dataset = "aggregate", dataset
 
-        def run(agent: str, parts: list[str]) -> tuple[pa.Table, list[PartitionReport], int]:
+        def run(agent: str, parts: list[str], version: int
+                ) -> tuple[pa.Table, list[PartitionReport], int]:
             request = pb.AggregateRequest(plan=wire.plan_to_proto(
-                Plan(**{**_fields(plan), "partitions": tuple(parts)})))
+                Plan(**{**_fields(plan), "partitions": tuple(parts)})), dataset_version=version)
             response = self._call(agent, "Aggregate", request)
             table = pa.ipc.open_stream(response.partials).read_all()
             return table, [_report(agent, r) for r in response.partitions], response.ByteSize()
@@ -387,15 +458,19 @@ class Client:
                         desc: DatasetDescription | None = None,
                         report: QueryReport | None = None) -> pa.Table:
         """`scan_table` restricted to `partitions`, in the order given (see aggregate_partials)."""
-        desc = only_partitions(desc or self.describe(dataset), partitions)
+        if desc is None:
+            return _replanned(lambda: self.scan_partitions(
+                dataset, partitions, columns, where, dialect, self.describe(dataset), report))
+        desc = only_partitions(desc, partitions)
         plan = Plan(dataset, filter=where, columns=tuple(columns or ()), dialect=Dialect(dialect))
         bind_plan(plan, desc.stored_schema)
         own = report is None
         report = report or QueryReport()
         report.mode, report.dataset = "scan", dataset
 
-        def run(agent: str, parts: list[str]) -> tuple[str, list[pa.RecordBatch], list, int]:
-            return self._scan_call(agent, plan, parts)
+        def run(agent: str, parts: list[str], version: int
+                ) -> tuple[str, list[pa.RecordBatch], list, int]:
+            return self._scan_call(agent, plan, parts, version)
 
         by_part: dict[str, list[pa.RecordBatch]] = {}
         for pid, batches, reports, nbytes in self._fan_out(desc, run, report, per_partition=True):
@@ -410,11 +485,11 @@ class Client:
         schema = desc.schema if not columns else pa.schema([desc.schema.field(c) for c in columns])
         return schema.empty_table()
 
-    def _scan_call(self, agent: str, plan: Plan, parts: list[str]
+    def _scan_call(self, agent: str, plan: Plan, parts: list[str], version: int
                    ) -> tuple[str, list[pa.RecordBatch], list[PartitionReport], int]:
         """One Scan RPC over `parts` (one partition): its batches, reports and bytes moved."""
         request = pb.ScanRequest(plan=wire.plan_to_proto(
-            Plan(**{**_fields(plan), "partitions": tuple(parts)})))
+            Plan(**{**_fields(plan), "partitions": tuple(parts)})), dataset_version=version)
         batches: list[pa.RecordBatch] = []
         reports: list[PartitionReport] = []
         nbytes = 0
@@ -429,9 +504,11 @@ class Client:
             raise _error(agent, exc) from None
         return parts[0], batches, reports, nbytes
 
-    def _fan_out(self, desc: DatasetDescription, run: Callable[[str, list[str]], Any],
+    def _fan_out(self, desc: DatasetDescription, run: Callable[[str, list[str], int], Any],
                  report: QueryReport, per_partition: bool = False) -> Iterator[Any]:
-        """Run `run(agent, partitions)` over a live replica of every partition, failing over."""
+        """Run `run(agent, partitions, pinned version)` over a live replica of every partition,
+        failing over."""
+        pins = dict(desc.versions)
         dead: set[str] = set(desc.unreachable)
         corrupt: set[tuple[str, str]] = set()  # (agent, partition): that copy failed its checksum
         causes: dict[str, list[str]] = {}
@@ -444,6 +521,9 @@ class Client:
             if missing and refreshes < 2 and (fresh := self._redescribe(desc.name)):
                 # Agents down when `desc` was taken may be back (restarted): ask again.
                 refreshes += 1
+                if any(pins.get(a, v) != v for a, v in fresh.versions.items()):
+                    raise VersionGone(f"dataset {desc.name!r} changed during the query")
+                pins = {**fresh.versions, **pins}  # agents back since: their version now
                 now = {p.id: p for p in fresh.partitions}
                 pending = [now.get(p.id, p) for p in pending]
                 dead = set(fresh.unreachable)
@@ -453,7 +533,8 @@ class Client:
                     f"{a}: {'; '.join(c)}" for a, c in causes.items()] or ["no live replica"])
             jobs = [(a, [pid]) for a, pids in assignment.items() for pid in pids] \
                 if per_partition else list(assignment.items())
-            futures = [(a, pids, self._pool.submit(run, a, pids)) for a, pids in jobs]
+            futures = [(a, pids, self._pool.submit(run, a, pids, pins.get(a, 0)))
+                       for a, pids in jobs]
             retry: set[str] = set()
             for agent, pids, fut in futures:
                 try:
@@ -479,42 +560,123 @@ class Client:
     def write(self, dataset: str, data: pa.Table | Iterable[pa.RecordBatch], *,
               partition_rows: int = 1_000_000, replicas: int = 1, overwrite: bool = False,
               progress: Callable[[int], None] | None = None) -> WriteSummary:
-        """Split into partitions, spread them over the agents (each on `replicas` agents)."""
+        """Split into partitions, spread them over the agents (each on `replicas` agents), and
+        commit them as one new dataset version: all of it becomes visible, or none (the
+        previous version stays whole). `overwrite` replaces the dataset on every agent."""
+        staged = self.stage_write(dataset, data, uuid.uuid4().hex, partition_rows=partition_rows,
+                                  replicas=replicas, progress=progress)
+        self.commit_write(dataset, staged, overwrite=overwrite)
+        return WriteSummary(dataset, staged.rows, staged.count, tuple(self.agents))
+
+    def stage_write(self, dataset: str, data: pa.Table | Iterable[pa.RecordBatch], txn: str, *,
+                    partition_rows: int = 1_000_000, replicas: int = 1,
+                    progress: Callable[[int], None] | None = None,
+                    abort_on_error: bool = True) -> StagedWrite:
+        """Phase zero of a write: stream the partitions to their agents, where they wait,
+        invisible, for `commit_write` with the same `txn`. Several stagers (e.g. Spark tasks)
+        may stage one write: fold their results with `StagedWrite.add`; only the partitions
+        named at commit become visible, so a stager that failed (`abort_on_error=False`: the
+        write goes on without it) leaves nothing behind."""
         if replicas < 1 or replicas > len(self.agents):
             raise PlanInvalid(f"replicas must be between 1 and the number of agents "
                               f"({len(self.agents)}), not {replicas}")
         if partition_rows < 1:
             raise PlanInvalid("partition_rows must be positive")
         batches = data.to_batches() if isinstance(data, pa.Table) else data
-        fresh = set(self.agents) if overwrite else set()
-        written: list[str] = []
-        rows = 0
+        staged = StagedWrite(txn)
         tag = uuid.uuid4().hex[:8]
         in_flight: list[Any] = []
-        for index, part in enumerate(_partitions(batches, partition_rows)):
-            targets = [self.agents[(index + r) % len(self.agents)] for r in range(replicas)]
-            pid = f"p{index:05d}-{tag}"
-            for agent in targets:
-                if agent in fresh:  # replaces the old data: must land before any append
-                    fresh.discard(agent)
-                    self._write_one(agent, dataset, pid, part, True, targets)
-                    continue
-                in_flight.append(self._pool.submit(self._write_one, agent, dataset, pid, part,
-                                                   False, targets))
-            written.append(pid)
-            rows += part.num_rows
-            if len(in_flight) >= 2 * len(self.agents):  # bound memory: wait for the oldest
-                in_flight.pop(0).result()
-            if progress:
-                progress(part.num_rows)
-        for fut in in_flight:
-            fut.result()
-        for agent in fresh:  # overwrite: agents that got no new partition drop their old ones
-            self._call(agent, "DropDataset", pb.DropDatasetRequest(dataset=dataset))
-        return WriteSummary(dataset, rows, len(written), tuple(self.agents))
+        try:
+            for index, part in enumerate(_partitions(batches, partition_rows)):
+                targets = [self.agents[(index + r) % len(self.agents)] for r in range(replicas)]
+                pid = f"p{index:05d}-{tag}"
+                for agent in targets:
+                    in_flight.append(self._pool.submit(self._write_one, agent, dataset, pid,
+                                                       part, False, targets, txn))
+                    staged.partitions.setdefault(agent, []).append(pid)
+                staged.rows += part.num_rows
+                staged.schema = staged.schema or part.schema
+                while len(in_flight) >= 2 * len(self.agents):  # bound memory: wait for the oldest
+                    in_flight.pop(0).result()
+                if progress:
+                    progress(part.num_rows)
+            for fut in in_flight:
+                fut.result()
+        except BaseException:
+            for fut in in_flight:  # let every stream end before aborting what they staged
+                with contextlib.suppress(Exception):
+                    fut.result()
+            if abort_on_error:
+                self.abort_write(dataset, staged)
+            raise
+        return staged
+
+    def commit_write(self, dataset: str, staged: StagedWrite, overwrite: bool = False) -> int:
+        """Commit a staged write as one new version on every agent taking part: prepare on
+        each (the primary, the first, before the others), then commit on the primary — the
+        decision — then on the others. Returns the primary's new version (each agent numbers
+        its own versions; readers match a write across agents by its id). Fails with nothing visible
+        when any prepare fails; once the primary committed, an agent that missed its commit
+        settles it from the primary when it can reach it (see README "Writes")."""
+        agents = [a for a in self.agents if overwrite or staged.partitions.get(a)]
+        if not agents:
+            return 0  # an append of nothing
+        primary = agents[0]
+        schema = staged.schema.serialize().to_pybytes() if staged.schema else b""
+        try:
+            def prepare(agent: str) -> int:
+                return self._call(agent, "PrepareWrite", pb.PrepareWriteRequest(
+                    dataset=dataset, txn=staged.txn, overwrite=overwrite,
+                    partitions=staged.partitions.get(agent, []), arrow_schema=schema,
+                    primary="" if agent == primary else primary)).version
+
+            version = prepare(primary)
+            list(self._pool.map(prepare, agents[1:]))
+        except BaseException:
+            self.abort_write(dataset, staged, agents)
+            raise
+        try:
+            self._commit_on(primary, dataset, staged.txn)
+        except AgentUnavailable:
+            # The commit may have happened before the primary went away: aborting the others
+            # now could undo half of a committed write. They settle it from the primary.
+            raise
+        except BaseException:
+            self.abort_write(dataset, staged, agents)
+            raise
+        list(self._pool.map(lambda a: self._commit_on(a, dataset, staged.txn, decided=True),
+                            agents[1:]))
+        return version
+
+    def abort_write(self, dataset: str, staged: StagedWrite,
+                    agents: Sequence[str] = ()) -> None:
+        """Best effort: agents that miss it drop the write when they settle it."""
+        request = pb.CommitWriteRequest(dataset=dataset, txn=staged.txn, abort=True)
+        for agent in dict.fromkeys([*agents, *staged.partitions]):
+            with contextlib.suppress(BpfstoreError):
+                self._call(agent, "CommitWrite", request, timeout=10)
+
+    def _commit_on(self, agent: str, dataset: str, txn: str, decided: bool = False) -> None:
+        """Commit on one agent, retrying while it is unreachable (it may be restarting: its
+        prepared write survives). After the primary's commit (`decided`) an agent still
+        unreachable is left to settle the write from the primary, so this returns."""
+        deadline = time.monotonic() + COMMIT_RETRY_SECONDS
+        request = pb.CommitWriteRequest(dataset=dataset, txn=txn)
+        while True:
+            try:
+                self._call(agent, "CommitWrite", request, timeout=10)
+                return
+            except AgentUnavailable:
+                if time.monotonic() > deadline:
+                    if decided:
+                        return
+                    raise
+                time.sleep(0.2)
 
     def _write_one(self, agent: str, dataset: str, pid: str, table: pa.Table, overwrite: bool,
-                   replicas: list[str]) -> None:
+                   replicas: list[str], txn: str = "") -> None:
+        """One partition's Write stream: staged into `txn`, or without one committed at once
+        (a one-partition version on that agent)."""
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
@@ -522,7 +684,8 @@ class Client:
 
         def chunks() -> Iterator[pb.WriteChunk]:
             yield pb.WriteChunk(dataset=dataset, partition=pid, overwrite=overwrite,
-                                replicas=replicas, arrow_ipc=data[:WRITE_PIECE].to_pybytes())
+                                replicas=replicas, txn=txn,
+                                arrow_ipc=data[:WRITE_PIECE].to_pybytes())
             for offset in range(WRITE_PIECE, len(data), WRITE_PIECE):
                 yield pb.WriteChunk(arrow_ipc=data[offset:offset + WRITE_PIECE].to_pybytes())
 
@@ -538,6 +701,17 @@ class Client:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def _replanned(run: Callable[[], T]) -> T:
+    """`run()`, again (it describes anew) when the version it pinned went away meanwhile."""
+    for attempt in range(REPLANS):
+        try:
+            return run()
+        except VersionGone:
+            if attempt + 1 == REPLANS:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _fields(plan: Plan) -> dict[str, Any]:
@@ -556,14 +730,14 @@ def bound_empty(plan: Plan, desc: DatasetDescription) -> pa.Table:
 
 
 def only_partitions(desc: DatasetDescription, partitions: Sequence[str]) -> DatasetDescription:
-    """The description restricted to `partitions` (in that order); all when empty."""
+    """The description restricted to `partitions` (in that order, each once); all when empty."""
     if not partitions:
         return desc
     known = {p.id: p for p in desc.partitions}
     missing = [p for p in partitions if p not in known]
     if missing:
         raise DatasetNotFound(f"dataset {desc.name!r} has no partition(s) {', '.join(missing)}")
-    return replace(desc, partitions=tuple(known[p] for p in partitions))
+    return replace(desc, partitions=tuple(known[p] for p in dict.fromkeys(partitions)))
 
 
 def _assign(partitions: Sequence[PartitionSummary], dead: set[str],
@@ -615,8 +789,9 @@ def _merge_descriptions(dataset: str, infos: dict[str, pb.DatasetInfo],
         PartitionSummary(pid, p.rows, p.bytes, tuple(holders[pid]), tuple(p.replicas),
                          {s.column: _stats_dict(s) for s in p.stats})
         for pid, p in sorted(parts.items()))
-    version = sum(i.version for i in infos.values())
-    return DatasetDescription(dataset, logical, stored, version, summaries, tuple(unreachable))
+    versions = {agent: i.version for agent, i in infos.items()}
+    return DatasetDescription(dataset, logical, stored, sum(versions.values()), summaries,
+                              tuple(unreachable), versions)
 
 
 def _check_complete(dataset: str, parts: dict[str, pb.PartitionInfo],

@@ -8,16 +8,17 @@ to merge agents.
 
 from __future__ import annotations
 
-import decimal
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import decimals
 from .binding import logical_type, partial_type
+from .errors import ArithmeticOverflow
 from .plan import AggFunc, Aggregate, Dialect, Expr, Plan, describe, describe_aggregate
 
 _NON_EMPTY = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
@@ -48,37 +49,55 @@ def partial_schema(plan: Plan, schema: pa.Schema) -> pa.Schema:
 
 
 def merge_partials(tables: Sequence[pa.Table], plan: Plan) -> pa.Table:
-    """Merge partial tables of the same bound plan into one partial table."""
+    """Merge partial tables of the same bound plan into one partial table.
+
+    Columns are read by position, never by name: a group key may be called anything,
+    `__agg_0` included."""
     tables = [t for t in tables if t is not None]
     if len(tables) == 1:
         return tables[0]
     table = pa.concat_tables(tables)
-    if not plan.group_by:
+    nkeys = len(plan.group_by)
+    if not nkeys:
         return pa.Table.from_arrays(
             [pa.array([_merge_scalar(table.column(i), a, plan.dialect)], table.schema.field(i).type)
              for i, a in enumerate(plan.aggregates)],
             schema=table.schema)
-    keys = list(plan.group_by)
-    inputs: dict[str, pa.ChunkedArray] = {k: table.column(k) for k in keys}
-    specs = []
+    keys = [f"k{i}" for i in range(nkeys)]
+    inputs: dict[str, pa.ChunkedArray] = {k: table.column(i) for i, k in enumerate(keys)}
+    specs: list[tuple[str, str, object]] = []
+    finishers = []
     for i, a in enumerate(plan.aggregates):
-        name = f"__agg_{i}"
-        col = table.column(name)
-        if _sql_float_order(a, plan.dialect, col.type):
-            col = _order_key(col)
-        inputs[name] = col
-        specs.append((name, _merge_func(a), _NON_EMPTY))
+        finishers.append(_merge_grouped(a, f"a{i}", table.column(nkeys + i), plan.dialect,
+                                        inputs, specs))
     grouped = pa.table(inputs).group_by(keys, use_threads=False).aggregate(specs)
-    out = [grouped.column(k) for k in keys]
-    for i, a in enumerate(plan.aggregates):
-        merged = grouped.column(f"__agg_{i}_{_merge_func(a)}")
-        t = table.schema.field(len(keys) + i).type
-        if _sql_float_order(a, plan.dialect, t):
+    out = [grouped.column(k) for k in keys] + [finish(grouped) for finish in finishers]
+    return pa.Table.from_arrays(out, schema=table.schema)
+
+
+def _merge_grouped(a: Aggregate, name: str, col: pa.ChunkedArray, dialect: Dialect,
+                   inputs: dict, specs: list) -> Callable[[pa.Table], pa.ChunkedArray]:
+    """Register the hash-aggregate inputs merging one aggregate; return how to read it."""
+    t = col.type
+    if a.func is AggFunc.SUM and pa.types.is_decimal(t):  # exact: sums of 32-bit limbs
+        for j, limb in enumerate(decimals.limb_columns(col)):
+            inputs[f"{name}_{j}"] = limb
+            specs.append((f"{name}_{j}", "sum", _NON_EMPTY))
+        return lambda g: pa.chunked_array([decimals.totals_array(decimals.join_limbs(
+            [g.column(f"{name}_{j}_sum").to_pylist() for j in range(4)]), t)])
+    func = _merge_func(a)
+    order = _sql_float_order(a, dialect, t)
+    inputs[name] = _order_key(col) if order else col
+    specs.append((name, func, _NON_EMPTY))
+
+    def read(g: pa.Table) -> pa.ChunkedArray:
+        merged = g.column(f"{name}_{func}")
+        if order:
             merged = _from_order_key(merged)
         if a.func in (AggFunc.COUNT, AggFunc.COUNT_STAR):
             merged = pc.fill_null(merged, 0)
-        out.append(merged.cast(t))
-    return pa.Table.from_arrays(out, schema=table.schema)
+        return merged.cast(t)
+    return read
 
 
 def _merge_func(a: Aggregate) -> str:
@@ -99,8 +118,7 @@ def _merge_scalar(col: pa.ChunkedArray, a: Aggregate, dialect: Dialect) -> objec
     if a.func is AggFunc.SUM:
         if isinstance(values[0], float):
             return _float_sum(values)
-        return sum(values, decimal.Decimal(0)) if isinstance(values[0], decimal.Decimal) \
-            else sum(values)
+        return decimals.sum_decimals(values, col.type)
     if isinstance(values[0], float) and dialect is Dialect.SQL:
         nans = [v for v in values if math.isnan(v)]
         rest = [v for v in values if not math.isnan(v)]
@@ -217,10 +235,12 @@ def _average(sums: pa.ChunkedArray, counts: pa.ChunkedArray, agg: Aggregate,
         if s is None or not n:
             out.append(None)
         elif pa.types.is_decimal(t):
-            q = decimal.Decimal(1).scaleb(-t.scale)
-            with decimal.localcontext() as ctx:
-                ctx.prec = 80
-                out.append((decimal.Decimal(s) / n).quantize(q, rounding=decimal.ROUND_HALF_UP))
+            scale = sums.type.scale
+            mean = decimals.divide_half_up(decimals.unscaled(s, scale) * 10**t.scale,
+                                           10**scale * n)
+            if abs(mean) >= 10**t.precision:  # e.g. the avg of 38 digits at scale 4
+                raise ArithmeticOverflow(f"avg({describe(agg.arg)}) does not fit {t}")
+            out.append(decimals.to_decimal(mean, t.scale))
         elif isinstance(s, float):
             out.append(s / n)
         else:  # exact integer or decimal sum: one correctly rounded division

@@ -78,3 +78,11 @@ def shown(value: object, limit: int = ECHO_LIMIT) -> str:
     """`repr(value)` cut to `limit` characters: error messages never echo a huge input whole."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+class VersionGone(BpfstoreError):
+    """The dataset version a query pinned is no longer kept by an agent (superseded longer
+    ago than its retention, or the agent restarted): re-plan the query on the current one."""
+
+
+class WriteConflict(BpfstoreError):
+    """Another write to the same dataset is committing, or committed a newer version first;
+    nothing of this write became visible, so it can be retried."""

@@ -125,10 +125,10 @@ def literal_to_proto(lit: Literal) -> pb.Literal:
             msg.bool_value = v
         case int() if lit.result_type is not None and pa.types.is_timestamp(lit.result_type):
             msg.timestamp_value = _int64(v, lit.result_type)  # counts units of its type
-        case int() if v >= 2**63:
+        case int() if 2**63 <= v < 2**64:
             msg.uint_value = v
         case int():
-            if v < -(2**63):
+            if not -(2**63) <= v < 2**63:  # wider integers travel as decimal digits
                 msg.decimal_value = str(v)
             else:
                 msg.int_value = v

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ENGINES = ("auto", "arrow", "bpf", "bpf-hot", "bpf-cold", "bcc")
+WRITE_MESSAGE_BYTES = 8 << 20  # room for the writers' pieces (connector: 1 MiB)
+PLAN_BYTES_PER_NODE = 64  # a plan node or IN value on the wire, with room to spare
 
 
 def default_data_dir() -> str:
@@ -36,6 +38,12 @@ class AgentConfig:
     max_plan_nodes: int = 10_000
     max_plan_depth: int = 40  # protobuf itself refuses ~48+ nested expression levels
     max_in_list: int = 100_000
+    # Limits before work (write_limits.py): a write's stream is refused from its headers,
+    # before anything is decompressed or materialized, and catalogs stay small.
+    max_write_rows: int = 1 << 28  # rows of one partition (a null column costs no bytes)
+    max_replicas: int = 16  # replica names of one partition
+    max_replica_name_bytes: int = 256  # one replica name (HOST:PORT)
+    max_catalog_bytes: int = 16 << 20  # one dataset's _dataset.json
     # Who may call, and how much (auth.py): TLS, tenants, concurrency, deadlines.
     tls_cert: str = ""  # PEM certificate (chain) file; with tls_key, the agent speaks only TLS
     tls_key: str = ""
@@ -44,12 +52,28 @@ class AgentConfig:
     max_concurrent_requests: int = 256  # whole agent, running + queued; beyond: RESOURCE_EXHAUSTED
     tenant_max_concurrent: int = 0  # running requests per tenant; 0: only the agent-wide bound
     max_deadline_seconds: float = 600.0  # requests without a deadline (or a later one) get this
+    # No stalled peer can starve others (auth.py): a request stream silent (or a response
+    # unread) this long is dropped; with tenants, one tenant computes on at most
+    # tenant_max_workers of the workers (0: half of them).
+    stream_idle_seconds: float = 30.0
+    tenant_max_workers: int = 0
     log_level: str = "INFO"
     scan_batch_rows: int = 65_536
     grace_seconds: float = 30.0
     metrics_listen: str = ""  # HOST:PORT of the Prometheus /metrics endpoint; "" = off
     bpf: bool = True  # try the in-kernel engine (it still needs privileges and clang)
     bpf_arena_bytes: int = 1 << 30  # column cache of the bpf hot path (an arena is <= 4 GiB)
+    # Writes (storage.py): how long a superseded version stays readable for queries that
+    # pinned it, and how long this agent, as a write's primary, waits for its client's commit.
+    version_retention_seconds: float = 300.0
+    prepare_timeout_seconds: float = 120.0
+
+    def max_receive_bytes(self) -> int:
+        """gRPC's receive limit, from the other limits: a Write piece (the client sends 1 MiB)
+        or the largest plan the plan limits allow, so an oversized plan is refused before it
+        is decoded."""
+        plan_bytes = PLAN_BYTES_PER_NODE * (self.max_plan_nodes + self.max_in_list)
+        return min(self.max_message_bytes, max(WRITE_MESSAGE_BYTES, plan_bytes))
 
     def limits(self) -> dict[str, int]:
         return {

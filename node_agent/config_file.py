@@ -118,12 +118,16 @@ def _check_values(c: AgentConfig) -> list[str]:
         out.append(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {c.log_level!r}")
     for f in dataclasses.fields(c):
         value = getattr(c, f.name)
-        positive = f.name.startswith("max_") or f.name in ("workers", "scan_batch_rows")
+        positive = f.name.startswith("max_") or f.name in ("workers", "scan_batch_rows",
+                                                            "stream_idle_seconds")
         if positive and isinstance(value, int | float) and value <= 0:
             out.append(f"{f.name} must be positive, not {value}")
     if c.tenant_max_concurrent < 0:
         out.append(f"tenant_max_concurrent must be 0 (no limit) or more, "
                    f"not {c.tenant_max_concurrent}")
+    if not 0 <= c.tenant_max_workers <= c.workers:
+        out.append(f"tenant_max_workers must be 0 (half of workers) to workers ({c.workers}), "
+                   f"not {c.tenant_max_workers}")
     if c.max_concurrent_requests < c.workers:
         out.append(f"max_concurrent_requests ({c.max_concurrent_requests}) must be at least "
                    f"workers ({c.workers})")

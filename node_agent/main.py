@@ -31,7 +31,8 @@ def parse_args(argv: list[str] | None) -> AgentConfig:
     p.add_argument("--listen", default="127.0.0.1:7340", help="HOST:PORT (default: %(default)s)")
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="engine for requests that ask for 'auto' (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=8, help="concurrent requests (default: 8)")
+    p.add_argument("--workers", type=int, default=8,
+                   help="requests computing at once (default: 8; metadata and health aside)")
     p.add_argument("--no-bpf", dest="bpf", action="store_false",
                    help="do not start the in-kernel engine")
     p.add_argument("--bpf-cache-mb", dest="bpf_arena_bytes", type=_mebibytes,

@@ -22,6 +22,8 @@ from bpfstore.connector.errors import (
     ResourceExhausted,
     Unauthenticated,
     Unsupported,
+    VersionGone,
+    WriteConflict,
 )
 
 log = logging.getLogger("bpfstore.agent")
@@ -38,6 +40,8 @@ STATUS: dict[type[BaseException], grpc.StatusCode] = {
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    VersionGone: grpc.StatusCode.ABORTED,
+    WriteConflict: grpc.StatusCode.FAILED_PRECONDITION,
 }
 INTERNAL_MESSAGE = "internal error in the agent (details are in its log)"
 MESSAGE_LIMIT = 1000  # characters: a status message travels in headers (8 KiB by default)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
 from importlib import metadata
+from pathlib import Path
 
 import grpc
 import pyarrow as pa
@@ -19,18 +22,27 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from bpfstore.connector import wire
 from bpfstore.connector.binding import bind_plan, logical_type
 from bpfstore.connector.combine import merge_partials, partial_schema
-from bpfstore.connector.errors import PlanInvalid
+from bpfstore.connector.errors import DatasetNotFound, PlanInvalid
 from bpfstore.connector.plan import In, Literal, Plan, columns_of, walk
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc
 
 from .auth import Gatekeeper, Grants, check_deadline, server_credentials
+from .budget import from_peer
 from .config import AgentConfig
 from .engines.select import Engines
+from .limits import WriteLimits, check_plan_size
 from .metrics import AgentMetrics, RequestObserver, observe_partition
 from .rpc_errors import rpc_errors
 from .stats import answer_from_stats, decode, may_match, stats_partials
-from .storage import DatasetMeta, Storage, iter_partitions
+from .storage import (
+    LOCAL_TXN,
+    DatasetMeta,
+    Storage,
+    iter_partitions,
+    normalize_schema,
+    validate_name,
+)
 
 log = logging.getLogger("bpfstore.agent")
 
@@ -66,7 +78,9 @@ def scan_batch(batch: pa.RecordBatch) -> pa.Table:
 class AgentService(agent_pb2_grpc.AgentServicer):
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self.storage = Storage(config.data_dir, max_write_bytes=config.max_write_bytes)
+        self.storage = Storage(config.data_dir, max_write_bytes=config.max_write_bytes,
+                               retention_seconds=config.version_retention_seconds,
+                               limits=WriteLimits.of(config))
         self.grants = Grants(config.tenants)  # per dataset; Gatekeeper authenticates
         self.engines = Engines(config.engine, config.data_dir, config.bpf_arena_bytes,
                                enable_bpf=config.bpf)
@@ -74,6 +88,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         # pyarrow imports pandas lazily the first time it converts Python values (~0.3 s):
         # pay that at start rather than in the first query.
         pa.array([0])
+        self.resolver = WriteResolver(self.storage, config)
 
     # -- metadata ------------------------------------------------------------------------
 
@@ -101,16 +116,32 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                         context: grpc.ServicerContext) -> pb.DatasetInfo:
         with rpc_errors(context, "DescribeDataset"):
             self.grants.require("see", request.dataset)
-            return _dataset_info(self.storage.get(request.dataset), with_stats=True)
+            pending = self.storage.pending(request.dataset)
+            try:
+                meta = self.storage.version(request.dataset, request.version)
+            except DatasetNotFound:
+                if pending is None:
+                    raise
+                # A first write, prepared here and perhaps committed elsewhere: say so.
+                meta = DatasetMeta(request.dataset, pending.meta.schema, 0, "", [])
+            info = _dataset_info(meta, with_stats=True)
+            if pending is not None and pending.meta.version > meta.version:
+                info.pending_version, info.pending_txn = pending.meta.version, pending.txn
+            return info
 
     # -- queries -------------------------------------------------------------------------
 
-    def _plan(self, msg: pb.AggregateRequest | pb.ScanRequest) -> tuple[Plan, DatasetMeta]:
+    @contextlib.contextmanager
+    def _plan(self, msg: pb.AggregateRequest | pb.ScanRequest) -> Iterator[tuple[Plan,
+                                                                              DatasetMeta]]:
+        """The bound plan and the dataset version it reads, pinned while the block runs."""
         self.grants.require("read", msg.plan.dataset)  # before anything could say "not found"
+        check_plan_size(msg.plan, self.config.max_plan_nodes, self.config.max_in_list,
+                        self.config.max_plan_depth)
         plan = wire.plan_from_proto(msg.plan, self.config.max_plan_depth)
         self._check_limits(plan)
-        meta = self.storage.get(plan.dataset)
-        return bind_plan(plan, meta.schema), meta
+        with self.storage.pinned(plan.dataset, msg.dataset_version) as meta:
+            yield bind_plan(plan, meta.schema), meta
 
     def _check_limits(self, plan: Plan) -> None:
         nodes = 0
@@ -126,8 +157,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
 
     def Aggregate(self, request: pb.AggregateRequest,
                   context: grpc.ServicerContext) -> pb.AggregateResponse:
-        with rpc_errors(context, "Aggregate"):
-            plan, meta = self._plan(request)
+        with rpc_errors(context, "Aggregate"), self._plan(request) as (plan, meta):
             if not plan.aggregates:
                 raise PlanInvalid("Aggregate needs at least one aggregate")
             self.engines.check(plan.engine)  # UNIMPLEMENTED now if it names a missing engine
@@ -142,7 +172,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                     partials.append(stats_partials(plan, values))
                     report.engine = "stats"
                 else:
-                    table = self.storage.read(plan.dataset, part.id)
+                    table = self.storage.read(plan.dataset, part.id, meta)
                     served = self.engines.aggregate(plan.engine, table, plan, part.stats,
                                                     (plan.dataset, part.id, part.checksum))
                     result = served.result
@@ -162,11 +192,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
 
     def Scan(self, request: pb.ScanRequest,
              context: grpc.ServicerContext) -> Iterator[pb.ScanChunk]:
-        with rpc_errors(context, "Scan"):
+        with rpc_errors(context, "Scan"), self._plan(request) as (plan, meta):
             if request.batch_rows < 0:
                 raise PlanInvalid(f"batch_rows must be positive (0: the default), "
                                   f"not {request.batch_rows}")
-            plan, meta = self._plan(request)
             batch_rows = request.batch_rows or self.config.scan_batch_rows
             for part in iter_partitions(meta, plan.partitions):
                 check_deadline()
@@ -178,9 +207,10 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                     observe_partition(report)
                     yield pb.ScanChunk(report=report)
                     continue
-                table = self.storage.read(plan.dataset, part.id)
+                table = self.storage.read(plan.dataset, part.id, meta)
                 matched = 0
-                for batch in self.engines.arrow.scan(table, plan, batch_rows):
+                for batch in self.engines.scan(table, plan, batch_rows):
+                    check_deadline()
                     matched += batch.num_rows
                     yield pb.ScanChunk(arrow_ipc=ipc_bytes(scan_batch(batch)))
                 report.rows_scanned, report.rows_matched = table.num_rows, matched
@@ -194,6 +224,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def Write(self, request_iterator: Iterator[pb.WriteChunk],
               context: grpc.ServicerContext) -> pb.WriteResponse:
         with rpc_errors(context, "Write"):
+            request_iterator = from_peer(request_iterator)  # idle and deadline bounded
             first = next(request_iterator, None)
             if first is None or not first.dataset:
                 raise PlanInvalid("Write stream must start with a chunk naming the dataset")
@@ -202,9 +233,15 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             def pieces() -> Iterator[bytes]:
                 yield first.arrow_ipc
                 for chunk in request_iterator:
-                    check_deadline()
                     yield chunk.arrow_ipc
 
+            if first.txn:
+                part = self.storage.stage(first.dataset, pieces(), _txn(first.txn),
+                                          first.partition, first.replicas)
+                log.info("write dataset=%s partition=%s rows=%d staged txn=%s", first.dataset,
+                         part.id, part.rows, first.txn)
+                return pb.WriteResponse(dataset=first.dataset, partitions=[part.id],
+                                        rows=part.rows)
             meta, pid, rows = self.storage.write(first.dataset, pieces(), first.partition,
                                                  first.overwrite, first.replicas)
             log.info("write dataset=%s partition=%s rows=%d version=%d", meta.name, pid, rows,
@@ -212,11 +249,125 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             return pb.WriteResponse(dataset=meta.name, partitions=[pid], rows=rows,
                                     version=meta.version)
 
+    def PrepareWrite(self, request: pb.PrepareWriteRequest,
+                     context: grpc.ServicerContext) -> pb.PrepareWriteResponse:
+        with rpc_errors(context, "PrepareWrite"):
+            self.grants.require("write", request.dataset)
+            try:
+                schema = pa.ipc.read_schema(pa.py_buffer(request.arrow_schema)) \
+                    if request.arrow_schema else None
+            except pa.ArrowException as exc:
+                raise PlanInvalid(f"arrow_schema is not an Arrow IPC schema: {exc}") from None
+            version = self.storage.prepare(request.dataset, _txn(request.txn), request.version,
+                                           request.overwrite, request.partitions,
+                                           schema and normalize_schema(schema), request.primary)
+            return pb.PrepareWriteResponse(version=version)
+
+    def CommitWrite(self, request: pb.CommitWriteRequest,
+                    context: grpc.ServicerContext) -> pb.CommitWriteResponse:
+        with rpc_errors(context, "CommitWrite"):
+            self.grants.require("write", request.dataset)
+            if request.abort:
+                self.storage.abort(request.dataset, _txn(request.txn))
+                return pb.CommitWriteResponse()
+            meta = self.storage.commit(request.dataset, _txn(request.txn))
+            log.info("commit dataset=%s txn=%s version=%d partitions=%d", meta.name,
+                     request.txn, meta.version, len(meta.partitions))
+            return pb.CommitWriteResponse(version=meta.version)
+
+    def WriteStatus(self, request: pb.WriteStatusRequest,
+                    context: grpc.ServicerContext) -> pb.WriteStatusResponse:
+        """Open to peers without a token: it tells only the state of a random write id."""
+        with rpc_errors(context, "WriteStatus"):
+            state = self.storage.status(validate_name("dataset", request.dataset), request.txn)
+            return pb.WriteStatusResponse(state=_WRITE_STATES[state])
+
     def DropDataset(self, request: pb.DropDatasetRequest,
                     context: grpc.ServicerContext) -> pb.DropDatasetResponse:
         with rpc_errors(context, "DropDataset"):
             self.grants.require("write", request.dataset)
             return pb.DropDatasetResponse(dropped=self.storage.drop(request.dataset))
+
+
+def _txn(txn: str) -> str:
+    if not 0 < len(txn) <= 128:
+        raise PlanInvalid("a write's txn must be 1-128 characters")
+    if txn.startswith(LOCAL_TXN):
+        raise PlanInvalid(f"a write's txn must not start with {LOCAL_TXN!r}")
+    return txn
+
+
+_WRITE_STATES = {"unknown": pb.WriteStatusResponse.UNKNOWN,
+                 "prepared": pb.WriteStatusResponse.PREPARED,
+                 "committed": pb.WriteStatusResponse.COMMITTED}
+
+
+class WriteResolver:
+    """Settles prepared writes whose client went away (it, or this agent, crashed between
+    prepare and commit), once a second: a non-primary asks the write's primary — committed
+    there: commit; unknown there (aborted, or never prepared): abort; prepared: wait. The
+    primary's commit is the decision, so its own prepared write waits for its client up to
+    `prepare_timeout_seconds`, then aborts. Also lets expired versions go (Storage.sweep)."""
+
+    def __init__(self, storage: Storage, config: AgentConfig) -> None:
+        self.storage, self.config = storage, config
+        self._channels: dict[str, grpc.Channel] = {}
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, name="write-resolver", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.settle()
+                self.storage.sweep()
+            except Exception:  # noqa: BLE001 - logged; the loop must go on
+                log.exception("write resolver")
+
+    def settle(self) -> None:
+        for name, prepared in self.storage.pending_writes():
+            age = time.time() - prepared.prepared_at
+            if not prepared.primary:
+                if age > self.config.prepare_timeout_seconds:
+                    log.warning("prepared write %s to %s never committed: aborted",
+                                prepared.txn, name)
+                    self.storage.abort(name, prepared.txn)
+                continue
+            state = self._ask(prepared.primary, name, prepared.txn)
+            if state == pb.WriteStatusResponse.COMMITTED:
+                log.info("prepared write %s to %s committed by its primary %s: committed",
+                         prepared.txn, name, prepared.primary)
+                self.storage.commit(name, prepared.txn)
+            elif state == pb.WriteStatusResponse.UNKNOWN:
+                log.info("prepared write %s to %s aborted by its primary %s: aborted",
+                         prepared.txn, name, prepared.primary)
+                self.storage.abort(name, prepared.txn)
+
+    def _ask(self, peer: str, dataset: str, txn: str) -> int | None:
+        if peer not in self._channels:
+            credentials = _peer_credentials(self.config)
+            # a peer that restarts is asked again within a second, not after grpc's backoff
+            options = [("grpc.initial_reconnect_backoff_ms", 200),
+                       ("grpc.max_reconnect_backoff_ms", 1000)]
+            self._channels[peer] = grpc.secure_channel(peer, credentials, options) \
+                if credentials else grpc.insecure_channel(peer, options)
+        try:
+            return agent_pb2_grpc.AgentStub(self._channels[peer]).WriteStatus(
+                pb.WriteStatusRequest(dataset=dataset, txn=txn), timeout=5).state
+        except grpc.RpcError:
+            return None  # unreachable: ask again later
+
+
+def _peer_credentials(config: AgentConfig) -> grpc.ChannelCredentials | None:
+    """TLS to peers when this agent speaks TLS: their certificates are trusted when signed by
+    tls_client_ca (or the system's CAs), and this agent presents its own certificate."""
+    if not config.tls_cert:
+        return None
+    ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
+    return grpc.ssl_channel_credentials(ca, Path(config.tls_key).read_bytes(),
+                                        Path(config.tls_cert).read_bytes())
 
 
 def _bytes_of(table: pa.Table, plan: Plan) -> int:
@@ -229,7 +380,7 @@ def _bytes_of(table: pa.Table, plan: Plan) -> int:
 
 def _dataset_info(meta: DatasetMeta, with_stats: bool) -> pb.DatasetInfo:
     info = pb.DatasetInfo(name=meta.name, arrow_schema=meta.schema.serialize().to_pybytes(),
-                          version=meta.version, created=meta.created)
+                          version=meta.version, created=meta.created, txn=meta.txn)
     for p in meta.partitions:
         part = info.partitions.add(id=p.id, rows=p.rows, bytes=p.bytes, replicas=p.replicas,
                                    checksum=p.checksum)
@@ -249,12 +400,16 @@ def _dataset_info(meta: DatasetMeta, with_stats: bool) -> pb.DatasetInfo:
 def create_server(config: AgentConfig) -> tuple[grpc.Server, int, AgentService]:
     """A started-ready (not yet started) server bound to config.listen; port 0 picks one."""
     options = [
-        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_receive_message_length", config.max_receive_bytes()),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
     service = AgentService(config)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers), options=options,
+    # A thread for every admitted request (and a few for health checks): worker slots
+    # (auth.Workers), not the pool, bound the work, so a request waiting for a stalled peer
+    # or for a slot never keeps GetInfo, ListDatasets or health from an answer.
+    pool = futures.ThreadPoolExecutor(max_workers=config.max_concurrent_requests + 4)
+    server = grpc.server(pool, options=options,
                          interceptors=[RequestObserver(service.metrics),  # outermost: sees all
                                        Gatekeeper(config)],  # tokens, tenants' limits
                          maximum_concurrent_rpcs=config.max_concurrent_requests)

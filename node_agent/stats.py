@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bpfstore.connector.binding import logical_type, partial_type
+from bpfstore.connector.compare import stored_int, window
 from bpfstore.connector.plan import (
     AggFunc,
     And,
@@ -59,23 +60,31 @@ def column_stats(data: pa.ChunkedArray) -> ColumnStats:
         has_nan = bool(pc.any(pc.is_nan(data)).as_py())
     if pa.types.is_decimal(t) and t.bit_width == 64:
         data = data.cast(pa.decimal128(t.precision, t.scale))
+    if pa.types.is_timestamp(t):  # its integers, in its unit: exact at any resolution
+        data = data.cast(pa.int64())
     mm = pc.min_max(data)
-    return ColumnStats(null_count, _encode(mm["min"].as_py()), _encode(mm["max"].as_py()), has_nan)
+    lo, hi = mm["min"].as_py(), mm["max"].as_py()
+    if pa.types.is_floating(t):  # -0.0 equals 0.0: MIN/MAX answer 0.0, as every engine does
+        lo, hi = (None if x is None else x + 0.0 for x in (lo, hi))
+    return ColumnStats(null_count, encode(lo), encode(hi), has_nan)
 
 
 def _null_count(data: pa.ChunkedArray) -> int:
     return sum(c.null_count for c in data.chunks)
 
 
-def _encode(v: Any) -> Any:
+def encode(v: Any) -> Any:
+    """A column value as JSON that `decode` turns back into exactly that value: decimals as
+    text, dates as days, timestamps as integers in their unit, floats as floats (NaN is
+    `has_nan`; json keeps -0.0 and the infinities)."""
     if isinstance(v, decimal.Decimal):
         return str(v)
     if isinstance(v, dt.datetime):
-        return v.isoformat()
+        raise TypeError("timestamps are stored as their integers")
     if isinstance(v, dt.date):
         return (v - _EPOCH).days
-    if isinstance(v, float) and not math.isfinite(v):
-        return None if math.isnan(v) else v
+    if isinstance(v, float) and math.isnan(v):
+        return None
     return v
 
 
@@ -89,8 +98,26 @@ def decode(v: Any, t: pa.DataType) -> Any:
     if pa.types.is_date(t):
         return _EPOCH + dt.timedelta(days=v)
     if pa.types.is_timestamp(t):
-        return dt.datetime.fromisoformat(v)
+        return pa.scalar(stored_timestamp(v, t), t).as_py()
     return v
+
+
+def stored_timestamp(v: int | str, t: pa.DataType) -> int:
+    """A timestamp statistic as its integer (catalogs before 0.2 stored isoformat text)."""
+    if isinstance(v, str):
+        return stored_int(dt.datetime.fromisoformat(v), t)
+    return v
+
+
+def stored_bounds(s: ColumnStats, t: pa.DataType) -> tuple[int, int] | None:
+    """[min, max] as stored integers (float order keys for floats; NaN left out), or None
+    when the statistics hold no value."""
+    t = logical_type(t)
+    if s.min is None or s.max is None:
+        return None
+    if pa.types.is_timestamp(t):
+        return stored_timestamp(s.min, t), stored_timestamp(s.max, t)
+    return stored_int(decode(s.min, t), t), stored_int(decode(s.max, t), t)
 
 
 # -- pruning ---------------------------------------------------------------------------------
@@ -138,27 +165,25 @@ def _may(e: Expr, stats: dict[str, ColumnStats], rows: int, schema: pa.Schema,
 
 def _range_may(name: str, stats: dict[str, ColumnStats], rows: int, schema: pa.Schema,
                op: CompareOp, v: Any) -> bool:
+    """Whether a value in [min, max] may satisfy `column op v`: the literal's window of
+    stored values (connector/compare.py, as the engines compare) meets [min, max]."""
     s = stats[name]
-    t = schema.field(name).type
+    t = logical_type(schema.field(name).type)
     if op is CompareOp.NE or s.has_nan or (isinstance(v, float) and math.isnan(v)):
         return True
     if s.null_count >= rows:
         return False  # all NULL: no comparison is true
-    lo, hi = decode(s.min, t), decode(s.max, t)
-    if lo is None or hi is None:
+    if pa.types.is_string(t) or pa.types.is_binary(t):
+        lo, hi = s.min, s.max
+        if lo is None or hi is None:
+            return True
+        return bool({CompareOp.EQ: lo <= v <= hi, CompareOp.LT: lo < v, CompareOp.LE: lo <= v,
+                     CompareOp.GT: hi > v, CompareOp.GE: hi >= v}[op])
+    bounds = stored_bounds(s, t)
+    if bounds is None:
         return True
-    match op:
-        case CompareOp.EQ:
-            return bool(lo <= v <= hi)
-        case CompareOp.LT:
-            return bool(lo < v)
-        case CompareOp.LE:
-            return bool(lo <= v)
-        case CompareOp.GT:
-            return bool(hi > v)
-        case CompareOp.GE:
-            return bool(hi >= v)
-    return True
+    w_lo, w_hi = window(op, v, t)
+    return w_lo <= w_hi and w_lo <= bounds[1] and w_hi >= bounds[0]
 
 
 # -- answers from statistics -----------------------------------------------------------------
@@ -185,8 +210,10 @@ def answer_from_stats(plan: Plan, stats: dict[str, ColumnStats], rows: int,
         elif pa.types.is_binary(t) or (s.min is None and s.null_count < rows):
             return None
         else:
-            value = decode(s.min if agg.func is AggFunc.MIN else s.max, t)
-            out.append(value)
+            value = s.min if agg.func is AggFunc.MIN else s.max
+            # a timestamp as its integer: exact without pandas (which holds nanoseconds)
+            out.append(stored_timestamp(value, t) if pa.types.is_timestamp(t) else
+                       decode(value, t))
     return out
 
 

@@ -3,12 +3,18 @@
     <data-dir>/datasets/<dataset>/_dataset.json        schema, version, partitions + stats
     <data-dir>/datasets/<dataset>/<partition>.arrow    uncompressed Arrow IPC file
 
-A write streams into a temporary file, is normalized for pushdown, fsynced and renamed;
-only then is the catalog replaced (also by rename), so a partition becomes visible whole or
-not at all. Files not named by the catalog are leftovers of interrupted writes and are
-removed at start. A partition file is checked against its commit-time SHA-256 when it is
-first opened (and again whenever the file changes): a corrupt one is reported
-(`PartitionCorrupt`), never served.
+    <data-dir>/datasets/<dataset>/_prepared.json       a write in phase one of its commit
+
+Every write makes a new dataset version, visible whole or not at all. Its partitions are
+staged (streamed into a temporary file, normalized for pushdown, fsynced, renamed to a name no
+catalog holds yet); `prepare` records the version they make (fsync + rename of
+_prepared.json), and `commit` makes it current by replacing the catalog (also by rename) —
+one rename, however many partitions. Partition files never change once written: a superseded
+version stays readable, for queries that pinned it, for `retention_seconds` and while a
+request reads it. At start, files no catalog or prepared write names are leftovers of
+interrupted writes and are removed. A partition file is checked against its commit-time
+SHA-256 when it is first opened (and again whenever the file changes): a corrupt one is
+reported (`PartitionCorrupt`), never served.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -39,15 +46,23 @@ from bpfstore.connector.errors import (
     PartitionCorrupt,
     PlanInvalid,
     ResourceExhausted,
+    VersionGone,
+    WriteConflict,
     shown,
 )
 from bpfstore.connector.wire import checked_timestamp
 
+from .limits import WriteLimits, check_catalog, check_replicas, check_stream
 from .stats import ColumnStats, column_stats
 
 log = logging.getLogger("bpfstore.agent")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 CATALOG = "_dataset.json"
+LOCAL_TXN = "local-"  # write ids of one-shot writes (`write`): aborted by a restart
+PREPARED = "_prepared.json"  # a write in phase one of its commit (see prepare)
+HISTORY = 256  # committed write ids kept in the catalog, for peers resolving a prepared one
+RETENTION_SECONDS = 300.0  # a superseded version stays readable this long for pinned queries
+STAGE_TIMEOUT_SECONDS = 3600.0  # a staged write never prepared is dropped after this idle time
 BATCH_ROWS = 65536
 OPEN_PARTITIONS = 256  # memory-mapped partitions kept open between requests
 
@@ -89,6 +104,12 @@ class DatasetMeta:
     version: int
     created: str
     partitions: list[PartitionMeta]
+    txns: list[str] = field(default_factory=list)  # the last HISTORY writes; newest last
+
+    @property
+    def txn(self) -> str:
+        """The write that made this version."""
+        return self.txns[-1] if self.txns else ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,13 +118,14 @@ class DatasetMeta:
             "version": self.version,
             "created": self.created,
             "partitions": [p.to_json() for p in self.partitions],
+            "txns": self.txns,
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> DatasetMeta:
         schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(d["schema"])))
         parts = [PartitionMeta.from_json(p) for p in d["partitions"]]
-        return cls(d["name"], schema, d["version"], d["created"], parts)
+        return cls(d["name"], schema, d["version"], d["created"], parts, d.get("txns", []))
 
     def partition(self, pid: str) -> PartitionMeta:
         for p in self.partitions:
@@ -175,10 +197,19 @@ def normalize(table: pa.Table) -> pa.Table:
 class Storage:
     """All datasets under one data directory. Thread-safe; one lock per dataset."""
 
-    def __init__(self, data_dir: str | os.PathLike[str], max_write_bytes: int = 8 << 30) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], max_write_bytes: int = 8 << 30,
+                 retention_seconds: float = RETENTION_SECONDS,
+                 limits: WriteLimits | None = None) -> None:
         self.root = Path(data_dir) / "datasets"
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_write_bytes = max_write_bytes
+        self.limits = limits or WriteLimits(max_write_bytes)
+        self.retention_seconds = retention_seconds
+        self._staged: dict[str, _Staged] = {}  # txn -> partitions staged, not yet prepared
+        self._pending: dict[str, Prepared] = {}  # dataset -> its prepared write (one at most)
+        # dataset -> version -> (when superseded, monotonic; its catalog): for pinned readers
+        self._retained: dict[str, dict[int, tuple[float, DatasetMeta]]] = {}
+        self._pins: dict[tuple[str, int], int] = {}  # (dataset, version) -> running requests
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._cache: dict[str, tuple[float, DatasetMeta]] = {}
@@ -213,27 +244,35 @@ class Storage:
         return meta
 
     def _commit_catalog(self, meta: DatasetMeta) -> None:
-        directory = self._dir(meta.name)
-        tmp = directory / f".{CATALOG}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(meta.to_json(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, directory / CATALOG)
-        _fsync_dir(directory)
+        _replace_json(self._dir(meta.name) / CATALOG, meta.to_json())
         self._cache.pop(meta.name, None)
 
     def recover(self) -> None:
-        """Remove what interrupted writes left behind: temp files and uncatalogued partitions."""
+        """Remove what interrupted writes left behind: temp files, staged partitions of writes
+        never prepared, and versions no longer current. A prepared write stays, with its files,
+        until it is committed or aborted (by its client, or from its primary's answer)."""
         for d in self.root.iterdir():
             if not d.is_dir():
                 continue
-            # A first write that never committed, or a drop cut short after its rename.
-            if d.name.startswith(".dropped-") or not (d / CATALOG).is_file():
+            # A first write that never prepared, or a drop cut short after its rename.
+            if d.name.startswith(".dropped-") or not ((d / CATALOG).is_file() or
+                                                      (d / PREPARED).is_file()):
                 shutil.rmtree(d, ignore_errors=True)
                 continue
             try:
-                known = {f"{p.id}.arrow" for p in self.get(d.name).partitions} | {CATALOG}
+                current = self._current(d.name)
+                known = {f"{p.id}.arrow" for p in current.partitions} if current else set()
+                if (d / PREPARED).is_file():
+                    prepared = Prepared.from_json(json.loads((d / PREPARED).read_text()))
+                    if current is not None and prepared.txn in current.txns:
+                        (d / PREPARED).unlink()  # committed: the crash came before this
+                    elif prepared.txn.startswith(LOCAL_TXN):
+                        # A one-shot write: its client saw it fail, and nobody can commit it.
+                        (d / PREPARED).unlink()
+                    else:
+                        self._pending[d.name] = prepared
+                        known |= {f"{p.id}.arrow" for p in prepared.meta.partitions}
+                known |= {CATALOG, PREPARED}
             except (PlanInvalid, ValueError, KeyError) as exc:  # not ours, or a bad catalog
                 log.error("dataset directory %s left alone: %s", d, exc)
                 continue
@@ -246,8 +285,9 @@ class Storage:
     def partition_path(self, name: str, pid: str) -> Path:
         return self._dir(name) / f"{validate_name('partition', pid)}.arrow"
 
-    def read(self, name: str, pid: str) -> pa.Table:
-        """The partition as a zero-copy table over a read-only memory map."""
+    def read(self, name: str, pid: str, meta: DatasetMeta | None = None) -> pa.Table:
+        """The partition (of version `meta`, by default the current one) as a zero-copy table
+        over a read-only memory map."""
         path = self.partition_path(name, pid)
         try:
             st = path.stat()
@@ -256,7 +296,7 @@ class Storage:
             if cached is not None and cached[0] == identity:
                 return cached[1]
             if (str(path), identity) not in self._verified:
-                self._check(name, pid, path, identity)
+                self._check(meta or self.get(name), pid, path, identity)
             table = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
         except FileNotFoundError:
             raise DatasetNotFound(f"partition {pid!r} of dataset {name!r} is missing") from None
@@ -269,60 +309,244 @@ class Storage:
             self._tables[str(path)] = (identity, table)
         return table
 
-    # -- writing -------------------------------------------------------------------------
+    # -- writing: stage, prepare, commit --------------------------------------------------
 
     def write(self, name: str, chunks: Iterable[bytes], partition: str = "",
               overwrite: bool = False,
               replicas: Iterable[str] = ()) -> tuple[DatasetMeta, str, int]:
-        """Commit one partition from the pieces of an Arrow IPC stream; all or nothing."""
+        """Commit one partition from the pieces of an Arrow IPC stream as a new version; all
+        or nothing (a one-partition write on this agent alone: stage, prepare, commit)."""
+        txn = LOCAL_TXN + uuid.uuid4().hex
+        part = self.stage(name, chunks, txn, partition, replicas)
+        try:
+            self.prepare(name, txn, 0, overwrite, [part.id])
+        except BaseException:
+            self.abort(name, txn)
+            raise
+        return self.commit(name, txn), part.id, part.rows
+
+    def stage(self, name: str, chunks: Iterable[bytes], txn: str, partition: str = "",
+              replicas: Iterable[str] = ()) -> PartitionMeta:
+        """Store one partition of write `txn`, invisible until that write commits."""
         directory = self._dir(name)
         pid = validate_name("partition", partition) if partition else uuid.uuid4().hex[:16]
+        replicas = check_replicas(replicas, self.limits)
         directory.mkdir(parents=True, exist_ok=True)
         incoming = directory / f".incoming-{uuid.uuid4().hex}.tmp"
         staged = directory / f".{pid}.{uuid.uuid4().hex}.tmp"
         try:
             with open(incoming, "wb") as f:
                 _copy_limited(chunks, f, self.max_write_bytes)
+            check_stream(incoming, self.limits)  # from its headers, before decompressing
             table = _read_stream(incoming)
             table = normalize(table)
             nbytes = _write_ipc_file(table, staged)
             stats = {f.name: column_stats(table.column(f.name)) for f in table.schema}
-            checksum = _sha256(staged)
+            part = PartitionMeta(pid, table.num_rows, nbytes, _sha256(staged), stats,
+                                 list(replicas))
             with self._lock(name):
-                meta = self._load_or_new(name, table.schema, overwrite)
-                if any(p.id == pid for p in meta.partitions):
+                write = self._staged.setdefault(txn, _Staged(name, table.schema))
+                current = self._current(name)
+                taken = {p.id for p in current.partitions} if current else set()
+                if write.dataset != name:
+                    raise PlanInvalid(f"write {txn!r} belongs to dataset {write.dataset!r}")
+                if pid in taken or pid in write.partitions or (directory / f"{pid}.arrow"
+                                                                ).exists():
                     raise DatasetExists(f"dataset {name!r} already has a partition {pid!r}")
-                if meta.partitions and not overwrite and not meta.schema.equals(table.schema):
+                if write.schema is not None and not write.schema.equals(table.schema):
                     raise PlanInvalid(
-                        f"schema of the new partition does not match dataset {name!r}: "
-                        f"{_schema_text(table.schema)} vs {_schema_text(meta.schema)}")
-                os.replace(staged, directory / f"{pid}.arrow")
+                        f"schema of partition {pid!r} differs from the write's other "
+                        f"partitions: {_schema_text(table.schema)} vs "
+                        f"{_schema_text(write.schema)}")
+                os.replace(staged, directory / f"{pid}.arrow")  # not named by any catalog yet
                 _fsync_dir(directory)
-                old = meta.partitions if overwrite else []
-                meta.partitions = [p for p in meta.partitions if not overwrite] + [
-                    PartitionMeta(pid, table.num_rows, nbytes, checksum, stats, list(replicas))]
-                meta.schema = table.schema
-                meta.version += 1
-                self._commit_catalog(meta)
-                for p in old:
-                    self._forget(directory / f"{p.id}.arrow")
-                    (directory / f"{p.id}.arrow").unlink(missing_ok=True)
-            return meta, pid, table.num_rows
+                write.partitions[pid] = part
+                write.touched = time.monotonic()
+            return part
         finally:
             incoming.unlink(missing_ok=True)
             staged.unlink(missing_ok=True)
-            if not (directory / CATALOG).exists():
-                with contextlib.suppress(OSError):  # only when empty: another write may be on
-                    directory.rmdir()
+            self._remove_if_unused(name)
 
-    def _load_or_new(self, name: str, schema: pa.Schema, overwrite: bool) -> DatasetMeta:
+    def prepare(self, name: str, txn: str, version: int, overwrite: bool,
+                partitions: Iterable[str], schema: pa.Schema | None = None,
+                primary: str = "") -> int:
+        """Phase one: record durably the version write `txn` will make (`version`, or the next
+        one when 0), so a crash from here on can still commit it; refuses when another write
+        is prepared or `version` is not new."""
+        with self._lock(name):
+            pending = self._pending.get(name)
+            if pending is not None and pending.txn == txn:
+                return pending.meta.version  # a retried prepare
+            write = self._staged.get(txn, _Staged(name, schema))
+            if write.dataset != name:
+                raise PlanInvalid(f"write {txn!r} belongs to dataset {write.dataset!r}")
+            wanted = list(dict.fromkeys(partitions))
+            missing = [pid for pid in wanted if pid not in write.partitions]
+            if missing:
+                raise WriteConflict(f"write to {name!r}: partition(s) {', '.join(missing)} are "
+                                    "not staged on this agent (restarted?); nothing committed")
+            if pending is not None:
+                raise WriteConflict(f"another write to dataset {name!r} is being committed")
+            current = self._current(name)
+            version = version or (current.version if current else 0) + 1
+            if current is not None and version <= current.version:
+                raise WriteConflict(f"dataset {name!r} is at version {current.version} already "
+                                    f"(a concurrent write); version {version} not committed")
+            new_schema = write.schema or (current.schema if current else None)
+            if new_schema is None:
+                raise PlanInvalid(f"write to {name!r} has neither partitions nor a schema")
+            if current and current.partitions and not overwrite and \
+                    not current.schema.equals(new_schema):
+                raise PlanInvalid(
+                    f"schema of the new partition does not match dataset {name!r}: "
+                    f"{_schema_text(new_schema)} vs {_schema_text(current.schema)}")
+            created = current.created if current else \
+                dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+            kept = current.partitions if current and not overwrite else []
+            # Staged partitions not named (e.g. of a Spark task that failed and ran again) go.
+            meta = DatasetMeta(name, new_schema, version, created,
+                               [*kept, *(write.partitions[pid] for pid in wanted)],
+                               [*(current.txns if current else []), txn][-HISTORY:])
+            # Bounded here, where the new catalog is decided: a commit must not fail later.
+            check_catalog(json.dumps(meta.to_json()), name, self.limits)
+            prepared = Prepared(txn, meta, primary, time.time())
+            self._dir(name).mkdir(parents=True, exist_ok=True)
+            _replace_json(self._dir(name) / PREPARED, prepared.to_json())
+            self._pending[name] = prepared
+            self._staged.pop(txn, None)
+            self._gc(name)
+            return version
+
+    def commit(self, name: str, txn: str) -> DatasetMeta:
+        """Phase two: the prepared version becomes the current one (one catalog rename)."""
+        with self._lock(name):
+            pending = self._pending.get(name)
+            if pending is None or pending.txn != txn:
+                current = self._current(name)
+                if current is not None and txn in current.txns:
+                    return current  # a retried commit
+                raise WriteConflict(f"write {txn!r} to dataset {name!r} is not prepared here "
+                                    "(aborted); nothing of it is visible")
+            old = self._current(name)
+            if old is not None:  # kept for the readers that pinned it
+                with self._guard:
+                    self._retained.setdefault(name, {})[old.version] = (time.monotonic(), old)
+            self._commit_catalog(pending.meta)
+            self._drop_pending(name)
+            self._gc(name)
+            return pending.meta
+
+    def abort(self, name: str, txn: str) -> None:
+        """Forget a staged or prepared write; its partition files go."""
+        with self._lock(name):
+            self._staged.pop(txn, None)
+            pending = self._pending.get(name)
+            if pending is not None and pending.txn == txn:
+                self._drop_pending(name)
+            self._gc(name)
+        self._remove_if_unused(name)
+
+    def status(self, name: str, txn: str) -> str:
+        """"committed", "prepared" or "unknown" (never prepared here, or aborted)."""
+        pending = self._pending.get(name)
+        if pending is not None and pending.txn == txn:
+            return "prepared"
+        current = self._current(name)
+        return "committed" if current is not None and txn in current.txns else "unknown"
+
+    def pending(self, name: str) -> Prepared | None:
+        return self._pending.get(name)
+
+    def pending_writes(self) -> list[tuple[str, Prepared]]:
+        return list(self._pending.items())
+
+    def _drop_pending(self, name: str) -> None:
+        self._pending.pop(name, None)
+        path = self._dir(name) / PREPARED
+        if path.exists():
+            path.unlink()
+            _fsync_dir(path.parent)
+
+    def _current(self, name: str) -> DatasetMeta | None:
         try:
-            meta = self.get(name)
-            return DatasetMeta(meta.name, meta.schema, meta.version, meta.created,
-                               list(meta.partitions))
+            return self.get(name)
         except DatasetNotFound:
-            now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-            return DatasetMeta(name, schema, 0, now, [])
+            return None
+
+    # -- versions: what readers pin, and when old ones go -----------------------------------
+
+    def version(self, name: str, version: int) -> DatasetMeta:
+        """The dataset as of `version` (0: the current one): current, retained, or prepared
+        (a reader asks for a prepared version only once another agent has committed it)."""
+        if version == 0:
+            return self.get(name)
+        current = self._current(name)
+        if current is not None and current.version == version:
+            return current
+        kept = self._retained.get(name, {}).get(version)
+        if kept is not None:
+            return kept[1]
+        pending = self._pending.get(name)
+        if pending is not None and pending.meta.version == version:
+            return pending.meta
+        if current is None and pending is None:
+            raise DatasetNotFound(f"no dataset named {name!r} on this agent")
+        raise VersionGone(f"version {version} of dataset {name!r} is no longer kept on this "
+                          f"agent (now at {current.version if current else 0}): re-plan")
+
+    @contextlib.contextmanager
+    def pinned(self, name: str, version: int) -> Iterator[DatasetMeta]:
+        """`version(name, version)`, whose files stay while the block runs."""
+        with self._guard:
+            meta = self.version(name, version)
+            key = (name, meta.version)
+            self._pins[key] = self._pins.get(key, 0) + 1
+        try:
+            yield meta
+        finally:
+            with self._guard:
+                self._pins[key] -= 1
+                if not self._pins[key]:
+                    del self._pins[key]
+
+    def sweep(self) -> None:
+        """Let expired versions and abandoned staged writes go (called periodically)."""
+        now = time.monotonic()
+        for txn, write in list(self._staged.items()):
+            if now - write.touched > STAGE_TIMEOUT_SECONDS:
+                log.info("abandoned staged write %s to dataset %s removed", txn, write.dataset)
+                self.abort(write.dataset, txn)
+        for name in list(self._retained):
+            with self._lock(name):
+                self._gc(name)
+
+    def _gc(self, name: str) -> None:
+        """(Holding the dataset's lock.) Drop versions superseded longer ago than the
+        retention that no running request reads; delete files no kept version names."""
+        now = time.monotonic()
+        with self._guard:  # with pinned(): a version is either pinned or gone
+            retained = {v: (at, m) for v, (at, m) in self._retained.pop(name, {}).items()
+                        if now - at < self.retention_seconds or (name, v) in self._pins}
+            if retained:
+                self._retained[name] = retained
+        kept = {v: m for v, (_, m) in retained.items()}
+        metas = [*kept.values(), self._current(name), self._pending.get(name)]
+        used = {p.id for m in metas if m is not None
+                for p in (m.meta if isinstance(m, Prepared) else m).partitions}
+        used |= {pid for w in self._staged.values() if w.dataset == name for pid in w.partitions}
+        directory = self._dir(name)
+        for f in directory.glob("*.arrow") if directory.is_dir() else ():
+            if f.stem not in used:
+                self._forget(f)
+                f.unlink(missing_ok=True)
+
+    def _remove_if_unused(self, name: str) -> None:
+        directory = self._dir(name)
+        if not (directory / CATALOG).exists() and not (directory / PREPARED).exists() and \
+                not any(w.dataset == name for w in self._staged.values()):
+            with contextlib.suppress(OSError):  # only when empty: another write may be on
+                directory.rmdir()
 
     def drop(self, name: str) -> bool:
         directory = self._dir(name)
@@ -334,13 +558,19 @@ class Storage:
             os.replace(directory, trash)
             shutil.rmtree(trash, ignore_errors=True)
             self._cache.pop(name, None)
+            self._pending.pop(name, None)
+            self._retained.pop(name, None)
+            for txn in [t for t, w in self._staged.items() if w.dataset == name]:
+                del self._staged[txn]
             for key in [k for k in self._tables if Path(k).parent == directory]:
                 self._forget(Path(key))
             return True
 
-    def _check(self, name: str, pid: str, path: Path, identity: tuple[int, ...]) -> None:
+    def _check(self, meta: DatasetMeta, pid: str, path: Path,
+               identity: tuple[int, ...]) -> None:
         """Hash the file once per identity (inode, size, mtime); a mismatch is never served."""
-        expected = self.get(name).partition(pid).checksum
+        name = meta.name
+        expected = meta.partition(pid).checksum
         if _sha256(path) != expected:
             log.error("partition %s of dataset %s does not match its checksum: not served",
                       pid, name)
@@ -358,6 +588,43 @@ class Storage:
         """True when the partition file still has the checksum recorded at commit."""
         meta = self.get(name).partition(pid)
         return _sha256(self.partition_path(name, pid)) == meta.checksum
+
+
+@dataclass
+class Prepared:
+    """A write in phase one: the version it makes, and who decides whether it commits."""
+
+    txn: str
+    meta: DatasetMeta
+    primary: str  # the agent whose commit decides ("": this one)
+    prepared_at: float  # wall-clock seconds: survives restarts
+
+    def to_json(self) -> dict[str, Any]:
+        return {"txn": self.txn, "meta": self.meta.to_json(), "primary": self.primary,
+                "prepared_at": self.prepared_at}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Prepared:
+        return cls(d["txn"], DatasetMeta.from_json(d["meta"]), d["primary"], d["prepared_at"])
+
+
+@dataclass
+class _Staged:
+    dataset: str
+    schema: pa.Schema | None
+    partitions: dict[str, PartitionMeta] = field(default_factory=dict)
+    touched: float = field(default_factory=time.monotonic)
+
+
+def _replace_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write, fsync, rename over `path`, fsync the directory: the new content or the old."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(doc, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def _copy_limited(chunks: Iterable[bytes], f: BinaryIO, limit: int) -> None:
@@ -411,6 +678,11 @@ def _fsync_dir(path: Path) -> None:
 
 def _schema_text(schema: pa.Schema) -> str:
     return "(" + ", ".join(f"{f.name}: {f.type}" for f in schema) + ")"
+
+
+def normalize_schema(schema: pa.Schema) -> pa.Schema:
+    """The stored schema of data of `schema`: what `normalize` makes of it."""
+    return pa.schema([pa.field(f.name, normalize_schema_type(f.type, f.name)) for f in schema])
 
 
 def iter_partitions(meta: DatasetMeta, wanted: Iterable[str]) -> Iterator[PartitionMeta]:

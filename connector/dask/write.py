@@ -16,7 +16,9 @@ def to_bpfstore(ddf: Any, dataset: str, agents: Sequence[str] | str | None = Non
                 partition_rows: int = 1_000_000, replicas: int = 1, overwrite: bool = False,
                 transport: Transport | None = None) -> WriteSummary:
     """Computes the partitions one after another (bounded memory) and streams them to the
-    agents, which commit each stored partition atomically. The index is not written.
+    agents, staged; then commits them all as one new dataset version (`Client.write`): an
+    interrupted write, or an overwrite, shows readers the old data or the new, never a mix.
+    The index is not written.
     `transport`: TLS and token, as for `read_bpfstore`."""
     schema = pa.Schema.from_pandas(ddf._meta, preserve_index=False)
 

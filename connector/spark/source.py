@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,7 @@ from pyspark.sql.datasource import (
     WriterCommitMessage,
 )
 
-from ..client import Client, DatasetDescription, only_partitions, parse_agents
+from ..client import Client, DatasetDescription, StagedWrite, only_partitions, parse_agents
 from ..errors import ArithmeticOverflow, PlanInvalid
 from ..plan import AggFunc, Expr, and_all
 from ..transport import Transport, resolve_transport
@@ -115,7 +116,7 @@ class BpfstoreDataSource(DataSource):  # type: ignore[misc]
     def writer(self, schema, overwrite: bool) -> BpfstoreWriter:  # noqa: ANN001
         return BpfstoreWriter(self._agents(), _dataset(self.options), overwrite,
                               int(_option(self.options, "partitionRows", "1000000") or 0),
-                              transport_from_options(self.options))
+                              transport_from_options(self.options), arrow_schema(schema))
 
 
 class BpfstoreReader(DataSourceReader):  # type: ignore[misc]
@@ -240,23 +241,24 @@ def _log_report(client: Client, started: float) -> None:
 
 @dataclass(frozen=True)
 class WriteResult(WriterCommitMessage):  # type: ignore[misc]
-    rows: int
-    partitions: int
+    staged: StagedWrite  # what one task staged
 
 
 class BpfstoreWriter(DataSourceArrowWriter):  # type: ignore[misc]
-    """Each Spark task appends its rows as new partitions; overwrite drops the old data first
-    (on the driver, before any task runs). A failed job can leave the partitions of tasks
-    that finished: Spark's Python writer has no way to hide them until commit."""
+    """One bpfstore write per Spark job: each task stages its rows as partitions of the job's
+    write (invisible), and the driver's `commit` makes them one new dataset version on every
+    agent — or, on `abort` or a crash, none: an overwrite keeps the old data until then."""
 
     def __init__(self, agents: list[str], dataset: str, overwrite: bool,
-                 partition_rows: int, transport: Transport) -> None:
+                 partition_rows: int, transport: Transport,
+                 schema: pa.Schema | None = None) -> None:
         self.agents = agents
+        self.schema = schema  # for agents that get no rows of an overwrite
         self.dataset = dataset
+        self.overwrite = overwrite
         self.partition_rows = partition_rows or 1_000_000
         self.transport = transport
-        if overwrite:
-            client_for(agents, transport).drop(dataset)
+        self.txn = uuid.uuid4().hex
 
     def write(self, iterator: Iterator[pa.RecordBatch]) -> WriteResult:
         from pyspark import TaskContext
@@ -266,14 +268,26 @@ class BpfstoreWriter(DataSourceArrowWriter):  # type: ignore[misc]
         # Rotate the agent list per task, so small tasks do not all start on the first agent.
         client = client_for(self.agents[shift:] + self.agents[:shift], self.transport)
         batches = (_plain(b) for b in iterator if b.num_rows)
-        summary = client.write(self.dataset, batches, partition_rows=self.partition_rows)
-        return WriteResult(summary.rows, summary.partitions)
+        # A failed task's partitions are not named at commit, so they never become visible.
+        return WriteResult(client.stage_write(self.dataset, batches, self.txn,
+                                              partition_rows=self.partition_rows,
+                                              abort_on_error=False))
+
+    def _staged(self, messages: list[WriterCommitMessage | None]) -> StagedWrite:
+        staged = StagedWrite(self.txn)
+        for m in messages:
+            if isinstance(m, WriteResult):
+                staged.add(m.staged)
+        staged.schema = staged.schema or self.schema
+        return staged
 
     def commit(self, messages: list[WriterCommitMessage | None]) -> None:
-        pass  # every partition was committed by its agent as it arrived
+        client_for(self.agents, self.transport).commit_write(
+            self.dataset, self._staged(messages), overwrite=self.overwrite)
 
     def abort(self, messages: list[WriterCommitMessage | None]) -> None:
-        pass
+        client_for(self.agents, self.transport).abort_write(self.dataset,
+                                                            self._staged(messages), self.agents)
 
 
 def _plain(batch: pa.RecordBatch) -> pa.RecordBatch:

@@ -7,23 +7,21 @@ filtered, projected rows.
 
 from __future__ import annotations
 
-import decimal
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bpfstore.connector import decimals
 from bpfstore.connector.binding import logical_type, partial_type
 from bpfstore.connector.combine import partial_schema
-from bpfstore.connector.errors import ArithmeticOverflow
 from bpfstore.connector.plan import AggFunc, Aggregate, Dialect, Plan, columns_of
 
 from . import exact
 from .evaluate import Evaluator, Val
 
 _NON_EMPTY = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
-_MAX_DECIMAL = 10**38
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,22 +80,14 @@ def _scalar_partial(ev: Evaluator, agg: Aggregate) -> pa.Array:
 def _exact_sum(v: Val, dialect: Dialect, t: pa.DataType) -> object:
     if pa.types.is_floating(v.type):
         return exact.compensated_float_sum(v.data, skip_nan=dialect is Dialect.PANDAS)
-    if v.scaled or pa.types.is_integer(v.type) or pa.types.is_boolean(v.type):
-        data = v.data if not pa.types.is_boolean(v.type) else pc.cast(v.data, pa.int64())
-        unscaled = exact.exact_int_sum(data)
-    else:
-        unscaled = exact.exact_decimal128_sum(v.data)
-    if unscaled is None:
-        return None
-    if abs(unscaled) >= _MAX_DECIMAL:
-        raise ArithmeticOverflow(f"sum exceeds 38 digits ({t})")
-    return decimal.Decimal(unscaled).scaleb(-t.scale)
+    data = v.data if not pa.types.is_boolean(v.type) else pc.cast(v.data, pa.int64())
+    return decimals.decimal_total(exact.exact_sum(data), t)
 
 
 def _min_or_max(v: Val, func: AggFunc, dialect: Dialect) -> object:
     key = "min" if func is AggFunc.MIN else "max"
     data = v.data
-    if pa.types.is_floating(v.type) and dialect is Dialect.SQL:
+    if pa.types.is_floating(v.type):  # SQL's order (PANDAS: NaN is already NULL here)
         found = pc.min_max(exact.float_order_key(data))[key]
         if not found.is_valid:
             return None
@@ -108,12 +98,12 @@ def _min_or_max(v: Val, func: AggFunc, dialect: Dialect) -> object:
             type=data.type.value_type)
     found = pc.min_max(data)[key].as_py()
     if v.scaled and found is not None:
-        return decimal.Decimal(found).scaleb(-v.type.scale)
+        return decimals.to_decimal(found, v.type.scale)
     return found
 
 
 def _grouped(ev: Evaluator, plan: Plan) -> pa.Table:
-    """Hash aggregation; sums of integers split into 32-bit halves so they stay exact."""
+    """Hash aggregation; integer and decimal sums as sums of 32-bit limbs, so they stay exact."""
     columns: dict[str, pa.ChunkedArray] = {}
     keys: list[tuple[str, Val]] = []
     for i, name in enumerate(plan.group_by):
@@ -152,22 +142,21 @@ def _grouped_agg(ev: Evaluator, agg: Aggregate, name: str, columns: dict, specs:
             columns[name] = pc.cast(v.data, pa.float64())
             specs.append((name, "sum", _NON_EMPTY))
             return lambda g: g.column(f"{name}_sum")
-        if v.scaled or pa.types.is_integer(v.type) or pa.types.is_boolean(v.type):
-            data = pc.cast(v.data, pa.int64()) if v.type != pa.uint64() else v.data
-            if _int64_sum_cannot_overflow(data):
-                columns[name] = data
-                specs.append((name, "sum", _NON_EMPTY))
-                return lambda g: exact.int64_to_decimal128(g.column(f"{name}_sum"), t)
-            columns[name + "lo"] = pc.bit_wise_and(data, 0xFFFFFFFF)
-            columns[name + "hi"] = pc.shift_right(data, 32)
-            specs.append((name + "lo", "sum", _NON_EMPTY))
-            specs.append((name + "hi", "sum", _NON_EMPTY))
-            return lambda g: _join_halves(g.column(f"{name}lo_sum"), g.column(f"{name}hi_sum"), t)
-        columns[name] = pc.cast(v.data, pa.decimal128(38, v.type.scale))
-        specs.append((name, "sum", _NON_EMPTY))
-        return lambda g: g.column(f"{name}_sum").cast(t)
+        data = v.data
+        if pa.types.is_boolean(v.type) or pa.types.is_integer(v.type) and v.type != pa.uint64():
+            data = pc.cast(data, pa.int64())
+        if _int64_sum_cannot_overflow(data):
+            columns[name] = data
+            specs.append((name, "sum", _NON_EMPTY))
+            return lambda g: exact.int64_to_decimal128(g.column(f"{name}_sum"), t)
+        limbs = decimals.limb_columns(data)
+        for j, limb in enumerate(limbs):
+            columns[f"{name}_{j}"] = limb
+            specs.append((f"{name}_{j}", "sum", _NON_EMPTY))
+        return lambda g: decimals.totals_array(decimals.join_limbs(
+            [g.column(f"{name}_{j}_sum").to_pylist() for j in range(len(limbs))]), t)
     func = "min" if agg.func is AggFunc.MIN else "max"
-    if pa.types.is_floating(v.type) and ev.dialect is Dialect.SQL:
+    if pa.types.is_floating(v.type):
         columns[name] = exact.float_order_key(v.data)
         specs.append((name, func, _NON_EMPTY))
         return lambda g: exact.float_from_order_key(g.column(f"{name}_{func}")).cast(t)
@@ -188,19 +177,6 @@ def _int64_sum_cannot_overflow(data: pa.ChunkedArray) -> bool:
     mm = pc.min_max(data)
     lo, hi = mm["min"].as_py(), mm["max"].as_py()
     return lo is None or max(abs(lo), abs(hi)) * len(data) < 2**63
-
-
-def _join_halves(lo: pa.ChunkedArray, hi: pa.ChunkedArray, t: pa.DataType) -> pa.ChunkedArray:
-    """hi * 2**32 + lo, exactly, as decimal128(38, scale) of the unscaled value."""
-    # |hi sum| < 2**62 and |lo sum| < 2**63 (fewer than 2**31 rows): 31 digits suffice.
-    hi_part = pc.multiply_checked(pc.cast(hi, pa.decimal128(19, 0)),
-                                  pa.scalar(2**32, pa.decimal128(10, 0)))
-    total = pc.add_checked(hi_part, pc.cast(lo, pa.decimal128(20, 0)))
-    wide = pa.decimal128(38, 0)
-    # reinterpret the unscaled integers at the partial's scale (same 128-bit words)
-    return pa.chunked_array(
-        [pa.Array.from_buffers(t, len(c), c.buffers(), null_count=c.null_count, offset=c.offset)
-         for c in exact.chunks(pc.cast(total, wide))], type=t)
 
 
 def _key_back(data: pa.ChunkedArray, k: Val) -> pa.ChunkedArray:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import decimal
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bpfstore.connector import decimals
 from bpfstore.connector.binding import is_numeric, logical_type
 from bpfstore.connector.errors import ArithmeticOverflow, PlanInvalid, Unsupported
 from bpfstore.connector.plan import (
@@ -41,6 +43,7 @@ from bpfstore.connector.plan import (
     describe,
 )
 
+from ..budget import check_budget
 from . import exact
 
 _CMP = {CompareOp.EQ: pc.equal, CompareOp.NE: pc.not_equal, CompareOp.LT: pc.less,
@@ -108,6 +111,7 @@ class Evaluator:
     # -- dispatch ------------------------------------------------------------------------
 
     def eval(self, e: Expr) -> Val:
+        check_budget()  # every node, also per row of rowwise_null_on_overflow
         v = self._eval(e)
         want = e.result_type
         if want is not None and not isinstance(e, Column) and logical_type(want) != v.type:
@@ -153,7 +157,7 @@ class Evaluator:
 
     def literal(self, value: Any, t: pa.DataType) -> Val:
         if pa.types.is_decimal(t):
-            unscaled = None if value is None else int(decimal.Decimal(value).scaleb(t.scale))
+            unscaled = None if value is None else decimals.unscaled(value, t.scale)
             if unscaled is None or -(2**63) <= unscaled < 2**63:  # fits: a scaled integer
                 return Val(pa.scalar(unscaled, pa.int64()), t, scaled=True)
         return Val(pa.scalar(value, t), t)
@@ -220,14 +224,17 @@ class Evaluator:
             scaled = self.rescale(v, ct.scale)
             if scaled is not None:
                 data = scaled
-                value_set = pa.array([int(decimal.Decimal(x).scaleb(ct.scale)) for x in present],
+                value_set = pa.array([decimals.unscaled(x, ct.scale) for x in present],
                                      pa.int64())
             else:
                 data = self.to_decimal128(v, pa.decimal128(38, ct.scale))
                 value_set = pa.array(present, pa.decimal128(38, ct.scale))
-        elif pa.types.is_floating(ct):
-            data = self.to_float(v)
-            value_set = pa.array([float(x) for x in present], pa.float64())
+        elif pa.types.is_floating(ct):  # + 0.0: -0.0 equals 0.0, which hashing would not see
+            data = pc.add(self.to_float(v), 0.0)
+            value_set = pa.array([float(x) + 0.0 for x in present], pa.float64())
+        elif pa.types.is_timestamp(ct) and pa.types.is_date(v.type):  # a date is its midnight
+            data = _cast(data, ct)
+            value_set = pa.array(present, ct)
         else:
             value_set = pa.array(present, logical_type(ct))
         if pa.types.is_dictionary(getattr(data, "type", None)):
@@ -296,19 +303,18 @@ class Evaluator:
         ys = self.to_decimal128(b)
         xs = xs.to_pylist() if not isinstance(xs, pa.Scalar) else [xs.as_py()] * self.table.num_rows
         ys = ys.to_pylist() if not isinstance(ys, pa.Scalar) else [ys.as_py()] * self.table.num_rows
-        q = decimal.Decimal(1).scaleb(-t.scale)
         out: list[decimal.Decimal | None] = []
-        with decimal.localcontext() as ctx:
-            ctx.prec = 80
-            for x, y in zip(xs, ys, strict=True):
-                if x is None or y is None:
-                    out.append(None)
-                elif y == 0:
-                    if e.overflow is Overflow.ERROR:
-                        raise ArithmeticOverflow(f"division by zero in {describe(e)}")
-                    out.append(None)
-                else:
-                    out.append((x / y).quantize(q, rounding=decimal.ROUND_HALF_UP))
+        for x, y in zip(xs, ys, strict=True):
+            if x is None or y is None:
+                out.append(None)
+            elif y == 0:
+                if e.overflow is Overflow.ERROR:
+                    raise ArithmeticOverflow(f"division by zero in {describe(e)}")
+                out.append(None)
+            else:  # the exact quotient, rounded once
+                q = Fraction(x) / Fraction(y) * 10**t.scale
+                out.append(decimals.to_decimal(
+                    decimals.divide_half_up(q.numerator, q.denominator), t.scale))
         return self.checked(e, lambda: pa.chunked_array([pa.array(out, t)]), t)
 
     def negate(self, e: Expr, v: Val) -> Val:
@@ -331,15 +337,16 @@ class Evaluator:
 
     def rowwise_null_on_overflow(self, e: Expr, t: pa.DataType) -> Val:
         """Overflow mode NULL: evaluate each row on its own slice (rare, slow, exact)."""
-        pieces = []
+        pieces: list[pa.Array] = []
         for i in range(self.table.num_rows):
             sub = Evaluator(self.table.slice(i, 1), self.dialect)
             try:
-                pieces.append(sub.to_logical(sub.eval(_with_error_mode(e))).data)
+                piece = sub.to_logical(sub.eval(_with_error_mode(e))).data
             except ArithmeticOverflow:
-                pieces.append(pa.chunked_array([pa.nulls(1, t)]))
-        chunks_ = [c for p in pieces for c in exact.chunks(p)]
-        return Val(pa.chunked_array([c.cast(t) for c in chunks_], type=t), t)
+                piece = pa.chunked_array([pa.nulls(1, t)])
+            pieces.extend(c.cast(t) for c in exact.chunks(piece))
+        # one chunk, not one a row: later per-chunk loops (exact sums) would take seconds
+        return Val(pa.chunked_array([pa.concat_arrays(pieces)] if pieces else [], type=t), t)
 
     # -- casts and representations -------------------------------------------------------
 
@@ -391,8 +398,8 @@ class Evaluator:
         if v.scaled:
             target = pa.decimal128(38, v.type.scale)
             if isinstance(v.data, pa.Scalar):
-                d = None if v.data.as_py() is None else decimal.Decimal(v.data.as_py()).scaleb(
-                    -v.type.scale)
+                py = v.data.as_py()
+                d = None if py is None else decimals.to_decimal(py, v.type.scale)
                 out = pa.scalar(d, target)
             else:
                 out = exact.int64_to_decimal128(v.data, target)
@@ -410,7 +417,7 @@ class Evaluator:
             if py is None:
                 return pa.scalar(None, pa.float64())
             if v.scaled:
-                return pa.scalar(float(decimal.Decimal(py).scaleb(-v.type.scale)), pa.float64())
+                return pa.scalar(float(decimals.to_decimal(py, v.type.scale)), pa.float64())
             return pa.scalar(float(py), pa.float64())
         if v.scaled:
             return exact.unscaled_to_float(v.data, v.type.scale)
@@ -485,14 +492,14 @@ def _narrow(data: Any) -> Any:
     """A decimal128 array at the smallest precision its values need, so products fit 38."""
     if isinstance(data, pa.Scalar):
         v = data.as_py()
-        digits = len(str(abs(int(v.scaleb(data.type.scale))))) if v is not None else 1
+        digits = len(str(abs(decimals.unscaled(v, data.type.scale)))) if v is not None else 1
         return data.cast(pa.decimal128(max(digits, data.type.scale, 1), data.type.scale))
     t = data.type
     mm = pc.min_max(data)
     lo, hi = mm["min"].as_py(), mm["max"].as_py()
     if lo is None:
         return data
-    biggest = max(abs(int(lo.scaleb(t.scale))), abs(int(hi.scaleb(t.scale))))
+    biggest = max(abs(decimals.unscaled(lo, t.scale)), abs(decimals.unscaled(hi, t.scale)))
     precision = max(len(str(biggest)), t.scale, 1)
     return pc.cast(data, pa.decimal128(precision, t.scale))
 

@@ -6,41 +6,20 @@ faster than Arrow's decimal128 kernels and exact; wider values use decimal128.
 
 from __future__ import annotations
 
-import decimal
 import math
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-_LOW32 = np.int64(0xFFFFFFFF)
+from bpfstore.connector import decimals
+from bpfstore.connector.decimals import values_view, with_values
+
 _FLOAT_EXACT_INT = 2**53
 _BLOCK = 4096
 
 
 def chunks(data: pa.ChunkedArray | pa.Array) -> list[pa.Array]:
     return list(data.chunks) if isinstance(data, pa.ChunkedArray) else [data]
-
-
-def values_view(arr: pa.Array, dtype: np.dtype, per_value: int = 1) -> np.ndarray:
-    """The fixed-width data buffer of `arr` as numpy (nulls hold arbitrary values).
-
-    `per_value` numpy items make one Arrow value (2 int64 words for decimal128).
-    """
-    buf = arr.buffers()[1]
-    count = (arr.offset + len(arr)) * per_value
-    view = np.frombuffer(buf, dtype=dtype, count=count) if buf else np.empty(0, dtype)
-    return view[arr.offset * per_value:]
-
-
-def with_values(arr: pa.Array, values: np.ndarray, t: pa.DataType) -> pa.Array:
-    """A new array of type `t` holding `values`, with the validity of `arr`."""
-    validity = arr.buffers()[0]
-    if validity is not None and arr.offset:
-        validity = pc.is_valid(arr).buffers()[1]  # re-based bitmap
-    data = pa.py_buffer(np.ascontiguousarray(values))
-    return pa.Array.from_buffers(t, len(arr), [validity, data],
-                                 null_count=arr.null_count)
 
 
 def decimal_storage_as_int64(data: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -78,7 +57,7 @@ def unscaled_to_float(data: pa.ChunkedArray, scale: int) -> pa.ChunkedArray:
         big = np.abs(v) >= _FLOAT_EXACT_INT
         if big.any():
             for i in np.flatnonzero(big):
-                result[i] = float(decimal.Decimal(int(v[i])).scaleb(-scale))
+                result[i] = float(decimals.to_decimal(int(v[i]), scale))
         out.append(with_values(c, result, pa.float64()))
     return pa.chunked_array(out, type=pa.float64())
 
@@ -100,28 +79,9 @@ def decimal128_to_float(data: pa.ChunkedArray) -> pa.ChunkedArray:
     return pa.chunked_array(out, type=pa.float64())
 
 
-def exact_int_sum(data: pa.ChunkedArray) -> int | None:
-    """Exact sum of a signed or unsigned integer column as a Python int (None when all null)."""
-    total, seen = 0, 0
-    for c in chunks(data):
-        if len(c) == c.null_count:
-            continue
-        if c.null_count:
-            c = c.drop_null()
-        seen += len(c)
-        v = values_view(c, np.dtype(c.type.to_pandas_dtype()))
-        if v.dtype == np.uint64:
-            total += int((v & np.uint64(0xFFFFFFFF)).sum(dtype=np.uint64))
-            total += int((v >> np.uint64(32)).sum(dtype=np.uint64)) << 32
-        else:
-            v = v.astype(np.int64, copy=False)
-            # Split into 32-bit halves: neither half's sum can overflow int64 below 2**31 rows.
-            total += int((v & _LOW32).sum()) + (int((v >> 32).sum()) << 32)
-    return total if seen else None
-
-
-def exact_decimal128_sum(data: pa.ChunkedArray) -> int | None:
-    """Exact sum of decimal128 unscaled values as a Python int (None when all null)."""
+def exact_sum(data: pa.ChunkedArray) -> int | None:
+    """Exact sum of an integer column, or of a decimal128 column's unscaled values, as a
+    Python int (None when every value is null)."""
     total, seen = 0, 0
     for c in chunks(data):
         if c.null_count:
@@ -129,12 +89,8 @@ def exact_decimal128_sum(data: pa.ChunkedArray) -> int | None:
         if not len(c):
             continue
         seen += len(c)
-        words = values_view(c, np.dtype(np.int64), 2).reshape(-1, 2)
-        lo = words[:, 0].view(np.uint64)
-        total += int((lo & np.uint64(0xFFFFFFFF)).sum(dtype=np.uint64))
-        total += int((lo >> np.uint64(32)).sum(dtype=np.uint64)) << 32
-        hi = words[:, 1]
-        total += (int((hi & _LOW32).sum()) + (int((hi >> 32).sum()) << 32)) << 64
+        limbs = decimals.limbs(*decimals.words(c))
+        total += sum(int(limb.sum()) << (32 * i) for i, limb in enumerate(limbs))
     return total if seen else None
 
 
@@ -167,11 +123,13 @@ def compensated_float_sum(data: pa.ChunkedArray, skip_nan: bool) -> float | None
 
 
 def float_order_key(data: pa.ChunkedArray) -> pa.ChunkedArray:
-    """int64 keys whose order is SQL's float order: -inf < ... < +inf < NaN."""
+    """int64 keys whose order is SQL's float order: -inf < ... < +inf < NaN; vectorized
+    connector.compare.float_key (-0.0 takes 0.0's key: equal, so MIN/MAX answer 0.0)."""
     out = []
     for c in chunks(data):
         f = values_view(c, np.dtype(c.type.to_pandas_dtype())).astype(np.float64)
         f = np.where(np.isnan(f), np.nan, f)  # one canonical (positive) NaN
+        f = np.where(f == 0.0, 0.0, f)
         bits = f.view(np.int64)
         keys = bits ^ ((bits >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))
         out.append(with_values(c, keys, pa.int64()))

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
 
+from bpfstore.connector.combine import merge_partials
 from bpfstore.connector.errors import Unsupported, VerifierRejected
 from bpfstore.connector.plan import Plan
 
+from ..budget import check_budget
 from ..stats import ColumnStats
 from .arrow_engine import AggregateResult, ArrowEngine
 
@@ -18,6 +21,7 @@ log = logging.getLogger("bpfstore.agent")
 
 
 _FORCED_PATH = {"bpf-hot": "hot", "bpf-cold": "cold"}
+ARROW_STEP_ROWS = 1 << 20  # arrow evaluates a partition this many rows at a time (~10-100 ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,4 +123,29 @@ class Engines:
                 if name != "auto":
                     raise Unsupported(str(exc)) from None
                 note = str(exc)
-        return Served(self.arrow.aggregate(table, plan), "arrow", "", note)
+        return Served(self._arrow_aggregate(table, plan), "arrow", "", note)
+
+    def _arrow_aggregate(self, table: pa.Table, plan: Plan) -> AggregateResult:
+        """Slices of ARROW_STEP_ROWS rows, the request's budget checked between them; the
+        slices' partials merge exactly, as partitions' do."""
+        results = []
+        for piece in _slices(table):
+            check_budget()
+            results.append(self.arrow.aggregate(piece, plan))
+        if len(results) == 1:
+            return results[0]
+        return AggregateResult(merge_partials([r.partials for r in results], plan),
+                               sum(r.rows_scanned for r in results),
+                               sum(r.rows_matched for r in results))
+
+    def scan(self, table: pa.Table, plan: Plan, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """The partition's filtered, projected batches, a slice at a time (as aggregate)."""
+        for piece in _slices(table):
+            check_budget()
+            yield from self.arrow.scan(piece, plan, batch_rows)
+
+
+def _slices(table: pa.Table) -> Iterator[pa.Table]:
+    yield table.slice(0, ARROW_STEP_ROWS)
+    for start in range(ARROW_STEP_ROWS, table.num_rows, ARROW_STEP_ROWS):
+        yield table.slice(start, ARROW_STEP_ROWS)

@@ -122,3 +122,26 @@ def test_a_renamed_dask_class_only_loses_pushdown(dataset: tuple[str, pa.Table],
     assert "pushed down" not in explain(ddf[ddf.a > 5].b.sum())
     assert_same(ddf[ddf.a > 5].b.sum().compute(scheduler="threads"), pdf[pdf.a > 5].b.sum())
     assert counter.aggregates == 0 and counter.scans == ddf.npartitions
+
+
+def test_to_bpfstore_overwrite_that_fails_midway_keeps_the_old_data(
+        dataset: tuple[str, pa.Table], agents: list[Any], client: Any) -> None:
+    """A partition that fails to compute after others were sent: nothing of the overwrite
+    becomes visible (the partitions before it were only staged), the old rows stay."""
+    addresses = [a.address for a in agents]
+    client.write("dask_failed", dataset[1], partition_rows=PARTITION_ROWS, overwrite=True)
+    before = client.scan_table("dask_failed").to_pandas()
+    version = client.describe("dask_failed").version
+
+    def boom(part: pd.DataFrame) -> pd.DataFrame:
+        if len(part) and part.a.min() >= 0 and part.index[0] > 0:
+            raise ValueError("boom")
+        return part
+
+    ddf = read_bpfstore(dataset[0], addresses)
+    assert ddf.npartitions > 1
+    with pytest.raises(ValueError, match="boom"):
+        to_bpfstore(ddf.map_partitions(boom, meta=ddf._meta), "dask_failed", addresses,
+                    partition_rows=50, overwrite=True)
+    pd.testing.assert_frame_equal(client.scan_table("dask_failed").to_pandas(), before)
+    assert client.describe("dask_failed").version == version

@@ -22,7 +22,7 @@ from spark_support import (
     spark_session,
 )
 
-from bpfstore.connector import Client
+from bpfstore.connector import Client, count_star, sum_
 
 pytestmark = pytest.mark.spark
 pytest.importorskip("pyspark")
@@ -302,3 +302,19 @@ def test_write(env, mode: str) -> None:
     expected = rows(data) + (rows(env["plain"].filter("id < 10")) if mode == "append" else [])
     assert _same(rows(back), expected)
     assert len(client.describe(name).agents) > 1  # spread over the agents
+
+
+def test_overwrite_job_that_fails_keeps_the_old_data(env) -> None:
+    """A task fails after others staged their rows: the job aborts and readers still see the
+    old rows (the writer commits one version at the job's end, or nothing)."""
+    from pyspark.sql.functions import col, udf
+
+    client = env["client"]
+    client.write("spark_failed", env["table"].slice(0, 100), overwrite=True)
+    before = client.aggregate("spark_failed", [count_star(), sum_("id")]).to_pylist()
+    fail = udf(lambda v: v // 0 if v == 1400 else v, "long")
+    data = env["plain"].filter("id < 1500").repartition(3).withColumn("id", fail(col("id")))
+    with pytest.raises(Exception, match="ZeroDivisionError"):
+        data.write.format("bpfstore").option("agents", env["addresses"]).mode(
+            "overwrite").save("spark_failed")
+    assert client.aggregate("spark_failed", [count_star(), sum_("id")]).to_pylist() == before

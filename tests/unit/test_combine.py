@@ -5,11 +5,13 @@ from __future__ import annotations
 import decimal as D
 
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bpfstore.connector.binding import bind_plan
 from bpfstore.connector.combine import avg, expand, finish, merge_partials
+from bpfstore.connector.errors import ArithmeticOverflow
 from bpfstore.connector.plan import Dialect, Plan, col, count, count_star, max_, min_, sum_
 from bpfstore.node_agent.engines.arrow_engine import ArrowEngine
 from bpfstore.node_agent.storage import normalize
@@ -72,3 +74,51 @@ def test_split_partials_merge_to_the_whole(raw, cuts, dialect, group_by, where) 
     # merging is order-independent
     reordered = merge_partials(list(reversed(pieces)), plan)
     assert _rows(finish(reordered, plan, finishers)) == _rows(finish(whole, plan, finishers))
+
+
+EXACT = D.Context(prec=100)
+WIDE = st.one_of(st.integers(-(10**38) + 1, 10**38 - 1),
+                 st.sampled_from([10**38 - 1, -(10**38) + 1, 9 * 10**37, 2**127 - 1]))
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.one_of(st.none(), WIDE)),
+                min_size=1, max_size=12),
+       st.sampled_from([(), ("k",)]), st.integers(0, 6))
+@settings(max_examples=150, deadline=None)
+def test_merged_decimal_sums_are_exact_or_overflow(rows, group_by, scale) -> None:
+    """Partial sums of decimal128(38, s) merge exactly (no 28-digit rounding, no wrap-around);
+    a total beyond 38 digits is ArithmeticOverflow, grouped or not."""
+    t = pa.decimal128(38, scale)
+    rows = [(k, v) for k, v in rows if v is None or abs(v) < 10**38]
+    if not rows:
+        return
+    plan = bind_plan(Plan("t", group_by=group_by, aggregates=(sum_("v"),)),
+                     pa.schema([("k", pa.string()), ("v", t)]))
+    pieces = [pa.table({"k": [k], "__agg_0": pa.array(
+        [None if v is None else D.Decimal(v).scaleb(-scale, EXACT)], t)}).select(
+        [*group_by, "__agg_0"]) for k, v in rows]
+    exact: dict = {}
+    for k, v in rows:
+        key = k if group_by else None
+        exact[key] = exact.get(key) if v is None else (exact.get(key) or 0) + v
+    if any(total is not None and abs(total) >= 10**38 for total in exact.values()):
+        with pytest.raises(ArithmeticOverflow, match="exceeds 38 digits"):
+            merge_partials(pieces, plan)
+        return
+    merged = merge_partials(pieces, plan)
+    got = {(r["k"] if group_by else None): r["__agg_0"] for r in merged.to_pylist()}
+    assert got == {k: None if v is None else D.Decimal(v).scaleb(-scale, EXACT)
+                   for k, v in exact.items()}
+
+
+def test_merge_reads_partials_by_position() -> None:
+    """A group key may be named like a partial (`__agg_0`, `__agg_0_sum`)."""
+    schema = pa.schema([("__agg_0_sum", pa.int64()), ("__agg_0", pa.int64()),
+                        ("x", pa.int64())])
+    plan = bind_plan(Plan("t", group_by=("__agg_0_sum", "__agg_0"),
+                          aggregates=(sum_("x"), count_star())), schema)
+    part = pa.Table.from_arrays(
+        [pa.array([1]), pa.array([2]), pa.array([D.Decimal(5)], pa.decimal128(38, 0)),
+         pa.array([1])], names=["__agg_0_sum", "__agg_0", "__agg_0", "__agg_1"])
+    merged = merge_partials([part, part], plan)
+    assert [merged.column(i).to_pylist() for i in range(4)] == [[1], [2], [D.Decimal(10)], [2]]

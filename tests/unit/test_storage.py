@@ -9,8 +9,14 @@ import re
 import pyarrow as pa
 import pytest
 
-from bpfstore.connector.errors import DatasetExists, DatasetNotFound, PlanInvalid
-from bpfstore.node_agent.storage import Storage, validate_name
+from bpfstore.connector.errors import (
+    DatasetExists,
+    DatasetNotFound,
+    PlanInvalid,
+    VersionGone,
+    WriteConflict,
+)
+from bpfstore.node_agent.storage import LOCAL_TXN, Storage, validate_name
 
 
 def ipc(table: pa.Table) -> bytes:
@@ -85,7 +91,7 @@ def test_failed_append_keeps_the_dataset_as_it_was(tmp_path) -> None:
 
 
 def test_overwrite_replaces_and_drop_removes(tmp_path) -> None:
-    s = Storage(tmp_path)
+    s = Storage(tmp_path, retention_seconds=0)  # superseded versions go at once
     s.write("t", [ipc(TABLE)])
     s.write("t", [ipc(TABLE)])
     meta, pid, _ = s.write("t", [ipc(pa.table({"other": [1, 2]}))], overwrite=True)
@@ -192,3 +198,95 @@ def test_echoed_names_are_capped() -> None:
     with pytest.raises(PlanInvalid, match=r"\(10002 characters\)") as info:
         validate_name("dataset", "x" * 10_000)
     assert len(str(info.value)) < 300
+# -- versions: stage, prepare, commit, recover ---------------------------------------------
+
+
+def _rows_of(s: Storage, meta) -> int:  # type: ignore[no-untyped-def]
+    return sum(s.read(meta.name, p.id, meta).num_rows for p in meta.partitions)
+
+
+def test_staged_partitions_are_invisible_until_their_write_commits(tmp_path) -> None:
+    s = Storage(tmp_path)
+    s.write("t", [ipc(TABLE)])
+    for pid in ("a", "b"):
+        s.stage("t", [ipc(TABLE)], "txn1", partition=pid)
+    assert s.get("t").version == 1 and len(s.get("t").partitions) == 1
+    assert s.prepare("t", "txn1", 0, True, ["a", "b"]) == 2
+    assert s.get("t").version == 1  # prepared is not visible either ...
+    assert [p.id for p in s.version("t", 2).partitions] == ["a", "b"]  # ... unless asked for
+    assert s.status("t", "txn1") == "prepared"
+    with pytest.raises(WriteConflict, match="another write"):
+        s.write("t", [ipc(TABLE)])  # one prepared write per dataset at a time
+    meta = s.commit("t", "txn1")
+    assert (meta.version, [p.id for p in meta.partitions]) == (2, ["a", "b"])
+    assert s.commit("t", "txn1").version == 2  # a retried commit
+    assert s.status("t", "txn1") == "committed"
+    old = s.version("t", 1)  # the superseded version stays readable, whole
+    assert _rows_of(s, old) == 3 and _rows_of(s, s.get("t")) == 6
+
+
+def test_prepared_write_survives_a_restart_and_a_staged_one_does_not(tmp_path) -> None:
+    s = Storage(tmp_path)
+    s.write("t", [ipc(TABLE)])
+    s.stage("t", [ipc(TABLE)], "prepared", partition="p")
+    s.prepare("t", "prepared", 0, False, ["p"], primary="peer:1")
+    s.stage("t", [ipc(TABLE)], "staged", partition="q")
+    s3 = Storage(tmp_path)  # a crash: the never-prepared staging of another write is gone
+    assert "q.arrow" not in os.listdir(tmp_path / "datasets" / "t")
+    pending = s3.pending("t")
+    assert pending is not None and (pending.txn, pending.primary) == ("prepared", "peer:1")
+    assert s3.get("t").version == 1
+    assert s3.commit("t", "prepared").version == 2 and _rows_of(s3, s3.get("t")) == 6
+
+
+def test_one_shot_write_cut_between_prepare_and_commit_is_aborted_at_restart(tmp_path) -> None:
+    """A Write without a txn has no client that could still commit it: a crash after its
+    prepare leaves the old version, and no prepared record waiting for a coordinator."""
+    s = Storage(tmp_path, retention_seconds=0)
+    s.write("t", [ipc(TABLE)])
+    before = set(os.listdir(tmp_path / "datasets" / "t"))
+    txn = f"{LOCAL_TXN}cut"
+    s.stage("t", [ipc(TABLE)], txn, partition="p")
+    s.prepare("t", txn, 0, False, ["p"])  # the crash comes before write()'s commit
+    s2 = Storage(tmp_path)
+    assert s2.pending("t") is None and s2.get("t").version == 1
+    assert set(os.listdir(tmp_path / "datasets" / "t")) == before
+
+
+def test_aborted_write_leaves_the_dataset_and_its_files_as_before(tmp_path) -> None:
+    s = Storage(tmp_path, retention_seconds=0)
+    _, pid, _ = s.write("t", [ipc(TABLE)])
+    before = set(os.listdir(tmp_path / "datasets" / "t"))
+    s.stage("t", [ipc(TABLE)], "x", partition="p")
+    s.prepare("t", "x", 0, True, ["p"])
+    s.abort("t", "x")
+    assert set(os.listdir(tmp_path / "datasets" / "t")) == before
+    assert s.status("t", "x") == "unknown" and s.get("t").partitions[0].id == pid
+    with pytest.raises(WriteConflict, match="not prepared"):
+        s.commit("t", "x")
+    s.stage("new", [ipc(TABLE)], "y", partition="p")  # a first write aborted: no dataset
+    s.abort("new", "y")
+    assert s.names() == ["t"] and not (tmp_path / "datasets" / "new").exists()
+
+
+def test_pinned_version_outlives_its_retention_only_while_read(tmp_path) -> None:
+    s = Storage(tmp_path, retention_seconds=0)
+    s.write("t", [ipc(TABLE)])
+    with s.pinned("t", 1) as meta:
+        s.write("t", [ipc(TABLE)], overwrite=True)
+        assert _rows_of(s, meta) == 3  # its files are still there
+    s.sweep()
+    with pytest.raises(VersionGone, match="re-plan"):
+        s.version("t", 1)
+    assert len(os.listdir(tmp_path / "datasets" / "t")) == 2  # catalog + the new partition
+
+
+def test_prepare_names_every_partition_it_commits(tmp_path) -> None:
+    s = Storage(tmp_path)
+    s.stage("t", [ipc(TABLE)], "x", partition="a")
+    s.stage("t", [ipc(TABLE)], "x", partition="b")  # e.g. of a Spark task that failed
+    with pytest.raises(WriteConflict, match="not staged"):
+        s.prepare("t", "x", 0, True, ["a", "c"])
+    s.prepare("t", "x", 0, True, ["a"])
+    assert [p.id for p in s.commit("t", "x").partitions] == ["a"]
+    assert sorted(os.listdir(tmp_path / "datasets" / "t")) == ["_dataset.json", "a.arrow"]

@@ -46,6 +46,7 @@ from bpfstore.connector.combine import partial_schema
 from bpfstore.connector.errors import Unsupported
 from bpfstore.connector.plan import Plan
 
+from ...budget import check_budget, unbudgeted
 from ...stats import ColumnStats
 from ..arrow_engine import AggregateResult
 from ..bpf.codegen import BITS, READ_ROWS, Program, compile_plan, read_layout
@@ -235,6 +236,7 @@ class BccEngine:
         regions = [(names[array], ctype, offset) for array, ctype, offset in loaded.layout]
         for rows, arrays in where.batches:
             for start in range(0, rows, rows_per_read):
+                check_budget()  # a cancelled or expired request stops between reads
                 n = min(rows_per_read, rows - start)
                 for (name, validity), ctype, offset in regions:
                     values, valid = arrays[name]
@@ -427,7 +429,8 @@ def shared() -> BccEngine:
     with _shared_lock:
         if _shared is None and not _shared_error:
             try:
-                _shared = BccEngine()
+                with unbudgeted():  # probed once for every request, not in one's budget
+                    _shared = BccEngine()
                 atexit.register(_shared.close)
             except Unsupported as exc:
                 _shared_error = str(exc)

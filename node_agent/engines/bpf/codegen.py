@@ -14,19 +14,21 @@ statistics (interval arithmetic) before any code runs; sums are kept in 128 bits
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
-import decimal
 import hashlib
 import math
+import re
 from dataclasses import dataclass, field
-from fractions import Fraction
 from importlib import resources
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bpfstore.connector import decimals
 from bpfstore.connector.binding import logical_type
+from bpfstore.connector.compare import float_key, window
 from bpfstore.connector.errors import Unsupported
 from bpfstore.connector.plan import (
     AggFunc,
@@ -50,7 +52,7 @@ from bpfstore.connector.plan import (
     describe,
 )
 
-from ...stats import ColumnStats, decode
+from ...stats import ColumnStats, stored_bounds
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 MAX_GROUPS = 4096
@@ -97,19 +99,6 @@ def storage_ctype(t: pa.DataType) -> str | None:
     if pa.types.is_timestamp(t) or pa.types.is_floating(t):
         return "s64"  # floats travel as their total-order keys (float_key)
     return _CTYPES.get(t)
-
-
-def float_key(x: float) -> int:
-    """int64 whose order is SQL's float order: -inf < ... < -0.0 = 0.0 < ... < +inf < NaN.
-    NaN has one (positive) key; -0.0 takes 0.0's key because SQL calls them equal."""
-    import struct
-
-    if math.isnan(x):
-        x = math.nan
-    elif x == 0.0:
-        x = 0.0
-    bits = struct.unpack("<q", struct.pack("<d", x))[0]
-    return bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF)
 
 
 def _scale(t: pa.DataType) -> int:
@@ -194,10 +183,7 @@ class _Compiler:
             hi = float_key(math.nan) if s.has_nan and self.dialect is Dialect.SQL else \
                 float_key(s.max) if s.max is not None else lo
             return lo, hi
-        if s.min is None or s.max is None:  # every value is NULL: none reaches a result
-            return 0, 0
-        lo, hi = decode(s.min, t), decode(s.max, t)
-        return _to_int(lo, t), _to_int(hi, t)
+        return stored_bounds(s, t) or (0, 0)  # no value: every one is NULL, none counts
 
     def _dictionary(self, name: str) -> pa.Array:
         if name not in self.dictionaries:
@@ -238,7 +224,12 @@ class _Compiler:
                 hi_b = _compare_bounds(CompareOp.LE, hi, t)[1]
                 self.window(name, lo_b, hi_b, e)
             case _:  # OR / NOT / IN / != and nested forms: a boolean word of their own
-                self.predicate.append(f"sel &= {self.truth(e)[0]};")
+                word = self.truth(e)[0]
+                constant = _constant(word)
+                if constant is False:
+                    self.p.empty = True  # statistics prove no row satisfies this term
+                elif constant is None:
+                    self.predicate.append(f"sel &= {word};")
 
     # Nested predicates give two words whose sign bits say "certainly true" and "certainly
     # false" (SQL's three-valued logic: NULL is neither; WHERE keeps only certainly true).
@@ -367,8 +358,10 @@ class _Compiler:
         if lo > hi:
             self.p.empty = True  # statistics prove no row satisfies this term
             return
-        if lo <= col_lo and hi >= col_hi:
-            return  # every row satisfies it
+        if lo <= col_lo and hi >= col_hi:  # every value satisfies it, and NULL still none
+            if self.nullable(name):
+                self.predicate.append(f"sel &= 0 - {self.valid_bit(name)};")
+            return
         k = sum(1 for name, _ in self.p.fields if name.startswith("lo"))
         width = int(hi) - int(lo)
         if width < 2**63 - 1:
@@ -528,7 +521,10 @@ class _Compiler:
                 t = e.result_type or pa.int64()
                 if not (pa.types.is_integer(t) or pa.types.is_decimal(t)):
                     raise Unsupported(f"bpf: literal {v!r} of type {t}")
-                unscaled = int(decimal.Decimal(v).scaleb(_scale(t)))
+                try:
+                    unscaled = decimals.unscaled(v, _scale(t))
+                except ValueError:
+                    raise Unsupported(f"bpf: literal {v!r} is finer than {t}") from None
                 _check(unscaled, unscaled, e)
                 return f"({unscaled}LL)", _scale(t), (unscaled, unscaled)
             case Negate(arg=arg):
@@ -584,90 +580,37 @@ def _rescaled(code: str, b: tuple[int, int], k: int, e: Expr) -> tuple[str, tupl
     return f"({code} * {f}LL)", (b[0] * f, b[1] * f)
 
 
-def _to_int(v: Any, t: pa.DataType) -> int:
-    """A column value as the integer stored in the arena."""
-    if isinstance(v, decimal.Decimal):
-        return int(v.scaleb(t.scale))
-    if isinstance(v, dt.datetime):
-        return pa.scalar(v, t).cast(pa.int64()).as_py()
-    if isinstance(v, dt.date):
-        return (v - _EPOCH).days
-    return int(v)
+def _constant(word: str) -> bool | None:
+    """The truth of a predicate word that reads no row (constants only), else None."""
+    if not re.fullmatch(r"[~()&| 0ULL]*", word):
+        return None
+    # Only 0ULL, ~, &, | and parentheses: Python's ints give the same sign bit. Walked by
+    # hand rather than eval'd: the agent never evaluates text as code.
+    return _fold(ast.parse(word.replace("ULL", ""), mode="eval").body) < 0
 
 
-def _days(v: dt.datetime) -> Fraction:
-    """Days since 1970-01-01 of a naive timestamp, exactly (to its nanosecond)."""
-    if v.tzinfo is not None:
-        raise Unsupported("bpf: time-zone aware timestamp against a date column")
-    delta = v - dt.datetime(1970, 1, 1)
-    nanos = (delta.seconds * 10**6 + delta.microseconds) * 1000 + getattr(v, "nanosecond", 0)
-    return delta.days + Fraction(nanos, 86_400 * 10**9)
-
-
-def _float_window(op: CompareOp, v: float, k: int) -> tuple[float | int, float | int]:
-    """Stored integers x (of a decimal or integer column, scaled by k) with `g(x) op v`,
-    where g(x) is x / k correctly rounded to float64 — how the arrow engine compares them
-    with a float (0.05 as a float is not 5/100: the decimal 0.05 must still equal it)."""
-    def first_at_least(w: float) -> float | int:  # smallest x with g(x) >= w
-        if math.isinf(w):
-            return math.inf
-        below = Fraction(w) + (Fraction(math.nextafter(w, -math.inf)) - Fraction(w)) / 2
-        lo, hi = math.floor(below * k) - 1, math.ceil(Fraction(w) * k)  # g(lo) < w <= g(hi)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if float(Fraction(mid, k)) >= w else (mid, hi)
-        return hi
-
-    ge, gt = first_at_least(v), first_at_least(math.nextafter(v, math.inf))
-    return {CompareOp.EQ: (ge, gt - 1), CompareOp.LT: (-math.inf, ge - 1),
-            CompareOp.LE: (-math.inf, gt - 1), CompareOp.GT: (gt, math.inf),
-            CompareOp.GE: (ge, math.inf)}[op]
+def _fold(node: ast.AST) -> int:
+    match node:
+        case ast.Constant(value=int(v)):
+            return v
+        case ast.UnaryOp(op=ast.Invert(), operand=a):
+            return ~_fold(a)
+        case ast.BinOp(left=a, op=ast.BitAnd(), right=b):
+            return _fold(a) & _fold(b)
+        case ast.BinOp(left=a, op=ast.BitOr(), right=b):
+            return _fold(a) | _fold(b)
+    raise ValueError(f"not a constant predicate word: {ast.dump(node)}")
 
 
 def _compare_bounds(op: CompareOp, v: Any, t: pa.DataType) -> tuple[float | int, float | int]:
-    """The integer window [lo, hi] of stored values x satisfying `x op v`, exactly."""
-    if op is CompareOp.NE:
-        raise Unsupported("bpf: != is not a range")
-    if pa.types.is_floating(t):  # order keys: monotonic, NaN largest, -0.0 equal to 0.0
-        k = float_key(float(v))
-        return {CompareOp.EQ: (k, k), CompareOp.LT: (-math.inf, k - 1),
-                CompareOp.LE: (-math.inf, k), CompareOp.GT: (k + 1, math.inf),
-                CompareOp.GE: (k, math.inf)}[op]
-    if isinstance(v, float):
-        if math.isnan(v) or math.isinf(v):
-            raise Unsupported("bpf: comparison with a non-finite float")
-        return _float_window(op, v, 10 ** _scale(t))
-    if isinstance(v, decimal.Decimal):
-        exact = Fraction(v) * 10 ** _scale(t)
-    elif isinstance(v, int) and pa.types.is_date32(t):  # a timestamp[ns] literal's nanoseconds
-        exact = Fraction(v, 86_400 * 10**9)
-    elif isinstance(v, bool | int):
-        exact = Fraction(int(v)) * 10 ** _scale(t)
-    elif isinstance(v, dt.datetime) and pa.types.is_date32(t):
-        exact = _days(v)  # the date compares as its midnight (pandas gives Timestamps)
-    elif isinstance(v, dt.datetime):
-        if not pa.types.is_timestamp(t):
-            raise Unsupported("bpf: timestamp literal against a date column")
-        exact = Fraction(_to_int(v, t))
-    elif isinstance(v, dt.date):
-        if not pa.types.is_date32(t):
-            raise Unsupported("bpf: date literal against a timestamp column")
-        exact = Fraction(_to_int(v, t))
-    else:
-        raise Unsupported(f"bpf: literal {v!r}")
-    floor, ceil = math.floor(exact), math.ceil(exact)
-    match op:
-        case CompareOp.EQ:
-            return (floor, floor) if floor == ceil else (1, 0)
-        case CompareOp.LT:
-            return -math.inf, ceil - 1
-        case CompareOp.LE:
-            return -math.inf, floor
-        case CompareOp.GT:
-            return floor + 1, math.inf
-        case CompareOp.GE:
-            return ceil, math.inf
-    raise Unsupported(f"bpf: operator {op}")
+    """The integer window [lo, hi] of stored values x satisfying `x op v`, exactly (the
+    shared comparison semantics, connector/compare.py)."""
+    if isinstance(v, dt.datetime) and v.tzinfo is not None and pa.types.is_date32(t):
+        raise Unsupported("bpf: time-zone aware timestamp against a date column")
+    try:
+        return window(op, v, logical_type(t))
+    except ValueError as exc:
+        raise Unsupported(f"bpf: {exc}") from None
 
 
 def compile_plan(plan: Plan, schema: pa.Schema, stats: dict[str, ColumnStats], rows: int,

@@ -30,16 +30,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bpfstore.connector import decimals
 from bpfstore.connector.combine import partial_schema
+from bpfstore.connector.compare import float_from_key
 from bpfstore.connector.errors import Unsupported, VerifierRejected
 from bpfstore.connector.plan import Dialect, Plan, columns_of
 
+from ...budget import check_budget
 from ...stats import ColumnStats
+from .. import exact
 from ..arrow_engine import AggregateResult
 from . import libbpf
 from .codegen import ACC_BYTES, BITS, Program, compile_plan
 
 CLANGS = ("clang-19", "clang-18", "clang")
+RUN_ROWS = 1 << 22  # rows of one hot-path call: ~10 ms, so a cancel is seen that soon
 COMPILED_PLANS = 4096  # generated programs remembered per (plan, partition, path)
 log = logging.getLogger("bpfstore.agent")
 _EPOCH = dt.date(1970, 1, 1)
@@ -322,8 +327,11 @@ class BpfEngine:
 
 
 def _run(loaded: libbpf.Program, ctx: Any, rows: int) -> None:
-    """Run until every row of [ctx.start, rows) is done (may_goto may end a call early)."""
+    """Run until every row of [ctx.start, rows) is done, at most RUN_ROWS a call (may_goto
+    may end one early), checking the request's budget between calls."""
     while True:
+        check_budget()
+        ctx.end = min(rows, ctx.start + RUN_ROWS)
         try:
             rc = loaded.run(ctx)
         except OSError as exc:
@@ -399,7 +407,7 @@ def _partials(program: Program, ctx: Any, schema: pa.Schema) -> pa.Table:
             total = getattr(ctx, f"slo{k}") | (getattr(ctx, f"shi{k}") << 64)
             if total >= 2**127:
                 total -= 2**128
-            values.append(decimal.Decimal(total).scaleb(-t.scale))
+            values.append(decimals.decimal_total(total, t))
         else:
             values.append(_typed(getattr(ctx, f"m{k}"), t))
     return pa.Table.from_arrays([pa.array([v], f.type) for v, f in zip(values, schema,
@@ -443,9 +451,9 @@ def _grouped_partials(program: Program, words: np.ndarray, schema: pa.Schema,
             hi = rows[:, slot + 1]
             if slot in program.narrow:  # a proven 64-bit total: its high word is its sign
                 hi = rows[:, slot] >> 63
-            values = [decimal.Decimal((int(h) << 64) | int(lo_)).scaleb(-f.type.scale)
-                      if n else None for lo_, h, n in zip(lo, hi, inputs, strict=True)]
-            columns.append(pa.array(values, f.type))
+            totals = [(int(h) << 64) | int(lo_) if n else None
+                      for lo_, h, n in zip(lo, hi, inputs, strict=True)]
+            columns.append(decimals.totals_array(totals, f.type))
         else:
             columns.append(pa.array([_typed(int(v), f.type) if n else None
                                      for v, n in zip(rows[:, slot], inputs, strict=True)],
@@ -464,20 +472,16 @@ def _empty_partials(program: Program, schema: pa.Schema) -> pa.Table:
 
 def _float_keys(data: pa.ChunkedArray) -> pa.ChunkedArray:
     """float_key of every value, vectorized (NULL rows get an arbitrary key)."""
-    f = data.cast(pa.float64()).fill_null(0.0).to_numpy().copy()
-    f[np.isnan(f)] = np.nan
-    f[f == 0.0] = 0.0
-    bits = f.view(np.int64)
-    return pa.chunked_array([pa.array(bits ^ ((bits >> 63) & np.int64(0x7FFFFFFFFFFFFFFF)))])
+    keys = exact.float_order_key(data.cast(pa.float64()).fill_null(0.0))
+    return pa.chunked_array([keys.combine_chunks()], pa.int64())
 
 
 def _typed(v: int, t: pa.DataType) -> Any:
     """A MIN/MAX result (stored integer) as a value of the partial's type."""
     if pa.types.is_floating(t):  # back from the order key
-        bits = v ^ ((v >> 63) & 0x7FFFFFFFFFFFFFFF)
-        return float(np.array([bits], dtype=np.int64).view(np.float64)[0])
+        return float_from_key(v)
     if pa.types.is_decimal(t):
-        return decimal.Decimal(v).scaleb(-t.scale)
+        return decimals.to_decimal(v, t.scale)
     if pa.types.is_date32(t):
         return _EPOCH + dt.timedelta(days=v)
     if pa.types.is_boolean(t):

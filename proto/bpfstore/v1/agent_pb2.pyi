@@ -1,5 +1,6 @@
 from bpfstore.v1 import plan_pb2 as _plan_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -55,10 +56,12 @@ class ListDatasetsResponse(_message.Message):
     def __init__(self, datasets: _Optional[_Iterable[_Union[DatasetInfo, _Mapping]]] = ...) -> None: ...
 
 class DescribeDatasetRequest(_message.Message):
-    __slots__ = ("dataset",)
+    __slots__ = ("dataset", "version")
     DATASET_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     dataset: str
-    def __init__(self, dataset: _Optional[str] = ...) -> None: ...
+    version: int
+    def __init__(self, dataset: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class ColumnStats(_message.Message):
     __slots__ = ("column", "null_count", "min", "max", "has_nan")
@@ -91,24 +94,32 @@ class PartitionInfo(_message.Message):
     def __init__(self, id: _Optional[str] = ..., rows: _Optional[int] = ..., bytes: _Optional[int] = ..., stats: _Optional[_Iterable[_Union[ColumnStats, _Mapping]]] = ..., replicas: _Optional[_Iterable[str]] = ..., checksum: _Optional[str] = ...) -> None: ...
 
 class DatasetInfo(_message.Message):
-    __slots__ = ("name", "arrow_schema", "version", "partitions", "created")
+    __slots__ = ("name", "arrow_schema", "version", "partitions", "created", "txn", "pending_version", "pending_txn")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARROW_SCHEMA_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PARTITIONS_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    TXN_FIELD_NUMBER: _ClassVar[int]
+    PENDING_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PENDING_TXN_FIELD_NUMBER: _ClassVar[int]
     name: str
     arrow_schema: bytes
     version: int
     partitions: _containers.RepeatedCompositeFieldContainer[PartitionInfo]
     created: str
-    def __init__(self, name: _Optional[str] = ..., arrow_schema: _Optional[bytes] = ..., version: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[PartitionInfo, _Mapping]]] = ..., created: _Optional[str] = ...) -> None: ...
+    txn: str
+    pending_version: int
+    pending_txn: str
+    def __init__(self, name: _Optional[str] = ..., arrow_schema: _Optional[bytes] = ..., version: _Optional[int] = ..., partitions: _Optional[_Iterable[_Union[PartitionInfo, _Mapping]]] = ..., created: _Optional[str] = ..., txn: _Optional[str] = ..., pending_version: _Optional[int] = ..., pending_txn: _Optional[str] = ...) -> None: ...
 
 class AggregateRequest(_message.Message):
-    __slots__ = ("plan",)
+    __slots__ = ("plan", "dataset_version")
     PLAN_FIELD_NUMBER: _ClassVar[int]
+    DATASET_VERSION_FIELD_NUMBER: _ClassVar[int]
     plan: _plan_pb2.Plan
-    def __init__(self, plan: _Optional[_Union[_plan_pb2.Plan, _Mapping]] = ...) -> None: ...
+    dataset_version: int
+    def __init__(self, plan: _Optional[_Union[_plan_pb2.Plan, _Mapping]] = ..., dataset_version: _Optional[int] = ...) -> None: ...
 
 class PartitionReport(_message.Message):
     __slots__ = ("partition", "engine", "path", "rows_scanned", "rows_matched", "bytes_scanned", "time_ns", "pruned", "note")
@@ -143,12 +154,14 @@ class AggregateResponse(_message.Message):
     def __init__(self, partials: _Optional[bytes] = ..., partitions: _Optional[_Iterable[_Union[PartitionReport, _Mapping]]] = ..., dataset_version: _Optional[int] = ...) -> None: ...
 
 class ScanRequest(_message.Message):
-    __slots__ = ("plan", "batch_rows")
+    __slots__ = ("plan", "batch_rows", "dataset_version")
     PLAN_FIELD_NUMBER: _ClassVar[int]
     BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
+    DATASET_VERSION_FIELD_NUMBER: _ClassVar[int]
     plan: _plan_pb2.Plan
     batch_rows: int
-    def __init__(self, plan: _Optional[_Union[_plan_pb2.Plan, _Mapping]] = ..., batch_rows: _Optional[int] = ...) -> None: ...
+    dataset_version: int
+    def __init__(self, plan: _Optional[_Union[_plan_pb2.Plan, _Mapping]] = ..., batch_rows: _Optional[int] = ..., dataset_version: _Optional[int] = ...) -> None: ...
 
 class ScanChunk(_message.Message):
     __slots__ = ("arrow_ipc", "report")
@@ -159,18 +172,20 @@ class ScanChunk(_message.Message):
     def __init__(self, arrow_ipc: _Optional[bytes] = ..., report: _Optional[_Union[PartitionReport, _Mapping]] = ...) -> None: ...
 
 class WriteChunk(_message.Message):
-    __slots__ = ("dataset", "partition", "overwrite", "replicas", "arrow_ipc")
+    __slots__ = ("dataset", "partition", "overwrite", "replicas", "arrow_ipc", "txn")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     OVERWRITE_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
     ARROW_IPC_FIELD_NUMBER: _ClassVar[int]
+    TXN_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     partition: str
     overwrite: bool
     replicas: _containers.RepeatedScalarFieldContainer[str]
     arrow_ipc: bytes
-    def __init__(self, dataset: _Optional[str] = ..., partition: _Optional[str] = ..., overwrite: _Optional[bool] = ..., replicas: _Optional[_Iterable[str]] = ..., arrow_ipc: _Optional[bytes] = ...) -> None: ...
+    txn: str
+    def __init__(self, dataset: _Optional[str] = ..., partition: _Optional[str] = ..., overwrite: _Optional[bool] = ..., replicas: _Optional[_Iterable[str]] = ..., arrow_ipc: _Optional[bytes] = ..., txn: _Optional[str] = ...) -> None: ...
 
 class WriteResponse(_message.Message):
     __slots__ = ("dataset", "partitions", "rows", "version")
@@ -183,6 +198,68 @@ class WriteResponse(_message.Message):
     rows: int
     version: int
     def __init__(self, dataset: _Optional[str] = ..., partitions: _Optional[_Iterable[str]] = ..., rows: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+
+class PrepareWriteRequest(_message.Message):
+    __slots__ = ("dataset", "txn", "version", "overwrite", "partitions", "arrow_schema", "primary")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    TXN_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    PARTITIONS_FIELD_NUMBER: _ClassVar[int]
+    ARROW_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    txn: str
+    version: int
+    overwrite: bool
+    partitions: _containers.RepeatedScalarFieldContainer[str]
+    arrow_schema: bytes
+    primary: str
+    def __init__(self, dataset: _Optional[str] = ..., txn: _Optional[str] = ..., version: _Optional[int] = ..., overwrite: _Optional[bool] = ..., partitions: _Optional[_Iterable[str]] = ..., arrow_schema: _Optional[bytes] = ..., primary: _Optional[str] = ...) -> None: ...
+
+class PrepareWriteResponse(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class CommitWriteRequest(_message.Message):
+    __slots__ = ("dataset", "txn", "abort")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    TXN_FIELD_NUMBER: _ClassVar[int]
+    ABORT_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    txn: str
+    abort: bool
+    def __init__(self, dataset: _Optional[str] = ..., txn: _Optional[str] = ..., abort: _Optional[bool] = ...) -> None: ...
+
+class CommitWriteResponse(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class WriteStatusRequest(_message.Message):
+    __slots__ = ("dataset", "txn")
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    TXN_FIELD_NUMBER: _ClassVar[int]
+    dataset: str
+    txn: str
+    def __init__(self, dataset: _Optional[str] = ..., txn: _Optional[str] = ...) -> None: ...
+
+class WriteStatusResponse(_message.Message):
+    __slots__ = ("state",)
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        UNKNOWN: _ClassVar[WriteStatusResponse.State]
+        PREPARED: _ClassVar[WriteStatusResponse.State]
+        COMMITTED: _ClassVar[WriteStatusResponse.State]
+    UNKNOWN: WriteStatusResponse.State
+    PREPARED: WriteStatusResponse.State
+    COMMITTED: WriteStatusResponse.State
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: WriteStatusResponse.State
+    def __init__(self, state: _Optional[_Union[WriteStatusResponse.State, str]] = ...) -> None: ...
 
 class DropDatasetRequest(_message.Message):
     __slots__ = ("dataset",)

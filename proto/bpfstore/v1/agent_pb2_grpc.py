@@ -64,6 +64,21 @@ class AgentStub:
                 request_serializer=bpfstore_dot_v1_dot_agent__pb2.WriteChunk.SerializeToString,
                 response_deserializer=bpfstore_dot_v1_dot_agent__pb2.WriteResponse.FromString,
                 _registered_method=True)
+        self.PrepareWrite = channel.unary_unary(
+                '/bpfstore.v1.Agent/PrepareWrite',
+                request_serializer=bpfstore_dot_v1_dot_agent__pb2.PrepareWriteRequest.SerializeToString,
+                response_deserializer=bpfstore_dot_v1_dot_agent__pb2.PrepareWriteResponse.FromString,
+                _registered_method=True)
+        self.CommitWrite = channel.unary_unary(
+                '/bpfstore.v1.Agent/CommitWrite',
+                request_serializer=bpfstore_dot_v1_dot_agent__pb2.CommitWriteRequest.SerializeToString,
+                response_deserializer=bpfstore_dot_v1_dot_agent__pb2.CommitWriteResponse.FromString,
+                _registered_method=True)
+        self.WriteStatus = channel.unary_unary(
+                '/bpfstore.v1.Agent/WriteStatus',
+                request_serializer=bpfstore_dot_v1_dot_agent__pb2.WriteStatusRequest.SerializeToString,
+                response_deserializer=bpfstore_dot_v1_dot_agent__pb2.WriteStatusResponse.FromString,
+                _registered_method=True)
         self.DropDataset = channel.unary_unary(
                 '/bpfstore.v1.Agent/DropDataset',
                 request_serializer=bpfstore_dot_v1_dot_agent__pb2.DropDatasetRequest.SerializeToString,
@@ -107,7 +122,30 @@ class AgentServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Write(self, request_iterator, context):
-        """Arrow IPC stream bytes in order; the first message names the dataset. Atomic commit.
+        """Arrow IPC stream bytes in order; the first message names the dataset. Without a txn
+        the partition commits at once (a new dataset version); with one it is staged, invisible,
+        until PrepareWrite + CommitWrite of that txn.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PrepareWrite(self, request, context):
+        """Two-phase commit of a staged write, driven by the client: prepare on every agent
+        (primary first), then commit (primary first: its commit decides) or abort.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CommitWrite(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WriteStatus(self, request, context):
+        """What this agent knows of a txn: asked by a restarted peer holding it prepared.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,6 +189,21 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.Write,
                     request_deserializer=bpfstore_dot_v1_dot_agent__pb2.WriteChunk.FromString,
                     response_serializer=bpfstore_dot_v1_dot_agent__pb2.WriteResponse.SerializeToString,
+            ),
+            'PrepareWrite': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareWrite,
+                    request_deserializer=bpfstore_dot_v1_dot_agent__pb2.PrepareWriteRequest.FromString,
+                    response_serializer=bpfstore_dot_v1_dot_agent__pb2.PrepareWriteResponse.SerializeToString,
+            ),
+            'CommitWrite': grpc.unary_unary_rpc_method_handler(
+                    servicer.CommitWrite,
+                    request_deserializer=bpfstore_dot_v1_dot_agent__pb2.CommitWriteRequest.FromString,
+                    response_serializer=bpfstore_dot_v1_dot_agent__pb2.CommitWriteResponse.SerializeToString,
+            ),
+            'WriteStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.WriteStatus,
+                    request_deserializer=bpfstore_dot_v1_dot_agent__pb2.WriteStatusRequest.FromString,
+                    response_serializer=bpfstore_dot_v1_dot_agent__pb2.WriteStatusResponse.SerializeToString,
             ),
             'DropDataset': grpc.unary_unary_rpc_method_handler(
                     servicer.DropDataset,
@@ -320,6 +373,87 @@ class Agent:
             '/bpfstore.v1.Agent/Write',
             bpfstore_dot_v1_dot_agent__pb2.WriteChunk.SerializeToString,
             bpfstore_dot_v1_dot_agent__pb2.WriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrepareWrite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bpfstore.v1.Agent/PrepareWrite',
+            bpfstore_dot_v1_dot_agent__pb2.PrepareWriteRequest.SerializeToString,
+            bpfstore_dot_v1_dot_agent__pb2.PrepareWriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CommitWrite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bpfstore.v1.Agent/CommitWrite',
+            bpfstore_dot_v1_dot_agent__pb2.CommitWriteRequest.SerializeToString,
+            bpfstore_dot_v1_dot_agent__pb2.CommitWriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bpfstore.v1.Agent/WriteStatus',
+            bpfstore_dot_v1_dot_agent__pb2.WriteStatusRequest.SerializeToString,
+            bpfstore_dot_v1_dot_agent__pb2.WriteStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

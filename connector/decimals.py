@@ -1,0 +1,147 @@
+"""Exact decimal and integer totals: the one accumulation path of every engine and merge.
+
+Python's `decimal` rounds every operation to its context's precision (28 digits by default),
+so nothing here runs under the global context: totals are Python ints of unscaled values,
+decimals are built from them under `EXACT` (100 digits, more than any decimal128 needs), and
+Arrow's grouped sums (which wrap silently on decimal128) only ever add 32-bit limbs in int64.
+A total that does not fit decimal128(38, s) is `ArithmeticOverflow` (OUT_OF_RANGE), the same
+in every grouped and ungrouped, single- and multi-partition path.
+"""
+
+from __future__ import annotations
+
+import decimal
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import ArithmeticOverflow
+
+EXACT = decimal.Context(prec=100, Emax=10**6, Emin=-(10**6))
+MAX_UNSCALED = 10**38  # decimal128(38, s) holds |unscaled| < 10**38
+_LOW32 = np.int64(0xFFFFFFFF)
+_LIMB_ROWS = 2**31  # a sum of this many 32-bit limbs stays inside int64
+
+
+def to_decimal(unscaled: int, scale: int) -> decimal.Decimal:
+    """unscaled / 10**scale as a Decimal, exactly."""
+    return decimal.Decimal(unscaled).scaleb(-scale, context=EXACT)
+
+
+def unscaled(value: decimal.Decimal | int, scale: int) -> int:
+    """value * 10**scale as an int, exactly (ValueError when that is not a whole number)."""
+    shifted = decimal.Decimal(value).scaleb(scale, context=EXACT)
+    whole = int(shifted)
+    if whole != shifted:
+        raise ValueError(f"{value} has more than {scale} decimal places")
+    return whole
+
+
+def divide_half_up(numerator: int, denominator: int) -> int:
+    """numerator / denominator (> 0) rounded half away from zero, exactly."""
+    q, r = divmod(abs(numerator), denominator)
+    q += 2 * r >= denominator
+    return q if numerator >= 0 else -q
+
+
+def checked_total(total: int | None, t: pa.DataType) -> int | None:
+    """`total` (unscaled), or ArithmeticOverflow when it does not fit decimal128(38)."""
+    if total is not None and abs(total) >= MAX_UNSCALED:
+        raise ArithmeticOverflow(f"sum exceeds 38 digits ({t})")
+    return total
+
+
+def decimal_total(total: int | None, t: pa.DataType) -> decimal.Decimal | None:
+    """A checked unscaled total as a Decimal of the partial's type `t`."""
+    checked = checked_total(total, t)
+    return None if checked is None else to_decimal(checked, t.scale)
+
+
+def sum_decimals(values: Sequence[decimal.Decimal], t: pa.DataType) -> decimal.Decimal | None:
+    """Exact, checked sum of decimal partials of type `t` (None when there are none)."""
+    if not values:
+        return None
+    return decimal_total(sum(unscaled(v, t.scale) for v in values), t)
+
+
+def totals_array(totals: Sequence[int | None], t: pa.DataType) -> pa.Array:
+    """Checked unscaled totals (None: NULL) as a decimal128 array of type `t`."""
+    words = np.zeros((len(totals), 2), dtype=np.uint64)
+    valid = np.ones(len(totals), dtype=bool)
+    for i, total in enumerate(totals):
+        if total is None:
+            valid[i] = False
+            continue
+        bits = checked_total(total, t) % 2**128  # type: ignore[operator]
+        words[i] = bits & (2**64 - 1), bits >> 64
+    validity = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(t, len(totals), [validity, pa.py_buffer(words)],
+                                 null_count=int((~valid).sum()))
+
+
+def limbs(words: np.ndarray, unsigned: bool = False) -> list[np.ndarray]:
+    """32-bit limbs, lowest first, of int64 values (`words` 1-d) or of decimal128 values
+    (`words` n x 2: low, high int64 word) as int64 arrays: the value is sum(limb_i << 32 i)
+    and a sum of up to 2**31 limbs cannot overflow int64. The top limb keeps the sign
+    (unless `unsigned`: uint64 values viewed as int64)."""
+    if len(words) >= _LIMB_ROWS:
+        raise ValueError("limb sums are exact below 2**31 rows")
+    cols = [words] if words.ndim == 1 else [words[:, 0], words[:, 1]]
+    out = []
+    for i, w in enumerate(cols):
+        top = i == len(cols) - 1 and not unsigned
+        out.append(w & _LOW32)
+        out.append(w >> 32 if top else (w.view(np.uint64) >> np.uint64(32)).view(np.int64))
+    return out
+
+
+def join_limbs(sums: Sequence[Sequence[int | None]]) -> list[int | None]:
+    """Per row, sum(limb_i << 32 i) of the limbs' sums (None where the first is None)."""
+    out: list[int | None] = []
+    for row in zip(*sums, strict=True):
+        out.append(None if row[0] is None else
+                   sum(int(s) << (32 * i) for i, s in enumerate(row)))
+    return out
+
+
+def words(c: pa.Array) -> tuple[np.ndarray, bool]:
+    """An integer or decimal128 array's values as `limbs` takes them."""
+    if pa.types.is_decimal(c.type):
+        return values_view(c, np.dtype(np.int64), 2).reshape(-1, 2), False
+    v = values_view(c, np.dtype(c.type.to_pandas_dtype()))
+    if v.dtype == np.uint64:
+        return v.view(np.int64), True
+    return v.astype(np.int64, copy=False), False
+
+
+def limb_columns(data: pa.ChunkedArray) -> list[pa.ChunkedArray]:
+    """`limbs` of every value as int64 columns with the input's validity: Arrow's
+    grouped sums of them are exact (a grouped decimal128 sum would wrap silently)."""
+    count = 4 if pa.types.is_decimal(data.type) else 2
+    per_chunk = [[with_values(c, limb, pa.int64()) for limb in limbs(*words(c))]
+                 for c in data.chunks]
+    return [pa.chunked_array([parts[i] for parts in per_chunk], type=pa.int64())
+            for i in range(count)]
+
+
+def values_view(arr: pa.Array, dtype: np.dtype, per_value: int = 1) -> np.ndarray:
+    """The fixed-width data buffer of `arr` as numpy (nulls hold arbitrary values).
+
+    `per_value` numpy items make one Arrow value (2 int64 words for decimal128).
+    """
+    buf = arr.buffers()[1]
+    count = (arr.offset + len(arr)) * per_value
+    view = np.frombuffer(buf, dtype=dtype, count=count) if buf else np.empty(0, dtype)
+    return view[arr.offset * per_value:]
+
+
+def with_values(arr: pa.Array, values: np.ndarray, t: pa.DataType) -> pa.Array:
+    """A new array of type `t` holding `values`, with the validity of `arr`."""
+    validity = arr.buffers()[0]
+    if validity is not None and arr.offset:
+        validity = pc.is_valid(arr).buffers()[1]  # re-based bitmap
+    data = pa.py_buffer(np.ascontiguousarray(values))
+    return pa.Array.from_buffers(t, len(arr), [validity, data],
+                                 null_count=arr.null_count)
