@@ -805,8 +805,10 @@ def _check_complete(dataset: str, parts: dict[str, pb.PartitionInfo],
 
 def _stats_dict(s: pb.ColumnStats) -> dict[str, Any]:
     out: dict[str, Any] = {"null_count": s.null_count, "has_nan": s.has_nan}
-    if s.HasField("min"):
-        out["min"] = wire.literal_from_proto(s.min).value
-    if s.HasField("max"):
-        out["max"] = wire.literal_from_proto(s.max).value
+    for bound in ("min", "max"):
+        # Legal data Python cannot hold (a timestamp before year 1, a date after 9999): the
+        # bound stays unknown, which only ever costs pruning.
+        with contextlib.suppress(PlanInvalid, OverflowError):
+            if s.HasField(bound):
+                out[bound] = wire.literal_from_proto(getattr(s, bound)).value
     return out

@@ -390,10 +390,16 @@ def _dataset_info(meta: DatasetMeta, with_stats: bool) -> pb.DatasetInfo:
             cs = part.stats.add(column=name, null_count=s.null_count, has_nan=s.has_nan)
             t = logical_type(meta.schema.field(name).type)
             for value, target in ((s.min, cs.min), (s.max, cs.max)):
-                if value is not None:  # a timestamp's integer as it is: no datetime holds all
-                    exact = value if pa.types.is_timestamp(t) and isinstance(value, int) \
-                        else decode(value, t)
-                    target.CopyFrom(wire.literal_to_proto(Literal(exact, result_type=t)))
+                if value is None:
+                    continue
+                if pa.types.is_timestamp(t) and isinstance(value, int):
+                    exact = value  # a timestamp's integer as it is: no datetime holds all
+                else:
+                    try:
+                        exact = decode(value, t)
+                    except OverflowError:  # a date after 9999: the client sees no bound
+                        continue
+                target.CopyFrom(wire.literal_to_proto(Literal(exact, result_type=t)))
     return info
 
 

@@ -62,6 +62,8 @@ def column_stats(data: pa.ChunkedArray) -> ColumnStats:
         data = data.cast(pa.decimal128(t.precision, t.scale))
     if pa.types.is_timestamp(t):  # its integers, in its unit: exact at any resolution
         data = data.cast(pa.int64())
+    if pa.types.is_date32(t):  # its days (what `encode` keeps): no Python date holds them all
+        data = data.cast(pa.int32())
     mm = pc.min_max(data)
     lo, hi = mm["min"].as_py(), mm["max"].as_py()
     if pa.types.is_floating(t):  # -0.0 equals 0.0: MIN/MAX answer 0.0, as every engine does
@@ -117,6 +119,8 @@ def stored_bounds(s: ColumnStats, t: pa.DataType) -> tuple[int, int] | None:
         return None
     if pa.types.is_timestamp(t):
         return stored_timestamp(s.min, t), stored_timestamp(s.max, t)
+    if pa.types.is_date32(t):
+        return s.min, s.max
     return stored_int(decode(s.min, t), t), stored_int(decode(s.max, t), t)
 
 
@@ -213,7 +217,7 @@ def answer_from_stats(plan: Plan, stats: dict[str, ColumnStats], rows: int,
             value = s.min if agg.func is AggFunc.MIN else s.max
             # a timestamp as its integer: exact without pandas (which holds nanoseconds)
             out.append(stored_timestamp(value, t) if pa.types.is_timestamp(t) else
-                       decode(value, t))
+                       value if pa.types.is_date32(t) else decode(value, t))
     return out
 
 

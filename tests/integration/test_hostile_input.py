@@ -310,3 +310,18 @@ def _still_serving(stub) -> None:
         "hostile", aggregates=(sum_("a"),)))), timeout=10)
     assert got.partials, "the agent still answers"
 
+
+
+def test_values_python_cannot_hold_are_stored_and_counted(client) -> None:
+    """A timestamp before year 1 and a date after 9999 are legal Arrow values: the dataset
+    describes (those bounds stay unknown to the client) and queries count them."""
+    table = pa.table({"ts": pa.array([-62_135_596_801, 0], pa.timestamp("s")),
+                      "d": pa.array([3_000_000, 0], pa.date32())})
+    client.write("beyond_python", table, overwrite=True)
+    stats = client.describe("beyond_python").partitions[0].stats
+    assert "min" not in stats["ts"] and stats["ts"]["max"] is not None
+    assert "max" not in stats["d"] and stats["d"]["min"] is not None
+    got = client.aggregate("beyond_python", [count_star(), count("ts")],
+                           where=col("ts") >= Literal(0, result_type=pa.timestamp("s")))
+    assert got.to_pylist() == [{"count_star()": 1, "count(ts)": 1}] or \
+        list(got.to_pylist()[0].values()) == [1, 1]
