@@ -159,3 +159,27 @@ class Cluster:
     @property
     def addresses(self) -> list[str]:
         return [a.address for a in self.agents]
+
+
+def bytes_returned(agents: list[Any]) -> int:
+    """Response bytes the agents have sent for Scan and Aggregate calls so far (their
+    metrics): what a front end moved over the network."""
+    registry = agents[0].service.metrics.registry
+    total = 0.0
+    for agent in agents:
+        registry = agent.service.metrics.registry
+        for method in ("Scan", "Aggregate"):
+            total += registry.get_sample_value("bpfstore_agent_bytes_returned_total",
+                                               {"method": method}) or 0.0
+    return int(total)
+
+
+def record(**fields: Any) -> None:
+    """One measurement as a JSON line in $TPCH_REPORT (when set): front end, query, equal,
+    seconds over bpfstore and over Parquet, bytes moved."""
+    path = os.environ.get("TPCH_REPORT")
+    if path:
+        import json
+
+        with open(path, "a") as f:
+            f.write(json.dumps({"sf": SF, **fields}, default=str) + "\n")
