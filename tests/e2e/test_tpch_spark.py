@@ -5,6 +5,7 @@ rounding)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -20,27 +21,34 @@ def views(tpch: t.Cluster) -> dict[str, Any]:
     spark = spark_session()
     agents = ",".join(tpch.addresses)
     parquet = tpch.data.split_dir("parquet")
-    for name in t.TABLES:
-        spark.read.format("bpfstore").option("agents", agents).load(name) \
-            .createOrReplaceTempView(name)
-        spark.read.parquet(str(parquet / name)).createOrReplaceTempView(f"{name}_parquet")
-    return {"spark": spark, "oracle": tpch.data.duckdb()}
+    ours = {n: spark.read.format("bpfstore").option("agents", agents).load(n) for n in t.TABLES}
+    plain = {n: spark.read.parquet(str(parquet / n)) for n in t.TABLES}
+    return {"spark": spark, "ours": ours, "plain": plain, "oracle": tpch.data.duckdb()}
 
 
-def on_parquet(text: str) -> str:
-    import re
-
-    return re.sub(rf"\b({'|'.join(t.TABLES)})\b(?!\.)", r"\1_parquet", text)
+def run(views: dict[str, Any], kind: str, text: str) -> Any:
+    """The query over temp views named as the tables, on bpfstore ("ours") or Parquet."""
+    for name, df in views[kind].items():
+        df.createOrReplaceTempView(name)
+    return views["spark"].sql(text)
 
 
 @pytest.mark.parametrize("ansi", ["true", "false"])
 @pytest.mark.parametrize("name", t.NAMES)
-def test_tpch_query(name: str, ansi: str, views: dict[str, Any]) -> None:
+def test_tpch_query(name: str, ansi: str, views: dict[str, Any], tpch: t.Cluster) -> None:
     spark, text = views["spark"], t.query(name)
     with settings(spark, spark__sql__ansi__enabled=ansi):
-        ours = spark.sql(text)
+        moved, started = t.bytes_returned(tpch.agents), time.perf_counter()
+        ours = run(views, "ours", text)
         ours_rows, ours_schema = rows(ours), schema_of(ours)
-        plain = spark.sql(on_parquet(text))
+        seconds, moved = time.perf_counter() - started, t.bytes_returned(tpch.agents) - moved
+        started = time.perf_counter()
+        plain = run(views, "plain", text)
+        plain_rows = rows(plain)
+        parquet_seconds = time.perf_counter() - started
+        diff = t.differences(name, ours_rows, plain_rows) + t.differences(
+            name, ours_rows, views["oracle"].sql(text).fetchall())
+        t.record(frontend=f"spark-ansi-{ansi}", query=name, equal=not diff, seconds=seconds,
+                 parquet_seconds=parquet_seconds, bytes_moved=moved)
         assert ours_schema == schema_of(plain)
-        assert t.differences(name, ours_rows, rows(plain)) == []
-        assert t.differences(name, ours_rows, views["oracle"].sql(text).fetchall()) == []
+        assert diff == []

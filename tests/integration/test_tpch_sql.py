@@ -5,6 +5,9 @@ same data."""
 
 from __future__ import annotations
 
+import time
+
+import duckdb
 import pytest
 import tpch as t
 
@@ -25,15 +28,31 @@ def oracle(tpch: t.Cluster):
     return tpch.data.duckdb()
 
 
+def _on_parquet(tpch: t.Cluster, text: str) -> float:
+    """Seconds DuckDB takes for the query over the same partitions as Parquet files."""
+    con = duckdb.connect()
+    for name in t.TABLES:
+        files = str(tpch.data.split_dir("parquet") / name / "*.parquet")
+        con.execute(f"create view {name} as select * from read_parquet('{files}')")
+    started = time.perf_counter()
+    con.sql(text).fetchall()
+    return time.perf_counter() - started
+
+
 @pytest.mark.parametrize("name", t.NAMES)
 def test_tpch_query_equals_duckdb(name: str, client: Client, oracle, tpch: t.Cluster) -> None:
     text = t.query(name)
+    started = time.perf_counter()
     result = client.sql(text)
+    seconds = time.perf_counter() - started
     expected = oracle.sql(text).to_arrow_table()
     assert result.schema.names == expected.schema.names
     assert result.schema.types == expected.schema.types, (result.schema, expected.schema)
     ours = [tuple(r.values()) for r in result.to_pylist()]
-    assert t.differences(name, ours, [tuple(r) for r in oracle.sql(text).fetchall()]) == []
+    diff = t.differences(name, ours, [tuple(r) for r in oracle.sql(text).fetchall()])
+    t.record(frontend="bpfstore-sql", query=name, equal=not diff, seconds=seconds,
+             parquet_seconds=_on_parquet(tpch, text), bytes_moved=client.last_report.bytes_moved)
+    assert diff == []
     path, reason = sql_path(result)
     assert path == ("pushdown" if name in PUSHED else "fallback"), (path, reason)
     report = client.last_report
