@@ -9,6 +9,14 @@ import sys
 from collections import defaultdict
 
 
+def _human(n: float) -> str:
+    for unit in ("B", "kB", "MB"):
+        if n < 1000 or unit == "MB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError
+
+
 def main(path: str) -> None:
     with open(path) as f:
         runs = [json.loads(line) for line in f]
@@ -31,7 +39,7 @@ def main(path: str) -> None:
             if r.get("parquet_seconds") is not None:
                 text += f" / {r['parquet_seconds']:.2f}"
             if r.get("bytes_moved") is not None:
-                text += f", {r['bytes_moved'] / 1e6:.2f} MB"
+                text += f", {_human(r['bytes_moved'])}"
             cells.append(text)
         print(f"| {name} | " + " | ".join(cells) + " |")
 
