@@ -12,7 +12,7 @@ FILE_LIST := .venv/.bpfstore-files
 PKG_DIRS := connector node_agent proto bpf
 PKG_FILES := $(shell find $(PKG_DIRS) pyspark_bpfstore.py -type f -not -path '*/__pycache__/*' 2>/dev/null | sort | cksum)
 
-.PHONY: install test demo bench bench-cluster lint proto clean FORCE
+.PHONY: install test test-tpch demo bench bench-cluster lint proto clean FORCE
 
 install: $(STAMP)
 
@@ -27,6 +27,14 @@ $(FILE_LIST): FORCE
 
 test: install
 	$(PY) -m pytest tests -q
+
+# The TPC-H suite alone at another scale (make test runs it at SF 0.01):
+# make test-tpch SF=1 [REPORT=tpch.jsonl] (then: .venv/bin/python tests/tpch/summary.py tpch.jsonl)
+SF ?= 0.1
+REPORT ?=
+test-tpch: install
+	TPCH_SF=$(SF) TPCH_REPORT=$(REPORT) $(PY) -m pytest -q --timeout=3600 \
+		tests/integration/test_tpch_sql.py tests/e2e/test_tpch_dask.py tests/e2e/test_tpch_spark.py
 
 demo: install
 	$(PY) -m bpfstore.connector.demo $(ARGS)

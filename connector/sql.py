@@ -1,10 +1,13 @@
-"""SQL front end for the CLI: one SELECT over one dataset, parsed with sqlglot (DuckDB dialect).
+"""SQL front end for the CLI: one SELECT query, parsed with sqlglot (DuckDB dialect).
 
 `translate` turns the WHERE clause, GROUP BY and aggregate calls into plan objects. `run_sql`
 pushes an aggregate query whose WHERE is fully translatable to the agents and finishes the rest
 (SELECT expressions, HAVING, ORDER BY, LIMIT) with DuckDB over the small aggregated table; any
 other query is a fallback: a pushdown scan (translatable WHERE terms, used columns only) and the
-original text run by DuckDB. Either way the answer is DuckDB's answer on the full data.
+original text run by DuckDB. A query over several datasets, or with subqueries, CTEs or set
+operations, scans each dataset once (`plan_scans`: the columns it uses, and the WHERE terms
+implied for every reference to it) and DuckDB runs the original text over those rows. Either
+way the answer is DuckDB's answer on the full data.
 """
 
 from __future__ import annotations
@@ -21,8 +24,11 @@ import duckdb
 import pyarrow as pa
 import sqlglot
 from sqlglot import exp
+from sqlglot.optimizer.qualify import qualify
+from sqlglot.optimizer.scope import traverse_scope
 
 from .binding import bind, bind_aggregate, bind_predicate, logical_type, partial_type
+from .client import QueryReport
 from .combine import Avg
 from .errors import BpfstoreError, DatasetNotFound, Unsupported
 from .plan import (
@@ -291,7 +297,16 @@ def to_aggregate(node: exp.AggFunc, names: _Names) -> Aggregate | Avg:
 
 
 def parse(text: str) -> tuple[exp.Query, str]:
-    """The one query in `text` and the dataset it reads; SqlError otherwise."""
+    """The one query in `text` and the one dataset it reads; SqlError otherwise."""
+    tree, datasets = parse_query(text)
+    if len(datasets) != 1:
+        raise SqlError(f"a query reads exactly one dataset, not {datasets}")
+    return tree, datasets[0]
+
+
+def parse_query(text: str) -> tuple[exp.Query, list[str]]:
+    """The one query in `text` and the datasets it reads (first-seen order); SqlError
+    otherwise."""
     try:
         statements = [s for s in sqlglot.parse(text, read="duckdb") if s is not None]
     except sqlglot.errors.ParseError as exc:
@@ -301,16 +316,17 @@ def parse(text: str) -> tuple[exp.Query, str]:
         raise SqlError(f"cannot parse SQL{where}{near}: {first.get('description', exc)}"
                        ) from None
     if len(statements) != 1 or not isinstance(statements[0], exp.Query):
-        raise SqlError("expected exactly one SELECT query")
+        raise SqlError("expected exactly one SELECT query (CREATE VIEW and other statements "
+                       "are not supported: write a view as a WITH clause)")
     tree = statements[0]
     ctes = {c.alias_or_name for c in tree.find_all(exp.CTE)}
     tables = [t for t in tree.find_all(exp.Table) if t.name not in ctes]
     if any(t.args.get("db") or not isinstance(t.this, exp.Identifier) for t in tables):
         raise SqlError('name the dataset alone, quoted if needed: FROM "tpch.lineitem"')
-    datasets = {t.name for t in tables}
-    if len(datasets) != 1:
-        raise SqlError(f"a query reads exactly one dataset, not {sorted(datasets) or 'none'}")
-    return tree, datasets.pop()
+    datasets = list(dict.fromkeys(t.name for t in tables))
+    if not datasets:
+        raise SqlError("a query reads at least one dataset, not none")
+    return tree, datasets
 
 
 def translate(text: str, schema: pa.Schema | None = None) -> SqlQuery:
@@ -433,7 +449,10 @@ def _columns_used(tree: exp.Query, names: _Names) -> tuple[str, ...] | None:
 
 def run_sql(client: Any, text: str, engine: str = "auto") -> pa.Table:
     """DuckDB's answer to `text` on the dataset, computed with pushdown where possible."""
-    dataset, described = _describe_dataset(client, parse(text)[1])
+    tree, datasets = parse_query(text)
+    if len(datasets) > 1 or _single_scan(tree) is not None:
+        return _run_scans(client, text, tree, datasets)
+    dataset, described = _describe_dataset(client, datasets[0])
     schema = pa.schema([f.with_type(logical_type(f.type)) for f in described.schema])
     query = dataclasses.replace(translate(text, schema), dataset=dataset)
     expected = _duckdb(text, {dataset: schema.empty_table()}).schema  # validates, names, types
@@ -451,6 +470,107 @@ def run_sql(client: Any, text: str, engine: str = "auto") -> pa.Table:
     rows = client.scan_table(dataset, columns=columns, where=query.pushed_filter)
     result = _duckdb(text, {dataset: _logical(rows)})
     return _tagged(result, "fallback", query.reason)
+
+
+def _run_scans(client: Any, text: str, tree: exp.Query, datasets: list[str]) -> pa.Table:
+    """Joins, subqueries, CTEs, set operations: one pushdown scan per dataset (the columns the
+    query uses, the WHERE terms that hold for every reference to it), then DuckDB runs the
+    original text over the scanned rows."""
+    schemas = {}
+    real = {}
+    for name in datasets:
+        real[name], described = _describe_dataset(client, name)
+        schemas[name] = pa.schema([f.with_type(logical_type(f.type)) for f in described.schema])
+    _duckdb(text, {n: s.empty_table() for n, s in schemas.items()})  # validates before reading
+    report = QueryReport(mode="scan", dataset=",".join(real.values()))
+    tables = {}
+    for name, (columns, where) in plan_scans(tree, schemas).items():
+        if columns == []:  # only a row count is needed: read the narrowest thing there is
+            columns = [schemas[name].names[0]]
+        tables[name] = _logical(client.scan_table(real[name], columns=columns, where=where))
+        report.partitions += client.last_report.partitions
+        report.bytes_moved += client.last_report.bytes_moved
+        report.wall_seconds += client.last_report.wall_seconds
+    result = _duckdb(text, tables)
+    client.last_report = report
+    reason = "reads several datasets" if len(datasets) > 1 else _single_scan(tree)
+    return _tagged(result, "fallback", reason)
+
+
+def plan_scans(tree: exp.Query, schemas: dict[str, pa.Schema]
+               ) -> dict[str, tuple[list[str] | None, Expr | None]]:
+    """Per dataset of a query: the columns to read (None: all) and the filter that every row
+    the query can use passes (the OR over its references of the WHERE terms on it alone)."""
+    everything: dict[str, tuple[list[str] | None, Expr | None]] = {
+        name: (None, None) for name in schemas}
+    try:
+        mapping: dict[str, object] = {n: {f.name: "INT" for f in s}  # only names matter
+                                      for n, s in schemas.items()}
+        tree = tree.copy()
+        for exists in tree.find_all(exp.Exists):  # what EXISTS selects is never read
+            if isinstance(exists.this, exp.Select):
+                exists.this.set("expressions", [exp.Literal.number(1)])
+        qualified = qualify(tree, schema=mapping, dialect="duckdb",
+                            validate_qualify_columns=False)
+        scopes = traverse_scope(qualified)
+    except sqlglot.errors.SqlglotError:
+        return everything  # DuckDB names the problem, or answers from the whole tables
+    if any(not isinstance(s.parent, exp.Count) for s in qualified.find_all(exp.Star)):
+        return everything  # an unexpanded t.*
+    by_lower = {n.lower(): n for n in schemas}
+    refs: dict[str, list[tuple[Any, str]]] = {n: [] for n in schemas}  # (scope, alias)
+    for scope in scopes:
+        for alias, source in scope.sources.items():
+            if isinstance(source, exp.Table) and source.name.lower() in by_lower:
+                refs[by_lower[source.name.lower()]].append((scope, alias))
+    tables = [t.name.lower() for t in qualified.find_all(exp.Table)]
+    out = dict(everything)
+    for name, found in refs.items():
+        if len(found) != tables.count(name.lower()):
+            continue  # a reference outside any scope (unusual syntax): read it all
+        names = _Names(schemas[name])
+        aliases = {alias for _, alias in found}
+        used = (names.resolve(c.name) for c in qualified.find_all(exp.Column)
+                if c.table in aliases)  # a superset where aliases repeat across scopes
+        columns = list(dict.fromkeys(n for n in used if n is not None))
+        filters = [_reference_filter(scope, alias, names, schemas[name])
+                   for scope, alias in found]
+        implied = [f for f in filters if f is not None]
+        where = None if len(implied) < len(filters) else (
+            implied[0] if len(set(map(repr, implied))) == 1 else Or(tuple(implied)))
+        out[name] = (columns, where)
+    return out
+
+
+def _reference_filter(scope: Any, alias: str, names: _Names, schema: pa.Schema) -> Expr | None:
+    """The translatable WHERE conjuncts of `scope` on `alias` alone; None if there are none
+    (or the scope has an outer join, whose null-extended rows a pushed filter would change)."""
+    select = scope.expression
+    if not isinstance(select, exp.Select) or any(
+            j.side or j.kind not in ("", "INNER", "CROSS") for j in select.args.get("joins") or []):
+        return None
+    where = select.args.get("where")
+    return _implied(where.this, alias, names, schema) if where else None
+
+
+def _implied(node: exp.Expression, alias: str, names: _Names, schema: pa.Schema) -> Expr | None:
+    """A translatable predicate on `alias` alone that every row passing `node` passes: the
+    terms of an AND that have one, an OR only if each of its branches has one."""
+    bare: Any = node.unnest()  # (sqlglot types unnest loosely)
+    if isinstance(bare, exp.And | exp.Or):
+        parts = [_implied(n, alias, names, schema) for n in (bare.this, bare.expression)]
+        if isinstance(bare, exp.And):
+            return and_all([p for p in parts if p is not None])
+        return None if None in parts else Or(tuple(parts))  # type: ignore[arg-type]
+    columns = list(bare.find_all(exp.Column))
+    if not columns or bare.find(exp.Query) or any(c.table != alias for c in columns):
+        return None
+    try:
+        term = to_expr(bare, names)
+        bind_predicate(term, schema)
+    except BpfstoreError:
+        return None
+    return term
 
 
 def _describe_dataset(client: Any, name: str) -> tuple[str, Any]:

@@ -58,3 +58,19 @@ def agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RunningAge
 def client(agents: list[RunningAgent]) -> Iterator[Client]:
     with Client([a.address for a in agents]) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def tpch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """TPC-H data made once per test run (tests/tpch), ingested on two agents of its own."""
+    import tpch as t
+
+    data = t.generate(tmp_path_factory.mktemp("tpch"))
+    running = [RunningAgent(str(tmp_path_factory.mktemp(f"tpch-agent{i}"))) for i in range(2)]
+    try:
+        with Client([a.address for a in running]) as c:
+            t.ingest(c, data)
+        yield t.Cluster(data, running)
+    finally:
+        for a in running:
+            a.stop()

@@ -17,6 +17,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from bpfstore.connector.client import QueryReport
 from bpfstore.connector.errors import DatasetNotFound, Unsupported
 from bpfstore.connector.plan import (
     AggFunc,
@@ -136,7 +137,7 @@ class FakeClient:
         projection = ", ".join(f'"{c}"' for c in columns) if columns else "*"
         sql = f"SELECT {projection} FROM data"
         sql += f" WHERE {sql_of(where)}" if where is not None else ""
-        self.last_report = SimpleNamespace(mode="scan")
+        self.last_report = QueryReport(mode="scan")
         return self._run(dataset, sql)
 
 
