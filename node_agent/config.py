@@ -38,7 +38,7 @@ class AgentConfig:
     max_plan_nodes: int = 10_000
     max_plan_depth: int = 40  # protobuf itself refuses ~48+ nested expression levels
     max_in_list: int = 100_000
-    # Limits before work (write_limits.py): a write's stream is refused from its headers,
+    # Limits before work (limits.py): a write's stream is refused from its headers,
     # before anything is decompressed or materialized, and catalogs stay small.
     max_write_rows: int = 1 << 28  # rows of one partition (a null column costs no bytes)
     max_replicas: int = 16  # replica names of one partition
