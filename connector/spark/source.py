@@ -34,7 +34,7 @@ from pyspark.sql.datasource import (
 
 from ..client import Client, DatasetDescription, StagedWrite, only_partitions, parse_agents
 from ..errors import ArithmeticOverflow, PlanInvalid
-from ..plan import AggFunc, Expr, and_all
+from ..plan import AggFunc, Aggregate, Expr, and_all, col
 from ..transport import Transport, resolve_transport
 from .filters import split_filters
 from .spec import AggSpec, filter_from_option, to_buffers
@@ -151,15 +151,13 @@ class BpfstoreReader(DataSourceReader):  # type: ignore[misc]
         client = client_for(self.agents, self.transport)
         desc = partition.desc or self._describe()
         if self.spec is not None:
-            huge: frozenset[int] = frozenset()
+            huge: frozenset[tuple[int, int]] = frozenset()
             try:
                 partials = client.aggregate_partials(
                     self.dataset, self.spec.aggregates, where=self.spec.filter,
                     group_by=self.spec.groups, dialect="sql", partitions=partition.pids,
                     desc=desc, engine=self.engine)
             except ArithmeticOverflow:
-                if self.spec.groups:
-                    raise
                 partials, huge = self._one_by_one(client, partition.pids, desc)
             _log_report(client, started)
             if partials.num_rows:
@@ -173,23 +171,44 @@ class BpfstoreReader(DataSourceReader):  # type: ignore[misc]
             yield conform(batch, self.target)
 
     def _one_by_one(self, client: Client, pids: Sequence[str], desc: DatasetDescription
-                    ) -> tuple[pa.Table, frozenset[int]]:
-        """A global sum beyond 38 digits makes the agent fail the request; Spark's legacy mode
-        wants NULL for that sum only, so ask for each aggregate alone to find which."""
+                    ) -> tuple[pa.Table, frozenset[tuple[int, int]]]:
+        """A sum beyond 38 digits makes the agent fail the whole request; Spark's legacy mode
+        wants NULL for that sum (of that group) only: so ask for the groups, then for each
+        aggregate of each group alone, to find which. Returns the partials and the (aggregate,
+        row) pairs whose sums no decimal holds. A rare path: only taken after an overflow."""
         assert self.spec is not None
-        columns, huge = [], set()
-        for i, agg in enumerate(self.spec.aggregates):
-            try:
-                t = client.aggregate_partials(self.dataset, [agg], where=self.spec.filter,
-                                              dialect="sql", partitions=pids, desc=desc,
-                                              engine=self.engine)
-                columns.append(t.column(0))
-            except ArithmeticOverflow:
-                if agg.func is not AggFunc.SUM:
-                    raise
-                huge.add(i)
-                columns.append(pa.chunked_array([pa.nulls(1, pa.decimal128(38, 0))]))
-        names = [f"__agg_{i}" for i in range(len(columns))]
+        spec = self.spec
+
+        def ask(aggs: list[Aggregate], where: Expr | None, by: Sequence[str] = ()) -> pa.Table:
+            return client.aggregate_partials(self.dataset, aggs, where=where, group_by=by,
+                                             dialect="sql", partitions=pids, desc=desc,
+                                             engine=self.engine)
+
+        n = len(spec.groups)
+        if n:
+            keys = ask([Aggregate(AggFunc.COUNT_STAR)], spec.filter, spec.groups)
+            columns = [keys.column(i) for i in range(n)]
+            groups = [and_all([*filter(None, [spec.filter]),
+                               *(col(k).is_null() if v is None else col(k).eq(v)
+                                 for k, v in row.items())])
+                      for row in keys.select(list(range(n))).to_pylist()]
+        else:
+            columns, groups = [], [spec.filter]
+        huge: set[tuple[int, int]] = set()
+        for i, agg in enumerate(spec.aggregates):
+            values, t = [], pa.decimal128(38, 0)
+            for row, where in enumerate(groups):
+                try:
+                    value = ask([agg], where).column(0)
+                    values.append(value[0].as_py() if len(value) else None)
+                    t = value.type
+                except ArithmeticOverflow:
+                    if agg.func is not AggFunc.SUM:
+                        raise
+                    huge.add((i, row))
+                    values.append(None)
+            columns.append(pa.chunked_array([pa.array(values, t)]))
+        names = [*spec.groups, *(f"__agg_{i}" for i in range(len(spec.aggregates)))]
         return pa.Table.from_arrays(columns, names=names), frozenset(huge)
 
 

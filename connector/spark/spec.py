@@ -144,9 +144,9 @@ class AggSpec:
 
 
 def to_buffers(partials: pa.Table, spec: AggSpec, target: pa.Schema,
-               beyond_38_digits: frozenset[int] = frozenset()) -> pa.RecordBatch:
+               beyond_38_digits: frozenset[tuple[int, int]] = frozenset()) -> pa.RecordBatch:
     """The agent's exact partials as Spark's aggregation buffers (`target` is Spark's schema).
-    `beyond_38_digits`: plan aggregates (sums) the agent could not even represent."""
+    `beyond_38_digits`: (plan aggregate, row) of the sums the agent could not represent."""
     n = len(spec.groups)
     columns: list[pa.Array] = []
     for i in range(n):
@@ -159,8 +159,8 @@ def to_buffers(partials: pa.Table, spec: AggSpec, target: pa.Schema,
             values.append([])  # filled below, once the sum it flags has been range-checked
             continue
         raw = partials.column(n + p.slot).to_pylist()
-        if p.slot in beyond_38_digits:
-            raw = [_HUGE] * len(raw)  # certainly outside any Spark buffer type
+        raw = [_HUGE if (p.slot, row) in beyond_38_digits else v  # outside any Spark buffer
+               for row, v in enumerate(raw)]
         checked, flags = _fit(raw, field.type, p, field.name)
         overflowed[k] = flags
         values.append(checked)

@@ -497,8 +497,8 @@ def _narrow(data: Any) -> Any:
     t = data.type
     mm = pc.min_max(data)
     lo, hi = mm["min"].as_py(), mm["max"].as_py()
-    if lo is None:
-        return data
+    if lo is None:  # no rows or only NULLs (e.g. a filter matched nothing): no digits needed
+        return pc.cast(data, pa.decimal128(max(t.scale, 1), t.scale))
     biggest = max(abs(decimals.unscaled(lo, t.scale)), abs(decimals.unscaled(hi, t.scale)))
     precision = max(len(str(biggest)), t.scale, 1)
     return pc.cast(data, pa.decimal128(precision, t.scale))

@@ -202,16 +202,17 @@ def test_unsupported_falls_back_to_scans(env) -> None:
 @pytest.fixture(scope="module", params=["spread", "one_agent"])
 def huge(env, request) -> Any:
     """decimal(38,0) values near the limit: group a overflows inside one partition, group b
-    only when partitions are merged, c and d never. `one_agent`: both partitions on one
-    agent, so one Spark task merges them before Spark does."""
-    big = Decimal(6 * 10**37)
-    keys = ["a", "a", "b", "c", "c", "d", "b", "d"]
-    vals = [big, big, big, Decimal(1), Decimal(2), -big, big, Decimal(5)]
+    only when partitions are merged, c and d never, e beyond even 128 bits (2 x 9e37) inside
+    one partition. `one_agent`: the partitions on one agent, so one Spark task merges them
+    before Spark does."""
+    big, bigger = Decimal(6 * 10**37), Decimal(9 * 10**37)
+    keys = ["a", "a", "b", "c", "c", "d", "b", "d", "e", "e"]
+    vals = [big, big, big, Decimal(1), Decimal(2), -big, big, Decimal(5), bigger, bigger]
     table = pa.table({"k": keys, "v": pa.array(vals, pa.decimal128(38, 0))})
     holders = env["agents"] if request.param == "spread" else env["agents"][:1]
     env["client"].drop("spark_huge")
     with Client([a.address for a in holders]) as writer:
-        writer.write("spark_huge", table, partition_rows=4, overwrite=True)
+        writer.write("spark_huge", table, partition_rows=5, overwrite=True)
     assert len({p.agents for p in env["client"].describe("spark_huge").partitions}) \
         == (2 if request.param == "spread" else 1)
     spark = env["spark"]

@@ -67,6 +67,21 @@ def test_sum_of_decimal_products_is_exact(client: Client) -> None:
         assert _one(client, "w1d", [sum_(col("d") * col("d"))], engine=engine) == [(exact,)]
 
 
+def test_product_over_a_partition_the_filter_empties_is_no_overflow(client: Client) -> None:
+    """decimal(38,0) * 2 typed decimal(38,0) (as Spark sends it) over a partition where the
+    filter matches nothing: no value overflows, so neither may the empty product."""
+    table = pa.table({"k": ["c", "c", "b", "d"],  # b..d: the statistics cannot prune 'c'
+                      "v": pa.array([D.Decimal(1), D.Decimal(2), D.Decimal(9 * 10**37),
+                                     D.Decimal(9 * 10**37)], pa.decimal128(38, 0))})
+    client.write("empty_product", table, partition_rows=2, overwrite=True)
+    product = Arith(ArithOp.MUL, Column("v"),
+                    Literal(D.Decimal(2), result_type=pa.decimal128(10, 0)),
+                    result_type=pa.decimal128(38, 0))
+    got = client.aggregate("empty_product", [sum_(product)], where=col("k").eq("c"),
+                           engine="arrow")
+    assert got.column(0).to_pylist() == [D.Decimal(6)]
+
+
 def test_decimal_plus_wide_literal_is_exact(client: Client) -> None:
     wide = 123456789012345678901234567890
     _write(client, "w1l", pa.table({"v": pa.array([_dec(wide + 1)], pa.decimal128(38, 0))}), 1)
