@@ -78,10 +78,11 @@ class Recorder:
             a.service._plan = self._wrap(orig)
 
     def _wrap(self, orig: Any) -> Any:
-        def plan(request: Any) -> Any:
-            result = orig(request)
-            self.calls.append((type(request).__name__.removesuffix("Request"), result[0]))
-            return result
+        @contextlib.contextmanager
+        def plan(request: Any) -> Iterator[Any]:
+            with orig(request) as result:  # the bound plan and the version it pins
+                self.calls.append((type(request).__name__.removesuffix("Request"), result[0]))
+                yield result
         return plan
 
     def kinds(self) -> set[str]:
