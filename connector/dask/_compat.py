@@ -113,8 +113,14 @@ if REASON:
 # lost in `l_quantity < 0.2 * avg`). The guards are installed where the internals they
 # replace look as read in the tested range.
 
-def _mixes_row_sets(predicate: Any) -> bool:
-    return any(isinstance(e, Filter) for e in predicate.walk())
+def _mixes_row_sets(predicate: Any, frame: Any) -> bool:
+    """Whether `predicate` reads rows other than `frame`'s: through a Filter, or through a
+    scan that took in a different filter (a node with `same_rows`, as `expr.BpfScan`: the
+    agents renumber the rows they filter, so not even unique labels would align them)."""
+    scans = [e for e in frame.walk() if hasattr(e, "same_rows")]
+    return any(isinstance(e, Filter | FilterAlign)
+               or hasattr(e, "same_rows") and not any(e.same_rows(s) for s in scans)
+               for e in predicate.walk())
 
 
 def _guard_filter_squash() -> None:
@@ -125,7 +131,8 @@ def _guard_filter_squash() -> None:
     def _simplify_up(self: Any, parent: Any, dependents: Any) -> Any:
         out = original(self, parent, dependents)
         if isinstance(parent, Filter | FilterAlign) and isinstance(out, Filter) \
-                and out.frame._name == self.frame._name and _mixes_row_sets(out.predicate):
+                and out.frame._name == self.frame._name \
+                and _mixes_row_sets(out.predicate, out.frame):
             return None
         return out
 
