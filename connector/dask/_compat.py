@@ -117,9 +117,12 @@ def _mixes_row_sets(predicate: Any, frame: Any) -> bool:
     """Whether `predicate` reads rows other than `frame`'s: through a Filter, or through a
     scan that took in a different filter (a node with `same_rows`, as `expr.BpfScan`: the
     agents renumber the rows they filter, so not even unique labels would align them)."""
-    scans = [e for e in frame.walk() if hasattr(e, "same_rows")]
+    def is_scan(e: Any) -> bool:  # on the class: an Expr's __getattr__ may raise anything
+        return hasattr(type(e), "same_rows")
+
+    scans = [e for e in frame.walk() if is_scan(e)]
     return any(isinstance(e, Filter | FilterAlign)
-               or hasattr(e, "same_rows") and not any(e.same_rows(s) for s in scans)
+               or is_scan(e) and not any(e.same_rows(s) for s in scans)
                for e in predicate.walk())
 
 

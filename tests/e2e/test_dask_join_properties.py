@@ -90,8 +90,11 @@ def pipelines(draw: Any) -> list[tuple[Any, ...]]:
     steps.append(draw(st.one_of(
         st.just(("len",)), st.just(("rows",)), st.tuples(st.just("head"), st.integers(1, 8)),
         st.tuples(st.just("groupby"), st.sampled_from(sorted(columns & {"k", "s", "t"})),
-                  st.sampled_from(numeric),
-                  st.sampled_from(["sum", "count", "mean", "min", "max", "size"])))))
+                  st.sampled_from(numeric), st.sampled_from(["count", "min", "max", "size"])),
+        # not over `a`: its int64 extremes overflow a sum (pandas wraps, bpfstore raises)
+        st.tuples(st.just("groupby"), st.sampled_from(sorted(columns & {"k", "s", "t"})),
+                  st.sampled_from([c for c in numeric if c != "a"]),
+                  st.sampled_from(["sum", "mean"])))))
     return steps
 
 
