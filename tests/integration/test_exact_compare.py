@@ -154,8 +154,9 @@ def _stat_values(t: pa.DataType):
         return st.text(max_size=5)
     if pa.types.is_boolean(t):
         return st.booleans()
-    if t.unit == "ns":  # whole microseconds until the wire carries nanoseconds (issue 18 W5)
-        return st.integers(-(2**52), 2**52).map(lambda us: us * 1000)
+    if t.unit == "ns":  # every instant of timestamp[ns] (-2**63 is pandas' NaT)
+        return st.one_of(st.integers(-(2**63) + 1, 2**63 - 1),
+                         st.integers(-(2**52), 2**52).map(lambda us: us * 1000))
     per_second = {"s": 1, "ms": 10**3, "us": 10**6}[t.unit]  # years 1..9999, as datetime holds
     return st.integers(-62135596800 * per_second, 253402300799 * per_second)
 
