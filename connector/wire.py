@@ -13,6 +13,7 @@ import pyarrow as pa
 from bpfstore.v1 import plan_pb2 as pb
 
 from .binding import MAX_DECIMAL_PRECISION, TIMESTAMP_UNIT_NS, literal_type, timestamp_literal
+from .compare import epoch_nanos
 from .errors import PlanInvalid, shown
 from .plan import (
     AggFunc,
@@ -149,7 +150,7 @@ def literal_to_proto(lit: Literal) -> pb.Literal:
                 if lit.result_type is None:
                     msg.type.arrow = type_to_string(t)
             # in the unit of the literal's type, which is how the decoder reads it
-            count, rest = divmod(epoch_ns(v), TIMESTAMP_UNIT_NS[t.unit])
+            count, rest = divmod(epoch_nanos(v), TIMESTAMP_UNIT_NS[t.unit])
             if rest:
                 raise PlanInvalid(f"timestamp literal {v} is not a whole number of {t.unit}")
             msg.timestamp_value = _int64(count, t)
@@ -195,14 +196,6 @@ def _temporal_from_proto(msg: pb.Literal, t: pa.DataType | None) -> dt.date | in
     if t is None or not pa.types.is_timestamp(t):
         t = pa.timestamp("us")
     return timestamp_literal(msg.timestamp_value, t)
-
-
-def epoch_ns(v: dt.datetime) -> int:
-    """Nanoseconds since 1970-01-01 (UTC when aware), exactly, a pandas Timestamp's included."""
-    ts = v if v.tzinfo is None else v.astimezone(dt.UTC)
-    plain = dt.datetime(ts.year, ts.month, ts.day, ts.hour, ts.minute, ts.second, ts.microsecond)
-    micros = (plain - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
-    return micros * 1000 + getattr(v, "nanosecond", 0)
 
 
 def _int64(count: int, t: pa.DataType) -> int:
