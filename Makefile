@@ -51,7 +51,7 @@ bench-cluster: install
 
 lint: install
 	.venv/bin/ruff check .
-	.venv/bin/mypy connector node_agent
+	.venv/bin/mypy proto/contract connector node_agent
 
 proto: install
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto \

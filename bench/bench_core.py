@@ -41,7 +41,7 @@ from bpfstore.connector.demo import (
     human_bytes,
     running_agents,
 )
-from bpfstore.connector.plan import and_all
+from bpfstore.contract.plan import and_all
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".bench"

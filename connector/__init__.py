@@ -1,8 +1,7 @@
 """bpfstore connector: plans, the agent client, and the Spark / Dask front ends."""
 
-from .client import Client, DatasetDescription, QueryReport
-from .combine import Avg, avg
-from .errors import (
+from bpfstore.contract.combine import Avg, avg
+from bpfstore.contract.errors import (
     ArithmeticOverflow,
     BpfstoreError,
     DatasetNotFound,
@@ -13,7 +12,7 @@ from .errors import (
     Unauthenticated,
     Unsupported,
 )
-from .plan import (
+from bpfstore.contract.plan import (
     AggFunc,
     Aggregate,
     Dialect,
@@ -25,6 +24,8 @@ from .plan import (
     min_,
     sum_,
 )
+
+from .client import Client, DatasetDescription, QueryReport
 from .transport import Transport, resolve_transport
 
 __all__ = [

@@ -29,7 +29,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from .errors import BpfstoreError, DatasetNotFound
+from bpfstore.contract.errors import BpfstoreError, DatasetNotFound
 
 DEFAULT_AGENTS = "127.0.0.1:7340"
 

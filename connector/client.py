@@ -20,13 +20,10 @@ from typing import Any, TypeVar
 import grpc
 import pyarrow as pa
 
-from bpfstore.v1 import agent_pb2 as pb
-from bpfstore.v1 import agent_pb2_grpc
-
-from . import wire
-from .binding import bind_plan, logical_type
-from .combine import FinalAggregate, expand, finish, merge_partials
-from .errors import (
+from bpfstore.contract import wire
+from bpfstore.contract.binding import bind_plan, logical_type
+from bpfstore.contract.combine import FinalAggregate, expand, finish, merge_partials
+from bpfstore.contract.errors import (
     ArithmeticOverflow,
     BpfstoreError,
     DatasetExists,
@@ -41,7 +38,10 @@ from .errors import (
     VersionGone,
     WriteConflict,
 )
-from .plan import Aggregate, Dialect, Expr, Plan
+from bpfstore.contract.plan import Aggregate, Dialect, Expr, Plan
+from bpfstore.v1 import agent_pb2 as pb
+from bpfstore.v1 import agent_pb2_grpc
+
 from .transport import Transport, resolve_transport
 
 DEFAULT_AGENT = "127.0.0.1:7340"
@@ -724,7 +724,7 @@ def _report(agent: str, r: pb.PartitionReport) -> PartitionReport:
 
 
 def bound_empty(plan: Plan, desc: DatasetDescription) -> pa.Table:
-    from .combine import partial_schema
+    from bpfstore.contract.combine import partial_schema
 
     return partial_schema(plan, desc.stored_schema).empty_table()
 

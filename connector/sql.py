@@ -27,11 +27,16 @@ from sqlglot import exp
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import traverse_scope
 
-from .binding import bind, bind_aggregate, bind_predicate, logical_type, partial_type
-from .client import QueryReport
-from .combine import Avg
-from .errors import BpfstoreError, DatasetNotFound, Unsupported
-from .plan import (
+from bpfstore.contract.binding import (
+    bind,
+    bind_aggregate,
+    bind_predicate,
+    logical_type,
+    partial_type,
+)
+from bpfstore.contract.combine import Avg
+from bpfstore.contract.errors import BpfstoreError, DatasetNotFound, Unsupported
+from bpfstore.contract.plan import (
     AggFunc,
     Aggregate,
     And,
@@ -55,6 +60,8 @@ from .plan import (
     describe,
     describe_aggregate,
 )
+
+from .client import QueryReport
 
 PATH_KEY, REASON_KEY = b"bpfstore.sql.path", b"bpfstore.sql.reason"  # on run_sql's result
 _AGG_COL, _PARTIAL_COL = "__bpfstore_agg_{}", "__bpfstore_partial_{}"

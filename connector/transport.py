@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from .errors import BpfstoreError
+from bpfstore.contract.errors import BpfstoreError
 
 ENV = {"ca": "BPFSTORE_TLS_CA", "cert": "BPFSTORE_TLS_CERT", "key": "BPFSTORE_TLS_KEY",
        "token": "BPFSTORE_TOKEN", "tls": "BPFSTORE_TLS", "server_name": "BPFSTORE_TLS_SERVER_NAME"}

@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from bpfstore.connector.errors import DeadlineExceeded, PermissionDenied, Unauthenticated
+from bpfstore.contract.errors import DeadlineExceeded, PermissionDenied, Unauthenticated
 
 from .budget import Budget, check_budget
 from .budget import current as current_budget

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from bpfstore.connector.errors import DeadlineExceeded
+from bpfstore.contract.errors import DeadlineExceeded
 
 
 class Budget:

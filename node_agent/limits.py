@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from bpfstore.connector.errors import PlanInvalid, ResourceExhausted
+from bpfstore.contract.errors import PlanInvalid, ResourceExhausted
 from bpfstore.v1 import plan_pb2
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import grpc
 import pyarrow as pa
 
-from bpfstore.connector.errors import (
+from bpfstore.contract.errors import (
     ArithmeticOverflow,
     BpfstoreError,
     DatasetExists,

@@ -19,11 +19,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from bpfstore.connector import wire
-from bpfstore.connector.binding import bind_plan, logical_type
-from bpfstore.connector.combine import merge_partials, partial_schema
-from bpfstore.connector.errors import DatasetNotFound, PlanInvalid
-from bpfstore.connector.plan import In, Literal, Plan, columns_of, walk
+from bpfstore.contract import wire
+from bpfstore.contract.binding import bind_plan, logical_type
+from bpfstore.contract.combine import merge_partials, partial_schema
+from bpfstore.contract.errors import DatasetNotFound, PlanInvalid
+from bpfstore.contract.plan import In, Literal, Plan, columns_of, walk
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc
 

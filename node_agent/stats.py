@@ -13,9 +13,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bpfstore.connector.binding import logical_type, partial_type
-from bpfstore.connector.compare import stored_int, window
-from bpfstore.connector.plan import (
+from bpfstore.contract.binding import logical_type, partial_type
+from bpfstore.contract.compare import stored_int, window
+from bpfstore.contract.plan import (
     AggFunc,
     And,
     Between,
@@ -170,7 +170,7 @@ def _may(e: Expr, stats: dict[str, ColumnStats], rows: int, schema: pa.Schema,
 def _range_may(name: str, stats: dict[str, ColumnStats], rows: int, schema: pa.Schema,
                op: CompareOp, v: Any) -> bool:
     """Whether a value in [min, max] may satisfy `column op v`: the literal's window of
-    stored values (connector/compare.py, as the engines compare) meets [min, max]."""
+    stored values (proto/contract/compare.py, as the engines compare) meets [min, max]."""
     s = stats[name]
     t = logical_type(schema.field(name).type)
     if op is CompareOp.NE or s.has_nan or (isinstance(v, float) and math.isnan(v)):
@@ -222,7 +222,7 @@ def answer_from_stats(plan: Plan, stats: dict[str, ColumnStats], rows: int,
 
 
 def stats_partials(plan: Plan, values: list[Any]) -> pa.Table:
-    from bpfstore.connector.combine import partial_schema
+    from bpfstore.contract.combine import partial_schema
 
     schema = partial_schema(plan, pa.schema([]))
     return pa.Table.from_arrays(

@@ -40,7 +40,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bpfstore.connector.errors import (
+from bpfstore.contract.errors import (
     DatasetExists,
     DatasetNotFound,
     PartitionCorrupt,
@@ -50,7 +50,7 @@ from bpfstore.connector.errors import (
     WriteConflict,
     shown,
 )
-from bpfstore.connector.wire import checked_timestamp
+from bpfstore.contract.wire import checked_timestamp
 
 from .limits import WriteLimits, check_catalog, check_replicas, check_stream
 from .stats import ColumnStats, column_stats

@@ -1,5 +1,5 @@
 """Random comparisons of a column with a literal of another type, and their answer by the
-documented rules (connector/compare.py) computed row by row in exact Python: none of
+documented rules (proto/contract/compare.py) computed row by row in exact Python: none of
 bpfstore's evaluation code is used."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from fractions import Fraction
 import pyarrow as pa
 from hypothesis import strategies as st
 
-from bpfstore.connector.plan import Between, Column, Compare, CompareOp, Dialect, Expr, In, Literal
+from bpfstore.contract.plan import Between, Column, Compare, CompareOp, Dialect, Expr, In, Literal
 
 INT_TYPES = [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint64()]
 UNITS = ["s", "ms", "us", "ns"]

@@ -14,9 +14,9 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from bpfstore.connector.binding import literal_type
-from bpfstore.connector.combine import Avg
-from bpfstore.connector.plan import (
+from bpfstore.contract.binding import literal_type
+from bpfstore.contract.combine import Avg
+from bpfstore.contract.plan import (
     AggFunc,
     Aggregate,
     And,

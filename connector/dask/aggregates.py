@@ -14,10 +14,19 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from ..binding import bind_plan
-from ..combine import Avg, FinalAggregate, Finisher, expand, finish, merge_partials
-from ..errors import BpfstoreError
-from ..plan import AggFunc, Aggregate, Dialect, Expr, Plan, describe, describe_aggregate
+from bpfstore.contract.binding import bind_plan
+from bpfstore.contract.combine import Avg, FinalAggregate, Finisher, expand, finish, merge_partials
+from bpfstore.contract.errors import BpfstoreError
+from bpfstore.contract.plan import (
+    AggFunc,
+    Aggregate,
+    Dialect,
+    Expr,
+    Plan,
+    describe,
+    describe_aggregate,
+)
+
 from . import _compat as c
 from . import dtypes
 from .source import Source

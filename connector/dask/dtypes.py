@@ -18,7 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..binding import logical_type
+from bpfstore.contract.binding import logical_type
+
 from ..client import DatasetDescription
 
 VIEWS = ("numpy", "arrow")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..plan import Arith, ArithOp, Column, Expr, Literal, Negate
+from bpfstore.contract.plan import Arith, ArithOp, Column, Expr, Literal, Negate
 
 _OPS = {ArithOp.ADD: operator.add, ArithOp.SUB: operator.sub, ArithOp.MUL: operator.mul,
         ArithOp.DIV: operator.truediv}

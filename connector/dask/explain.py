@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..plan import describe
+from bpfstore.contract.plan import describe
+
 from . import _compat as c
 
 

@@ -18,8 +18,9 @@ from typing import Any
 import pandas as pd
 from dask.base import tokenize
 
-from ..plan import Column, Expr, and_all
-from ..plan import conjuncts as plan_conjuncts
+from bpfstore.contract.plan import Column, Expr, and_all
+from bpfstore.contract.plan import conjuncts as plan_conjuncts
+
 from . import _compat as c
 from . import aggregates, translate
 from .source import Source, partials_partition, scan_partition

@@ -6,8 +6,9 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+from bpfstore.contract.errors import PlanInvalid
+
 from ..client import parse_agents
-from ..errors import PlanInvalid
 from ..transport import Transport, resolve_transport
 from . import _compat as c
 from .dtypes import VIEWS

@@ -15,8 +15,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from bpfstore.contract.plan import Expr, Plan, columns_of
+
 from ..client import Client, DatasetDescription, QueryReport
-from ..plan import Expr, Plan, columns_of
 from ..transport import PLAINTEXT, Transport
 from . import dtypes
 from .evaluate import evaluate

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..plan import (
+from bpfstore.contract.plan import (
     And,
     Arith,
     ArithOp,
@@ -31,6 +31,7 @@ from ..plan import (
     Not,
     Or,
 )
+
 from . import _compat as c
 
 _COMPARE_OPS = {"<": CompareOp.LT, "<=": CompareOp.LE, ">": CompareOp.GT, ">=": CompareOp.GE,
@@ -146,7 +147,7 @@ def nan_safe(scan: Any, e: Expr) -> bool:
         return True
     import pyarrow as pa
 
-    from ..plan import columns_of
+    from bpfstore.contract.plan import columns_of
 
     meta = scan.source.meta
     return not any(isinstance(meta[c].dtype, pd.ArrowDtype)

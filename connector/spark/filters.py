@@ -11,9 +11,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..binding import bind_predicate
-from ..errors import BpfstoreError, Unsupported
-from ..plan import (
+from bpfstore.contract.binding import bind_predicate
+from bpfstore.contract.errors import BpfstoreError, Unsupported
+from bpfstore.contract.plan import (
     And,
     Column,
     Compare,

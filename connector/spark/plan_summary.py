@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..plan import describe, describe_aggregate
+from bpfstore.contract.plan import describe, describe_aggregate
+
 from .spec import AggSpec, filter_from_option
 
 

@@ -32,9 +32,10 @@ from pyspark.sql.datasource import (
     WriterCommitMessage,
 )
 
+from bpfstore.contract.errors import ArithmeticOverflow, PlanInvalid
+from bpfstore.contract.plan import AggFunc, Aggregate, Expr, and_all, col
+
 from ..client import Client, DatasetDescription, StagedWrite, only_partitions, parse_agents
-from ..errors import ArithmeticOverflow, PlanInvalid
-from ..plan import AggFunc, Aggregate, Expr, and_all, col
 from ..transport import Transport, resolve_transport
 from .filters import split_filters
 from .spec import AggSpec, filter_from_option, to_buffers

@@ -24,8 +24,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..errors import ArithmeticOverflow, PlanInvalid
-from ..plan import (
+from bpfstore.contract.errors import ArithmeticOverflow, PlanInvalid
+from bpfstore.contract.plan import (
     AggFunc,
     Aggregate,
     And,
@@ -44,6 +44,7 @@ from ..plan import (
     Or,
     Overflow,
 )
+
 from .types import arrow_type
 
 _EPOCH = dt.date(1970, 1, 1)

@@ -10,8 +10,8 @@ import re
 
 import pyarrow as pa
 
-from ..binding import logical_type
-from ..errors import Unsupported
+from bpfstore.contract.binding import logical_type
+from bpfstore.contract.errors import Unsupported
 
 _SIMPLE = {
     "BOOLEAN": pa.bool_(), "TINYINT": pa.int8(), "SMALLINT": pa.int16(), "INT": pa.int32(),

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bpfstore.connector import decimals
-from bpfstore.connector.binding import logical_type, partial_type
-from bpfstore.connector.combine import partial_schema
-from bpfstore.connector.plan import AggFunc, Aggregate, Dialect, Plan, columns_of
+from bpfstore.contract import decimals
+from bpfstore.contract.binding import logical_type, partial_type
+from bpfstore.contract.combine import partial_schema
+from bpfstore.contract.plan import AggFunc, Aggregate, Dialect, Plan, columns_of
 
 from . import exact
 from .evaluate import Evaluator, Val

@@ -19,10 +19,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bpfstore.connector import decimals
-from bpfstore.connector.binding import is_numeric, logical_type
-from bpfstore.connector.errors import ArithmeticOverflow, PlanInvalid, Unsupported
-from bpfstore.connector.plan import (
+from bpfstore.contract import decimals
+from bpfstore.contract.binding import is_numeric, logical_type
+from bpfstore.contract.errors import ArithmeticOverflow, PlanInvalid, Unsupported
+from bpfstore.contract.plan import (
     And,
     Arith,
     ArithOp,
@@ -441,7 +441,7 @@ def _scale(t: pa.DataType) -> int:
 
 
 def _wider(a: pa.DataType, b: pa.DataType) -> pa.DataType:
-    from bpfstore.connector.binding import common_type
+    from bpfstore.contract.binding import common_type
 
     return common_type(a, b, "arithmetic")
 

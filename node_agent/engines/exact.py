@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pyarrow as pa
 
-from bpfstore.connector import decimals
-from bpfstore.connector.decimals import values_view, with_values
+from bpfstore.contract import decimals
+from bpfstore.contract.decimals import values_view, with_values
 
 _FLOAT_EXACT_INT = 2**53
 _BLOCK = 4096
@@ -124,7 +124,7 @@ def compensated_float_sum(data: pa.ChunkedArray, skip_nan: bool) -> float | None
 
 def float_order_key(data: pa.ChunkedArray) -> pa.ChunkedArray:
     """int64 keys whose order is SQL's float order: -inf < ... < +inf < NaN; vectorized
-    connector.compare.float_key (-0.0 takes 0.0's key: equal, so MIN/MAX answer 0.0)."""
+    contract.compare.float_key (-0.0 takes 0.0's key: equal, so MIN/MAX answer 0.0)."""
     out = []
     for c in chunks(data):
         f = values_view(c, np.dtype(c.type.to_pandas_dtype())).astype(np.float64)

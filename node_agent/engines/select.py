@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from bpfstore.connector.combine import merge_partials
-from bpfstore.connector.errors import Unsupported, VerifierRejected
-from bpfstore.connector.plan import Plan
+from bpfstore.contract.combine import merge_partials
+from bpfstore.contract.errors import Unsupported, VerifierRejected
+from bpfstore.contract.plan import Plan
 
 from ..budget import check_budget
 from ..stats import ColumnStats

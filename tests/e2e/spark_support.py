@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bpfstore.connector.plan import Plan
+from bpfstore.contract.plan import Plan
 
 BIN = Path(sys.executable).parent
 

@@ -123,8 +123,8 @@ def test_sql_view_using_bpfstore(env) -> None:
 def test_column_pruning_and_filter_tree_reach_the_agents(env) -> None:
     from pyspark.sql import functions as F
 
-    from bpfstore.connector.plan import Or
     from bpfstore.connector.spark.plan_summary import pushdown_summary
+    from bpfstore.contract.plan import Or
 
     ours, plain = env["ours"], env["plain"]
 

@@ -26,7 +26,7 @@ import pytest
 from agent_process import BIN, AgentProcess, committed_files, wait_for
 from bpfstore.connector import Client, count_star, sum_
 from bpfstore.connector.client import StagedWrite
-from bpfstore.connector.errors import BpfstoreError, VersionGone
+from bpfstore.contract.errors import BpfstoreError, VersionGone
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc
 

@@ -10,9 +10,10 @@ import grpc
 import pyarrow as pa
 import pytest
 
-from bpfstore.connector import Client, col, count_star, sum_, wire
-from bpfstore.connector.errors import DatasetNotFound, PlanInvalid
-from bpfstore.connector.plan import In, Literal, Not, Plan
+from bpfstore.connector import Client, col, count_star, sum_
+from bpfstore.contract import wire
+from bpfstore.contract.errors import DatasetNotFound, PlanInvalid
+from bpfstore.contract.plan import In, Literal, Not, Plan
 from bpfstore.node_agent.server import ipc_bytes
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc

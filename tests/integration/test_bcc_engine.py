@@ -21,7 +21,7 @@ from test_bpf_engine import Q6_WHERE, QUERIES, _rows, make_table
 from test_cli import _cli, agent_processes, lineitem  # noqa: F401 - fixtures
 
 from bpfstore.connector import Client, Unsupported, col, count, count_star, max_, min_, sum_
-from bpfstore.connector.combine import Avg
+from bpfstore.contract.combine import Avg
 from conftest import RunningAgent, require_bpf, require_engine_at
 from oracle import assert_same_rows, duckdb_answer
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from bpfstore.connector import Client, Unsupported, avg, col, count, count_star, max_, min_, sum_
-from bpfstore.connector.combine import Avg
+from bpfstore.contract.combine import Avg
 from bpfstore.node_agent.engines.bpf import codegen
 from bpfstore.node_agent.engines.bpf.engine import ArenaCache
 from conftest import RunningAgent, require_bpf

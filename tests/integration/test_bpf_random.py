@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bpfstore.connector.binding import bind_plan
-from bpfstore.connector.errors import Unsupported
-from bpfstore.connector.plan import (
+from bpfstore.contract.binding import bind_plan
+from bpfstore.contract.errors import Unsupported
+from bpfstore.contract.plan import (
     Arith,
     ArithOp,
     Between,

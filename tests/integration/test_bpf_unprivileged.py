@@ -13,7 +13,7 @@ import pytest
 
 from bpfstore.connector import Client, col, count_star, sum_
 from bpfstore.connector.demo import running_agents
-from bpfstore.connector.errors import Unsupported
+from bpfstore.contract.errors import Unsupported
 from oracle import duckdb_answer
 
 # root without any capability (no CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN): still the owner of

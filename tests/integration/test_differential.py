@@ -17,9 +17,9 @@ import pyarrow as pa
 import pytest
 
 from bpfstore.connector import Client, avg, col, count, count_star, lit, max_, min_, sum_
-from bpfstore.connector.combine import Avg
-from bpfstore.connector.errors import ArithmeticOverflow, Unsupported
-from bpfstore.connector.plan import Expr
+from bpfstore.contract.combine import Avg
+from bpfstore.contract.errors import ArithmeticOverflow, Unsupported
+from bpfstore.contract.plan import Expr
 from oracle import assert_same_rows, duckdb_answer, pandas_answer
 
 ROWS = 3000

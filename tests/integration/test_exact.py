@@ -13,10 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bpfstore.connector import Client, col, count_star, sum_, wire
-from bpfstore.connector.combine import avg
-from bpfstore.connector.errors import ArithmeticOverflow, PlanInvalid, Unsupported
-from bpfstore.connector.plan import Arith, ArithOp, Column, Literal, Plan, count, max_, min_
+from bpfstore.connector import Client, col, count_star, sum_
+from bpfstore.contract import wire
+from bpfstore.contract.combine import avg
+from bpfstore.contract.errors import ArithmeticOverflow, PlanInvalid, Unsupported
+from bpfstore.contract.plan import Arith, ArithOp, Column, Literal, Plan, count, max_, min_
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc
 from conftest import require_bpf

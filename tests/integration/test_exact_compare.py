@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from bpfstore.connector import Client, col, count_star, max_, min_
-from bpfstore.connector.errors import Unsupported
+from bpfstore.contract.errors import Unsupported
 
 ENGINES = ["arrow", "auto", "bpf-hot", "bpf-cold", "bcc"]
 DIALECTS = ["sql", "pandas"]
@@ -206,9 +206,9 @@ def test_random_comparisons_of_other_types_on_every_engine(client: Client, agent
     from compare_oracle import cases, filter_of, oracle_count
     from hypothesis import HealthCheck, given, reject, settings
 
-    from bpfstore.connector.binding import bind_plan
-    from bpfstore.connector.errors import PlanInvalid
-    from bpfstore.connector.plan import Plan
+    from bpfstore.contract.binding import bind_plan
+    from bpfstore.contract.errors import PlanInvalid
+    from bpfstore.contract.plan import Plan
     from conftest import require_bpf
 
     require_bpf(agents[0], "bcc" if engine == "bcc" else "bpf")

@@ -24,7 +24,7 @@ import pytest
 from agent_process import BIN, AgentProcess, committed_files, held_write, wait_for
 from bpfstore.connector import Client, PartitionUnavailable, col, count_star, sum_
 from bpfstore.connector.client import AgentUnavailable
-from bpfstore.connector.errors import BpfstoreError
+from bpfstore.contract.errors import BpfstoreError
 from bpfstore.node_agent.server import ipc_bytes
 from bpfstore.v1 import agent_pb2_grpc
 

@@ -232,9 +232,9 @@ def test_fuzzed_well_formed_plans(agent, channel) -> None:
     strategies), so the engines run them on data with nulls, NaN and int64 extremes."""
     from unit.test_random_plans import aggregate_lists, predicates
 
-    from bpfstore.connector import wire
-    from bpfstore.connector.combine import expand
-    from bpfstore.connector.plan import Dialect, Plan
+    from bpfstore.contract import wire
+    from bpfstore.contract.combine import expand
+    from bpfstore.contract.plan import Dialect, Plan
 
     with Client([agent.address]) as c:
         c.write("fzp", _plan_data(), partition_rows=7, overwrite=True)

@@ -17,8 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bpfstore.connector import Unsupported, col, count, count_star, max_, min_, sum_, wire
-from bpfstore.connector.plan import Cast, Literal, Plan
+from bpfstore.connector import Unsupported, col, count, count_star, max_, min_, sum_
+from bpfstore.contract import wire
+from bpfstore.contract.plan import Cast, Literal, Plan
 from bpfstore.node_agent.server import ipc_bytes
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc

@@ -25,11 +25,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agent_process import AgentProcess
-from bpfstore.connector import Client, col, count_star, max_, min_, sum_, wire
-from bpfstore.connector.binding import bind_plan
-from bpfstore.connector.errors import DeadlineExceeded
-from bpfstore.connector.plan import Arith, ArithOp, In, Literal, Overflow, Plan
+from bpfstore.connector import Client, col, count_star, max_, min_, sum_
 from bpfstore.connector.transport import Transport
+from bpfstore.contract import wire
+from bpfstore.contract.binding import bind_plan
+from bpfstore.contract.errors import DeadlineExceeded
+from bpfstore.contract.plan import Arith, ArithOp, In, Literal, Overflow, Plan
 from bpfstore.node_agent.auth import hash_token
 from bpfstore.node_agent.budget import Budget
 from bpfstore.node_agent.budget import current as current_budget

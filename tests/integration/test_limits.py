@@ -14,10 +14,11 @@ import grpc
 import pyarrow as pa
 import pytest
 
-from bpfstore.connector import Client, col, count_star, sum_, wire
-from bpfstore.connector.errors import ResourceExhausted
-from bpfstore.connector.plan import In, Literal, Not, Plan
+from bpfstore.connector import Client, col, count_star, sum_
 from bpfstore.connector.transport import Transport
+from bpfstore.contract import wire
+from bpfstore.contract.errors import ResourceExhausted
+from bpfstore.contract.plan import In, Literal, Not, Plan
 from bpfstore.node_agent.auth import hash_token
 from bpfstore.node_agent.config import Tenant
 from bpfstore.v1 import agent_pb2 as pb

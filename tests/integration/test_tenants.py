@@ -16,10 +16,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from security_support import TENANTS, TOKENS
 
-from bpfstore.connector import Client, count_star, wire
-from bpfstore.connector.errors import PermissionDenied, Unauthenticated
-from bpfstore.connector.plan import Plan
+from bpfstore.connector import Client, count_star
 from bpfstore.connector.transport import Transport
+from bpfstore.contract import wire
+from bpfstore.contract.errors import PermissionDenied, Unauthenticated
+from bpfstore.contract.plan import Plan
 from bpfstore.node_agent.server import ipc_bytes
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc

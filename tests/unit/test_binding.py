@@ -8,9 +8,9 @@ import decimal as D
 import pyarrow as pa
 import pytest
 
-from bpfstore.connector.binding import bind, bind_plan, common_type, literal_type, partial_type
-from bpfstore.connector.errors import PlanInvalid
-from bpfstore.connector.plan import AggFunc, Aggregate, Literal, Plan, col, lit
+from bpfstore.contract.binding import bind, bind_plan, common_type, literal_type, partial_type
+from bpfstore.contract.errors import PlanInvalid
+from bpfstore.contract.plan import AggFunc, Aggregate, Literal, Plan, col, lit
 
 SCHEMA = pa.schema({
     "i8": pa.int8(), "i32": pa.int32(), "i64": pa.int64(), "u64": pa.uint64(),

@@ -11,10 +11,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from bpfstore.connector.binding import bind_plan
-from bpfstore.connector.combine import avg, expand
-from bpfstore.connector.errors import Unsupported
-from bpfstore.connector.plan import Plan, col, count_star, max_, min_, sum_
+from bpfstore.contract.binding import bind_plan
+from bpfstore.contract.combine import avg, expand
+from bpfstore.contract.errors import Unsupported
+from bpfstore.contract.plan import Plan, col, count_star, max_, min_, sum_
 from bpfstore.node_agent.engines.bpf.codegen import compile_plan
 from bpfstore.node_agent.stats import ColumnStats
 

@@ -14,7 +14,7 @@ import pytest
 
 from bpfstore.connector import cli, sql
 from bpfstore.connector.client import PartitionReport, QueryReport
-from bpfstore.connector.errors import DatasetNotFound
+from bpfstore.contract.errors import DatasetNotFound
 
 RESULT = pa.table({
     "revenue": pa.array([Decimal("123141078.2283"), None], pa.decimal128(38, 4)),

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bpfstore.connector.binding import bind_plan
-from bpfstore.connector.combine import avg, expand, finish, merge_partials
-from bpfstore.connector.errors import ArithmeticOverflow
-from bpfstore.connector.plan import Dialect, Plan, col, count, count_star, max_, min_, sum_
+from bpfstore.contract.binding import bind_plan
+from bpfstore.contract.combine import avg, expand, finish, merge_partials
+from bpfstore.contract.errors import ArithmeticOverflow
+from bpfstore.contract.plan import Dialect, Plan, col, count, count_star, max_, min_, sum_
 from bpfstore.node_agent.engines.arrow_engine import ArrowEngine
 from bpfstore.node_agent.storage import normalize
 

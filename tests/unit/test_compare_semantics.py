@@ -18,9 +18,9 @@ from compare_oracle import UNITS, cases, column_type, filter_of, oracle_count, v
 from hypothesis import HealthCheck, example, given, reject, settings
 from hypothesis import strategies as st
 
-from bpfstore.connector.binding import bind_plan
-from bpfstore.connector.errors import PlanInvalid
-from bpfstore.connector.plan import Column, Compare, CompareOp, Dialect, Literal, Plan, count_star
+from bpfstore.contract.binding import bind_plan
+from bpfstore.contract.errors import PlanInvalid
+from bpfstore.contract.plan import Column, Compare, CompareOp, Dialect, Literal, Plan, count_star
 from bpfstore.node_agent.engines.arrow_engine import ArrowEngine
 from bpfstore.node_agent.stats import (
     ColumnStats,

@@ -11,8 +11,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from bpfstore.connector.errors import BpfstoreError
 from bpfstore.connector.ingest import SourceError, read_source
+from bpfstore.contract.errors import BpfstoreError
 
 TABLE = pa.table({
     "id": pa.array([1, 2, 3], pa.int64()),

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bpfstore.connector import wire
-from bpfstore.connector.compare import epoch_nanos
-from bpfstore.connector.errors import PlanInvalid
-from bpfstore.connector.plan import (
+from bpfstore.contract import wire
+from bpfstore.contract.compare import epoch_nanos
+from bpfstore.contract.errors import PlanInvalid
+from bpfstore.contract.plan import (
     AggFunc,
     Aggregate,
     And,

@@ -9,9 +9,9 @@ import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bpfstore.connector.binding import bind_plan
-from bpfstore.connector.combine import Avg, avg, expand, finish, merge_partials
-from bpfstore.connector.plan import (
+from bpfstore.contract.binding import bind_plan
+from bpfstore.contract.combine import Avg, avg, expand, finish, merge_partials
+from bpfstore.contract.plan import (
     And,
     Arith,
     ArithOp,

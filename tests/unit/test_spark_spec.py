@@ -17,8 +17,11 @@ pytest.importorskip("pyspark")
 
 from pyspark.sql import datasource as ds  # noqa: E402
 
-from bpfstore.connector.errors import ArithmeticOverflow  # noqa: E402
-from bpfstore.connector.plan import (  # noqa: E402
+from bpfstore.connector.spark.filters import split_filters  # noqa: E402
+from bpfstore.connector.spark.spec import AggSpec, expr_from_json, to_buffers  # noqa: E402
+from bpfstore.connector.spark.types import arrow_type  # noqa: E402
+from bpfstore.contract.errors import ArithmeticOverflow  # noqa: E402
+from bpfstore.contract.plan import (  # noqa: E402
     AggFunc,
     Arith,
     ArithOp,
@@ -29,9 +32,6 @@ from bpfstore.connector.plan import (  # noqa: E402
     Literal,
     Overflow,
 )
-from bpfstore.connector.spark.filters import split_filters  # noqa: E402
-from bpfstore.connector.spark.spec import AggSpec, expr_from_json, to_buffers  # noqa: E402
-from bpfstore.connector.spark.types import arrow_type  # noqa: E402
 
 COL = {"col": "d"}
 

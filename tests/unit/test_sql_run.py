@@ -18,8 +18,9 @@ import pyarrow as pa
 import pytest
 
 from bpfstore.connector.client import QueryReport
-from bpfstore.connector.errors import DatasetNotFound, Unsupported
-from bpfstore.connector.plan import (
+from bpfstore.connector.sql import SqlError, run_sql, sql_path
+from bpfstore.contract.errors import DatasetNotFound, Unsupported
+from bpfstore.contract.plan import (
     AggFunc,
     Aggregate,
     And,
@@ -36,7 +37,6 @@ from bpfstore.connector.plan import (
     Not,
     Or,
 )
-from bpfstore.connector.sql import SqlError, run_sql, sql_path
 
 D = Decimal
 DATA = pa.table({

@@ -12,8 +12,9 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from bpfstore.connector.combine import Avg
-from bpfstore.connector.plan import (
+from bpfstore.connector.sql import SqlError, translate
+from bpfstore.contract.combine import Avg
+from bpfstore.contract.plan import (
     And,
     Arith,
     ArithOp,
@@ -36,7 +37,6 @@ from bpfstore.connector.plan import (
     min_,
     sum_,
 )
-from bpfstore.connector.sql import SqlError, translate
 
 # TPC-H Q6 and Q1 as printed in the specification (Q1 with DELTA = 90 substituted).
 Q6 = """

@@ -9,7 +9,7 @@ import re
 import pyarrow as pa
 import pytest
 
-from bpfstore.connector.errors import (
+from bpfstore.contract.errors import (
     DatasetExists,
     DatasetNotFound,
     PlanInvalid,

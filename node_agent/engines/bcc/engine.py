@@ -42,9 +42,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from bpfstore.connector.combine import partial_schema
-from bpfstore.connector.errors import Unsupported
-from bpfstore.connector.plan import Plan
+from bpfstore.contract.combine import partial_schema
+from bpfstore.contract.errors import Unsupported
+from bpfstore.contract.plan import Plan
 
 from ...budget import check_budget, unbudgeted
 from ...stats import ColumnStats
@@ -283,8 +283,8 @@ class BccEngine:
         """Compile, attach, reduce a known file; "" when the answer is right, else why not."""
         import decimal
 
-        from bpfstore.connector.binding import bind_plan
-        from bpfstore.connector.plan import col, count, count_star, min_, sum_
+        from bpfstore.contract.binding import bind_plan
+        from bpfstore.contract.plan import col, count, count_star, min_, sum_
 
         table = pa.table({"x": pa.array([-(2**62), 5, 7, 2**62, 9, None] * 1000, pa.int64())})
         stats = {"x": ColumnStats(1000, -(2**62), 2**62)}

@@ -26,11 +26,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bpfstore.connector import decimals
-from bpfstore.connector.binding import logical_type
-from bpfstore.connector.compare import float_key, window
-from bpfstore.connector.errors import Unsupported
-from bpfstore.connector.plan import (
+from bpfstore.contract import decimals
+from bpfstore.contract.binding import logical_type
+from bpfstore.contract.compare import float_key, window
+from bpfstore.contract.errors import Unsupported
+from bpfstore.contract.plan import (
     AggFunc,
     And,
     Arith,
@@ -160,7 +160,7 @@ class _Compiler:
 
     def validity(self, e: Expr) -> str | None:
         """1 when no column of the expression is NULL at row r (NULL propagates)."""
-        from bpfstore.connector.plan import columns_of
+        from bpfstore.contract.plan import columns_of
 
         bits = [b for name in columns_of([e]) if (b := self.valid_bit(name)) is not None]
         return " & ".join(bits) if bits else None
@@ -555,7 +555,7 @@ class _Compiler:
 
 
 def _columns(e: Expr) -> list[str]:
-    from bpfstore.connector.plan import columns_of
+    from bpfstore.contract.plan import columns_of
 
     return columns_of([e])
 
@@ -604,7 +604,7 @@ def _fold(node: ast.AST) -> int:
 
 def _compare_bounds(op: CompareOp, v: Any, t: pa.DataType) -> tuple[float | int, float | int]:
     """The integer window [lo, hi] of stored values x satisfying `x op v`, exactly (the
-    shared comparison semantics, connector/compare.py)."""
+    shared comparison semantics, proto/contract/compare.py)."""
     if isinstance(v, dt.datetime) and v.tzinfo is not None and pa.types.is_date32(t):
         raise Unsupported("bpf: time-zone aware timestamp against a date column")
     try:
@@ -618,7 +618,7 @@ def compile_plan(plan: Plan, schema: pa.Schema, stats: dict[str, ColumnStats], r
                  ) -> Program:
     """The program for one partition on a data path, "hot" (arena) or "cold" (chunks
     copied from user memory); raises Unsupported with the reason."""
-    from bpfstore.connector.binding import partial_type
+    from bpfstore.contract.binding import partial_type
 
     c = _Compiler(schema, stats, rows, dictionaries or {}, plan.dialect)
     for term in conjuncts(plan.filter):

@@ -30,11 +30,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bpfstore.connector import decimals
-from bpfstore.connector.combine import partial_schema
-from bpfstore.connector.compare import float_from_key
-from bpfstore.connector.errors import Unsupported, VerifierRejected
-from bpfstore.connector.plan import Dialect, Plan, columns_of
+from bpfstore.contract import decimals
+from bpfstore.contract.combine import partial_schema
+from bpfstore.contract.compare import float_from_key
+from bpfstore.contract.errors import Unsupported, VerifierRejected
+from bpfstore.contract.plan import Dialect, Plan, columns_of
 
 from ...budget import check_budget
 from ...stats import ColumnStats
@@ -307,8 +307,8 @@ class BpfEngine:
 
     def _probe(self, path: str) -> str:
         """Load, run on known data, check the answer: "" when the path works, else why not."""
-        from bpfstore.connector.binding import bind_plan
-        from bpfstore.connector.plan import col, count_star, sum_
+        from bpfstore.contract.binding import bind_plan
+        from bpfstore.contract.plan import col, count_star, sum_
 
         table = pa.table({"x": pa.array([-(2**62), 5, 7, 2**62, 9], pa.int64())})
         stats = {"x": ColumnStats(0, -(2**62), 2**62)}

@@ -14,7 +14,7 @@ import mmap
 import os
 import threading
 
-from bpfstore.connector.errors import Unsupported, VerifierRejected
+from bpfstore.contract.errors import Unsupported, VerifierRejected
 
 LIBBPF_NAMES = ("libbpf.so.1", ctypes.util.find_library("bpf") or "libbpf.so")
 ARENA_BASE = 0x100000000000  # user addresses of arenas (libbpf 1.1.2 cannot pick one)

@@ -3,7 +3,7 @@
 Binding returns the same node classes with `result_type` set on every node and literals
 coerced to the type they are compared with, so engines never guess. The rules (DuckDB's
 and Spark's where they agree):
-- comparisons use the operands' common type (literals of another type: connector/compare.py,
+- comparisons use the operands' common type (literals of another type: proto/contract/compare.py,
   whose exact forms binding substitutes): any float -> float64; else any decimal ->
   decimal (integers as decimal(digits, 0)); else the wider integer; strings, dates,
   timestamps and booleans only with their own kind (a string literal against a date column
