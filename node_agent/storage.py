@@ -52,6 +52,7 @@ from bpfstore.contract.errors import (
 )
 from bpfstore.contract.wire import checked_timestamp
 
+from .budget import check_budget
 from .limits import WriteLimits, check_catalog, check_replicas, check_stream
 from .stats import ColumnStats, column_stats
 
@@ -171,13 +172,15 @@ def _storable(t: pa.DataType) -> bool:
 
 
 def normalize(table: pa.Table) -> pa.Table:
-    """Cast to stored types, one dictionary per column, batches of BATCH_ROWS rows."""
+    """Cast to stored types, one dictionary per column, batches of BATCH_ROWS rows (the
+    request's budget checked between columns: a cancelled write stops here too)."""
     if duplicated := sorted(n for n, k in Counter(table.schema.names).items() if k > 1):
         raise PlanInvalid(f"duplicate column names: {shown(duplicated)}")
     fields = [pa.field(f.name, normalize_schema_type(f.type, f.name))
               for f in table.schema]
     columns = []
     for f, column in zip(fields, table.columns, strict=True):
+        check_budget()
         if pa.types.is_dictionary(column.type) and not pa.types.is_dictionary(f.type):
             column = column.cast(column.type.value_type)
         if pa.types.is_dictionary(f.type):
@@ -341,7 +344,10 @@ class Storage:
             table = _read_stream(incoming)
             table = normalize(table)
             nbytes = _write_ipc_file(table, staged)
-            stats = {f.name: column_stats(table.column(f.name)) for f in table.schema}
+            stats = {}
+            for f in table.schema:
+                check_budget()
+                stats[f.name] = column_stats(table.column(f.name))
             part = PartitionMeta(pid, table.num_rows, nbytes, _sha256(staged), stats,
                                  list(replicas))
             with self._lock(name):
@@ -654,6 +660,7 @@ def _write_ipc_file(table: pa.Table, path: Path) -> int:
     with open(path, "wb") as f:
         with pa.ipc.new_file(f, table.schema) as writer:
             for batch in table.to_batches(max_chunksize=BATCH_ROWS):
+                check_budget()
                 writer.write_batch(batch)
         f.flush()
         os.fsync(f.fileno())
@@ -661,9 +668,12 @@ def _write_ipc_file(table: pa.Table, path: Path) -> int:
 
 
 def _sha256(path: Path) -> str:
+    """The file's SHA-256, the request's budget checked between 1 MiB blocks (a first open
+    of a large partition hashes gigabytes)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
+            check_budget()
             h.update(block)
     return h.hexdigest()
 

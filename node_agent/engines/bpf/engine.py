@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 from collections import OrderedDict
+from concurrent import futures
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,8 @@ class BpfEngine:
         self.compiled: OrderedDict[tuple, Program] = OrderedDict()  # LRU of compile_plan
         self.lock = threading.Lock()
         self.run_lock = threading.Lock()
+        self.compiling: dict[str, futures.Future[str]] = {}  # shape -> clang running for it
+        self.compiling_lock = threading.Lock()
         self.arena_fd: int | None = None
         self.arena_address = libbpf.arena_address()
         self.cache: ArenaCache | None = None
@@ -163,25 +166,48 @@ class BpfEngine:
         return program
 
     def _object(self, program: Program) -> str:
-        """Compiled object for a shape: from the disk cache, or clang now."""
+        """Compiled object for a shape: from the disk cache, or clang now. clang runs in a
+        thread of its own, one per shape: a request waits for it checking its budget, so a
+        cancelled one stops waiting while the compile finishes for the next of its shape."""
         path = self.cache_dir / f"{program.shape}.bpf.o"
         if path.exists():
             return str(path)
-        include = resources.files("bpfstore.bpf")
-        with tempfile.TemporaryDirectory() as tmp:
-            src = Path(tmp) / "prog.bpf.c"
-            src.write_text(program.source)
-            out = Path(tmp) / "prog.o"
-            cmd = [str(self.clang), "-O2", "-g", "-target", "bpf", "-mcpu=v3", f"-I{include}", "-c",
-                   str(src), "-o", str(out)]
-            result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-            if result.returncode != 0:
-                _dump(program, result.stderr)
-                raise Unsupported(f"bpf: clang failed: {result.stderr.strip()[:300]}")
-            os.replace(out, path)  # atomic: concurrent agents never see half an object
-        return str(path)
+        with self.compiling_lock:
+            compile = self.compiling.get(program.shape)
+            if compile is None:
+                compile = self.compiling[program.shape] = futures.Future()
+                threading.Thread(target=self._clang, args=(program, path, compile),
+                                 name="bpfstore-clang", daemon=True).start()
+        while True:
+            try:
+                return compile.result(timeout=0.02)
+            except futures.TimeoutError:
+                check_budget()
+
+    def _clang(self, program: Program, path: Path, compile: futures.Future[str]) -> None:
+        try:
+            include = resources.files("bpfstore.bpf")
+            with tempfile.TemporaryDirectory() as tmp:
+                src = Path(tmp) / "prog.bpf.c"
+                src.write_text(program.source)
+                out = Path(tmp) / "prog.o"
+                cmd = [str(self.clang), "-O2", "-g", "-target", "bpf", "-mcpu=v3",
+                       f"-I{include}", "-c", str(src), "-o", str(out)]
+                result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+                if result.returncode != 0:
+                    _dump(program, result.stderr)
+                    raise Unsupported(f"bpf: clang failed: {result.stderr.strip()[:300]}")
+                os.replace(out, path)  # atomic: concurrent agents never see half an object
+            compile.set_result(str(path))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting requests
+            compile.set_exception(exc)
+        finally:
+            with self.compiling_lock:
+                self.compiling.pop(program.shape, None)
 
     def _program(self, program: Program) -> libbpf.Program:
+        if program.shape not in self.programs:
+            self._object(program)  # before the lock: a cancelled request stops waiting
         with self.lock:
             if program.shape not in self.programs:
                 try:
