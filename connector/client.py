@@ -291,12 +291,21 @@ class Client:
         return out
 
     def datasets(self) -> list[DatasetDescription]:
+        """Every dataset any agent lists, each agent's list followed page by page."""
         names: set[str] = set()
-        for r in self._each_agent("ListDatasets", pb.ListDatasetsRequest()).values():
-            if isinstance(r, BpfstoreError):
-                raise r if not isinstance(r, AgentUnavailable) else AgentUnavailable(
-                    f"cannot list datasets: {r}")
-            names.update(d.name for d in r.datasets)
+        for agent, r in self._each_agent("ListDatasets", pb.ListDatasetsRequest()).items():
+            while True:
+                if isinstance(r, BpfstoreError):
+                    raise r if not isinstance(r, AgentUnavailable) else AgentUnavailable(
+                        f"cannot list datasets: {r}")
+                names.update(d.name for d in r.datasets)
+                if not r.next_page_token:
+                    break
+                try:
+                    r = self._call(agent, "ListDatasets",
+                                   pb.ListDatasetsRequest(page_token=r.next_page_token))
+                except BpfstoreError as exc:
+                    r = exc
         return [self.describe(n) for n in sorted(names)]
 
     def describe(self, dataset: str) -> DatasetDescription:

@@ -96,6 +96,10 @@ class Grants:
             raise Unauthenticated("no credentials")
         return NO_AUTH
 
+    def tenant_name(self) -> str:
+        """The calling tenant, whose quota its writes count against (storage.py)."""
+        return self._tenant().name
+
     def require(self, action: str, dataset: str) -> None:
         """`action` is "read" (query, describe), "write" (write, drop) or "see" (either)."""
         tenant = self._tenant()

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .limits import Quota
+
 ENGINES = ("auto", "arrow", "bpf", "bpf-hot", "bpf-cold", "bcc")
 WRITE_MESSAGE_BYTES = 8 << 20  # room for the writers' pieces (connector: 1 MiB)
 PLAN_BYTES_PER_NODE = 64  # a plan node or IN value on the wire, with room to spare
@@ -25,6 +27,11 @@ class Tenant:
     read: tuple[str, ...] = ()  # dataset name patterns (globs: "tpch_*") it may query
     write: tuple[str, ...] = ()  # ... it may write to and drop
     max_concurrent: int = 0  # requests at once; 0: the agent's tenant_max_concurrent
+    # What its datasets may hold on this agent; 0: the agent's tenant_max_<same name>.
+    max_datasets: int = 0
+    max_partitions: int = 0
+    max_stored_bytes: int = 0
+    max_catalog_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,13 @@ class AgentConfig:
     max_replicas: int = 16  # replica names of one partition
     max_replica_name_bytes: int = 256  # one replica name (HOST:PORT)
     max_catalog_bytes: int = 16 << 20  # one dataset's _dataset.json
+    # Per-tenant quotas (limits.Quota): what the datasets a tenant created may hold on this
+    # agent, checked before a write's catalog is decided; a tenant's [tenants.<name>]
+    # max_datasets (...) overrides them.
+    tenant_max_datasets: int = 10_000
+    tenant_max_partitions: int = 1_000_000
+    tenant_max_stored_bytes: int = 1 << 44  # 16 TiB of partition files
+    tenant_max_catalog_bytes: int = 1 << 30  # all its datasets' _dataset.json together
     # Who may call, and how much (auth.py): TLS, tenants, concurrency, deadlines.
     tls_cert: str = ""  # PEM certificate (chain) file; with tls_key, the agent speaks only TLS
     tls_key: str = ""
@@ -67,6 +81,15 @@ class AgentConfig:
     # pinned it, and how long this agent, as a write's primary, waits for its client's commit.
     version_retention_seconds: float = 300.0
     prepare_timeout_seconds: float = 120.0
+
+    def quota(self, tenant: str) -> Quota:
+        """The quota of the tenant named `tenant` (the agent's defaults for an unknown name,
+        and for every caller when no tenant is configured)."""
+        own = next((t for t in self.tenants if t.name == tenant), Tenant(tenant, ()))
+        return Quota(own.max_datasets or self.tenant_max_datasets,
+                     own.max_partitions or self.tenant_max_partitions,
+                     own.max_stored_bytes or self.tenant_max_stored_bytes,
+                     own.max_catalog_bytes or self.tenant_max_catalog_bytes)
 
     def max_receive_bytes(self) -> int:
         """gRPC's receive limit, from the other limits: a Write piece (the client sends 1 MiB)

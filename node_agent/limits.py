@@ -8,7 +8,10 @@ anything big is decoded, decompressed or materialized.
   compressed buffers, their decompressed length, so a small compressed stream that would
   expand to gigabytes (or a null column of billions of rows) is refused from its headers;
 - catalogs: replica lists and names are bounded, and one dataset's catalog file too, so one
-  tenant's metadata cannot grow what every ListDatasets and query must read.
+  tenant's metadata cannot grow what every ListDatasets and query must read;
+- quotas: what the datasets one tenant created hold on this agent (datasets, partitions,
+  stored bytes, catalog bytes) is bounded per tenant, so one tenant cannot fill the agent's
+  disk or catalog for the others.
 """
 
 from __future__ import annotations
@@ -96,6 +99,44 @@ def check_catalog(text: str, dataset: str, limits: WriteLimits) -> None:
         raise ResourceExhausted(f"the catalog of dataset {dataset!r} would grow to {len(text)} "
                                 f"bytes; the limit is {limits.max_catalog_bytes} "
                                 "(max_catalog_bytes): use fewer, larger partitions")
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What one tenant's datasets may hold on this agent (AgentConfig.quota)."""
+
+    datasets: int
+    partitions: int
+    stored_bytes: int
+    catalog_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What a tenant's datasets hold (or would, with a write) on this agent."""
+
+    datasets: int = 0
+    partitions: int = 0
+    stored_bytes: int = 0
+    catalog_bytes: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.datasets + other.datasets, self.partitions + other.partitions,
+                     self.stored_bytes + other.stored_bytes,
+                     self.catalog_bytes + other.catalog_bytes)
+
+
+def check_quota(tenant: str, usage: Usage, quota: Quota) -> None:
+    """RESOURCE_EXHAUSTED naming the first quota `usage` exceeds."""
+    for what, used, limit in (("datasets", usage.datasets, quota.datasets),
+                              ("partitions", usage.partitions, quota.partitions),
+                              ("stored_bytes", usage.stored_bytes, quota.stored_bytes),
+                              ("catalog_bytes", usage.catalog_bytes, quota.catalog_bytes)):
+        if used > limit:
+            raise ResourceExhausted(
+                f"tenant {tenant!r} would hold {used} {what.replace('_', ' ')} on this agent; "
+                f"its quota is {limit} (tenant_max_{what}, or max_{what} of "
+                f"[tenants.{tenant}]): drop or overwrite some of its datasets")
 
 
 def check_stream(path: Path, limits: WriteLimits) -> None:

@@ -45,6 +45,9 @@ from .storage import (
 )
 
 log = logging.getLogger("bpfstore.agent")
+LIST_PAGE = 100  # datasets of a ListDatasets page when the request names no page_size ...
+LIST_PAGE_MAX = 1000  # ... and at most, whatever it asks
+LIST_PAGE_BYTES = 4 << 20  # a page ends early past this (catalogs with many partitions)
 
 
 def _version() -> str:
@@ -80,7 +83,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self.config = config
         self.storage = Storage(config.data_dir, max_write_bytes=config.max_write_bytes,
                                retention_seconds=config.version_retention_seconds,
-                               limits=WriteLimits.of(config))
+                               limits=WriteLimits.of(config), quota=config.quota)
         self.grants = Grants(config.tenants)  # per dataset; Gatekeeper authenticates
         self.engines = Engines(config.engine, config.data_dir, config.bpf_arena_bytes,
                                enable_bpf=config.bpf)
@@ -108,9 +111,26 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def ListDatasets(self, request: pb.ListDatasetsRequest,
                      context: grpc.ServicerContext) -> pb.ListDatasetsResponse:
         with rpc_errors(context, "ListDatasets"):
-            return pb.ListDatasetsResponse(
-                datasets=[_dataset_info(self.storage.get(n), with_stats=False)
-                          for n in self.grants.visible(self.storage.names())])
+            if request.page_size < 0:
+                raise PlanInvalid(f"page_size must be 0 (the default) or more, not "
+                                  f"{request.page_size}")
+            last = request.page_token and validate_name("page_token", request.page_token)
+            names = [n for n in self.grants.visible(self.storage.names()) if n > last]
+            page, nbytes = pb.ListDatasetsResponse(), 0
+            for n in names[:min(request.page_size or LIST_PAGE, LIST_PAGE_MAX)]:
+                try:
+                    info = _dataset_info(self.storage.get(n), with_stats=False)
+                except DatasetNotFound:  # dropped since it was listed
+                    last = n
+                    continue
+                nbytes += info.ByteSize()
+                if page.datasets and nbytes > LIST_PAGE_BYTES:
+                    break  # the rest on the next page: a reply stays far below its limit
+                page.datasets.append(info)
+                last = n
+            if names and last != names[-1]:
+                page.next_page_token = last
+            return page
 
     def DescribeDataset(self, request: pb.DescribeDatasetRequest,
                         context: grpc.ServicerContext) -> pb.DatasetInfo:
@@ -235,15 +255,16 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                 for chunk in request_iterator:
                     yield chunk.arrow_ipc
 
+            tenant = self.grants.tenant_name()
             if first.txn:
                 part = self.storage.stage(first.dataset, pieces(), _txn(first.txn),
-                                          first.partition, first.replicas)
+                                          first.partition, first.replicas, tenant)
                 log.info("write dataset=%s partition=%s rows=%d staged txn=%s", first.dataset,
                          part.id, part.rows, first.txn)
                 return pb.WriteResponse(dataset=first.dataset, partitions=[part.id],
                                         rows=part.rows)
             meta, pid, rows = self.storage.write(first.dataset, pieces(), first.partition,
-                                                 first.overwrite, first.replicas)
+                                                 first.overwrite, first.replicas, tenant)
             log.info("write dataset=%s partition=%s rows=%d version=%d", meta.name, pid, rows,
                      meta.version)
             return pb.WriteResponse(dataset=meta.name, partitions=[pid], rows=rows,
@@ -260,7 +281,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                 raise PlanInvalid(f"arrow_schema is not an Arrow IPC schema: {exc}") from None
             version = self.storage.prepare(request.dataset, _txn(request.txn), request.version,
                                            request.overwrite, request.partitions,
-                                           schema and normalize_schema(schema), request.primary)
+                                           schema and normalize_schema(schema), request.primary,
+                                           self.grants.tenant_name())
             return pb.PrepareWriteResponse(version=version)
 
     def CommitWrite(self, request: pb.CommitWriteRequest,

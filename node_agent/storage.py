@@ -32,8 +32,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, astuple, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -53,7 +53,15 @@ from bpfstore.contract.errors import (
 from bpfstore.contract.wire import checked_timestamp
 
 from .budget import check_budget
-from .limits import WriteLimits, check_catalog, check_replicas, check_stream
+from .limits import (
+    Quota,
+    Usage,
+    WriteLimits,
+    check_catalog,
+    check_quota,
+    check_replicas,
+    check_stream,
+)
 from .stats import ColumnStats, column_stats
 
 log = logging.getLogger("bpfstore.agent")
@@ -106,6 +114,7 @@ class DatasetMeta:
     created: str
     partitions: list[PartitionMeta]
     txns: list[str] = field(default_factory=list)  # the last HISTORY writes; newest last
+    owner: str = ""  # the tenant that created it: its quota counts the dataset
 
     @property
     def txn(self) -> str:
@@ -120,13 +129,15 @@ class DatasetMeta:
             "created": self.created,
             "partitions": [p.to_json() for p in self.partitions],
             "txns": self.txns,
+            "owner": self.owner,
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> DatasetMeta:
         schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(d["schema"])))
         parts = [PartitionMeta.from_json(p) for p in d["partitions"]]
-        return cls(d["name"], schema, d["version"], d["created"], parts, d.get("txns", []))
+        return cls(d["name"], schema, d["version"], d["created"], parts, d.get("txns", []),
+                   d.get("owner", ""))
 
     def partition(self, pid: str) -> PartitionMeta:
         for p in self.partitions:
@@ -202,12 +213,15 @@ class Storage:
 
     def __init__(self, data_dir: str | os.PathLike[str], max_write_bytes: int = 8 << 30,
                  retention_seconds: float = RETENTION_SECONDS,
-                 limits: WriteLimits | None = None) -> None:
+                 limits: WriteLimits | None = None,
+                 quota: Callable[[str], Quota] | None = None) -> None:
         self.root = Path(data_dir) / "datasets"
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_write_bytes = max_write_bytes
         self.limits = limits or WriteLimits(max_write_bytes)
         self.retention_seconds = retention_seconds
+        self.quota = quota  # tenant -> its quota (None: no quotas)
+        self._quota_lock = threading.Lock()  # a quota check and the prepare it admits
         self._staged: dict[str, _Staged] = {}  # txn -> partitions staged, not yet prepared
         self._pending: dict[str, Prepared] = {}  # dataset -> its prepared write (one at most)
         # dataset -> version -> (when superseded, monotonic; its catalog): for pinned readers
@@ -316,24 +330,27 @@ class Storage:
 
     def write(self, name: str, chunks: Iterable[bytes], partition: str = "",
               overwrite: bool = False,
-              replicas: Iterable[str] = ()) -> tuple[DatasetMeta, str, int]:
+              replicas: Iterable[str] = (), tenant: str = "") -> tuple[DatasetMeta, str, int]:
         """Commit one partition from the pieces of an Arrow IPC stream as a new version; all
         or nothing (a one-partition write on this agent alone: stage, prepare, commit)."""
         txn = LOCAL_TXN + uuid.uuid4().hex
-        part = self.stage(name, chunks, txn, partition, replicas)
+        part = self.stage(name, chunks, txn, partition, replicas, tenant)
         try:
-            self.prepare(name, txn, 0, overwrite, [part.id])
+            self.prepare(name, txn, 0, overwrite, [part.id], tenant=tenant)
         except BaseException:
             self.abort(name, txn)
             raise
         return self.commit(name, txn), part.id, part.rows
 
     def stage(self, name: str, chunks: Iterable[bytes], txn: str, partition: str = "",
-              replicas: Iterable[str] = ()) -> PartitionMeta:
+              replicas: Iterable[str] = (), tenant: str = "") -> PartitionMeta:
         """Store one partition of write `txn`, invisible until that write commits."""
         directory = self._dir(name)
         pid = validate_name("partition", partition) if partition else uuid.uuid4().hex[:16]
         replicas = check_replicas(replicas, self.limits)
+        if self.quota is not None and self._current(name) is None and name not in self._pending:
+            # a new dataset past the tenant's quota is refused before its data streams in
+            check_quota(tenant, self.usage(tenant) + Usage(datasets=1), self.quota(tenant))
         directory.mkdir(parents=True, exist_ok=True)
         incoming = directory / f".incoming-{uuid.uuid4().hex}.tmp"
         staged = directory / f".{pid}.{uuid.uuid4().hex}.tmp"
@@ -376,7 +393,7 @@ class Storage:
 
     def prepare(self, name: str, txn: str, version: int, overwrite: bool,
                 partitions: Iterable[str], schema: pa.Schema | None = None,
-                primary: str = "") -> int:
+                primary: str = "", tenant: str = "") -> int:
         """Phase one: record durably the version write `txn` will make (`version`, or the next
         one when 0), so a crash from here on can still commit it; refuses when another write
         is prepared or `version` is not new."""
@@ -413,13 +430,20 @@ class Storage:
             # Staged partitions not named (e.g. of a Spark task that failed and ran again) go.
             meta = DatasetMeta(name, new_schema, version, created,
                                [*kept, *(write.partitions[pid] for pid in wanted)],
-                               [*(current.txns if current else []), txn][-HISTORY:])
+                               [*(current.txns if current else []), txn][-HISTORY:],
+                               current.owner if current and current.owner else tenant)
             # Bounded here, where the new catalog is decided: a commit must not fail later.
-            check_catalog(json.dumps(meta.to_json()), name, self.limits)
+            catalog = json.dumps(meta.to_json())
+            check_catalog(catalog, name, self.limits)
             prepared = Prepared(txn, meta, primary, time.time())
-            self._dir(name).mkdir(parents=True, exist_ok=True)
-            _replace_json(self._dir(name) / PREPARED, prepared.to_json())
-            self._pending[name] = prepared
+            with self._quota_lock if self.quota is not None else contextlib.nullcontext():
+                if self.quota is not None:
+                    check_quota(meta.owner, self.usage(meta.owner, without=name) + Usage(
+                        1, len(meta.partitions), sum(p.bytes for p in meta.partitions),
+                        len(catalog)), self.quota(meta.owner))
+                self._dir(name).mkdir(parents=True, exist_ok=True)
+                _replace_json(self._dir(name) / PREPARED, prepared.to_json())
+                self._pending[name] = prepared
             self._staged.pop(txn, None)
             self._gc(name)
             return version
@@ -460,6 +484,24 @@ class Storage:
             return "prepared"
         current = self._current(name)
         return "committed" if current is not None and txn in current.txns else "unknown"
+
+    def usage(self, tenant: str, without: str = "") -> Usage:
+        """What the datasets `tenant` created hold on this agent (but `without`): each at the
+        larger of its current and prepared versions, catalogs at their files' sizes."""
+        total = Usage()
+        for name in {*self.names(), *self._pending} - {without}:
+            try:
+                versions = [(self.get(name), self._dir(name) / CATALOG)]
+            except DatasetNotFound:  # a first write, prepared only (or dropped meanwhile)
+                versions = []
+            if (pending := self._pending.get(name)) is not None:
+                versions.append((pending.meta, self._dir(name) / PREPARED))
+            held = [Usage(1, len(m.partitions), sum(p.bytes for p in m.partitions),
+                          _size(path)) for m, path in versions if m.owner == tenant]
+            if held:
+                total += Usage(*(max(values) for values in zip(*map(astuple, held),
+                                                              strict=True)))
+        return total
 
     def pending(self, name: str) -> Prepared | None:
         return self._pending.get(name)
@@ -676,6 +718,13 @@ def _sha256(path: Path) -> str:
             check_budget()
             h.update(block)
     return h.hexdigest()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # replaced or dropped meanwhile
+        return 0
 
 
 def _fsync_dir(path: Path) -> None:
