@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -120,6 +121,11 @@ class DatasetMeta:
     def txn(self) -> str:
         """The write that made this version."""
         return self.txns[-1] if self.txns else ""
+
+    @functools.cached_property
+    def stored_bytes(self) -> int:
+        """Bytes of its partition files (a version never changes: summed once)."""
+        return sum(p.bytes for p in self.partitions)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -233,6 +239,9 @@ class Storage:
         self._tables: dict[str, tuple[tuple[int, ...], pa.Table]] = {}  # open maps, oldest 1st
         self._verified: set[tuple[str, tuple[int, ...]]] = set()  # files whose checksum matched
         self.recover()
+        self._held: dict[str, list[tuple[str, Usage]]] = {}  # dataset -> (owner, usage) of
+        for name in {*self.names(), *self._pending}:  # its current and prepared versions
+            self._measure(name)
 
     # -- catalog -------------------------------------------------------------------------
 
@@ -263,6 +272,7 @@ class Storage:
     def _commit_catalog(self, meta: DatasetMeta) -> None:
         _replace_json(self._dir(meta.name) / CATALOG, meta.to_json())
         self._cache.pop(meta.name, None)
+        self._measure(meta.name)
 
     def recover(self) -> None:
         """Remove what interrupted writes left behind: temp files, staged partitions of writes
@@ -439,11 +449,12 @@ class Storage:
             with self._quota_lock if self.quota is not None else contextlib.nullcontext():
                 if self.quota is not None:
                     check_quota(meta.owner, self.usage(meta.owner, without=name) + Usage(
-                        1, len(meta.partitions), sum(p.bytes for p in meta.partitions),
-                        len(catalog)), self.quota(meta.owner))
+                        1, len(meta.partitions), meta.stored_bytes, len(catalog)),
+                        self.quota(meta.owner))
                 self._dir(name).mkdir(parents=True, exist_ok=True)
                 _replace_json(self._dir(name) / PREPARED, prepared.to_json())
                 self._pending[name] = prepared
+                self._measure(name)
             self._staged.pop(txn, None)
             self._gc(name)
             return version
@@ -488,20 +499,31 @@ class Storage:
     def usage(self, tenant: str, without: str = "") -> Usage:
         """What the datasets `tenant` created hold on this agent (but `without`): each at the
         larger of its current and prepared versions, catalogs at their files' sizes."""
+        with self._guard:
+            held = [u for name, versions in self._held.items() if name != without
+                    if (u := [u for owner, u in versions if owner == tenant])]
         total = Usage()
-        for name in {*self.names(), *self._pending} - {without}:
-            try:
-                versions = [(self.get(name), self._dir(name) / CATALOG)]
-            except DatasetNotFound:  # a first write, prepared only (or dropped meanwhile)
-                versions = []
-            if (pending := self._pending.get(name)) is not None:
-                versions.append((pending.meta, self._dir(name) / PREPARED))
-            held = [Usage(1, len(m.partitions), sum(p.bytes for p in m.partitions),
-                          _size(path)) for m, path in versions if m.owner == tenant]
-            if held:
-                total += Usage(*(max(values) for values in zip(*map(astuple, held),
-                                                              strict=True)))
+        for versions in held:
+            total += Usage(*(max(values) for values in zip(*map(astuple, versions),
+                                                          strict=True)))
         return total
+
+    def _measure(self, name: str) -> None:
+        """(After the dataset's catalog or prepared write changed.) What it holds now, kept
+        for `usage`, so a quota check reads no catalog."""
+        try:
+            versions = [(self.get(name), self._dir(name) / CATALOG)]
+        except DatasetNotFound:  # a first write, prepared only (or dropped)
+            versions = []
+        if (pending := self._pending.get(name)) is not None:
+            versions.append((pending.meta, self._dir(name) / PREPARED))
+        held = [(m.owner, Usage(1, len(m.partitions), m.stored_bytes, _size(path)))
+                for m, path in versions]
+        with self._guard:
+            if held:
+                self._held[name] = held
+            else:
+                self._held.pop(name, None)
 
     def pending(self, name: str) -> Prepared | None:
         return self._pending.get(name)
@@ -515,6 +537,7 @@ class Storage:
         if path.exists():
             path.unlink()
             _fsync_dir(path.parent)
+        self._measure(name)
 
     def _current(self, name: str) -> DatasetMeta | None:
         try:
@@ -608,6 +631,8 @@ class Storage:
             self._cache.pop(name, None)
             self._pending.pop(name, None)
             self._retained.pop(name, None)
+            with self._guard:
+                self._held.pop(name, None)
             for txn in [t for t, w in self._staged.items() if w.dataset == name]:
                 del self._staged[txn]
             for key in [k for k in self._tables if Path(k).parent == directory]:
