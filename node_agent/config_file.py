@@ -110,6 +110,10 @@ def check_config(config: AgentConfig) -> None:
         raise ConfigError("; ".join(problems))
 
 
+QUOTAS = ("tenant_max_datasets", "tenant_max_partitions", "tenant_max_stored_bytes",
+          "tenant_max_catalog_bytes")
+
+
 def _check_values(c: AgentConfig) -> list[str]:
     out = []
     if c.engine not in ENGINES:
@@ -118,8 +122,8 @@ def _check_values(c: AgentConfig) -> list[str]:
         out.append(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {c.log_level!r}")
     for f in dataclasses.fields(c):
         value = getattr(c, f.name)
-        positive = f.name.startswith("max_") or f.name in ("workers", "scan_batch_rows",
-                                                            "stream_idle_seconds")
+        positive = f.name.startswith(QUOTAS) or f.name.startswith("max_") or \
+            f.name in ("workers", "scan_batch_rows", "stream_idle_seconds")
         if positive and isinstance(value, int | float) and value <= 0:
             out.append(f"{f.name} must be positive, not {value}")
     if c.tenant_max_concurrent < 0:
@@ -184,8 +188,9 @@ def _check_tenants(c: AgentConfig) -> list[str]:
         for pattern in (*t.read, *t.write):
             if not pattern:
                 out.append(f"tenants.{t.name}: an empty dataset pattern")
-        if t.max_concurrent < 0:
-            out.append(f"tenants.{t.name}.max_concurrent must be 0 or more")
+        for f in dataclasses.fields(t):
+            if f.name.startswith("max_") and getattr(t, f.name) < 0:
+                out.append(f"tenants.{t.name}.{f.name} must be 0 or more")
     return out
 
 

@@ -107,6 +107,10 @@ def test_missing_file_is_clear(tmp_path: Path) -> None:
     ({"tenants": (Tenant("a", ("secret",)),)}, "not a token hash.*hash-token"),
     ({"tenants": (Tenant("a", ()),)}, "tokens is empty"),
     ({"tenants": (Tenant("a", (HASH,)), Tenant("b", (HASH,)))}, "also in tenants.a"),
+    ({"tenant_max_datasets": 0}, "tenant_max_datasets must be positive"),
+    ({"tenant_max_stored_bytes": -5}, "tenant_max_stored_bytes must be positive"),
+    ({"tenants": (Tenant("a", (HASH,), max_partitions=-1),)},
+     "tenants.a.max_partitions must be 0 or more"),
 ])
 def test_config_checks(settings: dict, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
