@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from bpfstore.connector.transport import Transport
 from bpfstore.contract.errors import ResourceExhausted
 from bpfstore.node_agent import server
 from bpfstore.node_agent.auth import hash_token
+from bpfstore.node_agent.config import AgentConfig
 from bpfstore.node_agent.server import ipc_bytes
 from bpfstore.node_agent.storage import Storage
 from bpfstore.v1 import agent_pb2 as pb
@@ -223,3 +225,40 @@ def test_a_page_ends_early_at_its_byte_bound(tmp_path: Path,
             assert [d.name for d in client.datasets()] == [f"wide{i}" for i in range(6)]
     finally:
         agent.stop()
+
+
+def test_concurrent_writes_never_exceed_a_quota(tmp_path: Path) -> None:
+    """Writers race for the last datasets, then the last partitions, of one tenant's quota:
+    exactly the quota commits, the rest is refused and leaves nothing, a restart counts the
+    same."""
+    quota = AgentConfig(tenant_max_datasets=5, tenant_max_partitions=7).quota
+    storage = Storage(tmp_path, quota=quota)
+    storage.write("a", [ipc_bytes(_small())], "p0", tenant="t")
+
+    def race(datasets: list[str]) -> list[str]:
+        results: list[str] = []
+
+        def writer(dataset: str) -> None:
+            try:
+                storage.write(dataset, [ipc_bytes(_small())], tenant="t")
+                results.append("ok")
+            except ResourceExhausted as exc:
+                results.append(str(exc).split("(")[1].split(",")[0])  # the quota's name
+
+        threads = [threading.Thread(target=writer, args=(d,)) for d in datasets]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return sorted(results)
+
+    assert race([f"d{i}" for i in range(8)]) == ["ok"] * 4 + ["tenant_max_datasets"] * 4
+    assert storage.usage("t").datasets == 5
+    assert race(storage.names()) == ["ok"] * 2 + ["tenant_max_partitions"] * 3
+    held = storage.usage("t")
+    assert (held.datasets, held.partitions) == (5, 7)
+    names = storage.names()
+    assert sum(len(storage.get(n).partitions) for n in names) == 7
+    assert sum(len(os.listdir(tmp_path / "datasets" / n)) for n in names) == 7 + 5  # + catalogs
+    assert len(os.listdir(tmp_path / "datasets")) == 5  # nothing of the refused ones
+    assert Storage(tmp_path, quota=quota).usage("t") == held
