@@ -262,3 +262,25 @@ def test_concurrent_writes_never_exceed_a_quota(tmp_path: Path) -> None:
     assert sum(len(os.listdir(tmp_path / "datasets" / n)) for n in names) == 7 + 5  # + catalogs
     assert len(os.listdir(tmp_path / "datasets")) == 5  # nothing of the refused ones
     assert Storage(tmp_path, quota=quota).usage("t") == held
+
+
+def test_a_quota_on_one_agent_refuses_the_whole_multi_agent_write(tmp_path: Path) -> None:
+    """Agent B's quota is smaller than A's: a write spread over both is refused as a whole
+    (B refuses to prepare), nothing of it is visible on either, and A keeps no staged file."""
+    roomy = AgentProcess(tmp_path / "a", "--config", str(_config(tmp_path / "a.toml")))
+    tight = AgentProcess(tmp_path / "b", "--config",
+                         str(_config(tmp_path / "b.toml", tenant_max_partitions=2)))
+    try:
+        with Client([roomy.address, tight.address], transport=Transport(token="noisy"),
+                    timeout=30) as noisy:
+            noisy.write("d", _small(20), partition_rows=10)  # one partition on each
+            with pytest.raises(ResourceExhausted, match="tenant_max_partitions"):
+                noisy.write("d", _small(60), partition_rows=10)  # three more on each
+            assert _count(noisy, "d") == 20
+            for agent in (roomy, tight):
+                assert _files(agent) == {"d/_dataset.json", *(
+                    f"d/{p.id}.arrow" for p in noisy.describe("d").partitions
+                    if agent.address in p.replicas)}
+    finally:
+        roomy.stop()
+        tight.stop()
