@@ -25,7 +25,6 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from agent_process import AgentProcess  # noqa: E402
-
 from bpfstore.connector import Client, col, count_star, sum_  # noqa: E402
 from bpfstore.contract import wire  # noqa: E402
 from bpfstore.contract.plan import Arith, ArithOp, Overflow, Plan  # noqa: E402
