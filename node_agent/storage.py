@@ -14,7 +14,9 @@ version stays readable, for queries that pinned it, for `retention_seconds` and 
 request reads it. At start, files no catalog or prepared write names are leftovers of
 interrupted writes and are removed. A partition file is checked against its commit-time
 SHA-256 when it is first opened (and again whenever the file changes): a corrupt one is
-reported (`PartitionCorrupt`), never served.
+reported (`PartitionCorrupt`), never served. Each dataset records the tenant that created it
+(`owner`); what a tenant's datasets hold is kept in memory and checked against its quota
+(limits.Quota) before a write is prepared.
 """
 
 from __future__ import annotations
