@@ -4,7 +4,8 @@ What compiles: a conjunction of range predicates (=, <, <=, >, >=, BETWEEN again
 literals) on integer-like columns (ints, bool, date32, timestamp, decimal64 as scaled
 integers) and equality of dictionary-encoded strings; COUNT(*), COUNT, SUM of + - *
 expressions over such columns and literals, MIN and MAX of such columns; GROUP BY up to
-MAX_GROUPS groups of dictionary codes or small integer ranges; no NULLs in the columns used.
+MAX_GROUPS groups of dictionary codes or small integer ranges (keys without NULLs); NULLs
+in the other columns through their validity bitmaps.
 Everything else raises `Unsupported` and the partition runs on the arrow engine.
 
 Exactness: each predicate becomes an integer window computed exactly (fractions), and
@@ -17,7 +18,8 @@ Modules, one job each (each layer uses only the ones above it):
 - windows: predicates on one column as exact integer windows;
 - expressions: the walkers over predicates and integer expressions;
 - accumulators: COUNT / SUM / MIN / MAX, in registers or per group in the arena;
-- template: the data path's template with its holes filled, and array layouts.
+- template: the data path's template with its holes filled, its settings, array layouts;
+- context: the ctypes mirror of a program's context, read from bpf/bpfstore.h.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ from bpfstore.contract.plan import AggFunc, Plan, conjuncts
 
 from ....stats import ColumnStats
 from .accumulators import ACC_BYTES, MAX_GROUPS, Compiler
+from .context import HEAD, context_type
 from .program import Program
-from .template import CHUNK_ROWS, READ_ROWS, fill, read_layout
+from .template import CHUNK_ROWS, READ_ROWS, TemplateError, fill, read_layout
 from .typemap import BITS, storage_ctype
 
-__all__ = ["ACC_BYTES", "BITS", "CHUNK_ROWS", "MAX_GROUPS", "READ_ROWS", "Program",
-           "compile_plan", "read_layout", "storage_ctype"]
+__all__ = ["ACC_BYTES", "BITS", "CHUNK_ROWS", "HEAD", "MAX_GROUPS", "READ_ROWS", "Program",
+           "TemplateError", "compile_plan", "context_type", "read_layout", "storage_ctype"]
 
 
 def compile_plan(plan: Plan, schema: pa.Schema, stats: dict[str, ColumnStats], rows: int,
@@ -56,6 +59,6 @@ def compile_plan(plan: Plan, schema: pa.Schema, stats: dict[str, ColumnStats], r
         c.aggregate(i, agg.func, agg.arg, partial_type(agg))
     if c.p.groups and (c.p.groups + 1) * c.p.stride * 8 > ACC_BYTES:
         raise Unsupported("bpf: group accumulators larger than their arena region")
-    c.p.source = fill(c, path)
+    c.p.source, c.p.settings = fill(c, path)
     return c.p
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,7 @@ class Program:
     """Generated C plus how to fill its context and read its results."""
 
     source: str = ""
+    settings: dict[str, str] = field(default_factory=dict)  # template settings, passed as -D
     fields: list[tuple[str, str]] = field(default_factory=list)  # (name, "u64" | "s64")
     values: dict[str, int] = field(default_factory=dict)  # constant inputs
     columns: list[str] = field(default_factory=list)  # column i is at ctx field col{i}
@@ -30,5 +32,18 @@ class Program:
 
     @property
     def shape(self) -> str:
-        return hashlib.sha256(self.source.encode()).hexdigest()[:20]
+        text = "\n".join([self.source, *self.cflags])
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    @property
+    def cflags(self) -> list[str]:
+        """The settings as compiler flags (the template's `#ifndef NAME` defaults them)."""
+        return [f"-D{name}={value}" for name, value in sorted(self.settings.items())]
+
+    def with_settings(self, **settings: str) -> Program:
+        """The same program with some of its settings changed (a shape of its own)."""
+        unknown = set(settings) - set(self.settings)
+        if unknown:  # only settings the template was checked to have (template.fill)
+            raise KeyError(f"program has no setting {sorted(unknown)}")
+        return dataclasses.replace(self, settings={**self.settings, **settings})
 

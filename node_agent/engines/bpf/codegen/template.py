@@ -3,6 +3,7 @@ layout of the arrays a program reads on each path (arena, copied chunks, bcc's r
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 
 from bpfstore.contract.errors import Unsupported
@@ -14,49 +15,73 @@ from .typemap import BITS, BYTES
 MAX_UNROLLED_REGISTERS = 3  # measured: 1 sum + 1 min verifies unrolled, 2 sums + 2 min/max not
 CHUNK_ROWS = 4096  # cold path: rows copied at a time (bpf/cold.bpf.c)
 READ_ROWS = 2048  # bcc path: rows a read (bpf/bcc_read.bpf.c's CHUNK_ROWS)
-_READ_DEFAULTS = {"CHUNK_BYTES": "8", "LAST_OFFSET": "0", "LAST_WIDTH": "8"}
+UNROLL = 8  # hot and cold paths: rows a step (1 when the verifier cannot follow 8)
 
 
-def fill(c: Compiler, path: str) -> str:
-    """The template of the data path with its holes filled."""
-    template = {"hot": "aggregate.bpf.c", "cold": "cold.bpf.c", "bcc": "bcc_read.bpf.c"}[path]
+TEMPLATES = {"hot": "aggregate.bpf.c", "cold": "cold.bpf.c", "bcc": "bcc_read.bpf.c"}
+
+
+class TemplateError(Exception):
+    """A template and its generator disagree (a hole or a setting is missing): a bug to fix,
+    never a reason to fall back."""
+
+
+def fill(c: Compiler, path: str) -> tuple[str, dict[str, str]]:
+    """The template of the data path with its holes filled, and its settings (-D)."""
+    template = TEMPLATES[path]
     source = (resources.files("bpfstore.bpf") / template).read_text()
+    holes = {"CTX": "\n    ".join(f"{kind} {name};" for name, kind in c.p.fields),
+             "SETUP": "\n    ".join(c.setup),
+             "PREDICATE": "\n            ".join(c.predicate),
+             "ACCUMULATE": "\n            ".join(c.accumulate),
+             "STORE": "\n    ".join(c.store)}
+    settings = {"STRIDE": str(c.p.stride or 1), "UNROLL": str(UNROLL)}
     if path == "hot":
         columns = _arena_columns(c.p)
+        # Accumulators held in registers (no group-by) multiply the state the verifier
+        # tracks through an unrolled step; past a few it stops converging ("program is too
+        # large").
+        registers = sum(2 if kind == "sum" else 1 for kind, _, _ in c.p.outputs
+                        if kind != "count")
+        registers += sum(1 for _, _, counter in c.p.outputs if counter != "count")
+        if not c.p.groups and registers > MAX_UNROLLED_REGISTERS:
+            settings["UNROLL"] = "1"
     elif path == "bcc":
         if c.p.groups:
             raise Unsupported("bcc: GROUP BY keeps accumulators in an arena; it runs on arrow")
-        columns, defines = _read_columns(c.p)
-        for name, value in defines.items():  # sizes in rows of CHUNK_ROWS, which may change
-            source = source.replace(f"#define {name} {_READ_DEFAULTS[name]} ",
-                                    f"#define {name} {value} ")
+        columns, sizes = _read_columns(c.p)
+        settings = {"CHUNK_ROWS": str(READ_ROWS), **sizes}
     else:
         columns, copy, size = _chunk_columns(c.p)
-        source = source.replace("#define CHUNK_BYTES 8", f"#define CHUNK_BYTES {size}")
-        source = source.replace("#define CHUNK_ROWS 4096", f"#define CHUNK_ROWS {CHUNK_ROWS}")
-        source = source.replace("/*@COPY@*/", "\n        ".join(copy))
+        settings.update(CHUNK_ROWS=str(CHUNK_ROWS), CHUNK_BYTES=str(size))
+        holes["COPY"] = "\n        ".join(copy)
         # grouped programs keep their accumulators in the hot path's arena
-        source = source.replace("/*@ARENA@*/", _ARENA if c.p.groups else "")
-        source = source.replace("/*@ARENA_USE@*/", 'asm volatile("" :: "r"(&arena));'
-                                if c.p.groups else "")
-    holes = {
-        "/*@CTX@*/": "\n    ".join(f"{kind} {name};" for name, kind in c.p.fields),
-        "/*@COLUMNS@*/": "\n    ".join(columns),
-        "/*@SETUP@*/": "\n    ".join(c.setup),
-        "/*@PREDICATE@*/": "\n            ".join(c.predicate),
-        "/*@ACCUMULATE@*/": "\n            ".join(c.accumulate),
-        "/*@STORE@*/": "\n    ".join(c.store),
-    }
-    source = source.replace("#define STRIDE 1", f"#define STRIDE {c.p.stride or 1}")
-    # Accumulators held in registers (no group-by) multiply the state the verifier tracks
-    # through an unrolled step; past a few it stops converging ("program is too large").
-    registers = sum(2 if kind == "sum" else 1 for kind, _, _ in c.p.outputs if kind != "count")
-    registers += sum(1 for _, _, counter in c.p.outputs if counter != "count")
-    if path == "hot" and not c.p.groups and registers > MAX_UNROLLED_REGISTERS:
-        source = source.replace("#define UNROLL 8", "#define UNROLL 1")
-    for hole, code in holes.items():
+        holes["ARENA"] = _ARENA if c.p.groups else ""
+        holes["ARENA_USE"] = 'asm volatile("" :: "r"(&arena));' if c.p.groups else ""
+    holes["COLUMNS"] = "\n    ".join(columns)
+    check_settings(source, settings, template)
+    return fill_holes(source, holes, template), settings
+
+
+def fill_holes(source: str, holes: dict[str, str], template: str) -> str:
+    """Every /*@NAME@*/ of the template replaced by its code; TemplateError when a hole is
+    missing on either side (a silent no-op would generate a wrong program)."""
+    for name, code in holes.items():
+        hole = f"/*@{name}@*/"
+        if hole not in source:
+            raise TemplateError(f"{template} has no hole {hole}")
         source = source.replace(hole, code)
+    left = re.search(r"/\*@\w+@\*/", source)
+    if left:
+        raise TemplateError(f"{template}: hole {left.group()} left unfilled")
     return source
+
+
+def check_settings(source: str, settings: dict[str, str], template: str) -> None:
+    """TemplateError unless the template declares each setting (`#ifndef NAME`, a default)."""
+    for name in settings:
+        if not re.search(rf"^#ifndef {name}$", source, re.MULTILINE):
+            raise TemplateError(f"{template} has no setting {name} (#ifndef {name})")
 
 
 _ARENA = """struct {
@@ -128,7 +153,7 @@ def _read_columns(p: Program) -> tuple[list[str], dict[str, str]]:
         last = (bits, ctype)
         bits += BITS[ctype]
     if not columns:
-        return columns, {}
+        return columns, {}  # the template's defaults
     return columns, {"CHUNK_BYTES": f"({bits} * CHUNK_ROWS / 8)",
                      "LAST_OFFSET": f"({last[0]} * CHUNK_ROWS / 8)",
                      "LAST_WIDTH": str(BITS[last[1]] // 8)}
