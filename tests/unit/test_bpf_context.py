@@ -53,6 +53,15 @@ def test_a_drifted_mirror_is_caught() -> None:
     assert result.returncode != 0 and "static assert" in result.stderr.lower()
 
 
+@pytest.mark.parametrize("template", ["aggregate.bpf.c", "cold.bpf.c"])  # bcc's needs bcc
+def test_templates_compile_as_written(template) -> None:
+    """Holes are comments and settings have defaults: a template is C before it is filled."""
+    include = resources.files("bpfstore.bpf")
+    result = subprocess.run([_clang(), "-target", "bpf", "-fsyntax-only", f"-I{include}",
+                             str(include / template)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
 def test_the_head_is_read_from_the_header() -> None:
     assert [name for name, _ in HEAD] == ["start", "end", "done", "count"]
     assert head_fields("#define CTX_HEAD \\\n    u64 a; /* x */ \\\n    s64 b;\n") == (
