@@ -6,8 +6,13 @@
  */
 #include "bpfstore.h"
 
+/* settings: the agent passes them with -D (these are the defaults) */
+#ifndef STRIDE
 #define STRIDE 1 /* u64 words of one group's accumulators (group-by programs) */
+#endif
+#ifndef UNROLL
 #define UNROLL 8 /* rows a step; 1 when the verifier cannot follow a wide unrolled body */
+#endif
 #define BIT(p, r) (((p)[(r) >> 3] >> ((r) & 7)) & 1) /* bit r of a packed bit array */
 
 struct {
@@ -17,9 +22,7 @@ struct {
 } arena SEC(".maps");
 
 struct ctx {
-    u64 start, end;   /* rows [start, end) */
-    u64 done;         /* out: rows processed (may_goto may stop early) */
-    u64 count;        /* out: rows selected */
+    CTX_HEAD
     /*@CTX@*/
 };
 

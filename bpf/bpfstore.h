@@ -35,6 +35,14 @@ extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
 #endif
 
 
+/* The fixed head of every program's context (struct ctx): one `u64 name;` a line, read by
+ * the agent for its ctypes mirror (node_agent/engines/bpf/codegen/context.py). */
+#define CTX_HEAD                                                                  \
+    u64 start;  /* rows [start, end) */                                           \
+    u64 end;                                                                      \
+    u64 done;   /* out: rows processed (may_goto may stop early) */               \
+    u64 count;  /* out: rows selected */
+
 /* may_goto: a loop the verifier bounds by time (~0.25 s a call on 6.18), so programs
  * return the rows done and the agent calls again from there. */
 #define can_loop ({ __label__ l_break, l_continue; bool ret = 1;                 \

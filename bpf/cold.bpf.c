@@ -8,10 +8,19 @@
  */
 #include "bpfstore.h"
 
+/* settings: the agent passes them with -D (these are the defaults) */
+#ifndef STRIDE
 #define STRIDE 1        /* u64 words of one group's accumulators (group-by programs) */
+#endif
+#ifndef UNROLL
 #define UNROLL 8        /* rows a step */
+#endif
+#ifndef CHUNK_ROWS
 #define CHUNK_ROWS 4096 /* rows copied at a time (a power of two: indexes are masked) */
-#define CHUNK_BYTES 8   /* size of one chunk of every column used: set by the agent */
+#endif
+#ifndef CHUNK_BYTES
+#define CHUNK_BYTES 8   /* size of one chunk of every column used */
+#endif
 #define BIT(p, r) (((p)[((r) + b) >> 3] >> (((r) + b) & 7)) & 1) /* bits start at bit b */
 
 struct chunk { u8 bytes[CHUNK_BYTES]; };
@@ -26,9 +35,7 @@ struct {
 /*@ARENA@*/
 
 struct ctx {
-    u64 start, end;   /* rows [start, end) of one record batch */
-    u64 done;         /* out: rows processed */
-    u64 count;        /* out: rows selected */
+    CTX_HEAD          /* rows [start, end) of one record batch */
     /*@CTX@*/
 };
 

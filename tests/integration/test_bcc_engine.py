@@ -22,6 +22,8 @@ from test_cli import _cli, agent_processes, lineitem  # noqa: F401 - fixtures
 
 from bpfstore.connector import Client, Unsupported, col, count, count_star, max_, min_, sum_
 from bpfstore.contract.combine import Avg
+from bpfstore.node_agent.engines.bcc.engine import shared
+from bpfstore.node_agent.engines.bpf.codegen import HEAD
 from conftest import RunningAgent, require_bpf, require_engine_at
 from oracle import assert_same_rows, duckdb_answer
 
@@ -124,8 +126,6 @@ def test_reads_after_a_request_are_not_attributed(agents: list[RunningAgent], cl
                                                   bcc_data: pa.Table) -> None:
     """Once a request ends its buffer is unregistered: a pread into the very same address
     by the same process changes nothing in the slot."""
-    from bpfstore.node_agent.engines.bcc.engine import shared
-
     client.aggregate("bcc_t", [sum_("i64")], where=col("i64") > 0, engine="bcc")
     engine = shared()
     snapshot = []
@@ -145,6 +145,19 @@ def test_reads_after_a_request_are_not_attributed(agents: list[RunningAgent], cl
         os.close(fd)
     for loaded, slot, before in snapshot:
         assert bytes(loaded.bpf["slots"][ctypes.c_int(slot)]) == before
+
+
+def test_bcc_context_is_the_shared_head_then_its_own(client: Client, bcc_data: pa.Table) -> None:
+    """bcc makes its ctypes of the context from the C itself: CTX_HEAD of bpfstore.h first,
+    as codegen's mirror (codegen/context.py) reads it, then bcc's fields, then the plan's."""
+    client.aggregate("bcc_t", [sum_("i64")], where=col("i64") > 0, engine="bcc")
+    assert shared().programs
+    for loaded in list(shared().programs.values()):
+        leaf = loaded.bpf["slots"].Leaf
+        names = [name for name, _ in leaf._fields_]
+        assert names[:len(HEAD) + 3] == [name for name, _ in HEAD] + ["gen", "reads", "err"]
+        assert [getattr(leaf, name).offset for name in names[:len(HEAD)]] == [
+            8 * i for i in range(len(HEAD))]
 
 
 def test_tpch_q6_through_the_cli_equals_duckdb(agent_processes, lineitem) -> None:  # noqa: F811

@@ -15,7 +15,8 @@ from bpfstore.contract.binding import bind_plan
 from bpfstore.contract.combine import avg, expand
 from bpfstore.contract.errors import Unsupported
 from bpfstore.contract.plan import Plan, col, count_star, max_, min_, sum_
-from bpfstore.node_agent.engines.bpf.codegen import compile_plan
+from bpfstore.node_agent.engines.bpf.codegen import TemplateError, compile_plan
+from bpfstore.node_agent.engines.bpf.codegen.template import check_settings, fill_holes
 from bpfstore.node_agent.stats import ColumnStats
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -56,10 +57,11 @@ def _compile(aggregates, where, group_by, path="hot"):
                           ("q1.cold", Q1, "cold"), ("q6.bcc", Q6, "bcc")])
 def test_generated_c_matches_golden(name, query, data_path) -> None:
     program = _compile(*query, path=data_path)
+    generated = f"// {' '.join(program.cflags)}\n{program.source}"  # settings, then the C
     path = GOLDEN / f"{name}.bpf.c"
     if os.environ.get("UPDATE_GOLDEN") == "1":
-        path.write_text(program.source)
-    assert program.source == path.read_text(), "refresh with UPDATE_GOLDEN=1 if intended"
+        path.write_text(generated)
+    assert generated == path.read_text(), "refresh with UPDATE_GOLDEN=1 if intended"
 
 
 def test_constants_travel_in_the_context_so_shapes_are_shared() -> None:
@@ -67,6 +69,27 @@ def test_constants_travel_in_the_context_so_shapes_are_shared() -> None:
     b = _compile([sum_(price * disc)], col("l_quantity") < 31, ())
     assert a.shape == b.shape and a.values != b.values
     assert a.values["r0"] == 2399 - 100 + 1  # quantity in [1.00, 23.99] as scaled integers
+
+
+def test_settings_travel_as_flags_not_text() -> None:
+    program = _compile(*Q1)
+    assert program.settings["STRIDE"] == "9"  # a group: its count, then 4 sums of 2 words
+    single = program.with_settings(UNROLL="1")
+    assert single.source == program.source and "-DUNROLL=1" in single.cflags
+    assert single.shape != program.shape  # another object in the caches
+    with pytest.raises(KeyError, match="UNROLLED"):
+        program.with_settings(UNROLLED="1")
+
+
+def test_a_missing_hole_or_setting_is_an_error() -> None:
+    assert fill_holes("a /*@X@*/ b /*@X@*/", {"X": "1"}, "t.c") == "a 1 b 1"
+    with pytest.raises(TemplateError, match=r"t.c has no hole /\*@Y@\*/"):
+        fill_holes("a /*@X@*/", {"X": "1", "Y": "2"}, "t.c")
+    with pytest.raises(TemplateError, match="left unfilled"):
+        fill_holes("a /*@X@*/ /*@Z@*/", {"X": "1"}, "t.c")
+    check_settings("#ifndef N\n#define N 1\n#endif\n", {"N": "2"}, "t.c")
+    with pytest.raises(TemplateError, match="t.c has no setting N"):
+        check_settings("#define N 1\n", {"N": "2"}, "t.c")
 
 
 def test_q6_windows_are_exact_integers() -> None:

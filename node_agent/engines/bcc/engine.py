@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import decimal
 import itertools
 import logging
 import mmap
@@ -42,15 +43,16 @@ from typing import Any
 
 import pyarrow as pa
 
+from bpfstore.contract.binding import bind_plan
 from bpfstore.contract.combine import partial_schema
 from bpfstore.contract.errors import Unsupported
-from bpfstore.contract.plan import Plan
+from bpfstore.contract.plan import Plan, col, count, count_star, min_, sum_
 
 from ...budget import check_budget, unbudgeted
 from ...stats import ColumnStats
 from ..arrow_engine import AggregateResult
 from ..bpf.codegen import BITS, READ_ROWS, Program, compile_plan, read_layout
-from ..bpf.engine import _dictionaries, _empty_partials, _partials
+from ..bpf.engine import empty_partials, plan_dictionaries, read_partials
 
 log = logging.getLogger("bpfstore.agent")
 SLOTS = 16  # bpf/bcc_read.bpf.c: concurrent requests of one program
@@ -137,16 +139,16 @@ class BccEngine:
         follows every trip of the row loop)."""
         error = ""
         for rows in (READ_ROWS, READ_ROWS // 4, READ_ROWS // 16):
-            source = program.source.replace(f"#define CHUNK_ROWS {READ_ROWS} ",
-                                            f"#define CHUNK_ROWS {rows} ")
+            variant = program.with_settings(CHUNK_ROWS=str(rows))
             bpf = None
             try:
-                bpf = self.BPF(text=source.encode(), cflags=[f"-I{self.include}", "-w"])
+                bpf = self.BPF(text=variant.source.encode(),
+                               cflags=[f"-I{self.include}", "-w", *variant.cflags])
                 for fn in ("on_enter", "on_exit"):  # the verifier runs here
                     bpf.load_func(fn, self.BPF.TRACEPOINT)
             except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
                 error = str(exc)
-                _dump(program, source, error)
+                _dump(variant, error)
                 if bpf is not None:
                     bpf.cleanup()
                 continue
@@ -178,7 +180,7 @@ class BccEngine:
             raise Unsupported("bcc: GROUP BY keeps accumulators in an arena; it runs on arrow")
         try:
             program = compile_plan(plan, table.schema, stats, table.num_rows,
-                                   _dictionaries(table, plan), "bcc")
+                                   plan_dictionaries(table, plan), "bcc")
         except Unsupported as exc:  # the shared generator's reasons, said for this engine
             raise Unsupported(f"bcc: {str(exc).removeprefix('bpf: ').removeprefix('bcc: ')}") \
                 from None
@@ -187,14 +189,15 @@ class BccEngine:
                 raise Unsupported(f"bcc: float column {name!r} (order keys are not in the file)")
         schema = partial_schema(plan, table.schema)
         if program.empty:
-            return AggregateResult(_empty_partials(program, schema), table.num_rows, 0)
+            return AggregateResult(empty_partials(program, schema), table.num_rows, 0)
         if not program.columns:  # COUNT(*) of every row: nothing to read
             ctx = _Counts(table.num_rows)
-            return AggregateResult(_partials(program, ctx, schema), table.num_rows, ctx.count)
+            partials = read_partials(program, ctx, schema)
+            return AggregateResult(partials, table.num_rows, ctx.count)
         where = self._file(table, program, key)
         loaded = self._program(program)
         out = self._run(loaded, program, where)
-        return AggregateResult(_partials(program, out, schema), table.num_rows, out.count)
+        return AggregateResult(read_partials(program, out, schema), table.num_rows, out.count)
 
     def _run(self, loaded: _Loaded, program: Program, where: _File) -> Any:
         slots, reqs = loaded.bpf["slots"], loaded.bpf["reqs"]
@@ -281,11 +284,6 @@ class BccEngine:
 
     def _probe(self) -> str:
         """Compile, attach, reduce a known file; "" when the answer is right, else why not."""
-        import decimal
-
-        from bpfstore.contract.binding import bind_plan
-        from bpfstore.contract.plan import col, count, count_star, min_, sum_
-
         table = pa.table({"x": pa.array([-(2**62), 5, 7, 2**62, 9, None] * 1000, pa.int64())})
         stats = {"x": ColumnStats(1000, -(2**62), 2**62)}
         plan = bind_plan(Plan("probe", filter=col("x") >= 5,
@@ -409,11 +407,11 @@ def _import_bcc() -> Any:
     return BPF
 
 
-def _dump(program: Program, source: str, error: str) -> None:
+def _dump(program: Program, error: str) -> None:
     """BPFSTORE_DUMP_BPF=1 writes the generated C (and the error) for inspection."""
     if os.environ.get("BPFSTORE_DUMP_BPF") == "1":
         base = Path(tempfile.gettempdir()) / f"bpfstore-bcc-{program.shape}"
-        base.with_suffix(".bpf.c").write_text(source)
+        base.with_suffix(".bpf.c").write_text(f"// {' '.join(program.cflags)}\n{program.source}")
         base.with_suffix(".err").write_text(error)
 
 

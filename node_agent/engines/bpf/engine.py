@@ -11,10 +11,8 @@ arrow engine returns.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import datetime as dt
 import decimal
-import functools
 import logging
 import os
 import shutil
@@ -32,17 +30,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bpfstore.contract import decimals
+from bpfstore.contract.binding import bind_plan
 from bpfstore.contract.combine import partial_schema
 from bpfstore.contract.compare import float_from_key
 from bpfstore.contract.errors import Unsupported, VerifierRejected
-from bpfstore.contract.plan import Dialect, Plan, columns_of
+from bpfstore.contract.plan import Dialect, Plan, col, columns_of, count_star, sum_
 
 from ...budget import check_budget
 from ...stats import ColumnStats
 from .. import exact
 from ..arrow_engine import AggregateResult
 from . import libbpf
-from .codegen import ACC_BYTES, BITS, Program, compile_plan
+from .codegen import ACC_BYTES, BITS, Program, compile_plan, context_type
 
 CLANGS = ("clang-19", "clang-18", "clang")
 RUN_ROWS = 1 << 22  # rows of one hot-path call: ~10 ms, so a cancel is seen that soon
@@ -192,7 +191,7 @@ class BpfEngine:
                 src.write_text(program.source)
                 out = Path(tmp) / "prog.o"
                 cmd = [str(self.clang), "-O2", "-g", "-target", "bpf", "-mcpu=v3",
-                       f"-I{include}", "-c", str(src), "-o", str(out)]
+                       f"-I{include}", *program.cflags, "-c", str(src), "-o", str(out)]
                 result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
                 if result.returncode != 0:
                     _dump(program, result.stderr)
@@ -218,8 +217,7 @@ class BpfEngine:
                     # A wide unrolled body can exceed what the verifier follows through the
                     # loop; the same program one row a step verifies.
                     _dump(program, str(exc) + "\n" + exc.log)
-                    single = dataclasses.replace(program, source=program.source.replace(
-                        "#define UNROLL 8", "#define UNROLL 1"))
+                    single = program.with_settings(UNROLL="1")
                     obj = self._object(single)
                     loaded, fd = libbpf.load(obj, "aggregate", self.pages, self.arena_address,
                                              self.arena_fd)
@@ -240,7 +238,7 @@ class BpfEngine:
         or "cold"; "" lets the engine choose). Unsupported: the caller uses arrow."""
         if path and self.paths[path]:
             raise Unsupported(f"bpf {path} path unavailable: {self.paths[path]}")
-        dictionaries = _dictionaries(table, plan)
+        dictionaries = plan_dictionaries(table, plan)
         if not path:  # cached partitions run hot; others cold, while they are cached
             cached = not self.paths["hot"] and self._cached(table, plan, stats, key)
             path = "hot" if cached or self.paths["cold"] else "cold"
@@ -249,11 +247,11 @@ class BpfEngine:
         program = self._compile(plan, table, stats, dictionaries, key, path)
         schema = partial_schema(plan, table.schema)
         if program.empty:
-            return AggregateResult(_empty_partials(program, schema), table.num_rows, 0), path
+            return AggregateResult(empty_partials(program, schema), table.num_rows, 0), path
         loaded = self._program(program)
         if program.groups and self.accumulators == 0:
             raise Unsupported("bpf: GROUP BY keeps accumulators in an arena (Linux >= 6.9)")
-        ctx = _ctx_type(program)()
+        ctx = context_type(program)()
         for name, value in program.values.items():
             setattr(ctx, name, value)
         with self.run_lock:  # one arena: one program at a time places columns and runs
@@ -278,7 +276,8 @@ class BpfEngine:
                 partials = _grouped_partials(program, words.view(np.int64).copy(), schema,
                                              dictionaries)
                 return AggregateResult(partials, table.num_rows, ctx.count), path
-        return AggregateResult(_partials(program, ctx, schema), table.num_rows, ctx.count), path
+        partials = read_partials(program, ctx, schema)
+        return AggregateResult(partials, table.num_rows, ctx.count), path
 
     def _place(self, ctx: Any, program: Program, table: pa.Table, plan: Plan,
                key: tuple) -> None:
@@ -317,10 +316,10 @@ class BpfEngine:
 
         def copy() -> None:
             try:
-                program = self._compile(plan, table, stats, _dictionaries(table, plan), key,
-                                        "hot")
+                program = self._compile(plan, table, stats, plan_dictionaries(table, plan),
+                                        key, "hot")
                 with self.run_lock:
-                    self._place(_ctx_type(program)(), program, table, plan, key)
+                    self._place(context_type(program)(), program, table, plan, key)
             except Exception as exc:  # noqa: BLE001 - warming is only an optimization
                 log.debug("not cached: %s", exc)
             finally:
@@ -333,9 +332,6 @@ class BpfEngine:
 
     def _probe(self, path: str) -> str:
         """Load, run on known data, check the answer: "" when the path works, else why not."""
-        from bpfstore.contract.binding import bind_plan
-        from bpfstore.contract.plan import col, count_star, sum_
-
         table = pa.table({"x": pa.array([-(2**62), 5, 7, 2**62, 9], pa.int64())})
         stats = {"x": ColumnStats(0, -(2**62), 2**62)}
         plan = bind_plan(Plan("probe", filter=col("x") >= 5,
@@ -408,20 +404,8 @@ def _address(array: pa.Array, bits: int) -> int:
     return buffer.address + array.offset * bits // 8 if buffer is not None else 0
 
 
-@functools.lru_cache(maxsize=1024)
-def _ctx_struct(fields: tuple[tuple[str, str], ...]) -> type[ctypes.Structure]:
-    layout: list[tuple[str, type]] = [("start", ctypes.c_uint64), ("end", ctypes.c_uint64),
-                                      ("done", ctypes.c_uint64), ("count", ctypes.c_uint64)]
-    layout += [(n, ctypes.c_uint64 if k == "u64" else ctypes.c_int64) for n, k in fields]
-    return type("Ctx", (ctypes.Structure,), {"_fields_": layout})
-
-
-def _ctx_type(program: Program) -> type[ctypes.Structure]:
-    """The context struct of a program (ctypes types are costly to make: one per layout)."""
-    return _ctx_struct(tuple(program.fields))
-
-
-def _partials(program: Program, ctx: Any, schema: pa.Schema) -> pa.Table:
+def read_partials(program: Program, ctx: Any, schema: pa.Schema) -> pa.Table:
+    """The one row of partials of a program without group-by, from its context."""
     values = []
     for k, (kind, t, counter) in enumerate(program.outputs):
         inputs = getattr(ctx, counter)  # rows that fed this aggregate (NULLs skipped)
@@ -441,7 +425,7 @@ def _partials(program: Program, ctx: Any, schema: pa.Schema) -> pa.Table:
                                 schema=schema)
 
 
-def _dictionaries(table: pa.Table, plan: Plan) -> dict[str, pa.Array]:
+def plan_dictionaries(table: pa.Table, plan: Plan) -> dict[str, pa.Array]:
     """The one dictionary of each dictionary column the plan uses (absent when chunks differ)."""
     out = {}
     for name in {*plan.group_by, *columns_of([plan.filter])}:
@@ -487,7 +471,8 @@ def _grouped_partials(program: Program, words: np.ndarray, schema: pa.Schema,
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _empty_partials(program: Program, schema: pa.Schema) -> pa.Table:
+def empty_partials(program: Program, schema: pa.Schema) -> pa.Table:
+    """The partials of a program that statistics prove selects no row."""
     if program.groups:
         return schema.empty_table()
     values = [0 if kind == "count" else None for kind, _, _ in program.outputs]
@@ -521,6 +506,6 @@ def _dump(program: Program, error: str) -> None:
     """BPFSTORE_DUMP_BPF=1 writes the generated C (and the error) for inspection."""
     if os.environ.get("BPFSTORE_DUMP_BPF") == "1":
         base = Path(tempfile.gettempdir()) / f"bpfstore-{program.shape}"
-        base.with_suffix(".bpf.c").write_text(program.source)
+        base.with_suffix(".bpf.c").write_text(f"// {' '.join(program.cflags)}\n{program.source}")
         base.with_suffix(".err").write_text(error)
 

@@ -1,3 +1,4 @@
+// -DCHUNK_BYTES=(224 * CHUNK_ROWS / 8) -DCHUNK_ROWS=2048 -DLAST_OFFSET=(160 * CHUNK_ROWS / 8) -DLAST_WIDTH=8
 /* Filter -> reduce in the read path (engine bcc), compiled by bcc: for kernels without
  * SYSCALL programs or arenas. No may_goto, no kfuncs, no bpf_loop (bcc 0.26 cannot).
  *
@@ -16,16 +17,23 @@
 #include "bpfstore.h"
 
 #define SLOTS 16          /* concurrent requests of one program */
+/* settings: the agent passes them with -D (these are the defaults) */
+#ifndef CHUNK_ROWS
 #define CHUNK_ROWS 2048   /* rows a read (a multiple of 64): the verifier follows each one */
-#define CHUNK_BYTES (224 * CHUNK_ROWS / 8)     /* one chunk of every region: set by the agent */
-#define LAST_OFFSET (160 * CHUNK_ROWS / 8)     /* where the registered region starts in the buffer */
+#endif
+#ifndef CHUNK_BYTES
+#define CHUNK_BYTES 8     /* one chunk of every region */
+#endif
+#ifndef LAST_OFFSET
+#define LAST_OFFSET 0     /* where the registered region starts in the buffer */
+#endif
+#ifndef LAST_WIDTH
 #define LAST_WIDTH 8      /* bytes a row of the registered region */
+#endif
 #define BIT(p, r) (((p)[(r) >> 3] >> ((r) & 7)) & 1) /* bit r of a packed bit array */
 
 struct ctx {
-    u64 start, end;   /* unused (the chunk's rows come from the read's length) */
-    u64 done;         /* out: rows reduced */
-    u64 count;        /* out: rows selected */
+    CTX_HEAD          /* start, end unused (the chunk's rows come from the read's length) */
     u64 gen;          /* generation of the request holding the slot */
     u64 reads;        /* out: reads reduced */
     u64 err;          /* out: a read of the wrong size (1) or a failed copy (2) */

@@ -1,3 +1,4 @@
+// -DSTRIDE=1 -DUNROLL=8
 /* Filter -> reduce over columns held in a BPF arena (the hot path).
  *
  * The agent generates one program per plan *shape* by filling the named holes below; every
@@ -6,8 +7,13 @@
  */
 #include "bpfstore.h"
 
+/* settings: the agent passes them with -D (these are the defaults) */
+#ifndef STRIDE
 #define STRIDE 1 /* u64 words of one group's accumulators (group-by programs) */
+#endif
+#ifndef UNROLL
 #define UNROLL 8 /* rows a step; 1 when the verifier cannot follow a wide unrolled body */
+#endif
 #define BIT(p, r) (((p)[(r) >> 3] >> ((r) & 7)) & 1) /* bit r of a packed bit array */
 
 struct {
@@ -17,9 +23,7 @@ struct {
 } arena SEC(".maps");
 
 struct ctx {
-    u64 start, end;   /* rows [start, end) */
-    u64 done;         /* out: rows processed (may_goto may stop early) */
-    u64 count;        /* out: rows selected */
+    CTX_HEAD
     u64 lo0;
     u64 r0;
     u64 inv0;
