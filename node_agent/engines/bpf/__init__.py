@@ -1,0 +1,44 @@
+"""The bpf engine (in-kernel).
+
+`BPF_PROG_TYPE_SYSCALL` programs (sleepable), loaded with libbpf through ctypes and run
+synchronously with `bpf_prog_test_run_opts`: the request is the context struct and the kernel
+copies it back with the results. Nothing is attached to the host.
+
+- **Two data paths, one generator.** `codegen.py` emits the predicate, accumulator and store
+  fragments once; a template decides how the rows arrive (`col{i}[r]`, `BIT(p, r)`):
+  - **hot** (`bpf/aggregate.bpf.c`): a partition's columns are copied once into a BPF arena
+    (`BPF_MAP_TYPE_ARENA`, shared by all programs of the agent, LRU within
+    `--bpf-cache-mb`); `can_loop` (may_goto) loops, 8 rows a step where the verifier
+    follows it. may_goto is time-bounded, so a program returns the rows done and the agent
+    calls again from there. Needs Linux >= 6.9.
+  - **cold** (`bpf/cold.bpf.c`): per record batch, 4096-row chunks of every column are
+    copied with `bpf_copy_from_user` from the agent's read-only mmap of the partition file
+    (or from a buffer it derived: float order keys, validity bitmaps) into the program's
+    map value, then reduced; loops are open-coded iterators (`bpf_iter_num`, Linux >= 6.4),
+    which need no arena (GROUP BY still keeps its accumulators in the arena).
+  - `auto`/`bpf` run a partition hot when its columns are in the arena, else cold while a
+    background thread copies them in; `bpf-hot`/`bpf-cold` force a path. Each path has its
+    own start-up probe; GetInfo lists `bpf-hot` and `bpf-cold` with the reason when off.
+  - Placement in the arena and runs hold one lock: an eviction cannot overwrite a column a
+    running program reads.
+- **What compiles** (`codegen.py`): comparisons, BETWEEN, IN, IS NULL of columns against
+  literals combined with AND / OR / NOT (SQL's three-valued logic or pandas' rules) as
+  integer windows with exact bounds (decimals as scaled integers, dates as days, strings as
+  dictionary codes, floats as total-order keys with NaN above +inf); COUNT, SUM of `+ - *`
+  expressions over integer-like columns, MIN/MAX of columns; GROUP BY up to 4096 groups of
+  dictionary codes or small integer ranges (accumulators at the start of the arena); NULLs
+  through the columns' validity bitmaps (copied into the arena beside the values).
+- **Exactness:** every SUM expression is proven free of int64 overflow (and of overflow of
+  its own, possibly narrower, result type) from the partition's min/max statistics before
+  it runs; sums are kept in 128 bits with a branch-free carry, or in one s64 without a
+  per-row carry where |bound| x rows proves the total fits.
+- **Verifier-friendly code:** predicates are unsigned words whose sign bit is the truth value,
+  hidden from LLVM with empty `asm volatile` so they stay branch-free; the context is written
+  on one path only; accumulators for group-by live in the arena, not on the stack.
+- **Caches:** objects by shape hash in `<data-dir>/bpf-cache/` (constants travel in the
+  context, so one object serves every query of a shape), loaded programs by shape in memory,
+  generated programs per (plan, partition, path) in memory.
+- **Not yet:** float sums (no floating point in BPF), decimal128 and string MIN/MAX,
+  column-vs-column filters, casts and division. These partitions run on arrow, with the
+  reason in the report.
+"""
