@@ -120,26 +120,3 @@ def compensated_float_sum(data: pa.ChunkedArray, skip_nan: bool) -> float | None
         return math.fsum(blocks)
     except (OverflowError, ValueError):  # inf - inf or overflow in the partials
         return float(np.sum(np.array(blocks)))
-
-
-def float_order_key(data: pa.ChunkedArray) -> pa.ChunkedArray:
-    """int64 keys whose order is SQL's float order: -inf < ... < +inf < NaN; vectorized
-    contract.compare.float_key (-0.0 takes 0.0's key: equal, so MIN/MAX answer 0.0)."""
-    out = []
-    for c in chunks(data):
-        f = values_view(c, np.dtype(c.type.to_pandas_dtype())).astype(np.float64)
-        f = np.where(np.isnan(f), np.nan, f)  # one canonical (positive) NaN
-        f = np.where(f == 0.0, 0.0, f)
-        bits = f.view(np.int64)
-        keys = bits ^ ((bits >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))
-        out.append(with_values(c, keys, pa.int64()))
-    return pa.chunked_array(out, type=pa.int64())
-
-
-def float_from_order_key(data: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
-    out = []
-    for c in chunks(data):
-        keys = values_view(c, np.dtype(np.int64))
-        bits = keys ^ ((keys >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))
-        out.append(with_values(c, bits.view(np.float64), pa.float64()))
-    return pa.chunked_array(out, type=pa.float64())

@@ -19,12 +19,12 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
-import struct
 from fractions import Fraction
 from typing import Any
 
 import pyarrow as pa
 
+from .floatkeys import float_from_key, float_key  # noqa: F401 (its home; re-exported)
 from .plan import Between, Compare, CompareOp, Expr, In, Literal, Not, Or
 
 Window = tuple[float | int, float | int]  # stored integers lo..hi; +-inf: unbounded
@@ -33,22 +33,6 @@ _UNIT_NS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
 _EPOCH_DATE = dt.date(1970, 1, 1)
 _EPOCH = dt.datetime(1970, 1, 1)
 _DAY_NS = 86_400 * 10**9
-
-
-def float_key(x: float) -> int:
-    """int64 whose order is SQL's float order: -inf < ... < -0.0 = 0.0 < ... < +inf < NaN.
-    NaN has one (positive) key; -0.0 takes 0.0's key because SQL calls them equal."""
-    if math.isnan(x):
-        x = math.nan
-    elif x == 0.0:
-        x = 0.0
-    bits = struct.unpack("<q", struct.pack("<d", x))[0]
-    return int(bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF))
-
-
-def float_from_key(k: int) -> float:
-    bits = k ^ ((k >> 63) & 0x7FFFFFFFFFFFFFFF)
-    return float(struct.unpack("<d", struct.pack("<q", bits))[0])
 
 
 def _scale(t: pa.DataType) -> int:

@@ -32,13 +32,12 @@ import pyarrow.compute as pc
 
 from bpfstore.contract import decimals
 from bpfstore.contract.combine import partial_schema
-from bpfstore.contract.compare import float_from_key
 from bpfstore.contract.errors import Unsupported, VerifierRejected
+from bpfstore.contract.floatkeys import float_from_key, float_keys
 from bpfstore.contract.plan import Dialect, Plan, columns_of
 
 from ...budget import check_budget
 from ...stats import ColumnStats
-from .. import exact
 from ..arrow_engine import AggregateResult
 from . import libbpf
 from .codegen import ACC_BYTES, BITS, Program, compile_plan
@@ -472,7 +471,7 @@ def _empty_partials(program: Program, schema: pa.Schema) -> pa.Table:
 
 def _float_keys(data: pa.ChunkedArray) -> pa.ChunkedArray:
     """float_key of every value, vectorized (NULL rows get an arbitrary key)."""
-    keys = exact.float_order_key(data.cast(pa.float64()).fill_null(0.0))
+    keys = float_keys(data.cast(pa.float64()).fill_null(0.0))
     return pa.chunked_array([keys.combine_chunks()], pa.int64())
 
 
