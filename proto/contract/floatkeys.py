@@ -14,7 +14,7 @@ import struct
 import numpy as np
 import pyarrow as pa
 
-from .decimals import values_view, with_values
+from .decimals import chunks, values_view, with_values
 
 _MASK = 0x7FFFFFFFFFFFFFFF  # flips a negative float's bits so its order as an int64 is right
 
@@ -37,7 +37,7 @@ def float_keys(data: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
     """`float_key` of every value of a float column (dictionary-encoded too), vectorized;
     NULL stays NULL."""
     out = []
-    for c in _chunks(data):
+    for c in chunks(data):
         if pa.types.is_dictionary(c.type):
             c = c.dictionary_decode()
         f = values_view(c, np.dtype(c.type.to_pandas_dtype())).astype(np.float64)
@@ -51,12 +51,8 @@ def float_keys(data: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
 def floats_from_keys(data: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
     """The float64 values of order keys (the inverse of `float_keys`); NULL stays NULL."""
     out = []
-    for c in _chunks(data):
+    for c in chunks(data):
         keys = values_view(c, np.dtype(np.int64))
         bits = keys ^ ((keys >> 63) & np.int64(_MASK))
         out.append(with_values(c, bits.view(np.float64), pa.float64()))
     return pa.chunked_array(out, type=pa.float64())
-
-
-def _chunks(data: pa.ChunkedArray | pa.Array) -> list[pa.Array]:
-    return list(data.chunks) if isinstance(data, pa.ChunkedArray) else [data]
