@@ -58,7 +58,6 @@ I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 MAX_GROUPS = 4096
 MAX_UNROLLED_REGISTERS = 3  # measured: 1 sum + 1 min verifies unrolled, 2 sums + 2 min/max not
 ACC_BYTES = 4 << 20  # group accumulators live at the start of the arena
-_EPOCH = dt.date(1970, 1, 1)
 
 
 @dataclass

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import datetime as dt
 import decimal
 import functools
 import logging
@@ -32,6 +31,7 @@ import pyarrow.compute as pc
 
 from bpfstore.contract import decimals
 from bpfstore.contract.combine import partial_schema
+from bpfstore.contract.epoch import date_from_days
 from bpfstore.contract.errors import Unsupported, VerifierRejected
 from bpfstore.contract.floatkeys import float_from_key, float_keys
 from bpfstore.contract.plan import Dialect, Plan, columns_of
@@ -46,7 +46,6 @@ CLANGS = ("clang-19", "clang-18", "clang")
 RUN_ROWS = 1 << 22  # rows of one hot-path call: ~10 ms, so a cancel is seen that soon
 COMPILED_PLANS = 4096  # generated programs remembered per (plan, partition, path)
 log = logging.getLogger("bpfstore.agent")
-_EPOCH = dt.date(1970, 1, 1)
 
 
 def find_clang() -> str | None:
@@ -482,7 +481,7 @@ def _typed(v: int, t: pa.DataType) -> Any:
     if pa.types.is_decimal(t):
         return decimals.to_decimal(v, t.scale)
     if pa.types.is_date32(t):
-        return _EPOCH + dt.timedelta(days=v)
+        return date_from_days(v)
     if pa.types.is_boolean(t):
         return bool(v)
     if pa.types.is_timestamp(t):
