@@ -23,6 +23,7 @@ EXACT = decimal.Context(prec=100, Emax=10**6, Emin=-(10**6))
 MAX_UNSCALED = 10**38  # decimal128(38, s) holds |unscaled| < 10**38
 _LOW32 = np.int64(0xFFFFFFFF)
 _FLOAT_EXACT_INT = 2**53  # a whole number below this is exact as a double
+_EXACT_POWER = 22  # 10**22 is the largest power of ten exact as a double
 _LIMB_ROWS = 2**31  # a sum of this many 32-bit limbs stays inside int64
 
 
@@ -155,14 +156,15 @@ def unscaled_to_float(data: pa.ChunkedArray | pa.Array, scale: int) -> pa.Chunke
     """Correctly rounded float64 of unscaled int64 / 10**scale.
 
     One IEEE division of two exactly represented doubles is correctly rounded; values beyond
-    2**53 go through Python's exact Decimal -> float conversion.
+    2**53, or scales beyond 22, go through Python's exact Decimal -> float conversion.
     """
     out = []
     divisor = float(10**scale)
     for c in chunks(data):
         v = values_view(c, np.dtype(np.int64))
         result = v.astype(np.float64) / divisor if scale else v.astype(np.float64)
-        big = np.abs(v) >= _FLOAT_EXACT_INT
+        # 10**scale is exact as a double only up to 10**22: beyond, every value goes exactly
+        big = np.abs(v) >= _FLOAT_EXACT_INT if scale <= _EXACT_POWER else np.ones(len(v), bool)
         if big.any():
             for i in np.flatnonzero(big):
                 result[i] = float(to_decimal(int(v[i]), scale))
