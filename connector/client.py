@@ -65,8 +65,8 @@ def _error(agent: str, exc: grpc.RpcError) -> BpfstoreError:
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else str(exc)
     cls = error_class(code.name)
-    return cls(f"agent {agent}: {details}" if cls is AgentUnavailable or cls is BpfstoreError
-               else details)
+    return cls(f"agent {agent}: {details}"
+               if issubclass(cls, AgentUnavailable) or cls is BpfstoreError else details)
 
 
 # -- results and reports ---------------------------------------------------------------------

@@ -57,6 +57,8 @@ def test_every_class_round_trips(call, name: str) -> None:
     else:
         assert type(got) is _CLASSES[name]
         assert "the agent's words" in str(got)
+        # an agent not reached (or too slow) is named: the client fails over from it
+        assert ("agent-1" in str(got)) == issubclass(got.__class__, AgentUnavailable)
 
 
 def test_every_class_has_a_code_or_says_why() -> None:
