@@ -24,19 +24,14 @@ from bpfstore.contract import wire
 from bpfstore.contract.binding import bind_plan, logical_type
 from bpfstore.contract.combine import FinalAggregate, expand, finish, merge_partials
 from bpfstore.contract.errors import (
-    ArithmeticOverflow,
+    AgentUnavailable,
     BpfstoreError,
-    DatasetExists,
     DatasetNotFound,
     PartitionCorrupt,
     PartitionUnavailable,
-    PermissionDenied,
     PlanInvalid,
-    ResourceExhausted,
-    Unauthenticated,
-    Unsupported,
     VersionGone,
-    WriteConflict,
+    error_class,
 )
 from bpfstore.contract.plan import Aggregate, Dialect, Expr, Plan
 from bpfstore.v1 import agent_pb2 as pb
@@ -50,28 +45,6 @@ _MAX_MESSAGE = 256 << 20
 T = TypeVar("T")
 
 
-class AgentUnavailable(BpfstoreError):
-    """An agent could not be reached (down, or the deadline passed)."""
-
-
-_FROM_STATUS: dict[grpc.StatusCode, type[BpfstoreError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: PlanInvalid,
-    grpc.StatusCode.NOT_FOUND: DatasetNotFound,
-    grpc.StatusCode.UNIMPLEMENTED: Unsupported,
-    grpc.StatusCode.OUT_OF_RANGE: ArithmeticOverflow,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
-    grpc.StatusCode.ALREADY_EXISTS: DatasetExists,
-    grpc.StatusCode.UNAVAILABLE: AgentUnavailable,
-    grpc.StatusCode.DEADLINE_EXCEEDED: AgentUnavailable,
-    grpc.StatusCode.DATA_LOSS: PartitionCorrupt,
-    # The client never cancels its calls: CANCELLED comes from an agent shutting down (SIGTERM
-    # drain), so the partitions move to a replica like for an agent that is down.
-    grpc.StatusCode.CANCELLED: AgentUnavailable,
-    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
-    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
-    grpc.StatusCode.ABORTED: VersionGone,
-    grpc.StatusCode.FAILED_PRECONDITION: WriteConflict,
-}
 REPLANS = 3  # a query whose pinned version went away is planned again on the new one
 COMMIT_RETRY_SECONDS = 30.0  # an agent unreachable at commit is retried this long
 
@@ -88,11 +61,12 @@ def parse_agents(agents: Sequence[str] | str | None) -> list[str]:
 
 
 def _error(agent: str, exc: grpc.RpcError) -> BpfstoreError:
+    """The typed error for a failed call, by the contract's one table (errors.error_class)."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = exc.details() if hasattr(exc, "details") else str(exc)
-    cls = _FROM_STATUS.get(code, BpfstoreError)
-    return cls(f"agent {agent}: {details}" if cls is AgentUnavailable or cls is BpfstoreError
-               else details)
+    cls = error_class(code.name)
+    return cls(f"agent {agent}: {details}"
+               if issubclass(cls, AgentUnavailable) or cls is BpfstoreError else details)
 
 
 # -- results and reports ---------------------------------------------------------------------
@@ -821,3 +795,17 @@ def _stats_dict(s: pb.ColumnStats) -> dict[str, Any]:
             if s.HasField(bound):
                 out[bound] = wire.literal_from_proto(getattr(s, bound)).value
     return out
+
+
+_shared: dict[tuple[tuple[str, ...], Transport], Client] = {}  # per process
+_shared_lock = threading.Lock()
+
+
+def client_for(agents: Sequence[str], transport: Transport) -> Client:
+    """One shared client per agent list and transport in this process: Spark's Python workers
+    and Dask's are reused (and threaded), so their channels are too."""
+    key = (tuple(agents), transport)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = Client(list(agents), transport=transport)
+        return _shared[key]

@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from .cli import human_bytes
 from .client import Client, QueryReport
 
 # Standard TPC-H text (Q1's `interval '90' day (3)` written as the SQL engines accept it).
@@ -178,14 +179,6 @@ def differences(ours: pa.Table, oracle: pa.Table) -> list[str]:
     for i, (a, b) in enumerate(zip(ours.to_pylist(), oracle.to_pylist(), strict=True)):
         found += [f"row {i} {k}: {a[k]!r} != DuckDB {b[k]!r}" for k in a if not _same(a[k], b[k])]
     return found
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    raise AssertionError("unreachable")
 
 
 def answer_table(table: pa.Table) -> Table:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import decimal
-import fractions
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +33,7 @@ from bpfstore.contract.binding import (
     logical_type,
     partial_type,
 )
-from bpfstore.contract.combine import Avg
+from bpfstore.contract.combine import Avg, average, expand
 from bpfstore.contract.errors import BpfstoreError, DatasetNotFound, Unsupported
 from bpfstore.contract.plan import (
     AggFunc,
@@ -592,33 +591,19 @@ def _describe_dataset(client: Any, name: str) -> tuple[str, Any]:
 
 
 def _run_pushdown(client: Any, query: SqlQuery, schema: pa.Schema, engine: str) -> pa.Table:
-    partials: list[Aggregate] = []
-    for call in query.aggregates:  # avg(x) travels as sum(x) and count(x), shared when repeated
-        parts = [Aggregate(AggFunc.SUM, call.arg), count(call.arg)] if isinstance(
-            call, Avg) else [call]
-        partials += [p for p in parts if p not in partials]
+    # avg(x) travels as sum(x) and count(x), shared when repeated
+    partials, finishers = expand(query.aggregates, None)
     partials = partials or [count_star()]  # GROUP BY without aggregates: keys only
     names = [_PARTIAL_COL.format(i) for i in range(len(partials))]
     table = client.aggregate(query.dataset, partials, where=query.pushed_filter,
                              group_by=query.group_by, engine=engine, names=names)
-    by_partial = {p: _logical_array(table.column(n)) for p, n in zip(partials, names, strict=True)}
+    merged = [_logical_array(table.column(n)) for n in names]
     columns = {k: _logical_array(table.column(k)) for k in query.group_by}
-    for i, call in enumerate(query.aggregates):
-        columns[_AGG_COL.format(i)] = (
-            _avg(by_partial[Aggregate(AggFunc.SUM, call.arg)], by_partial[count(call.arg)])
-            if isinstance(call, Avg) else by_partial[call])
+    for i, f in enumerate(finishers):  # DuckDB's avg: a double, whatever the input
+        columns[_AGG_COL.format(i)] = average(merged[f.sum_index], merged[f.count_index],
+                                              pa.float64()) if f.kind == "avg" \
+            else merged[f.sum_index]
     return _duckdb(_local_sql(query, schema), {query.dataset: pa.table(columns)})
-
-
-def _avg(sums: pa.ChunkedArray, counts: pa.ChunkedArray) -> pa.Array:
-    """sum / count correctly rounded to a double, as DuckDB's avg (decimal and integer input)."""
-    out: list[float | None] = []
-    for s, c in zip(sums.to_pylist(), counts.to_pylist(), strict=True):
-        if s is None or not c:
-            out.append(None)
-        else:
-            out.append(s / c if isinstance(s, float) else float(fractions.Fraction(s) / c))
-    return pa.array(out, pa.float64())
 
 
 def _local_sql(query: SqlQuery, schema: pa.Schema) -> str:

@@ -1,4 +1,5 @@
-"""One table from typed errors to gRPC status codes; internal details stay in the log."""
+"""Typed errors to gRPC status codes through the contract's one table (errors.STATUS_CODES);
+internal details stay in the log."""
 
 from __future__ import annotations
 
@@ -9,49 +10,18 @@ from collections.abc import Iterator
 import grpc
 import pyarrow as pa
 
-from bpfstore.contract.errors import (
-    ArithmeticOverflow,
-    BpfstoreError,
-    DatasetExists,
-    DatasetNotFound,
-    DeadlineExceeded,
-    PartitionCorrupt,
-    PartitionUnavailable,
-    PermissionDenied,
-    PlanInvalid,
-    ResourceExhausted,
-    Unauthenticated,
-    Unsupported,
-    VersionGone,
-    WriteConflict,
-)
+from bpfstore.contract.errors import BpfstoreError, status_code
 
 log = logging.getLogger("bpfstore.agent")
 
-STATUS: dict[type[BaseException], grpc.StatusCode] = {
-    Unsupported: grpc.StatusCode.UNIMPLEMENTED,
-    PlanInvalid: grpc.StatusCode.INVALID_ARGUMENT,
-    DatasetNotFound: grpc.StatusCode.NOT_FOUND,
-    DatasetExists: grpc.StatusCode.ALREADY_EXISTS,
-    ArithmeticOverflow: grpc.StatusCode.OUT_OF_RANGE,
-    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    PartitionUnavailable: grpc.StatusCode.UNAVAILABLE,
-    PartitionCorrupt: grpc.StatusCode.DATA_LOSS,
-    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
-    VersionGone: grpc.StatusCode.ABORTED,
-    WriteConflict: grpc.StatusCode.FAILED_PRECONDITION,
-}
 INTERNAL_MESSAGE = "internal error in the agent (details are in its log)"
 MESSAGE_LIMIT = 1000  # characters: a status message travels in headers (8 KiB by default)
 
 
 def status_for(exc: BaseException) -> grpc.StatusCode | None:
-    for cls in type(exc).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return None
+    """The status for a typed error, from the contract's one table (errors.STATUS_CODES)."""
+    name = status_code(exc)
+    return None if name is None else grpc.StatusCode[name]
 
 
 def capped(message: str) -> str:

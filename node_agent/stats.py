@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from bpfstore.contract.binding import logical_type, partial_type
 from bpfstore.contract.compare import stored_int, window
+from bpfstore.contract.epoch import date_from_days, epoch_days
 from bpfstore.contract.plan import (
     AggFunc,
     And,
@@ -31,8 +32,6 @@ from bpfstore.contract.plan import (
     Or,
     Plan,
 )
-
-_EPOCH = dt.date(1970, 1, 1)
 
 
 @dataclass
@@ -84,7 +83,7 @@ def encode(v: Any) -> Any:
     if isinstance(v, dt.datetime):
         raise TypeError("timestamps are stored as their integers")
     if isinstance(v, dt.date):
-        return (v - _EPOCH).days
+        return epoch_days(v)
     if isinstance(v, float) and math.isnan(v):
         return None
     return v
@@ -98,7 +97,7 @@ def decode(v: Any, t: pa.DataType) -> Any:
     if pa.types.is_decimal(t):
         return decimal.Decimal(v)
     if pa.types.is_date(t):
-        return _EPOCH + dt.timedelta(days=v)
+        return date_from_days(v)
     if pa.types.is_timestamp(t):
         return pa.scalar(stored_timestamp(v, t), t).as_py()
     return v

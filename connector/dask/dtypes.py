@@ -16,14 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from bpfstore.contract import decimals
 from bpfstore.contract.binding import logical_type
 
 from ..client import DatasetDescription
 
 VIEWS = ("numpy", "arrow")
-_EXACT_DIGITS = 15  # every decimal of <= 15 digits has one nearest double, found in one division
 
 
 def column_dtype(t: pa.DataType, has_nulls: bool, view: str) -> Any:
@@ -76,19 +75,7 @@ def to_series(arr: pa.Array | pa.ChunkedArray, dtype: Any, name: Any = None,
 
 def decimal_to_float(arr: pa.Array) -> np.ndarray:
     """Correctly rounded float64 of each decimal (NaN for nulls)."""
-    t = arr.type
-    if t.precision <= _EXACT_DIGITS and t.bit_width == 128:
-        # Low 64 bits of each little-endian 128-bit value: the whole unscaled integer,
-        # exact as a double (< 10**15), so one IEEE division rounds correctly.
-        words = np.frombuffer(arr.buffers()[1], dtype=np.int64)
-        low = words[2 * arr.offset: 2 * (arr.offset + len(arr)): 2]
-        out = low.astype(np.float64) / float(10 ** t.scale)
-    else:  # more digits: through text, which pyarrow parses correctly rounded
-        out = pc.cast(pc.cast(arr, pa.string()), pa.float64()).to_numpy(zero_copy_only=False)
-        out = np.asarray(out, dtype=np.float64)
-    if arr.null_count:
-        out = np.where(arr.is_valid().to_numpy(zero_copy_only=False), out, np.nan)
-    return out
+    return np.asarray(decimals.decimal128_to_float(arr).to_numpy(), dtype=np.float64)
 
 
 def to_frame(table: pa.Table, meta: pd.DataFrame, index: pd.Index | None = None) -> pd.DataFrame:

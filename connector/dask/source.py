@@ -17,12 +17,11 @@ import pyarrow as pa
 
 from bpfstore.contract.plan import Expr, Plan, columns_of
 
-from ..client import Client, DatasetDescription, QueryReport
+from ..client import DatasetDescription, QueryReport, client_for
 from ..transport import PLAINTEXT, Transport
 from . import dtypes
 from .evaluate import evaluate
 
-_clients: dict[tuple[tuple[str, ...], Transport], Client] = {}
 _lock = threading.Lock()
 _tally: dict[str, int] = {}
 
@@ -42,14 +41,6 @@ def _count(report: QueryReport) -> None:
         _tally[f"{report.mode}_calls"] = _tally.get(f"{report.mode}_calls", 0) + 1
         _tally["bytes_moved"] = _tally.get("bytes_moved", 0) + report.bytes_moved
         _tally["bytes_scanned"] = _tally.get("bytes_scanned", 0) + report.bytes_scanned
-
-
-def client_for(agents: Sequence[str], transport: Transport) -> Client:
-    key = (tuple(agents), transport)
-    with _lock:
-        if key not in _clients:
-            _clients[key] = Client(list(agents), transport=transport)
-        return _clients[key]
 
 
 @dataclass(frozen=True, eq=False, repr=False)

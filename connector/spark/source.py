@@ -35,24 +35,22 @@ from pyspark.sql.datasource import (
 from bpfstore.contract.errors import ArithmeticOverflow, PlanInvalid
 from bpfstore.contract.plan import AggFunc, Aggregate, Expr, and_all, col
 
-from ..client import Client, DatasetDescription, StagedWrite, only_partitions, parse_agents
+from ..client import (
+    Client,
+    DatasetDescription,
+    StagedWrite,
+    client_for,
+    only_partitions,
+    parse_agents,
+)
 from ..transport import Transport, resolve_transport
 from .filters import split_filters
 from .spec import AggSpec, filter_from_option, to_buffers
 from .types import arrow_schema, conform, spark_schema
 
 NAME = "bpfstore"
-_clients: dict[tuple[tuple[str, ...], Transport], Client] = {}  # per worker process
 PARTITIONS_PER_TASK = 16
 TRANSPORT_OPTIONS = ("tlsCa", "tlsCert", "tlsKey", "tlsServerName", "tls", "token")
-
-
-def client_for(agents: Sequence[str], transport: Transport) -> Client:
-    """A cached client: Python workers are reused, so channels are too."""
-    key = (tuple(agents), transport)
-    if key not in _clients:
-        _clients[key] = Client(list(agents), transport=transport)
-    return _clients[key]
 
 
 def transport_from_options(options: Any) -> Transport:

@@ -16,7 +16,6 @@ Aggregate spec: {"filter": expr|null, "groups": [column...],
 
 from __future__ import annotations
 
-import datetime as dt
 import decimal
 import json
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from bpfstore.contract.epoch import date_from_days
 from bpfstore.contract.errors import ArithmeticOverflow, PlanInvalid
 from bpfstore.contract.plan import (
     AggFunc,
@@ -47,7 +47,6 @@ from bpfstore.contract.plan import (
 
 from .types import arrow_type
 
-_EPOCH = dt.date(1970, 1, 1)
 _COMPARE = {op.value: op for op in CompareOp}
 _ARITH = {"+": ArithOp.ADD, "-": ArithOp.SUB, "*": ArithOp.MUL, "/": ArithOp.DIV}
 
@@ -62,7 +61,7 @@ def literal_value(text: str | None, t: pa.DataType) -> Any:
     if pa.types.is_floating(t):
         return float(text)
     if pa.types.is_date(t):
-        return _EPOCH + dt.timedelta(days=int(text))
+        return date_from_days(int(text))
     if pa.types.is_boolean(t):
         return text == "true"
     if pa.types.is_string(t):

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from bpfstore.contract import decimals
 from bpfstore.contract.binding import logical_type, partial_type
 from bpfstore.contract.combine import partial_schema
+from bpfstore.contract.floatkeys import float_from_key, float_keys, floats_from_keys
 from bpfstore.contract.plan import AggFunc, Aggregate, Dialect, Plan, columns_of
 
 from . import exact
@@ -88,10 +89,10 @@ def _min_or_max(v: Val, func: AggFunc, dialect: Dialect) -> object:
     key = "min" if func is AggFunc.MIN else "max"
     data = v.data
     if pa.types.is_floating(v.type):  # SQL's order (PANDAS: NaN is already NULL here)
-        found = pc.min_max(exact.float_order_key(data))[key]
+        found = pc.min_max(float_keys(data))[key]
         if not found.is_valid:
             return None
-        return exact.float_from_order_key(pa.array([found.as_py()], pa.int64()))[0].as_py()
+        return float_from_key(found.as_py())
     if pa.types.is_dictionary(data.type):
         data = pa.chunked_array(
             [c.dictionary.take(pc.unique(c.indices).drop_null()) for c in exact.chunks(data)],
@@ -157,9 +158,9 @@ def _grouped_agg(ev: Evaluator, agg: Aggregate, name: str, columns: dict, specs:
             [g.column(f"{name}_{j}_sum").to_pylist() for j in range(len(limbs))]), t)
     func = "min" if agg.func is AggFunc.MIN else "max"
     if pa.types.is_floating(v.type):
-        columns[name] = exact.float_order_key(v.data)
+        columns[name] = float_keys(v.data)
         specs.append((name, func, _NON_EMPTY))
-        return lambda g: exact.float_from_order_key(g.column(f"{name}_{func}")).cast(t)
+        return lambda g: floats_from_keys(g.column(f"{name}_{func}")).cast(t)
     data = v.data
     if pa.types.is_dictionary(data.type):
         data = pc.cast(data, data.type.value_type)

@@ -12,14 +12,15 @@ import numpy as np
 import pyarrow as pa
 
 from bpfstore.contract import decimals
-from bpfstore.contract.decimals import values_view, with_values
+from bpfstore.contract.decimals import (  # noqa: F401 (decimal -> float: its home)
+    chunks,
+    decimal128_to_float,
+    unscaled_to_float,
+    values_view,
+    with_values,
+)
 
-_FLOAT_EXACT_INT = 2**53
 _BLOCK = 4096
-
-
-def chunks(data: pa.ChunkedArray | pa.Array) -> list[pa.Array]:
-    return list(data.chunks) if isinstance(data, pa.ChunkedArray) else [data]
 
 
 def decimal_storage_as_int64(data: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -41,42 +42,6 @@ def int64_to_decimal128(data: pa.ChunkedArray, t: pa.DataType) -> pa.ChunkedArra
         words[:, 1] = lo >> 63
         out.append(with_values(c, words.ravel(), t))
     return pa.chunked_array(out, type=t)
-
-
-def unscaled_to_float(data: pa.ChunkedArray, scale: int) -> pa.ChunkedArray:
-    """Correctly rounded float64 of unscaled int64 / 10**scale.
-
-    One IEEE division of two exactly represented doubles is correctly rounded; values beyond
-    2**53 go through Python's exact Decimal -> float conversion.
-    """
-    out = []
-    divisor = float(10**scale)
-    for c in chunks(data):
-        v = values_view(c, np.dtype(np.int64))
-        result = v.astype(np.float64) / divisor if scale else v.astype(np.float64)
-        big = np.abs(v) >= _FLOAT_EXACT_INT
-        if big.any():
-            for i in np.flatnonzero(big):
-                result[i] = float(decimals.to_decimal(int(v[i]), scale))
-        out.append(with_values(c, result, pa.float64()))
-    return pa.chunked_array(out, type=pa.float64())
-
-
-def decimal128_to_float(data: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Correctly rounded float64 of decimal128 values (exact via Python for the rare wide ones)."""
-    t = data.type
-    out = []
-    for c in chunks(data):
-        words = values_view(c, np.dtype(np.int64), 2).reshape(-1, 2)
-        lo, hi = words[:, 0], words[:, 1]
-        fits = np.all(hi == (lo >> 63)) if len(c) else True
-        if fits:
-            as_int = with_values(c, lo.copy(), pa.int64())
-            out.extend(unscaled_to_float(pa.chunked_array([as_int]), t.scale).chunks)
-        else:
-            out.append(pa.array([None if x is None else float(x) for x in c.to_pylist()],
-                                pa.float64()))
-    return pa.chunked_array(out, type=pa.float64())
 
 
 def exact_sum(data: pa.ChunkedArray) -> int | None:
@@ -120,26 +85,3 @@ def compensated_float_sum(data: pa.ChunkedArray, skip_nan: bool) -> float | None
         return math.fsum(blocks)
     except (OverflowError, ValueError):  # inf - inf or overflow in the partials
         return float(np.sum(np.array(blocks)))
-
-
-def float_order_key(data: pa.ChunkedArray) -> pa.ChunkedArray:
-    """int64 keys whose order is SQL's float order: -inf < ... < +inf < NaN; vectorized
-    contract.compare.float_key (-0.0 takes 0.0's key: equal, so MIN/MAX answer 0.0)."""
-    out = []
-    for c in chunks(data):
-        f = values_view(c, np.dtype(c.type.to_pandas_dtype())).astype(np.float64)
-        f = np.where(np.isnan(f), np.nan, f)  # one canonical (positive) NaN
-        f = np.where(f == 0.0, 0.0, f)
-        bits = f.view(np.int64)
-        keys = bits ^ ((bits >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))
-        out.append(with_values(c, keys, pa.int64()))
-    return pa.chunked_array(out, type=pa.int64())
-
-
-def float_from_order_key(data: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
-    out = []
-    for c in chunks(data):
-        keys = values_view(c, np.dtype(np.int64))
-        bits = keys ^ ((keys >> 63) & np.int64(0x7FFFFFFFFFFFFFFF))
-        out.append(with_values(c, bits.view(np.float64), pa.float64()))
-    return pa.chunked_array(out, type=pa.float64())

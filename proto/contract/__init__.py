@@ -12,7 +12,7 @@ Semantics every engine keeps:
   decimal; else the wider integer); a string literal against a date is parsed as a date.
   `+ - *` on integers keep the wider integer type; on decimals they follow Spark/Arrow precision
   rules capped at 38; `/` gives float64. An explicit `result_type` on a node wins.
-- **Comparisons with literals** (`proto/contract/compare.py`, one definition): a float on either side
+- **Comparisons with literals** (`compare.py`, one definition): a float on either side
   compares in float64 (the column's value correctly rounded: the decimal 0.05 equals the float
   0.05, the integer 2^53+1 equals 2^53.0); decimals, integers, dates and timestamps (to the
   nanosecond) compare exactly; −0.0 equals 0.0, and MIN/MAX of zeros answer 0.0 on every

@@ -24,7 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from . import decimals
+from . import decimals, epoch
 from .compare import exact_between, exact_form, exact_in, needs_exact_form
 from .errors import PlanInvalid
 from .plan import (
@@ -53,7 +53,7 @@ MAX_DECIMAL_PRECISION = 38
 _SIGNED_FOR_NEGATION = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(),
                         pa.uint32(): pa.int64()}
 _INT_DIGITS = {8: 3, 16: 5, 32: 10, 64: 19}
-TIMESTAMP_UNIT_NS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+TIMESTAMP_UNIT_NS = epoch.UNIT_NS
 
 
 def logical_type(t: pa.DataType) -> pa.DataType:
@@ -208,7 +208,7 @@ def timestamp_literal(count: int, t: pa.DataType) -> Any:
     if nanos:
         return count
     try:
-        value = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=micros)
+        value = epoch.EPOCH + dt.timedelta(microseconds=micros)
     except OverflowError:
         raise PlanInvalid(f"timestamp literal {count} ({t.unit}) is out of range") from None
     return value.replace(tzinfo=dt.UTC) if t.tz is not None else value

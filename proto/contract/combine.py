@@ -19,10 +19,10 @@ import pyarrow.compute as pc
 from . import decimals
 from .binding import logical_type, partial_type
 from .errors import ArithmeticOverflow
+from .floatkeys import float_from_key, float_key, float_keys, floats_from_keys
 from .plan import AggFunc, Aggregate, Dialect, Expr, Plan, describe, describe_aggregate
 
 _NON_EMPTY = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
-_KEY_MASK = 0x7FFFFFFFFFFFFFFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +60,7 @@ def merge_partials(tables: Sequence[pa.Table], plan: Plan) -> pa.Table:
     nkeys = len(plan.group_by)
     if not nkeys:
         return pa.Table.from_arrays(
-            [pa.array([_merge_scalar(table.column(i), a, plan.dialect)], table.schema.field(i).type)
+            [pa.array([_merge_scalar(table.column(i), a)], table.schema.field(i).type)
              for i, a in enumerate(plan.aggregates)],
             schema=table.schema)
     keys = [f"k{i}" for i in range(nkeys)]
@@ -68,15 +68,14 @@ def merge_partials(tables: Sequence[pa.Table], plan: Plan) -> pa.Table:
     specs: list[tuple[str, str, object]] = []
     finishers = []
     for i, a in enumerate(plan.aggregates):
-        finishers.append(_merge_grouped(a, f"a{i}", table.column(nkeys + i), plan.dialect,
-                                        inputs, specs))
+        finishers.append(_merge_grouped(a, f"a{i}", table.column(nkeys + i), inputs, specs))
     grouped = pa.table(inputs).group_by(keys, use_threads=False).aggregate(specs)
     out = [grouped.column(k) for k in keys] + [finish(grouped) for finish in finishers]
     return pa.Table.from_arrays(out, schema=table.schema)
 
 
-def _merge_grouped(a: Aggregate, name: str, col: pa.ChunkedArray, dialect: Dialect,
-                   inputs: dict, specs: list) -> Callable[[pa.Table], pa.ChunkedArray]:
+def _merge_grouped(a: Aggregate, name: str, col: pa.ChunkedArray, inputs: dict,
+                   specs: list) -> Callable[[pa.Table], pa.ChunkedArray]:
     """Register the hash-aggregate inputs merging one aggregate; return how to read it."""
     t = col.type
     if a.func is AggFunc.SUM and pa.types.is_decimal(t):  # exact: sums of 32-bit limbs
@@ -86,14 +85,14 @@ def _merge_grouped(a: Aggregate, name: str, col: pa.ChunkedArray, dialect: Diale
         return lambda g: pa.chunked_array([decimals.totals_array(decimals.join_limbs(
             [g.column(f"{name}_{j}_sum").to_pylist() for j in range(4)]), t)])
     func = _merge_func(a)
-    order = _sql_float_order(a, dialect, t)
-    inputs[name] = _order_key(col) if order else col
+    order = _float_order(a, t)
+    inputs[name] = float_keys(col) if order else col
     specs.append((name, func, _NON_EMPTY))
 
     def read(g: pa.Table) -> pa.ChunkedArray:
         merged = g.column(f"{name}_{func}")
         if order:
-            merged = _from_order_key(merged)
+            merged = floats_from_keys(merged)
         if a.func in (AggFunc.COUNT, AggFunc.COUNT_STAR):
             merged = pc.fill_null(merged, 0)
         return merged.cast(t)
@@ -104,12 +103,13 @@ def _merge_func(a: Aggregate) -> str:
     return {AggFunc.MIN: "min", AggFunc.MAX: "max"}.get(a.func, "sum")
 
 
-def _sql_float_order(a: Aggregate, dialect: Dialect, t: pa.DataType) -> bool:
-    return a.func in (AggFunc.MIN, AggFunc.MAX) and dialect is Dialect.SQL and \
-        pa.types.is_floating(t)
+def _float_order(a: Aggregate, t: pa.DataType) -> bool:
+    """Float MIN/MAX merge by the order key (so -0.0 and 0.0 are one value; the pandas
+    dialect's partials hold no NaN, which is NULL to it)."""
+    return a.func in (AggFunc.MIN, AggFunc.MAX) and pa.types.is_floating(t)
 
 
-def _merge_scalar(col: pa.ChunkedArray, a: Aggregate, dialect: Dialect) -> object:
+def _merge_scalar(col: pa.ChunkedArray, a: Aggregate) -> object:
     values = [v for v in col.to_pylist() if v is not None]
     if a.func in (AggFunc.COUNT, AggFunc.COUNT_STAR):
         return sum(values)
@@ -119,12 +119,9 @@ def _merge_scalar(col: pa.ChunkedArray, a: Aggregate, dialect: Dialect) -> objec
         if isinstance(values[0], float):
             return _float_sum(values)
         return decimals.sum_decimals(values, col.type)
-    if isinstance(values[0], float) and dialect is Dialect.SQL:
-        nans = [v for v in values if math.isnan(v)]
-        rest = [v for v in values if not math.isnan(v)]
-        if a.func is AggFunc.MAX:
-            return math.nan if nans else max(rest)
-        return min(rest) if rest else math.nan
+    if isinstance(values[0], float):
+        keys = [float_key(v) for v in values]
+        return float_from_key(min(keys) if a.func is AggFunc.MIN else max(keys))
     return min(values) if a.func is AggFunc.MIN else max(values)
 
 
@@ -135,28 +132,6 @@ def _float_sum(values: list[float]) -> float:
         return math.fsum(values)
     except (OverflowError, ValueError):
         return sum(values)
-
-
-def _order_key(col: pa.ChunkedArray) -> pa.Array:
-    import numpy as np
-
-    f = np.array(col.to_pylist(), dtype=object)
-    valid = np.array([v is not None for v in f], dtype=bool)
-    floats = np.where(valid, f, 0.0).astype(np.float64)
-    floats = np.where(np.isnan(floats), np.nan, floats)
-    bits = floats.view(np.int64)
-    keys = bits ^ ((bits >> 63) & np.int64(_KEY_MASK))
-    return pa.array(keys, pa.int64(), mask=~valid)
-
-
-def _from_order_key(col: pa.ChunkedArray) -> pa.Array:
-    import numpy as np
-
-    values = col.to_pylist()
-    valid = np.array([v is not None for v in values], dtype=bool)
-    keys = np.array([0 if v is None else v for v in values], dtype=np.int64)
-    bits = keys ^ ((keys >> 63) & np.int64(_KEY_MASK))
-    return pa.array(bits.view(np.float64), pa.float64(), mask=~valid)
 
 
 # -- finishing -------------------------------------------------------------------------------
@@ -229,7 +204,13 @@ def avg_type(arg_type: pa.DataType, dialect: Dialect) -> pa.DataType:
 def _average(sums: pa.ChunkedArray, counts: pa.ChunkedArray, agg: Aggregate,
              dialect: Dialect) -> pa.Array:
     assert agg.arg is not None and agg.arg.result_type is not None
-    t = avg_type(agg.arg.result_type, dialect)
+    return average(sums, counts, avg_type(agg.arg.result_type, dialect), describe(agg.arg))
+
+
+def average(sums: pa.ChunkedArray, counts: pa.ChunkedArray, t: pa.DataType,
+            what: str = "avg") -> pa.Array:
+    """sum / count in type `t`, from exact sums: a decimal rounded half up at t's scale, or one
+    correctly rounded float64 division; NULL where nothing was counted."""
     out: list[object] = []
     for s, n in zip(sums.to_pylist(), counts.to_pylist(), strict=True):
         if s is None or not n:
@@ -239,7 +220,7 @@ def _average(sums: pa.ChunkedArray, counts: pa.ChunkedArray, agg: Aggregate,
             mean = decimals.divide_half_up(decimals.unscaled(s, scale) * 10**t.scale,
                                            10**scale * n)
             if abs(mean) >= 10**t.precision:  # e.g. the avg of 38 digits at scale 4
-                raise ArithmeticOverflow(f"avg({describe(agg.arg)}) does not fit {t}")
+                raise ArithmeticOverflow(f"avg({what}) does not fit {t}")
             out.append(decimals.to_decimal(mean, t.scale))
         elif isinstance(s, float):
             out.append(s / n)

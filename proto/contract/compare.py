@@ -19,49 +19,21 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
-import struct
 from fractions import Fraction
 from typing import Any
 
 import pyarrow as pa
 
+from .epoch import DAY_NS, EPOCH, UNIT_NS, epoch_days, epoch_nanos
+from .floatkeys import float_from_key, float_key  # noqa: F401 (its home; re-exported)
 from .plan import Between, Compare, CompareOp, Expr, In, Literal, Not, Or
 
 Window = tuple[float | int, float | int]  # stored integers lo..hi; +-inf: unbounded
 EMPTY: Window = (1, 0)
-_UNIT_NS = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
-_EPOCH_DATE = dt.date(1970, 1, 1)
-_EPOCH = dt.datetime(1970, 1, 1)
-_DAY_NS = 86_400 * 10**9
-
-
-def float_key(x: float) -> int:
-    """int64 whose order is SQL's float order: -inf < ... < -0.0 = 0.0 < ... < +inf < NaN.
-    NaN has one (positive) key; -0.0 takes 0.0's key because SQL calls them equal."""
-    if math.isnan(x):
-        x = math.nan
-    elif x == 0.0:
-        x = 0.0
-    bits = struct.unpack("<q", struct.pack("<d", x))[0]
-    return int(bits ^ ((bits >> 63) & 0x7FFFFFFFFFFFFFFF))
-
-
-def float_from_key(k: int) -> float:
-    bits = k ^ ((k >> 63) & 0x7FFFFFFFFFFFFFFF)
-    return float(struct.unpack("<d", struct.pack("<q", bits))[0])
 
 
 def _scale(t: pa.DataType) -> int:
     return t.scale if pa.types.is_decimal(t) else 0
-
-
-def epoch_nanos(v: dt.datetime) -> int:
-    """Nanoseconds since 1970-01-01 UTC (a naive value is UTC), exactly."""
-    if v.tzinfo is not None:
-        v = v.astimezone(dt.UTC).replace(tzinfo=None)
-    delta = v - _EPOCH
-    micros = (delta.days * 86_400 + delta.seconds) * 10**6 + delta.microseconds
-    return micros * 1000 + getattr(v, "nanosecond", 0)
 
 
 def exact_units(v: Any, t: pa.DataType) -> Fraction:
@@ -70,12 +42,12 @@ def exact_units(v: Any, t: pa.DataType) -> Fraction:
         if isinstance(v, dt.datetime):
             ns = epoch_nanos(v)
         elif isinstance(v, dt.date):
-            ns = (v - _EPOCH_DATE).days * _DAY_NS
+            ns = epoch_days(v) * DAY_NS
         elif isinstance(v, int) and not isinstance(v, bool):  # nanoseconds no datetime holds
             ns = v
         else:
             raise ValueError(f"{v!r} is not a date or timestamp")
-        return Fraction(ns, _DAY_NS if pa.types.is_date32(t) else _UNIT_NS[t.unit])
+        return Fraction(ns, DAY_NS if pa.types.is_date32(t) else UNIT_NS[t.unit])
     if isinstance(v, bool | int | decimal.Decimal) and not isinstance(v, float):
         return Fraction(v) * 10 ** _scale(t)
     raise ValueError(f"literal {v!r} has no exact value in {t}")
@@ -155,7 +127,7 @@ def _literal(x: int, t: pa.DataType) -> Literal:
     if pa.types.is_decimal(t):
         value = decimal.Decimal(f"{x}E-{t.scale}")
     elif pa.types.is_timestamp(t):  # only units a datetime holds get here (s, ms, us)
-        value = _EPOCH + dt.timedelta(microseconds=x * _UNIT_NS[t.unit] // 1000)
+        value = EPOCH + dt.timedelta(microseconds=x * UNIT_NS[t.unit] // 1000)
         value = value.replace(tzinfo=dt.UTC) if t.tz is not None else value
     return Literal(value, result_type=t)
 

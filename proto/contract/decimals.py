@@ -22,6 +22,8 @@ from .errors import ArithmeticOverflow
 EXACT = decimal.Context(prec=100, Emax=10**6, Emin=-(10**6))
 MAX_UNSCALED = 10**38  # decimal128(38, s) holds |unscaled| < 10**38
 _LOW32 = np.int64(0xFFFFFFFF)
+_FLOAT_EXACT_INT = 2**53  # a whole number below this is exact as a double
+_EXACT_POWER = 22  # 10**22 is the largest power of ten exact as a double
 _LIMB_ROWS = 2**31  # a sum of this many 32-bit limbs stays inside int64
 
 
@@ -145,3 +147,49 @@ def with_values(arr: pa.Array, values: np.ndarray, t: pa.DataType) -> pa.Array:
     data = pa.py_buffer(np.ascontiguousarray(values))
     return pa.Array.from_buffers(t, len(arr), [validity, data],
                                  null_count=arr.null_count)
+
+
+# -- decimal -> float: the one conversion (evaluation, casts, Dask's float views) -------------
+
+
+def unscaled_to_float(data: pa.ChunkedArray | pa.Array, scale: int) -> pa.ChunkedArray:
+    """Correctly rounded float64 of unscaled int64 / 10**scale.
+
+    One IEEE division of two exactly represented doubles is correctly rounded; values beyond
+    2**53, or scales beyond 22, go through Python's exact Decimal -> float conversion.
+    """
+    out = []
+    divisor = float(10**scale)
+    for c in chunks(data):
+        v = values_view(c, np.dtype(np.int64))
+        result = v.astype(np.float64) / divisor if scale else v.astype(np.float64)
+        # 10**scale is exact as a double only up to 10**22: beyond, every value goes exactly
+        big = np.abs(v) >= _FLOAT_EXACT_INT if scale <= _EXACT_POWER else np.ones(len(v), bool)
+        if big.any():
+            for i in np.flatnonzero(big):
+                result[i] = float(to_decimal(int(v[i]), scale))
+        out.append(with_values(c, result, pa.float64()))
+    return pa.chunked_array(out, type=pa.float64())
+
+
+def decimal128_to_float(data: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
+    """Correctly rounded float64 of decimal128 values (exact via Python for the rare wide ones)."""
+    t = data.type
+    if t.bit_width != 128:  # decimal32/64: widen, exactly
+        data = data.cast(pa.decimal128(t.precision, t.scale))
+    out = []
+    for c in chunks(data):
+        words = values_view(c, np.dtype(np.int64), 2).reshape(-1, 2)
+        lo, hi = words[:, 0], words[:, 1]
+        fits = np.all(hi == (lo >> 63)) if len(c) else True
+        if fits:
+            as_int = with_values(c, lo.copy(), pa.int64())
+            out.extend(unscaled_to_float(pa.chunked_array([as_int]), t.scale).chunks)
+        else:
+            out.append(pa.array([None if x is None else float(x) for x in c.to_pylist()],
+                                pa.float64()))
+    return pa.chunked_array(out, type=pa.float64())
+
+
+def chunks(data: pa.ChunkedArray | pa.Array) -> list[pa.Array]:
+    return list(data.chunks) if isinstance(data, pa.ChunkedArray) else [data]

@@ -1,7 +1,8 @@
-"""Typed errors shared by the connector and the agent.
-
-The agent maps each class to one gRPC status code (node_agent/rpc_errors.py); the client maps
-status codes back to these classes, so callers catch the same types on both sides.
+"""Typed errors shared by the connector and the agent, and the one table between them and
+gRPC status codes (`STATUS_CODES`, codes named by their string names: this layer imports no
+grpc). The agent answers a class with its code (node_agent/rpc_errors.py); the client raises
+the class again for the code (connector/client.py), so callers catch the same types on both
+sides.
 """
 
 
@@ -46,7 +47,8 @@ class PartitionCorrupt(BpfstoreError):
 
 
 class PartitionUnavailable(BpfstoreError):
-    """No live replica could serve these partitions: the query fails rather than go partial."""
+    """No live replica could serve these partitions: the query fails rather than go partial.
+    Only the client concludes this (from its agents' answers), so it has no status code."""
 
     def __init__(self, dataset: str, partitions: list[str], causes: list[str]) -> None:
         names = ", ".join(sorted(partitions))
@@ -67,7 +69,12 @@ class PermissionDenied(BpfstoreError):
     answer whether or not the dataset exists, so a tenant never learns about others' data."""
 
 
-class DeadlineExceeded(BpfstoreError):
+class AgentUnavailable(BpfstoreError):
+    """An agent could not be reached (down, shutting down, or the deadline passed): the client
+    moves its partitions to another replica."""
+
+
+class DeadlineExceeded(AgentUnavailable):
     """A request ran past its deadline (the client's, or the agent's max_deadline_seconds)."""
 
 
@@ -86,3 +93,39 @@ class VersionGone(BpfstoreError):
 class WriteConflict(BpfstoreError):
     """Another write to the same dataset is committing, or committed a newer version first;
     nothing of this write became visible, so it can be retried."""
+
+
+# One code per class and one class per code, so each direction is the other's inverse.
+STATUS_CODES: dict[type[BpfstoreError], str] = {
+    Unsupported: "UNIMPLEMENTED",
+    PlanInvalid: "INVALID_ARGUMENT",
+    DatasetNotFound: "NOT_FOUND",
+    DatasetExists: "ALREADY_EXISTS",
+    ArithmeticOverflow: "OUT_OF_RANGE",
+    ResourceExhausted: "RESOURCE_EXHAUSTED",
+    AgentUnavailable: "UNAVAILABLE",
+    DeadlineExceeded: "DEADLINE_EXCEEDED",
+    PartitionCorrupt: "DATA_LOSS",
+    Unauthenticated: "UNAUTHENTICATED",
+    PermissionDenied: "PERMISSION_DENIED",
+    VersionGone: "ABORTED",
+    WriteConflict: "FAILED_PRECONDITION",
+}
+_FROM_CODE = {code: cls for cls, code in STATUS_CODES.items()}
+# The agent answers CANCELLED (with no typed error) while it shuts down (SIGTERM drain) or
+# when its client went away; the client never cancels its own calls, so for the client it is
+# an agent going away: its partitions move to a replica.
+_FROM_CODE["CANCELLED"] = AgentUnavailable
+
+
+def status_code(exc: BaseException) -> str | None:
+    """The status code name the agent answers `exc` with (its nearest listed class), if any."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls]
+    return None
+
+
+def error_class(code: str) -> type[BpfstoreError]:
+    """The class the client raises for a status code name (BpfstoreError for the others)."""
+    return _FROM_CODE.get(code, BpfstoreError)

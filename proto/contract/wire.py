@@ -13,7 +13,7 @@ import pyarrow as pa
 from bpfstore.v1 import plan_pb2 as pb
 
 from .binding import MAX_DECIMAL_PRECISION, TIMESTAMP_UNIT_NS, literal_type, timestamp_literal
-from .compare import epoch_nanos
+from .epoch import date_from_days, epoch_days, epoch_nanos
 from .errors import PlanInvalid, shown
 from .plan import (
     AggFunc,
@@ -67,7 +67,6 @@ def _inverse(d: dict[Any, Any]) -> dict[Any, Any]:
 
 _OVERFLOW_IN, _COMPARE_IN, _ARITH_IN = _inverse(_OVERFLOW), _inverse(_COMPARE), _inverse(_ARITH)
 _AGG_IN, _DIALECT_IN, _ENGINE_IN = _inverse(_AGG), _inverse(_DIALECT), _inverse(_ENGINE)
-_EPOCH = dt.date(1970, 1, 1)
 _INTEGER = re.compile(r"-?\d+")
 _DECIMAL_TEXT_LIMIT = 2 * MAX_DECIMAL_PRECISION + 10  # 38 digits, padding, sign, point, exponent
 
@@ -155,7 +154,7 @@ def literal_to_proto(lit: Literal) -> pb.Literal:
                 raise PlanInvalid(f"timestamp literal {v} is not a whole number of {t.unit}")
             msg.timestamp_value = _int64(count, t)
         case dt.date():
-            msg.date_value = (v - _EPOCH).days
+            msg.date_value = epoch_days(v)
         case _:
             raise PlanInvalid(f"cannot encode literal {v!r}")
     return msg
@@ -192,7 +191,7 @@ def literal_from_proto(msg: pb.Literal) -> Literal:
 
 def _temporal_from_proto(msg: pb.Literal, t: pa.DataType | None) -> dt.date | int:
     if msg.WhichOneof("value") == "date_value":
-        return _EPOCH + dt.timedelta(days=msg.date_value)
+        return date_from_days(msg.date_value)
     if t is None or not pa.types.is_timestamp(t):
         t = pa.timestamp("us")
     return timestamp_literal(msg.timestamp_value, t)

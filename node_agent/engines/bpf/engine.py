@@ -11,7 +11,6 @@ arrow engine returns.
 from __future__ import annotations
 
 import ctypes
-import datetime as dt
 import decimal
 import logging
 import os
@@ -32,13 +31,13 @@ import pyarrow.compute as pc
 from bpfstore.contract import decimals
 from bpfstore.contract.binding import bind_plan
 from bpfstore.contract.combine import partial_schema
-from bpfstore.contract.compare import float_from_key
+from bpfstore.contract.epoch import date_from_days
 from bpfstore.contract.errors import Unsupported, VerifierRejected
+from bpfstore.contract.floatkeys import float_from_key, float_keys
 from bpfstore.contract.plan import Dialect, Plan, col, columns_of, count_star, sum_
 
 from ...budget import check_budget
 from ...stats import ColumnStats
-from .. import exact
 from ..arrow_engine import AggregateResult
 from . import libbpf
 from .codegen import ACC_BYTES, BITS, Program, compile_plan, context_type
@@ -47,7 +46,6 @@ CLANGS = ("clang-19", "clang-18", "clang")
 RUN_ROWS = 1 << 22  # rows of one hot-path call: ~10 ms, so a cancel is seen that soon
 COMPILED_PLANS = 4096  # generated programs remembered per (plan, partition, path)
 log = logging.getLogger("bpfstore.agent")
-_EPOCH = dt.date(1970, 1, 1)
 
 
 def find_clang() -> str | None:
@@ -483,7 +481,7 @@ def empty_partials(program: Program, schema: pa.Schema) -> pa.Table:
 
 def _float_keys(data: pa.ChunkedArray) -> pa.ChunkedArray:
     """float_key of every value, vectorized (NULL rows get an arbitrary key)."""
-    keys = exact.float_order_key(data.cast(pa.float64()).fill_null(0.0))
+    keys = float_keys(data.cast(pa.float64()).fill_null(0.0))
     return pa.chunked_array([keys.combine_chunks()], pa.int64())
 
 
@@ -494,7 +492,7 @@ def _typed(v: int, t: pa.DataType) -> Any:
     if pa.types.is_decimal(t):
         return decimals.to_decimal(v, t.scale)
     if pa.types.is_date32(t):
-        return _EPOCH + dt.timedelta(days=v)
+        return date_from_days(v)
     if pa.types.is_boolean(t):
         return bool(v)
     if pa.types.is_timestamp(t):
