@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from bpfstore.contract.binding import bind_plan
 from bpfstore.contract.combine import Avg, FinalAggregate, Finisher, expand, finish, merge_partials
-from bpfstore.contract.errors import BpfstoreError
+from bpfstore.contract.errors import ArithmeticOverflow, BpfstoreError
 from bpfstore.contract.plan import (
     AggFunc,
     Aggregate,
@@ -72,6 +72,7 @@ class AggSpec:
         view, nkeys = self.source.view, len(self.plan.group_by)
         values = [[dtypes.to_python(v, view) for v in result.column(nkeys + i).to_pylist()]
                   for i in range(len(self.finishers))]
+        self._check_fits(values)
         if self.shape == "scalar":
             return dtypes.cast_scalar(values[0][0], self.meta)
         if self.shape == "columns":
@@ -85,6 +86,26 @@ class AggSpec:
             out.columns = self.meta.columns
             out = out.astype(self.meta.dtypes.to_dict(), errors="ignore")
         return out.sort_index()
+
+    def _check_fits(self, values: list[list[Any]]) -> None:
+        """An exact integer sum outside its pandas dtype is ArithmeticOverflow naming it:
+        pandas would wrap it around silently (a wrong answer), and casting it raises a bare
+        OverflowError or wraps too."""
+        if self.shape == "scalar":
+            result_dtypes = [getattr(self.meta, "dtype", None)]
+        elif self.shape == "columns" or isinstance(self.meta, pd.Series):
+            result_dtypes = [self.meta.dtype] * len(values)
+        else:
+            result_dtypes = list(self.meta.dtypes)
+        for f, dtype, column in zip(self.finishers, result_dtypes, values, strict=True):
+            bounds = dtypes.integer_bounds(dtype)
+            if bounds is None:
+                continue
+            low, high = bounds
+            bad = next((v for v in column if isinstance(v, int) and not low <= v <= high), None)
+            if bad is not None:
+                agg = describe_aggregate(self.plan.aggregates[f.sum_index])
+                raise ArithmeticOverflow(f"{agg} = {bad} does not fit {dtype}")
 
     def _index(self, result: pa.Table) -> pd.Index:
         keys = list(self.plan.group_by)
