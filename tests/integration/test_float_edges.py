@@ -89,3 +89,26 @@ def test_pandas_dialect_float_sums_are_ieee(client: Client, partition_rows: int)
     assert_same_rows(ours, list(expected.itertuples(index=False, name=None)), {1, 2},
                      f"pandas dialect, {partition_rows} rows/partition")
     assert math.isnan(dict((r[0], r[1]) for r in ours)[0])  # +inf + -inf, split or not
+
+
+SQL = [
+    "SELECT k, SUM(f) AS s, AVG(f) AS m, MIN(f) AS lo, MAX(f) AS hi, COUNT(f) AS n "
+    "FROM float_edges GROUP BY k",
+    "SELECT SUM(f) AS s, MIN(f) AS lo, MAX(f) AS hi FROM float_edges WHERE k IN (0, 6, 7)",
+    "SELECT k, SUM(f) AS s FROM float_edges WHERE f <> 1.0 GROUP BY k HAVING COUNT(*) > 1",
+    "SELECT MIN(f) AS lo, MAX(f) AS hi, COUNT(*) AS n FROM float_edges WHERE f > -1e308",
+]
+
+
+@pytest.mark.parametrize("engine", ["arrow", "auto"])
+def test_sql_text_equals_duckdb(client: Client, engine: str) -> None:
+    """`bpfstore sql`'s path: the aggregates pushed to the agents, finished by DuckDB."""
+    import duckdb
+
+    data = table()
+    client.write("float_edges", data, partition_rows=3, overwrite=True)
+    con = duckdb.connect()
+    con.register("float_edges", data)
+    for text in SQL:
+        ours = [tuple(r.values()) for r in client.sql(text, engine=engine).to_pylist()]
+        assert_same_rows(ours, con.sql(text).fetchall(), {2} if "AVG" in text else set(), text)
