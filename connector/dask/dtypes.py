@@ -126,6 +126,16 @@ def integer_bounds(dtype: Any) -> tuple[int, int] | None:
     return int(info.min), int(info.max)
 
 
+def sum_dtype(dtype: Any) -> Any:
+    """The dtype pandas gives a sum of `dtype`: 64-bit for integers, `dtype` otherwise."""
+    bounds = integer_bounds(dtype)
+    if bounds is None:
+        return dtype
+    wide = pa.int64() if bounds[0] < 0 else pa.uint64()
+    return pd.ArrowDtype(wide) if isinstance(dtype, pd.ArrowDtype) else \
+        np.dtype(wide.to_pandas_dtype())
+
+
 def cast_scalar(value: Any, meta: Any) -> Any:
     """`value` in the type of a Dask scalar meta (np.float64, np.int64, Timestamp, ...)."""
     if isinstance(meta, pd.Timestamp | np.datetime64):  # min/max of dates: NaT when empty

@@ -164,6 +164,24 @@ def test_int64_sum_below_int64_is_arithmetic_overflow(client: Any, agents: list[
         df.a.sum().compute(scheduler="sync")
 
 
+@pytest.mark.parametrize("view", ["numpy", "arrow"])
+def test_narrow_int_sums_are_64_bit(client: Any, agents: list[Any], view: str) -> None:
+    """pandas sums int32 into int64; Dask's groupby meta says int32, and casting the answer to
+    it wrapped 2**31 to -2**31. Past int64 it is ArithmeticOverflow in either view."""
+    table = pa.table({"k": pa.array([0, 0, 1], pa.int64()),
+                      "i": pa.array([2**31 - 1, 1, 7], pa.int32()),
+                      "a": pa.array([I64_MAX, I64_MAX, 0], pa.int64())})
+    write(client, "narrow", table, 1)
+    df = read_bpfstore("narrow", [x.address for x in agents], dtypes=view)
+    with dask.config.set(scheduler="threads"):
+        by_k = df.groupby("k").i.sum().compute()
+        frame = df.groupby("k")[["i"]].sum().compute()
+        with pytest.raises(ArithmeticOverflow, match=r"sum\(a\) = 18446744073709551614"):
+            df.groupby("k").a.sum().compute()
+    assert by_k.to_dict() == {0: 2**31, 1: 7} and by_k.dtype.itemsize == 8, by_k
+    assert frame.i.to_dict() == {0: 2**31, 1: 7}, frame
+
+
 # -- property test -----------------------------------------------------------------------------
 
 # exactly representable values (halves), so every order of addition gives the same sum
