@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from bpfstore.contract.binding import bind_plan
 from bpfstore.contract.combine import Avg, FinalAggregate, Finisher, expand, finish, merge_partials
-from bpfstore.contract.errors import BpfstoreError
+from bpfstore.contract.errors import ArithmeticOverflow, BpfstoreError
 from bpfstore.contract.plan import (
     AggFunc,
     Aggregate,
@@ -72,6 +72,8 @@ class AggSpec:
         view, nkeys = self.source.view, len(self.plan.group_by)
         values = [[dtypes.to_python(v, view) for v in result.column(nkeys + i).to_pylist()]
                   for i in range(len(self.finishers))]
+        answer_dtypes = self._answer_dtypes()
+        self._check_fits(values, answer_dtypes)
         if self.shape == "scalar":
             return dtypes.cast_scalar(values[0][0], self.meta)
         if self.shape == "columns":
@@ -79,12 +81,41 @@ class AggSpec:
             return _cast(out, self.meta.dtype)
         index = self._index(result)
         if isinstance(self.meta, pd.Series):
-            out = _cast(pd.Series(values[0], index=index, name=self.meta.name), self.meta.dtype)
+            out = _cast(pd.Series(values[0], index=index, name=self.meta.name), answer_dtypes[0])
         else:
             out = pd.DataFrame({i: v for i, v in enumerate(values)}, index=index)
             out.columns = self.meta.columns
-            out = out.astype(self.meta.dtypes.to_dict(), errors="ignore")
+            out = out.astype(dict(zip(out.columns, answer_dtypes, strict=True)), errors="ignore")
         return out.sort_index()
+
+    def _answer_dtypes(self) -> list[Any]:
+        """Each answer's pandas dtype: the meta's, except that a sum of integers is 64-bit,
+        as pandas gives it (Dask's groupby meta keeps int32, which would wrap the sum)."""
+        n = len(self.finishers)
+        if self.shape == "scalar":
+            metas = [getattr(self.meta, "dtype", None)]
+        elif self.shape == "columns" or isinstance(self.meta, pd.Series):
+            metas = [self.meta.dtype] * n
+        else:
+            metas = list(self.meta.dtypes)
+        return [dtypes.sum_dtype(d) if f.kind == "plain" and
+                self.plan.aggregates[f.sum_index].func is AggFunc.SUM else d
+                for f, d in zip(self.finishers, metas, strict=True)]
+
+    def _check_fits(self, values: list[list[Any]], answer_dtypes: list[Any]) -> None:
+        """An exact integer sum outside its dtype is ArithmeticOverflow naming it: pandas
+        would wrap it around silently (a wrong answer), and casting it wraps or raises a bare
+        OverflowError."""
+        for f, dtype, column in zip(self.finishers, answer_dtypes, values, strict=True):
+            bounds = dtypes.integer_bounds(dtype)
+            if bounds is None:
+                continue
+            low, high = bounds
+            bad = next((v for v in column if isinstance(v, int | decimal.Decimal)
+                        and not low <= v <= high), None)
+            if bad is not None:
+                agg = describe_aggregate(self.plan.aggregates[f.sum_index])
+                raise ArithmeticOverflow(f"{agg} = {bad} does not fit {dtype}")
 
     def _index(self, result: pa.Table) -> pd.Index:
         keys = list(self.plan.group_by)

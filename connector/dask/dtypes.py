@@ -101,6 +101,28 @@ def to_python(value: Any, view: str) -> Any:
     return value
 
 
+def integer_bounds(dtype: Any) -> tuple[int, int] | None:
+    """The range of an integer dtype (numpy or Arrow), None for any other dtype."""
+    if isinstance(dtype, pd.ArrowDtype):
+        if not pa.types.is_integer(dtype.pyarrow_dtype):
+            return None
+        dtype = dtype.pyarrow_dtype.to_pandas_dtype()
+    if dtype is None or not isinstance(dtype, type | np.dtype) or np.dtype(dtype).kind not in "iu":
+        return None
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
+
+
+def sum_dtype(dtype: Any) -> Any:
+    """The dtype pandas gives a sum of `dtype`: 64-bit for integers, `dtype` otherwise."""
+    bounds = integer_bounds(dtype)
+    if bounds is None:
+        return dtype
+    wide = pa.int64() if bounds[0] < 0 else pa.uint64()
+    return pd.ArrowDtype(wide) if isinstance(dtype, pd.ArrowDtype) else \
+        np.dtype(wide.to_pandas_dtype())
+
+
 def cast_scalar(value: Any, meta: Any) -> Any:
     """`value` in the type of a Dask scalar meta (np.float64, np.int64, Timestamp, ...)."""
     if isinstance(meta, pd.Timestamp | np.datetime64):  # min/max of dates: NaT when empty

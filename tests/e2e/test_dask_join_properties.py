@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bpfstore.connector.dask import read_bpfstore
+from bpfstore.connector.dask import explain, read_bpfstore
 
 dask = pytest.importorskip("dask")
 dd = pytest.importorskip("dask.dataframe")
@@ -26,9 +26,9 @@ dd = pytest.importorskip("dask.dataframe")
 pytestmark = pytest.mark.dask
 I64 = np.iinfo(np.int64)
 INTS = st.one_of(st.integers(-5, 5), st.sampled_from([int(I64.min), int(I64.max), 0]))
-# no huge finite values: their sums would depend on the order Dask adds partials in; no
-# infinities: a group holding both signs sums to NaN or 0.0 by partition order (open, see #13)
-FLOATS = st.one_of(st.floats(-10, 10, width=32), st.sampled_from([math.nan, -0.0]))
+# no huge finite values: their sums would depend on the order Dask adds partials in
+FLOATS = st.one_of(st.floats(-10, 10, width=32), st.sampled_from([
+    math.nan, -0.0, math.inf, -math.inf]))
 STRS = st.sampled_from(["x", "y", "z", "", None])
 
 
@@ -175,8 +175,15 @@ def test_pipeline_equals_read_parquet_and_pandas(client: Any, agents: list[Any],
         write_parquet(right, right_rows, Path(tmp) / "right")
         expected = normal(apply(steps, dd.read_parquet(Path(tmp) / "left"),
                                 dd.read_parquet(Path(tmp) / "right")))
+        ieee = normal(apply(steps, left.to_pandas(), right.to_pandas()))
         for pushdown in (True, False):
-            ours = normal(apply(steps, read_bpfstore("prop_left", addresses, pushdown=pushdown),
-                                read_bpfstore("prop_right", addresses, pushdown=pushdown)))
-            assert_equal(ours, expected)
-    assert_equal(normal(apply(steps, left.to_pandas(), right.to_pandas())), expected)
+            result = apply(steps, read_bpfstore("prop_left", addresses, pushdown=pushdown),
+                           read_bpfstore("prop_right", addresses, pushdown=pushdown))
+            # an aggregate the agents answer is IEEE's (pandas'); one Dask computes over
+            # scanned rows is Dask's arithmetic, as over Parquet
+            pushed = hasattr(result, "dask") and "pushed down:" in explain(result)
+            assert_equal(normal(result), ieee if pushed else expected)
+    if steps[-1][0] != "groupby" or steps[-1][3] not in ("sum", "mean"):
+        # Dask over Parquet drops a partition's NaN partial (+inf + -inf in one group) from
+        # a float sum or mean (see test_dask_hostile_values); elsewhere it agrees with pandas
+        assert_equal(ieee, expected)
