@@ -199,9 +199,9 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
     with _connect(args) as client:
         started = time.perf_counter()
-        result = run_sql(client, args.query, engine=args.engine)
+        answer = run_sql(client, args.query, engine=args.engine)
         seconds = time.perf_counter() - started
-        report = client.last_report
+    result, report = answer.table, answer.report
     path, reason = sql_path(result)
     doc = {**report.to_dict(), "path": path, "reason": reason, "total_seconds": round(seconds, 6)}
     if args.json:

@@ -30,6 +30,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from .client import Client, QueryReport
+from .sql import run_sql
 
 # Standard TPC-H text (Q1's `interval '90' day (3)` written as the SQL engines accept it).
 Q6 = """
@@ -245,9 +246,9 @@ def run_query(client: Client, name: str, parquet: Path) -> list[str]:
     """Run one query through pushdown, print answer and report; return the problems found."""
     console.rule(f"TPC-H {name}")
     start = time.perf_counter()
-    ours = client.sql(QUERIES[name])
+    answer = run_sql(client, QUERIES[name])
     seconds = time.perf_counter() - start
-    report = client.last_report
+    ours, report = answer.table, answer.report
     console.print(f"[bold]answer[/] (pushed down to the agents, {seconds * 1000:.0f} ms)")
     console.print(answer_table(ours))
     console.print("\n[bold]per partition[/]")
