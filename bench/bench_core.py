@@ -26,6 +26,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
@@ -138,8 +139,6 @@ def lineitem_parquet(scale: float) -> Path:
 
 
 def bench_duckdb(parquet: Path, runs: int) -> dict[str, Any]:
-    import duckdb
-
     con = duckdb.connect()
     con.execute("SET threads = 1")
     path = str(parquet).replace("'", "''")

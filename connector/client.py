@@ -310,7 +310,7 @@ class Client:
 
     def sql(self, text: str, engine: str = "auto") -> pa.Table:
         """`run_sql(self, text).table` (`bpfstore.connector.sql`)."""
-        from .sql import run_sql  # sql.py builds on this module
+        from .sql import run_sql  # late: sqlglot and DuckDB load only for SQL
 
         return run_sql(self, text, engine=engine).table
 

@@ -23,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb  # the oracle
 import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
@@ -146,8 +147,6 @@ def generate_lineitem(scale: float, out_dir: Path) -> Path:
 
 
 def duckdb_answer(parquet: Path, query: str) -> pa.Table:
-    import duckdb  # the oracle: only the demo needs it
-
     con = duckdb.connect()
     path = str(parquet).replace("'", "''")
     con.execute(f"CREATE VIEW lineitem AS SELECT * FROM read_parquet('{path}')")
