@@ -340,13 +340,15 @@ class Client:
                 bind_plan(query.plan, desc.stored_schema)
                 for _, batches in self._fan_out(query.plan, desc, report, aggregate=False):
                     report.wall_seconds = time.perf_counter() - started
-                    yielded = True
-                    yield from batches
+                    for batch in batches:
+                        yielded = True
+                        yield batch
                 return
             except VersionGone:
                 if yielded or attempt + 1 == REPLANS:
                     raise
-                report.partitions.clear()
+                report.partitions.clear()  # the report tells of the attempt that answers
+                report.failovers.clear()
                 report.bytes_moved = 0
 
     def _fan_out(self, plan: Plan, desc: DatasetDescription, report: QueryReport,
