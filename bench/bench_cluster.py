@@ -41,9 +41,15 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+from bench_core import lineitem_parquet as generate  # noqa: E402
 from cluster_net import Cluster, cleanup_leftovers, netns_available  # noqa: E402
+from cluster_report import write  # noqa: E402
+
+from bpfstore.connector import Client  # noqa: E402
 
 MODES = ["bpf-hot", "bpf-cold", "arrow", "filter", "full", "parquet"]
 ENGINE_MODES = {"bpf-hot", "bpf-cold", "arrow", "bpf", "auto"}  # aggregate pushdown
@@ -69,9 +75,7 @@ def log(msg: str) -> None:
 # -- data --------------------------------------------------------------------------------------
 
 def lineitem_parquet(sf: float) -> Path:
-    from bench_core import lineitem_parquet as generate  # tpchgen-cli, cached under .bench/
-
-    return generate(sf)
+    return generate(sf)  # tpchgen-cli, cached under .bench/
 
 
 def float_copy(parquet: Path) -> Path:
@@ -108,8 +112,6 @@ def float_copy(parquet: Path) -> Path:
 
 
 def decimal_to_float(arr: pa.Array) -> pa.Array:
-    import numpy as np
-
     words = 2 if arr.type.bit_width == 128 else 1  # little-endian: the low word is the value
     raw = np.frombuffer(arr.buffers()[1], dtype=np.int64)
     unscaled = raw[arr.offset * words:(arr.offset + len(arr)) * words][::words]
@@ -121,8 +123,6 @@ def decimal_to_float(arr: pa.Array) -> pa.Array:
 def sweep_thresholds(parquet: Path) -> dict[float, int]:
     """l_partkey thresholds K with `l_partkey <= K` selecting each fraction of the rows
     (l_partkey is uniform and uncorrelated with the storage order, so no partition is pruned)."""
-    import numpy as np
-
     keys = np.sort(pq.read_table(parquet, columns=["l_partkey"]).column(0).to_numpy())
     out = {}
     for s in SELECTIVITIES:
@@ -132,8 +132,6 @@ def sweep_thresholds(parquet: Path) -> dict[float, int]:
 
 def ingest(agents: list[str], parquet: Path, partition_rows: int) -> int:
     """Load lineitem unless the agents already hold exactly this data (kept between runs)."""
-    from bpfstore.connector import Client
-
     rows = pq.ParquetFile(parquet).metadata.num_rows
     with Client(agents) as client:
         try:
@@ -159,7 +157,7 @@ class SparkFront:
 
     def __init__(self, agents: list[str], parquet: Path, thresholds: dict[float, int],
                  modes: list[str]) -> None:
-        from bench_spark import local_spark
+        from bench_spark import local_spark  # late: each front end loads only when benchmarked
 
         self.spark = local_spark("bpfstore-bench-cluster")
         self.thresholds = thresholds
@@ -205,7 +203,7 @@ class DaskFront:
 
     def __init__(self, agents: list[str], parquet: Path, thresholds: dict[float, int],
                  modes: list[str]) -> None:
-        import dask.dataframe as dd
+        import dask.dataframe as dd  # late: each front end loads only when benchmarked
         import distributed
 
         from bpfstore.connector.dask import read_bpfstore
@@ -259,8 +257,6 @@ class DaskFront:
 def normalize(answer: Any) -> list[tuple[Any, ...]]:
     """Rows of plain floats and strings, sorted, from a Spark row list, a pandas frame or a
     scalar."""
-    import pandas as pd
-
     if isinstance(answer, pd.DataFrame):
         frame = answer.sort_index()
         rows = [tuple(k if isinstance(k, tuple) else (k,)) + tuple(v)
@@ -457,8 +453,6 @@ def main(argv: list[str] | None = None) -> int:
         agents = cluster.start_agents(exe, data_root, ["--bpf-cache-mb", str(cache_mb)])
         log(f"agents: {', '.join(agents)}")
         partitions = ingest(agents, parquet, args.partition_rows)
-        from bpfstore.connector import Client
-
         with Client(agents) as c:
             info = c.info()
         for name in fronts_wanted:
@@ -499,8 +493,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_outputs(result: dict[str, Any], args: argparse.Namespace) -> None:
-    from cluster_report import write
-
     stem = f"sf{result['sf']:g}-{result['link']}"
     args.out.mkdir(parents=True, exist_ok=True)
     slim = json.loads(json.dumps(result, default=str))

@@ -26,6 +26,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.parquet as pq
@@ -41,6 +42,7 @@ from bpfstore.connector.demo import (
     human_bytes,
     running_agents,
 )
+from bpfstore.connector.query import Query, QueryReport
 from bpfstore.contract.plan import and_all
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,8 +139,6 @@ def lineitem_parquet(scale: float) -> Path:
 
 
 def bench_duckdb(parquet: Path, runs: int) -> dict[str, Any]:
-    import duckdb
-
     con = duckdb.connect()
     con.execute("SET threads = 1")
     path = str(parquet).replace("'", "''")
@@ -154,18 +154,20 @@ def bench_duckdb(parquet: Path, runs: int) -> dict[str, Any]:
 def bench_aggregate(client: Client, q: dict[str, Any], runs: int, engine: str) -> dict[str, Any]:
     agent_s: list[float] = []  # per call: agent-reported time summed over partitions
     per_partition: dict[str, list[float]] = {}
+    reports: list[QueryReport] = []
 
     def query() -> pa.Table:
-        kwargs = {k: q[k] for k in ("where", "group_by", "names")}
-        answer = client.aggregate("lineitem", q["aggregates"], engine=engine, **kwargs)
-        report = client.last_report
+        result = client.run(Query.aggregate("lineitem", q["aggregates"], q["where"],
+                                            q["group_by"], engine=engine, names=q["names"]))
+        report = result.report
+        reports.append(report)
         agent_s.append(sum(p.time_ns for p in report.partitions) / 1e9)
         for p in report.partitions:
             per_partition.setdefault(p.partition, []).append(p.time_ns / 1e9)
-        return answer
+        return result.table
 
     answer, seconds = timed(query, runs)
-    report = client.last_report
+    report = reports[-1]
     partitions = len(report.partitions)
     return {
         "answer": answer,
@@ -190,9 +192,9 @@ def bench_full_scan(client: Client) -> dict[str, Any]:
     out = {}
     for name, q in QUERIES.items():
         start = time.perf_counter()
-        table = client.scan_table("lineitem", columns=q["columns"])
+        result = client.run(Query.scan("lineitem", q["columns"]))
         seconds = time.perf_counter() - start
-        report = client.last_report
+        table, report = result.table, result.report
         out[name] = {
             "columns": q["columns"],
             "rows": table.num_rows,

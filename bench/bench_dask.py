@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 import dask.dataframe as dd
 import distributed
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from bench_core import CACHE, lineitem_parquet
@@ -104,10 +106,6 @@ def timed(dc: distributed.Client, lazy: Any, runs: int) -> tuple[Any, float, dic
 
 
 def same(a: Any, b: Any) -> bool:
-    import math
-
-    import pandas as pd
-
     if isinstance(a, pd.DataFrame):
         try:
             pd.testing.assert_frame_equal(a.sort_index(), b.sort_index(), rtol=1e-9,

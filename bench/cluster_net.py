@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bpfstore.connector import Client
+
 PREFIX = "bpfsb"
 PORT = 7340
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -138,8 +140,6 @@ class Cluster:
 
     def start_agents(self, exe: Path, data_root: Path, extra: Sequence[str] = (),
                      timeout: float = 90.0) -> list[str]:
-        from bpfstore.connector import Client
-
         for h in self.hosts:
             data = data_root / f"agent{h.index}"
             data.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +113,7 @@ def tables(result: dict[str, Any]) -> str:
 
 
 def plots(result: dict[str, Any], out: Path, stem: str) -> list[Path]:
-    import matplotlib
+    import matplotlib  # late: only for plots, and the backend is chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -207,9 +209,6 @@ def write(result: dict[str, Any], out: Path, stem: str, plots_too: bool = True,
 
 
 if __name__ == "__main__":  # re-render saved results: cluster_report.py docs/benchmarks/*.json
-    import json
-    import sys
-
     for arg in sys.argv[1:]:
         p = Path(arg)
         print(write(json.loads(p.read_text()), p.parent, p.stem))

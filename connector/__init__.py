@@ -25,13 +25,14 @@ from bpfstore.contract.plan import (
     sum_,
 )
 
-from .client import Client, DatasetDescription, QueryReport
+from .client import Client, DatasetDescription
+from .query import Query, QueryReport, Result
 from .transport import Transport, resolve_transport
 
 __all__ = [
     "Aggregate", "AggFunc", "ArithmeticOverflow", "Avg", "BpfstoreError", "Client",
     "DatasetDescription", "DatasetNotFound", "Dialect", "PartitionCorrupt",
-    "PartitionUnavailable", "PermissionDenied", "PlanInvalid",
-    "QueryReport", "Transport", "Unauthenticated", "Unsupported", "avg", "col", "count",
+    "PartitionUnavailable", "PermissionDenied", "PlanInvalid", "Query",
+    "QueryReport", "Result", "Transport", "Unauthenticated", "Unsupported", "avg", "col", "count",
     "count_star", "lit", "max_", "min_", "resolve_transport", "sum_",
 ]

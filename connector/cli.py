@@ -99,7 +99,7 @@ def movement_summary(scanned: int, moved: int, seconds: float) -> str:
 
 
 def _connect(args: argparse.Namespace) -> Any:
-    from .client import Client  # imported late: `bpfstore --help` needs no gRPC
+    from .client import Client  # imported late: `bpfstore --help` needs no gRPC (nor these)
     from .transport import resolve_transport
 
     transport = resolve_transport(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key,
@@ -124,7 +124,7 @@ def _table(title: str | None, headers: Sequence[str], rows: Sequence[Sequence[An
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from .ingest import read_source
+    from .ingest import read_source  # late: only ingest reads CSV and Parquet
 
     _, total, batches = read_source(args.source)
     started = time.perf_counter()
@@ -195,13 +195,13 @@ def cmd_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from .sql import run_sql, sql_path
+    from .sql import run_sql, sql_path  # late: sqlglot and DuckDB load only for sql
 
     with _connect(args) as client:
         started = time.perf_counter()
-        result = run_sql(client, args.query, engine=args.engine)
+        answer = run_sql(client, args.query, engine=args.engine)
         seconds = time.perf_counter() - started
-        report = client.last_report
+    result, report = answer.table, answer.report
     path, reason = sql_path(result)
     doc = {**report.to_dict(), "path": path, "reason": reason, "total_seconds": round(seconds, 6)}
     if args.json:

@@ -3,6 +3,17 @@
 One reused channel per agent. A partition is read from one live replica; when its agent is
 unreachable the partition moves to the next replica, and when none is left the query fails
 naming the partitions — a query never returns a silently partial answer.
+
+Queries all go one way, `run(Query, desc=None) -> Result` (describe → bind → fan out →
+merge): the answer and the report of that query alone, so one client can serve many threads.
+- `run`: any `Query` (query.py): final aggregates, unfinished partials of some partitions
+  (Dask, Spark), or a scan; with `desc` it reads that pinned snapshot.
+- `aggregate`, `scan_table`: `run(...).table` for the Python user (SQL dialect by default).
+- `scan`: a scan's batches as they arrive, as a `Stream` carrying its report.
+- `sql`: one SELECT (`bpfstore.connector.sql.run_sql`, which returns the `Result`).
+- `describe`, `datasets`, `info`: metadata; `write` (or `stage_write` + `commit_write`,
+  `abort_write`) and `drop`: writes, each commit one new dataset version.
+Descriptions and replica assignment live in descriptions.py, `Query`/`Result` in query.py.
 """
 
 from __future__ import annotations
@@ -14,15 +25,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import grpc
 import pyarrow as pa
 
 from bpfstore.contract import wire
-from bpfstore.contract.binding import bind_plan, logical_type
-from bpfstore.contract.combine import FinalAggregate, expand, finish, merge_partials
+from bpfstore.contract.binding import bind_plan
+from bpfstore.contract.combine import FinalAggregate, finish, merge_partials, partial_schema
 from bpfstore.contract.errors import (
     AgentUnavailable,
     BpfstoreError,
@@ -33,16 +44,29 @@ from bpfstore.contract.errors import (
     VersionGone,
     error_class,
 )
-from bpfstore.contract.plan import Aggregate, Dialect, Expr, Plan
+from bpfstore.contract.plan import Dialect, Expr, Plan
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc
 
+from .descriptions import (
+    DatasetDescription,
+    PartitionSummary,
+    assign,
+    merge_descriptions,
+    only_partitions,
+)
+from .query import PartitionReport, Query, QueryReport, Result
 from .transport import Transport, resolve_transport
+
+__all__ = [
+    "AgentUnavailable", "Client", "DatasetDescription", "PartitionReport", "PartitionSummary",
+    "Query", "QueryReport", "Result", "StagedWrite", "Stream", "WriteSummary", "only_partitions",
+    "parse_agents",
+]
 
 DEFAULT_AGENT = "127.0.0.1:7340"
 WRITE_PIECE = 1 << 20
 _MAX_MESSAGE = 256 << 20
-T = TypeVar("T")
 
 
 REPLANS = 3  # a query whose pinned version went away is planned again on the new one
@@ -69,94 +93,7 @@ def _error(agent: str, exc: grpc.RpcError) -> BpfstoreError:
                if issubclass(cls, AgentUnavailable) or cls is BpfstoreError else details)
 
 
-# -- results and reports ---------------------------------------------------------------------
-
-
-@dataclass
-class PartitionReport:
-    agent: str
-    partition: str
-    engine: str
-    path: str = ""
-    rows_scanned: int = 0
-    rows_matched: int = 0
-    bytes_scanned: int = 0
-    time_ns: int = 0
-    pruned: bool = False
-    note: str = ""
-
-
-@dataclass
-class QueryReport:
-    mode: str = ""
-    dataset: str = ""
-    partitions: list[PartitionReport] = field(default_factory=list)
-    bytes_moved: int = 0
-    wall_seconds: float = 0.0
-    failovers: list[str] = field(default_factory=list)
-
-    @property
-    def bytes_scanned(self) -> int:
-        return sum(p.bytes_scanned for p in self.partitions)
-
-    @property
-    def rows_scanned(self) -> int:
-        return sum(p.rows_scanned for p in self.partitions)
-
-    @property
-    def engines(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for p in self.partitions:
-            counts[p.engine] = counts.get(p.engine, 0) + 1
-        return counts
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "dataset": self.dataset,
-            "bytes_scanned": self.bytes_scanned,
-            "bytes_moved": self.bytes_moved,
-            "rows_scanned": self.rows_scanned,
-            "wall_seconds": round(self.wall_seconds, 6),
-            "engines": self.engines,
-            "failovers": self.failovers,
-            "partitions": [asdict(p) for p in self.partitions],
-        }
-
-
-@dataclass(frozen=True)
-class PartitionSummary:
-    id: str
-    rows: int
-    bytes: int
-    agents: tuple[str, ...]  # agents that answered that they hold it
-    replicas: tuple[str, ...]  # placement recorded at ingest
-    stats: dict[str, dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class DatasetDescription:
-    name: str
-    schema: pa.Schema  # logical types
-    stored_schema: pa.Schema  # as the agents store it (decimal64, dictionaries)
-    version: int  # changes whenever any agent's copy changes
-    partitions: tuple[PartitionSummary, ...]
-    unreachable: tuple[str, ...] = ()
-    # agent -> the dataset version this description pinned there: every request of a query
-    # carries it, so the query reads one snapshot (snapshot isolation) while writes commit
-    versions: dict[str, int] = field(default_factory=dict, compare=False)
-
-    @property
-    def rows(self) -> int:
-        return sum(p.rows for p in self.partitions)
-
-    @property
-    def bytes(self) -> int:
-        return sum(p.bytes for p in self.partitions)
-
-    @property
-    def agents(self) -> list[str]:
-        return sorted({a for p in self.partitions for a in p.agents})
+# -- writes ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -199,7 +136,6 @@ class Client:
         self.agents = parse_agents(agents)
         self.transport = transport if transport is not None else resolve_transport()
         self.timeout = timeout
-        self.last_report = QueryReport()
         self._stubs: dict[str, agent_pb2_grpc.AgentStub] = {}
         self._channels: list[grpc.Channel] = []
         self._lock = threading.Lock()
@@ -235,7 +171,8 @@ class Client:
         try:
             return getattr(self._stub(agent), method)(request, timeout=timeout or self.timeout)
         except grpc.RpcError as exc:
-            raise _error(agent, exc) from None
+            error = _error(agent, exc)
+        raise error  # outside `except`: see _scan_call
 
     def _each_agent(self, method: str, request: Any, timeout: float | None = None
                     ) -> dict[str, Any | BpfstoreError]:
@@ -314,191 +251,104 @@ class Client:
                                        f"{responses[unreachable[0]]}")  # e.g. a TLS error
             raise DatasetNotFound(
                 f"no dataset named {dataset!r} on agents {', '.join(self.agents)}")
-        return _merge_descriptions(dataset, infos, unreachable)
+        return merge_descriptions(dataset, infos, unreachable)
 
     # -- queries -------------------------------------------------------------------------
 
-    def aggregate(self, dataset: str, aggregates: Sequence[FinalAggregate],
-                  where: Expr | None = None, group_by: Sequence[str] = (),
-                  dialect: str | Dialect = "sql", engine: str = "auto",
-                  names: Sequence[str] | None = None) -> pa.Table:
-        """Final aggregates, computed by the agents next to the data and merged exactly."""
+    def run(self, query: Query, desc: DatasetDescription | None = None) -> Result:
+        """The one query path: describe, bind, fan out to a live replica of each partition,
+        merge. Without `desc` the dataset is described anew, and the query planned again when
+        the version it pinned goes away meanwhile. With `desc` (an earlier `describe`, as Dask
+        and Spark tasks pass it) every call reads that same snapshot, or fails with
+        VersionGone once an agent no longer keeps it."""
         started = time.perf_counter()
-        plan_aggs, finishers = expand(list(aggregates), names)
-
-        def run() -> pa.Table:
-            desc = self.describe(dataset)
-            plan = Plan(dataset, filter=where, group_by=tuple(group_by),
-                        aggregates=tuple(plan_aggs), dialect=Dialect(dialect), engine=engine)
-            bound = bind_plan(plan, desc.stored_schema)  # fails early, with the agent's message
-            report = QueryReport()
-            merged = self.aggregate_partials(dataset, plan_aggs, where, group_by, dialect,
-                                             desc=desc, report=report, engine=engine)
-            result = finish(merged, bound, finishers)
-            report.wall_seconds = time.perf_counter() - started
-            self.last_report = report
-            return result
-
-        return _replanned(run)
-
-    def scan(self, dataset: str, columns: Sequence[str] | None = None,
-             where: Expr | None = None, dialect: str | Dialect = "sql") -> Iterator[pa.RecordBatch]:
-        """Rows with the filter and projection applied on the agents, partition by partition;
-        planned again when the pinned version goes away before the first batch (after it, the
-        error is raised: rows of two versions are never mixed)."""
-        yielded = False
         for attempt in range(REPLANS):
             try:
-                for batch in self._scan_once(dataset, columns, where, dialect):
-                    yielded = True
-                    yield batch
+                result = self._run_on(query, desc or self.describe(query.plan.dataset))
+            except VersionGone:
+                if desc is not None or attempt + 1 == REPLANS:
+                    raise
+                continue
+            result.report.wall_seconds = time.perf_counter() - started
+            return result
+        raise AssertionError("unreachable")
+
+    def aggregate(self, dataset: str, aggregates: Sequence[FinalAggregate],
+                  where: Expr | None = None, group_by: Sequence[str] = (),
+                  dialect: str | Dialect = Dialect.SQL, engine: str = "auto",
+                  names: Sequence[str] | None = None) -> pa.Table:
+        """`run(Query.aggregate(...)).table`: final aggregates, merged exactly."""
+        return self.run(Query.aggregate(dataset, aggregates, where, group_by, dialect=dialect,
+                                        engine=engine, names=names)).table
+
+    def scan_table(self, dataset: str, columns: Sequence[str] | None = None,
+                   where: Expr | None = None, dialect: str | Dialect = Dialect.SQL) -> pa.Table:
+        """`run(Query.scan(...)).table`: the rows, all at once."""
+        return self.run(Query.scan(dataset, columns, where, dialect=dialect)).table
+
+    def scan(self, dataset: str, columns: Sequence[str] | None = None,
+             where: Expr | None = None, dialect: str | Dialect = Dialect.SQL) -> Stream:
+        """The rows batch by batch as they arrive, with their report on the stream."""
+        return Stream(self, Query.scan(dataset, columns, where, dialect=dialect))
+
+    def sql(self, text: str, engine: str = "auto") -> pa.Table:
+        """`run_sql(self, text).table` (`bpfstore.connector.sql`)."""
+        from .sql import run_sql  # late: sqlglot and DuckDB load only for SQL
+
+        return run_sql(self, text, engine=engine).table
+
+    def _run_on(self, query: Query, desc: DatasetDescription) -> Result:
+        plan = query.plan
+        desc = only_partitions(desc, plan.partitions)
+        bound = bind_plan(plan, desc.stored_schema)  # fails early, with the agent's message
+        report = QueryReport(query.mode, plan.dataset)
+        # a list: an agent that partitions failed over to answers twice
+        pieces = list(self._fan_out(plan, desc, report, query.mode == "aggregate"))
+        if query.mode == "scan":
+            return Result(_rows(desc, plan, dict(pieces)), report)
+        merged = merge_partials([t for _, t in pieces], bound) if pieces else \
+            partial_schema(bound, desc.stored_schema).empty_table()
+        return Result(merged if query.finishers is None else
+                      finish(merged, bound, query.finishers), report)
+
+    def _stream(self, query: Query, report: QueryReport) -> Iterator[pa.RecordBatch]:
+        """A scan's batches as they come; planned again when the pinned version goes away
+        before the first batch (after it, the error is raised: rows of two versions are never
+        mixed)."""
+        started = time.perf_counter()
+        for attempt in range(REPLANS):
+            yielded = False
+            try:
+                desc = only_partitions(self.describe(query.plan.dataset), query.plan.partitions)
+                bind_plan(query.plan, desc.stored_schema)
+                for _, batches in self._fan_out(query.plan, desc, report, aggregate=False):
+                    report.wall_seconds = time.perf_counter() - started
+                    for batch in batches:
+                        yielded = True
+                        yield batch
                 return
             except VersionGone:
                 if yielded or attempt + 1 == REPLANS:
                     raise
+                report.partitions.clear()  # the report tells of the attempt that answers
+                report.failovers.clear()
+                report.bytes_moved = 0
 
-    def _scan_once(self, dataset: str, columns: Sequence[str] | None, where: Expr | None,
-                   dialect: str | Dialect) -> Iterator[pa.RecordBatch]:
-        started = time.perf_counter()
-        desc = self.describe(dataset)
-        plan = Plan(dataset, filter=where, columns=tuple(columns or ()), dialect=Dialect(dialect))
-        bind_plan(plan, desc.stored_schema)
-        report = QueryReport(mode="scan", dataset=dataset)
-        self.last_report = report
-
-        def run(agent: str, parts: list[str], version: int
-                ) -> tuple[str, list[pa.RecordBatch], list, int]:
-            return self._scan_call(agent, plan, parts, version)
-
-        # One partition per call, so a failed agent's partition is retried whole elsewhere.
-        for _, batches, reports, nbytes in self._fan_out(desc, run, report, per_partition=True):
-            report.partitions.extend(reports)
-            report.bytes_moved += nbytes
-            report.wall_seconds = time.perf_counter() - started
-            yield from batches
-
-    def scan_table(self, dataset: str, columns: Sequence[str] | None = None,
-                   where: Expr | None = None, dialect: str | Dialect = "sql") -> pa.Table:
-        # all or nothing, so unlike scan() it can plan again after some batches arrived
-        batches = _replanned(lambda: list(self._scan_once(dataset, columns, where, dialect)))
-        if batches:
-            return pa.Table.from_batches(batches)
-        desc = self.describe(dataset)
-        schema = desc.schema if not columns else pa.schema([desc.schema.field(c) for c in columns])
-        return schema.empty_table()
-
-    def sql(self, text: str, engine: str = "auto") -> pa.Table:
-        from .sql import run_sql
-
-        return run_sql(self, text, engine=engine)
-
-    # -- one partition at a time, for engines that schedule partitions themselves (Dask) ---
-
-    def aggregate_partials(self, dataset: str, aggregates: Sequence[Aggregate],
-                           where: Expr | None = None, group_by: Sequence[str] = (),
-                           dialect: str | Dialect = "pandas", partitions: Sequence[str] = (),
-                           desc: DatasetDescription | None = None,
-                           report: QueryReport | None = None,
-                           engine: str = "auto") -> pa.Table:
-        """Merged but unfinished partials of `partitions` (all when empty): the caller merges
-        them further with `combine.merge_partials` and ends with `combine.finish`.
-        `desc` (from an earlier `describe`) saves a DescribeDataset round per call and pins its
-        versions: every call with it reads the same snapshot, or fails with VersionGone once
-        an agent no longer keeps it (plan again with a new `describe`). `report`, when given,
-        is filled instead of `last_report` (which concurrent callers share)."""
-        if desc is None:
-            return _replanned(lambda: self.aggregate_partials(
-                dataset, aggregates, where, group_by, dialect, partitions,
-                self.describe(dataset), report, engine))
-        desc = only_partitions(desc, partitions)
-        plan = Plan(dataset, filter=where, group_by=tuple(group_by),
-                    aggregates=tuple(aggregates), dialect=Dialect(dialect), engine=engine)
-        bound = bind_plan(plan, desc.stored_schema)
-        own = report is None
-        report = report or QueryReport()
-        report.mode, report.dataset = "aggregate", dataset
-
-        def run(agent: str, parts: list[str], version: int
-                ) -> tuple[pa.Table, list[PartitionReport], int]:
-            request = pb.AggregateRequest(plan=wire.plan_to_proto(
-                Plan(**{**_fields(plan), "partitions": tuple(parts)})), dataset_version=version)
-            response = self._call(agent, "Aggregate", request)
-            table = pa.ipc.open_stream(response.partials).read_all()
-            return table, [_report(agent, r) for r in response.partitions], response.ByteSize()
-
-        tables = []
-        for table, reports, nbytes in self._fan_out(desc, run, report):
-            tables.append(table)
-            report.partitions.extend(reports)
-            report.bytes_moved += nbytes
-        if own:
-            self.last_report = report
-        return merge_partials(tables, bound) if tables else bound_empty(bound, desc)
-
-    def scan_partitions(self, dataset: str, partitions: Sequence[str],
-                        columns: Sequence[str] | None = None, where: Expr | None = None,
-                        dialect: str | Dialect = "pandas",
-                        desc: DatasetDescription | None = None,
-                        report: QueryReport | None = None) -> pa.Table:
-        """`scan_table` restricted to `partitions`, in the order given (see aggregate_partials)."""
-        if desc is None:
-            return _replanned(lambda: self.scan_partitions(
-                dataset, partitions, columns, where, dialect, self.describe(dataset), report))
-        desc = only_partitions(desc, partitions)
-        plan = Plan(dataset, filter=where, columns=tuple(columns or ()), dialect=Dialect(dialect))
-        bind_plan(plan, desc.stored_schema)
-        own = report is None
-        report = report or QueryReport()
-        report.mode, report.dataset = "scan", dataset
-
-        def run(agent: str, parts: list[str], version: int
-                ) -> tuple[str, list[pa.RecordBatch], list, int]:
-            return self._scan_call(agent, plan, parts, version)
-
-        by_part: dict[str, list[pa.RecordBatch]] = {}
-        for pid, batches, reports, nbytes in self._fan_out(desc, run, report, per_partition=True):
-            by_part[pid] = batches
-            report.partitions.extend(reports)
-            report.bytes_moved += nbytes
-        if own:
-            self.last_report = report
-        ordered = [b for p in desc.partitions for b in by_part.get(p.id, [])]
-        if ordered:
-            return pa.Table.from_batches(ordered)
-        schema = desc.schema if not columns else pa.schema([desc.schema.field(c) for c in columns])
-        return schema.empty_table()
-
-    def _scan_call(self, agent: str, plan: Plan, parts: list[str], version: int
-                   ) -> tuple[str, list[pa.RecordBatch], list[PartitionReport], int]:
-        """One Scan RPC over `parts` (one partition): its batches, reports and bytes moved."""
-        request = pb.ScanRequest(plan=wire.plan_to_proto(
-            Plan(**{**_fields(plan), "partitions": tuple(parts)})), dataset_version=version)
-        batches: list[pa.RecordBatch] = []
-        reports: list[PartitionReport] = []
-        nbytes = 0
-        try:
-            for chunk in self._stub(agent).Scan(request, timeout=self.timeout):
-                nbytes += chunk.ByteSize()
-                if chunk.arrow_ipc:
-                    batches.extend(pa.ipc.open_stream(chunk.arrow_ipc).read_all().to_batches())
-                if chunk.HasField("report"):
-                    reports.append(_report(agent, chunk.report))
-        except grpc.RpcError as exc:
-            raise _error(agent, exc) from None
-        return parts[0], batches, reports, nbytes
-
-    def _fan_out(self, desc: DatasetDescription, run: Callable[[str, list[str], int], Any],
-                 report: QueryReport, per_partition: bool = False) -> Iterator[Any]:
-        """Run `run(agent, partitions, pinned version)` over a live replica of every partition,
-        failing over."""
+    def _fan_out(self, plan: Plan, desc: DatasetDescription, report: QueryReport,
+                 aggregate: bool) -> Iterator[tuple[str, Any]]:
+        """Run `plan` over a live replica of every partition of `desc`, failing over, and
+        record it in `report`. Yields (agent, partials) per Aggregate call, (partition,
+        batches) per Scan call: a scan asks one partition per call, so a failed agent's
+        partition is retried whole elsewhere."""
+        call = self._aggregate_call if aggregate else self._scan_call
         pins = dict(desc.versions)
         dead: set[str] = set(desc.unreachable)
         corrupt: set[tuple[str, str]] = set()  # (agent, partition): that copy failed its checksum
         causes: dict[str, list[str]] = {}
-        pending = [p for p in desc.partitions]
+        pending = list(desc.partitions)
         refreshes = 0
         while pending:
-            assignment = _assign(pending, dead, corrupt)
+            assignment = assign(pending, dead, corrupt)
             missing = [p.id for p in pending if p.id not in {x for v in assignment.values()
                                                             for x in v}]
             if missing and refreshes < 2 and (fresh := self._redescribe(desc.name)):
@@ -514,14 +364,15 @@ class Client:
             if missing:
                 raise PartitionUnavailable(desc.name, missing, [
                     f"{a}: {'; '.join(c)}" for a, c in causes.items()] or ["no live replica"])
-            jobs = [(a, [pid]) for a, pids in assignment.items() for pid in pids] \
-                if per_partition else list(assignment.items())
-            futures = [(a, pids, self._pool.submit(run, a, pids, pins.get(a, 0)))
+            jobs = list(assignment.items()) if aggregate else \
+                [(a, [pid]) for a, pids in assignment.items() for pid in pids]
+            futures = [(a, pids, self._pool.submit(call, a, replace(plan, partitions=tuple(pids)),
+                                                   pins.get(a, 0)))
                        for a, pids in jobs]
             retry: set[str] = set()
             for agent, pids, fut in futures:
                 try:
-                    yield fut.result()
+                    payload, reports, nbytes = fut.result()
                 except (AgentUnavailable, PartitionCorrupt) as exc:
                     if isinstance(exc, PartitionCorrupt):  # the agent is fine; that copy is not
                         corrupt.update((agent, pid) for pid in pids)
@@ -530,7 +381,41 @@ class Client:
                     causes.setdefault(agent, []).append(str(exc))
                     report.failovers.append(f"{agent}: partitions {', '.join(pids)} retried")
                     retry.update(pids)
+                    continue
+                report.partitions.extend(reports)
+                report.bytes_moved += nbytes
+                yield (agent if aggregate else pids[0]), payload
             pending = [p for p in pending if p.id in retry]
+
+    def _aggregate_call(self, agent: str, plan: Plan, version: int
+                        ) -> tuple[pa.Table, list[PartitionReport], int]:
+        """One Aggregate RPC: the partials, the reports, the bytes moved."""
+        request = pb.AggregateRequest(plan=wire.plan_to_proto(plan), dataset_version=version)
+        response = self._call(agent, "Aggregate", request)
+        table = pa.ipc.open_stream(response.partials).read_all()
+        return table, [_report(agent, r) for r in response.partitions], response.ByteSize()
+
+    def _scan_call(self, agent: str, plan: Plan, version: int
+                   ) -> tuple[list[pa.RecordBatch], list[PartitionReport], int]:
+        """One Scan RPC: the batches, the reports, the bytes moved."""
+        request = pb.ScanRequest(plan=wire.plan_to_proto(plan), dataset_version=version)
+        batches: list[pa.RecordBatch] = []
+        reports: list[PartitionReport] = []
+        nbytes = 0
+        try:
+            for chunk in self._stub(agent).Scan(request, timeout=self.timeout):
+                nbytes += chunk.ByteSize()
+                if chunk.arrow_ipc:
+                    batches.extend(pa.ipc.open_stream(chunk.arrow_ipc).read_all().to_batches())
+                if chunk.HasField("report"):
+                    reports.append(_report(agent, chunk.report))
+        except grpc.RpcError as exc:
+            error = _error(agent, exc)
+        else:
+            return batches, reports, nbytes
+        # Raised outside `except`, so the grpc error (it holds a lock) is not its __context__:
+        # Dask pickles an error with its context chain, and would send a bare Exception.
+        raise error
 
     def _redescribe(self, dataset: str) -> DatasetDescription | None:
         try:
@@ -686,54 +571,32 @@ class Client:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _replanned(run: Callable[[], T]) -> T:
-    """`run()`, again (it describes anew) when the version it pinned went away meanwhile."""
-    for attempt in range(REPLANS):
-        try:
-            return run()
-        except VersionGone:
-            if attempt + 1 == REPLANS:
-                raise
-    raise AssertionError("unreachable")
+class Stream:
+    """`Client.scan`: iterate for the batches; `report` is this scan's, complete once the
+    batches are exhausted."""
+
+    def __init__(self, client: Client, query: Query) -> None:
+        self.report = QueryReport(query.mode, query.plan.dataset)
+        self._batches = client._stream(query, self.report)
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        return self._batches
 
 
-def _fields(plan: Plan) -> dict[str, Any]:
-    return {f: getattr(plan, f) for f in plan.__dataclass_fields__}
+def _rows(desc: DatasetDescription, plan: Plan, pieces: dict[str, list[pa.RecordBatch]]
+          ) -> pa.Table:
+    """A scan's batches in the order of the description's partitions."""
+    ordered = [b for p in desc.partitions for b in pieces.get(p.id, [])]
+    if ordered:
+        return pa.Table.from_batches(ordered)
+    columns = plan.columns
+    return (pa.schema([desc.schema.field(c) for c in columns]) if columns
+            else desc.schema).empty_table()
 
 
 def _report(agent: str, r: pb.PartitionReport) -> PartitionReport:
     return PartitionReport(agent, r.partition, r.engine, r.path, r.rows_scanned, r.rows_matched,
                            r.bytes_scanned, r.time_ns, r.pruned, r.note)
-
-
-def bound_empty(plan: Plan, desc: DatasetDescription) -> pa.Table:
-    from bpfstore.contract.combine import partial_schema
-
-    return partial_schema(plan, desc.stored_schema).empty_table()
-
-
-def only_partitions(desc: DatasetDescription, partitions: Sequence[str]) -> DatasetDescription:
-    """The description restricted to `partitions` (in that order, each once); all when empty."""
-    if not partitions:
-        return desc
-    known = {p.id: p for p in desc.partitions}
-    missing = [p for p in partitions if p not in known]
-    if missing:
-        raise DatasetNotFound(f"dataset {desc.name!r} has no partition(s) {', '.join(missing)}")
-    return replace(desc, partitions=tuple(known[p] for p in dict.fromkeys(partitions)))
-
-
-def _assign(partitions: Sequence[PartitionSummary], dead: set[str],
-            corrupt: set[tuple[str, str]]) -> dict[str, list[str]]:
-    """Each partition to its least-loaded live replica (ties: the order replicas were found)."""
-    load: dict[str, list[str]] = {}
-    for p in partitions:
-        live = [a for a in p.agents if a not in dead and (a, p.id) not in corrupt]
-        if not live:
-            continue
-        agent = min(live, key=lambda a: len(load.get(a, [])))
-        load.setdefault(agent, []).append(p.id)
-    return load
 
 
 def _partitions(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
@@ -750,51 +613,6 @@ def _partitions(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Tab
                 pending, count = [], 0
     if pending:
         yield pa.Table.from_batches(pending)
-
-
-def _merge_descriptions(dataset: str, infos: dict[str, pb.DatasetInfo],
-                        unreachable: list[str]) -> DatasetDescription:
-    first = next(iter(infos.values()))
-    stored = pa.ipc.read_schema(pa.py_buffer(first.arrow_schema))
-    logical = pa.schema([pa.field(f.name, logical_type(f.type)) for f in stored])
-    holders: dict[str, list[str]] = {}
-    parts: dict[str, pb.PartitionInfo] = {}
-    for agent, info in infos.items():
-        other = pa.ipc.read_schema(pa.py_buffer(info.arrow_schema))
-        if not other.equals(stored):
-            raise PlanInvalid(f"dataset {dataset!r} has different schemas on different agents")
-        for p in info.partitions:
-            holders.setdefault(p.id, []).append(agent)
-            parts.setdefault(p.id, p)
-    if unreachable:
-        _check_complete(dataset, parts, unreachable)
-    summaries = tuple(
-        PartitionSummary(pid, p.rows, p.bytes, tuple(holders[pid]), tuple(p.replicas),
-                         {s.column: _stats_dict(s) for s in p.stats})
-        for pid, p in sorted(parts.items()))
-    versions = {agent: i.version for agent, i in infos.items()}
-    return DatasetDescription(dataset, logical, stored, sum(versions.values()), summaries,
-                              tuple(unreachable), versions)
-
-
-def _check_complete(dataset: str, parts: dict[str, pb.PartitionInfo],
-                    unreachable: list[str]) -> None:
-    """With agents down, go on only when replication proves no partition is missing."""
-    factor = min((len(p.replicas) for p in parts.values()), default=0)
-    if len(unreachable) >= max(factor, 1):
-        raise PartitionUnavailable(dataset, [f"(any held only by {a})" for a in unreachable], [
-            f"{len(unreachable)} agent(s) unreachable and the dataset has {factor} replica(s)"])
-
-
-def _stats_dict(s: pb.ColumnStats) -> dict[str, Any]:
-    out: dict[str, Any] = {"null_count": s.null_count, "has_nan": s.has_nan}
-    for bound in ("min", "max"):
-        # Legal data Python cannot hold (a timestamp before year 1, a date after 9999): the
-        # bound stays unknown, which only ever costs pruning.
-        with contextlib.suppress(PlanInvalid, OverflowError):
-            if s.HasField(bound):
-                out[bound] = wire.literal_from_proto(getattr(s, bound)).value
-    return out
 
 
 _shared: dict[tuple[tuple[str, ...], Transport], Client] = {}  # per process

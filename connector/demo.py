@@ -23,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import duckdb  # the oracle
 import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
@@ -31,6 +32,7 @@ from rich.table import Table
 
 from .cli import human_bytes
 from .client import Client, QueryReport
+from .sql import run_sql
 
 # Standard TPC-H text (Q1's `interval '90' day (3)` written as the SQL engines accept it).
 Q6 = """
@@ -146,8 +148,6 @@ def generate_lineitem(scale: float, out_dir: Path) -> Path:
 
 
 def duckdb_answer(parquet: Path, query: str) -> pa.Table:
-    import duckdb  # the oracle: only the demo needs it
-
     con = duckdb.connect()
     path = str(parquet).replace("'", "''")
     con.execute(f"CREATE VIEW lineitem AS SELECT * FROM read_parquet('{path}')")
@@ -238,9 +238,9 @@ def run_query(client: Client, name: str, parquet: Path) -> list[str]:
     """Run one query through pushdown, print answer and report; return the problems found."""
     console.rule(f"TPC-H {name}")
     start = time.perf_counter()
-    ours = client.sql(QUERIES[name])
+    answer = run_sql(client, QUERIES[name])
     seconds = time.perf_counter() - start
-    report = client.last_report
+    ours, report = answer.table, answer.report
     console.print(f"[bold]answer[/] (pushed down to the agents, {seconds * 1000:.0f} ms)")
     console.print(answer_table(ours))
     console.print("\n[bold]per partition[/]")

@@ -60,7 +60,7 @@ from bpfstore.contract.plan import (
     describe_aggregate,
 )
 
-from .client import QueryReport
+from .query import Query, QueryReport, Result
 
 PATH_KEY, REASON_KEY = b"bpfstore.sql.path", b"bpfstore.sql.reason"  # on run_sql's result
 _AGG_COL, _PARTIAL_COL = "__bpfstore_agg_{}", "__bpfstore_partial_{}"
@@ -453,8 +453,9 @@ def _columns_used(tree: exp.Query, names: _Names) -> tuple[str, ...] | None:
 # ---------------------------------------------------------------- execution
 
 
-def run_sql(client: Any, text: str, engine: str = "auto") -> pa.Table:
-    """DuckDB's answer to `text` on the dataset, computed with pushdown where possible."""
+def run_sql(client: Any, text: str, engine: str = "auto") -> Result:
+    """DuckDB's answer to `text` on the dataset, computed with pushdown where possible, and
+    the report of the agent calls that made it."""
     tree, datasets = parse_query(text)
     if len(datasets) > 1 or _single_scan(tree) is not None:
         return _run_scans(client, text, tree, datasets)
@@ -464,8 +465,8 @@ def run_sql(client: Any, text: str, engine: str = "auto") -> pa.Table:
     expected = _duckdb(text, {dataset: schema.empty_table()}).schema  # validates, names, types
     if query.pushdown:
         try:
-            return _tagged(_conform(_run_pushdown(client, query, schema, engine), expected),
-                           "pushdown", None)
+            table, report = _run_pushdown(client, query, schema, engine)
+            return Result(_tagged(_conform(table, expected), "pushdown", None), report)
         except Unsupported as exc:  # the agents said no: read the rows instead
             if engine != "auto":  # unless the user asked for that engine by name
                 raise SqlError(f"engine {engine!r} cannot run this query: {exc}") from None
@@ -473,12 +474,12 @@ def run_sql(client: Any, text: str, engine: str = "auto") -> pa.Table:
     columns = list(query.columns) if query.columns is not None else None
     if columns == []:  # nothing but a row count is needed: read the narrowest thing there is
         columns = [schema.names[0]]
-    rows = client.scan_table(dataset, columns=columns, where=query.pushed_filter)
-    result = _duckdb(text, {dataset: _logical(rows)})
-    return _tagged(result, "fallback", query.reason)
+    rows = client.run(Query.scan(dataset, columns, query.pushed_filter))
+    result = _duckdb(text, {dataset: _logical(rows.table)})
+    return Result(_tagged(result, "fallback", query.reason), rows.report)
 
 
-def _run_scans(client: Any, text: str, tree: exp.Query, datasets: list[str]) -> pa.Table:
+def _run_scans(client: Any, text: str, tree: exp.Query, datasets: list[str]) -> Result:
     """Joins, subqueries, CTEs, set operations: one pushdown scan per dataset (the columns the
     query uses, the WHERE terms that hold for every reference to it), then DuckDB runs the
     original text over the scanned rows."""
@@ -493,14 +494,12 @@ def _run_scans(client: Any, text: str, tree: exp.Query, datasets: list[str]) -> 
     for name, (columns, where) in plan_scans(tree, schemas).items():
         if columns == []:  # only a row count is needed: read the narrowest thing there is
             columns = [schemas[name].names[0]]
-        tables[name] = _logical(client.scan_table(real[name], columns=columns, where=where))
-        report.partitions += client.last_report.partitions
-        report.bytes_moved += client.last_report.bytes_moved
-        report.wall_seconds += client.last_report.wall_seconds
+        rows = client.run(Query.scan(real[name], columns, where))
+        tables[name] = _logical(rows.table)
+        report.add(rows.report)
     result = _duckdb(text, tables)
-    client.last_report = report
     reason = "reads several datasets" if len(datasets) > 1 else _single_scan(tree)
-    return _tagged(result, "fallback", reason)
+    return Result(_tagged(result, "fallback", reason), report)
 
 
 def plan_scans(tree: exp.Query, schemas: dict[str, pa.Schema]
@@ -590,20 +589,22 @@ def _describe_dataset(client: Any, name: str) -> tuple[str, Any]:
         return matches[0].name, matches[0]
 
 
-def _run_pushdown(client: Any, query: SqlQuery, schema: pa.Schema, engine: str) -> pa.Table:
+def _run_pushdown(client: Any, query: SqlQuery, schema: pa.Schema, engine: str
+                  ) -> tuple[pa.Table, QueryReport]:
     # avg(x) travels as sum(x) and count(x), shared when repeated
     partials, finishers = expand(query.aggregates, None)
     partials = partials or [count_star()]  # GROUP BY without aggregates: keys only
     names = [_PARTIAL_COL.format(i) for i in range(len(partials))]
-    table = client.aggregate(query.dataset, partials, where=query.pushed_filter,
-                             group_by=query.group_by, engine=engine, names=names)
+    result = client.run(Query.aggregate(query.dataset, partials, query.pushed_filter,
+                                        query.group_by, engine=engine, names=names))
+    table = result.table
     merged = [_logical_array(table.column(n)) for n in names]
     columns = {k: _logical_array(table.column(k)) for k in query.group_by}
     for i, f in enumerate(finishers):  # DuckDB's avg: a double, whatever the input
         columns[_AGG_COL.format(i)] = average(merged[f.sum_index], merged[f.count_index],
                                               pa.float64()) if f.kind == "avg" \
             else merged[f.sum_index]
-    return _duckdb(_local_sql(query, schema), {query.dataset: pa.table(columns)})
+    return _duckdb(_local_sql(query, schema), {query.dataset: pa.table(columns)}), result.report
 
 
 def _local_sql(query: SqlQuery, schema: pa.Schema) -> str:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
+import pyarrow as pa
 import pytest
 
-from bpfstore.connector import Client
+from bpfstore.connector import Client, Query, QueryReport
 from bpfstore.node_agent.config import AgentConfig
 from bpfstore.node_agent.server import create_server
 
@@ -21,6 +23,12 @@ class RunningAgent:
 
     def stop(self) -> None:
         self.server.stop(0).wait()
+
+
+def reported(client: Client, *args: Any, **kwargs: Any) -> tuple[pa.Table, QueryReport]:
+    """`Query.aggregate(*args, **kwargs)`'s answer and the report of where it ran."""
+    result = client.run(Query.aggregate(*args, **kwargs))
+    return result.table, result.report
 
 
 def require_bpf(agent: RunningAgent, engine: str = "bpf") -> None:

@@ -13,7 +13,7 @@ def explain(obj: Any) -> str:
     """A few lines: each agent call the optimized graph makes, and what runs in Dask."""
     if not c.PUSHDOWN:
         return f"no pushdown: {c.REASON}; every partition is read whole and Dask does the rest"
-    from .expr import BpfAggregate, BpfPartials, BpfScan
+    from .expr import BpfAggregate, BpfPartials, BpfScan  # late: present only with PUSHDOWN
 
     expr = c.optimize_until(getattr(obj, "expr", obj), "simplified-logical")
     pushed, scans, in_dask = [], [], []

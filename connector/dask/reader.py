@@ -6,6 +6,9 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+import dask
+import dask.dataframe as dd
+
 from bpfstore.contract.errors import PlanInvalid
 
 from ..client import parse_agents
@@ -40,7 +43,7 @@ def read_bpfstore(dataset: str, agents: Sequence[str] | str | None = None, *,
     desc = client_for(names, transport).describe(dataset)
     source = Source(dataset, names, desc, dtypes, engine, aggregates, transport)
     if c.PUSHDOWN and pushdown:
-        from .expr import BpfScan
+        from .expr import BpfScan  # late: builds on dask-expr internals, present if PUSHDOWN
 
         ddf = c.new_collection(BpfScan(source))
     else:
@@ -50,9 +53,6 @@ def read_bpfstore(dataset: str, agents: Sequence[str] | str | None = None, *,
 
 def _without_pushdown(source: Source) -> Any:
     """Public API only: correct on any dask, reads every column of every partition."""
-    import dask
-    import dask.dataframe as dd
-
     n = len(source.partition_ids)
     part = functools.partial(_read_all, source)
     # The partitions already hold pandas 3 `str`; dask's conversion would make it `string`.

@@ -15,9 +15,11 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from bpfstore.contract.plan import Expr, Plan, columns_of
+from bpfstore.contract.errors import VersionGone
+from bpfstore.contract.plan import Dialect, Expr, Plan, columns_of
 
-from ..client import DatasetDescription, QueryReport, client_for
+from ..client import DatasetDescription, client_for
+from ..query import Query, QueryReport
 from ..transport import PLAINTEXT, Transport
 from . import dtypes
 from .evaluate import evaluate
@@ -137,11 +139,9 @@ def scan_partition(source: Source, index: int, columns: Sequence[str], where: Ex
                                                    if c in computed])))
     if not needed:  # index only: the narrowest column tells the row count
         needed = [_narrowest(source.desc.schema, where)]
-    report = QueryReport()
-    table = client_for(source.agents, source.transport).scan_partitions(
-        source.dataset, [source.partition_ids[index]], needed, where, "pandas", source.desc,
-        report)
-    _count(report)
+    table = _run(source, Query.scan(source.dataset, needed, where,
+                                    partitions=[source.partition_ids[index]],
+                                    dialect=Dialect.PANDAS))
     index_labels: pd.Index = pd.RangeIndex(table.num_rows)
     if where is None:
         start = source.starts[index]
@@ -169,12 +169,24 @@ def _narrowest(schema: pa.Schema, where: Expr | None) -> str:
 
 
 def partials_partition(source: Source, index: int, plan: Plan) -> pa.Table:
-    """The merged partial aggregates of one partition, computed by its agent."""
-    report = QueryReport()
-    table = client_for(source.agents, source.transport).aggregate_partials(
-        source.dataset, plan.aggregates, plan.filter, plan.group_by, "pandas",
-        [source.partition_ids[index]], source.desc, report, engine=source.engine)
-    _count(report)
-    return table
+    """The merged partial aggregates of one partition, computed by its agent (`plan` is in
+    the PANDAS dialect, as every plan a Dask collection makes)."""
+    return _run(source, Query(replace(plan, partitions=(source.partition_ids[index],),
+                                      engine=source.engine)))
+
+
+def _run(source: Source, query: Query) -> pa.Table:
+    """`query` on the snapshot the collection was built on: a graph never mixes versions.
+    Once the agents no longer keep that version (an overwrite, past their retention), the
+    graph cannot be answered exactly: the error says to build it again."""
+    try:
+        result = client_for(source.agents, source.transport).run(query, source.desc)
+    except VersionGone as exc:
+        raise VersionGone(
+            f"dataset {source.dataset!r} changed after this Dask collection was made from its "
+            f"version {source.version}, which the agents no longer keep ({exc}): recompute "
+            f"from a new read_bpfstore") from None
+    _count(result.report)
+    return result.table
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+from pyspark import TaskContext
 from pyspark.sql.datasource import (
     DataSource,
     DataSourceArrowWriter,
@@ -33,7 +34,7 @@ from pyspark.sql.datasource import (
 )
 
 from bpfstore.contract.errors import ArithmeticOverflow, PlanInvalid
-from bpfstore.contract.plan import AggFunc, Aggregate, Expr, and_all, col
+from bpfstore.contract.plan import AggFunc, Aggregate, Dialect, Expr, and_all, col
 
 from ..client import (
     Client,
@@ -43,6 +44,7 @@ from ..client import (
     only_partitions,
     parse_agents,
 )
+from ..query import Query, QueryReport
 from ..transport import Transport, resolve_transport
 from .filters import split_filters
 from .spec import AggSpec, filter_from_option, to_buffers
@@ -151,37 +153,42 @@ class BpfstoreReader(DataSourceReader):  # type: ignore[misc]
         desc = partition.desc or self._describe()
         if self.spec is not None:
             huge: frozenset[tuple[int, int]] = frozenset()
+            report = QueryReport("aggregate", self.dataset)
             try:
-                partials = client.aggregate_partials(
-                    self.dataset, self.spec.aggregates, where=self.spec.filter,
-                    group_by=self.spec.groups, dialect="sql", partitions=partition.pids,
-                    desc=desc, engine=self.engine)
+                result = client.run(self._partials(self.spec.aggregates, self.spec.filter,
+                                                   self.spec.groups, partition.pids), desc)
+                partials, report = result.table, result.report
             except ArithmeticOverflow:
-                partials, huge = self._one_by_one(client, partition.pids, desc)
-            _log_report(client, started)
+                partials, huge = self._one_by_one(client, partition.pids, desc, report)
+            _log_report(report, started)
             if partials.num_rows:
                 yield to_buffers(partials, self.spec, self.target, huge)
             return
-        columns = self.target.names
-        table = client.scan_partitions(self.dataset, partition.pids, columns=columns,
-                                       where=self.where, dialect="sql", desc=desc)
-        _log_report(client, started)
-        for batch in table.to_batches(max_chunksize=1 << 20):
+        rows = client.run(Query.scan(self.dataset, self.target.names, self.where,
+                                     partitions=partition.pids, dialect=Dialect.SQL), desc)
+        _log_report(rows.report, started)
+        for batch in rows.table.to_batches(max_chunksize=1 << 20):
             yield conform(batch, self.target)
 
-    def _one_by_one(self, client: Client, pids: Sequence[str], desc: DatasetDescription
-                    ) -> tuple[pa.Table, frozenset[tuple[int, int]]]:
+    def _partials(self, aggs: Sequence[Aggregate], where: Expr | None, by: Sequence[str],
+                  pids: Sequence[str]) -> Query:
+        return Query.partials(self.dataset, aggs, where, by, partitions=pids,
+                              dialect=Dialect.SQL, engine=self.engine)
+
+    def _one_by_one(self, client: Client, pids: Sequence[str], desc: DatasetDescription,
+                    report: QueryReport) -> tuple[pa.Table, frozenset[tuple[int, int]]]:
         """A sum beyond 38 digits makes the agent fail the whole request; Spark's legacy mode
         wants NULL for that sum (of that group) only: so ask for the groups, then for each
         aggregate of each group alone, to find which. Returns the partials and the (aggregate,
-        row) pairs whose sums no decimal holds. A rare path: only taken after an overflow."""
+        row) pairs whose sums no decimal holds; `report` gathers the reports of its calls.
+        A rare path: only taken after an overflow."""
         assert self.spec is not None
         spec = self.spec
 
         def ask(aggs: list[Aggregate], where: Expr | None, by: Sequence[str] = ()) -> pa.Table:
-            return client.aggregate_partials(self.dataset, aggs, where=where, group_by=by,
-                                             dialect="sql", partitions=pids, desc=desc,
-                                             engine=self.engine)
+            result = client.run(self._partials(aggs, where, by, pids), desc)
+            report.add(result.report)
+            return result.table
 
         n = len(spec.groups)
         if n:
@@ -246,15 +253,15 @@ class FilteringReader(BpfstoreReader):
         return rejected
 
 
-def _log_report(client: Client, started: float) -> None:
+def _log_report(report: QueryReport, started: float) -> None:
     """With $BPFSTORE_SPARK_REPORT set, append each partition's report (mode, engine, bytes
     moved) as a JSON line: Spark's Python workers have no other way to tell the driver."""
     path = os.environ.get("BPFSTORE_SPARK_REPORT")
     if path:
         with open(path, "a") as f:
-            report = client.last_report.to_dict()
-            report.update(pid=os.getpid(), wall_seconds=time.perf_counter() - started)
-            f.write(json.dumps(report) + "\n")
+            line = report.to_dict()
+            line.update(pid=os.getpid(), wall_seconds=time.perf_counter() - started)
+            f.write(json.dumps(line) + "\n")
 
 
 @dataclass(frozen=True)
@@ -279,8 +286,6 @@ class BpfstoreWriter(DataSourceArrowWriter):  # type: ignore[misc]
         self.txn = uuid.uuid4().hex
 
     def write(self, iterator: Iterator[pa.RecordBatch]) -> WriteResult:
-        from pyspark import TaskContext
-
         ctx = TaskContext.get()
         shift = ctx.partitionId() % len(self.agents) if ctx is not None else 0
         # Rotate the agent list per task, so small tasks do not all start on the first agent.

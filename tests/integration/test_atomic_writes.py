@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from agent_process import BIN, AgentProcess, committed_files, wait_for
-from bpfstore.connector import Client, count_star, sum_
+from bpfstore.connector import Client, Query, count_star, sum_
 from bpfstore.connector.client import StagedWrite
 from bpfstore.contract.errors import BpfstoreError, VersionGone
 from bpfstore.v1 import agent_pb2 as pb
@@ -340,14 +340,14 @@ def test_query_pins_its_version_and_replans_when_it_is_gone(trio, monkeypatch) -
         c.write("p", old, partition_rows=500)
         pinned = c.describe("p")
         c.write("p", new, partition_rows=500, overwrite=True)
-        got = c.aggregate_partials("p", [count_star(), sum_("i"), sum_("v")], desc=pinned)
+        got = c.run(Query.partials("p", [count_star(), sum_("i"), sum_("v")]), pinned).table
         assert tuple(got.to_pylist()[0].values()) == _fingerprint(old)
-        rows = c.scan_partitions("p", [p.id for p in pinned.partitions], desc=pinned)
+        rows = c.run(Query.scan("p", partitions=[p.id for p in pinned.partitions]), pinned).table
         assert _rows(rows) == _rows(old)
 
         def gone() -> bool:
             try:
-                c.aggregate_partials("p", [count_star()], desc=pinned)
+                c.run(Query.partials("p", [count_star()]), pinned)
             except VersionGone as exc:
                 assert "re-plan" in str(exc)
                 return True

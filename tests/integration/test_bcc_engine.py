@@ -24,7 +24,7 @@ from bpfstore.connector import Client, Unsupported, col, count, count_star, max_
 from bpfstore.contract.combine import Avg
 from bpfstore.node_agent.engines.bcc.engine import shared
 from bpfstore.node_agent.engines.bpf.codegen import HEAD
-from conftest import RunningAgent, require_bpf, require_engine_at
+from conftest import RunningAgent, reported, require_bpf, require_engine_at
 from oracle import assert_same_rows, duckdb_answer
 
 pytestmark = pytest.mark.bpf
@@ -44,11 +44,12 @@ def bcc_data(agents: list[RunningAgent], client: Client) -> pa.Table:
 def test_bcc_equals_arrow_and_duckdb(client: Client, bcc_data: pa.Table, name, where, aggs,
                                      dialect) -> None:
     try:
-        result = client.aggregate("bcc_t", aggs, where=where, dialect=dialect, engine="bcc")
+        result, report = reported(client, "bcc_t", aggs, where=where, dialect=dialect,
+                                engine="bcc")
     except Unsupported as exc:  # floats stay on arrow (their order keys are not in the file)
         assert "float" in name and "bcc: float" in str(exc), exc
         return
-    served = {(p.engine, p.path) for p in client.last_report.partitions}
+    served = {(p.engine, p.path) for p in report.partitions}
     assert served <= {("bcc", "read"), ("stats", "")} and served, served
     arrow = client.aggregate("bcc_t", aggs, where=where, dialect=dialect, engine="arrow")
     assert result.schema == arrow.schema

@@ -12,11 +12,21 @@ import time
 import pyarrow as pa
 import pytest
 
-from bpfstore.connector import Client, Unsupported, avg, col, count, count_star, max_, min_, sum_
+from bpfstore.connector import (
+    Client,
+    Unsupported,
+    avg,
+    col,
+    count,
+    count_star,
+    max_,
+    min_,
+    sum_,
+)
 from bpfstore.contract.combine import Avg
 from bpfstore.node_agent.engines.bpf import codegen
 from bpfstore.node_agent.engines.bpf.engine import ArenaCache
-from conftest import RunningAgent, require_bpf
+from conftest import RunningAgent, reported, require_bpf
 from oracle import assert_same_rows, duckdb_answer
 
 pytestmark = pytest.mark.bpf
@@ -104,6 +114,7 @@ def _rows(table: pa.Table) -> list[tuple]:
             for r in table.to_pylist()]
 
 
+
 @pytest.fixture(scope="module")
 def bpf_data(agents: list[RunningAgent], client: Client) -> pa.Table:
     require_bpf(agents[0])
@@ -118,8 +129,8 @@ def bpf_data(agents: list[RunningAgent], client: Client) -> pa.Table:
 @pytest.mark.parametrize("engine", ["bpf-hot", "bpf-cold"])
 def test_bpf_equals_arrow_and_duckdb(client: Client, bpf_data: pa.Table, name, where, aggs,
                                      dialect, engine) -> None:
-    result = client.aggregate("bpf_t", aggs, where=where, dialect=dialect, engine=engine)
-    served = {(p.engine, p.path) for p in client.last_report.partitions}
+    result, report = reported(client, "bpf_t", aggs, where=where, dialect=dialect, engine=engine)
+    served = {(p.engine, p.path) for p in report.partitions}
     assert served <= {("bpf", engine[4:]), ("stats", "")} and served, served
     arrow = client.aggregate("bpf_t", aggs, where=where, dialect=dialect, engine="arrow")
     assert result.schema == arrow.schema
@@ -135,15 +146,15 @@ def test_reports_say_bpf_and_the_path(client: Client, bpf_data: pa.Table) -> Non
     answer; once there it runs hot."""
     client.write("bpf_new", bpf_data, partition_rows=len(bpf_data) // 3 + 1, overwrite=True)
     aggs, where = [sum_(col("price") * col("disc"))], Q6_WHERE
-    first = client.aggregate("bpf_new", aggs, where=where, engine="bpf")
-    parts = client.last_report.partitions
+    first, report = reported(client, "bpf_new", aggs, where=where, engine="bpf")
+    parts = report.partitions
     assert len(parts) == 3 and all((p.engine, p.path) == ("bpf", "cold") for p in parts)
     for _ in range(100):  # the copy into the arena runs in the background
-        again = client.aggregate("bpf_new", aggs, where=where, engine="bpf")
-        if all(p.path == "hot" for p in client.last_report.partitions):
+        again, report = reported(client, "bpf_new", aggs, where=where, engine="bpf")
+        if all(p.path == "hot" for p in report.partitions):
             break
         time.sleep(0.05)
-    assert all((p.engine, p.path) == ("bpf", "hot") for p in client.last_report.partitions)
+    assert all((p.engine, p.path) == ("bpf", "hot") for p in report.partitions)
     assert _rows(again) == _rows(first)
     assert sum(p.rows_scanned for p in parts) == ROWS
 
@@ -159,8 +170,8 @@ def test_date_column_against_timestamps_as_dask_sends_them(client, bpf_data, eng
                   day > pd.Timestamp("1994-03-05 00:00:00.000000001"),
                   day <= dt.datetime(1994, 3, 5, 12), day.eq(dt.datetime(1994, 3, 5)),
                   day.eq(dt.datetime(1994, 3, 5, 0, 0, 1))]:
-        got = client.aggregate("bpf_t", aggs, where=where, engine=engine)
-        assert {p.engine for p in client.last_report.partitions} <= {"bpf", "stats"}
+        got, report = reported(client, "bpf_t", aggs, where=where, engine=engine)
+        assert {p.engine for p in report.partitions} <= {"bpf", "stats"}
         assert _rows(got) == _rows(client.aggregate("bpf_t", aggs, where=where, engine="arrow"))
 
 
@@ -173,8 +184,8 @@ def test_decimal_and_integer_columns_against_floats_as_dask_sends_them(client, b
     for where in [col("disc").between(0.05, 0.07), col("disc").eq(0.06), col("disc") > 0.05,
                   col("disc") < 0.07, col("disc") <= 0.1 + 0.2, col("i32") >= 2.5,
                   col("qty").eq(7.0), col("i32") < -0.5, col("qty") <= 24.000000000000004]:
-        got = client.aggregate("bpf_t", aggs, where=where, engine=engine)
-        assert {p.engine for p in client.last_report.partitions} <= {"bpf", "stats"}
+        got, report = reported(client, "bpf_t", aggs, where=where, engine=engine)
+        assert {p.engine for p in report.partitions} <= {"bpf", "stats"}
         want = client.aggregate("bpf_t", aggs, where=where, engine="arrow")
         assert _rows(got) == _rows(want), where
         assert want.column(0)[0].as_py() > 0, f"{where} selects no row: a weak check"
@@ -191,8 +202,8 @@ def test_forced_bpf_names_what_it_cannot_run(client: Client, bpf_data: pa.Table)
 
 def test_auto_falls_back_per_partition_with_a_note(client: Client, bpf_data: pa.Table) -> None:
     where = col("i8") > col("maybe")
-    result = client.aggregate("bpf_t", [sum_("maybe"), count("maybe")], where=where)
-    parts = client.last_report.partitions
+    result, report = reported(client, "bpf_t", [sum_("maybe"), count("maybe")], where=where)
+    parts = report.partitions
     assert {p.engine for p in parts} == {"arrow"}
     assert all("not a test of columns against literals" in p.note for p in parts)
     expected = duckdb_answer(bpf_data, where, [sum_("maybe"), count("maybe")], [])
@@ -205,8 +216,8 @@ def test_possible_overflow_goes_to_arrow_never_wrong(client: Client, bpf_data: p
     with pytest.raises(Unsupported, match="may overflow"):
         client.aggregate("bpf_t", [sum_(col("i64") * col("i32"))], engine="bpf")
     small = col("i64").between(-(10**12), 10**12)  # the rows are small; the statistics are not
-    auto = client.aggregate("bpf_t", [sum_(col("i64") * col("i8"))], where=small)
-    assert {p.engine for p in client.last_report.partitions} == {"arrow"}
+    auto, report = reported(client, "bpf_t", [sum_(col("i64") * col("i8"))], where=small)
+    assert {p.engine for p in report.partitions} == {"arrow"}
     expected = duckdb_answer(bpf_data, small, [sum_(col("i64") * col("i8"))], [])
     assert auto.column(0)[0].as_py() == expected[0][0]
 
@@ -225,8 +236,8 @@ def test_verifier_rejection_falls_back_to_arrow(agents, client, bpf_data, monkey
     import bpfstore.node_agent.engines.bpf.engine as engine_module
 
     monkeypatch.setattr(engine_module, "compile_plan", rejected)
-    result = client.aggregate("bpf_t", [count_star()], where=col("i16") > 5)
-    parts = client.last_report.partitions
+    result, report = reported(client, "bpf_t", [count_star()], where=col("i16") > 5)
+    parts = report.partitions
     assert {p.engine for p in parts} == {"arrow"}
     assert all("refused" in p.note for p in parts), [p.note for p in parts]
     assert result.column(0)[0].as_py() == sum(1 for v in bpf_data.column("i16").to_pylist()
@@ -270,8 +281,8 @@ GROUPED = [
 @pytest.mark.parametrize("engine", ["bpf-hot", "bpf-cold"])
 def test_grouped_bpf_equals_arrow_and_duckdb(client, bpf_data, name, where, keys, aggs,
                                              engine) -> None:
-    result = client.aggregate("bpf_t", aggs, where=where, group_by=keys, engine=engine)
-    assert {(p.engine, p.path) for p in client.last_report.partitions} == {("bpf", engine[4:])}
+    result, report = reported(client, "bpf_t", aggs, where=where, group_by=keys, engine=engine)
+    assert {(p.engine, p.path) for p in report.partitions} == {("bpf", engine[4:])}
     arrow = client.aggregate("bpf_t", aggs, where=where, group_by=keys, engine="arrow")
     order = [(k, "ascending") for k in keys]
     assert _rows(result.sort_by(order)) == _rows(arrow.sort_by(order)), name
@@ -292,9 +303,9 @@ def test_group_by_dictionary_strings_and_string_equality(client: Client) -> None
     for where in [None, col("status").eq("F"), col("flag").eq("zzz"),
                   col("flag").isin(["A", "R", "nope"]) & col("status").ne("O"),
                   ~col("flag").isin(["N"]) | col("status").eq("O")]:
-        got = client.aggregate("bpf_s", aggs, where=where, group_by=["flag", "status"],
+        got, report = reported(client, "bpf_s", aggs, where=where, group_by=["flag", "status"],
                                engine="bpf")
-        assert {p.engine for p in client.last_report.partitions} <= {"bpf", "stats"}
+        assert {p.engine for p in report.partitions} <= {"bpf", "stats"}
         ours = list(zip(*[c.to_pylist() for c in got.columns], strict=True))
         assert_same_rows(ours, duckdb_answer(table, where, aggs, ["flag", "status"]), set(),
                          f"strings {where}")

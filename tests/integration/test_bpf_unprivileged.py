@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from bpfstore.connector import Client, col, count_star, sum_
+from bpfstore.connector import Client, Query, col, count_star, sum_
 from bpfstore.connector.demo import running_agents
 from bpfstore.contract.errors import Unsupported
 from oracle import duckdb_answer
@@ -50,9 +50,9 @@ def test_answers_on_arrow_and_forced_bpf_names_the_reason(unprivileged_agent: Cl
                       "y": pa.array([i % 7 for i in range(30_000)], pa.int32())})
     unprivileged_agent.write("t", table, partition_rows=10_000, overwrite=True)
     aggs, where = [sum_(col("x") * col("y")), count_star()], col("y") > 2
-    got = unprivileged_agent.aggregate("t", aggs, where=where)
-    assert {p.engine for p in unprivileged_agent.last_report.partitions} == {"arrow"}
-    ours = list(zip(*[c.to_pylist() for c in got.columns], strict=True))
+    got = unprivileged_agent.run(Query.aggregate("t", aggs, where))
+    assert {p.engine for p in got.report.partitions} == {"arrow"}
+    ours = list(zip(*[c.to_pylist() for c in got.table.columns], strict=True))
     assert ours == duckdb_answer(table, where, aggs, [])
     for engine in ("bpf", "bpf-cold"):
         with pytest.raises(Unsupported, match="CAP_BPF"):

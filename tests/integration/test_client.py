@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import decimal as D
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 import pytest
 
-from bpfstore.connector import Client, PartitionUnavailable, col, count_star, sum_
+from bpfstore.connector import Client, PartitionUnavailable, Query, col, count_star, sum_
 from conftest import RunningAgent
 
 
@@ -35,9 +37,9 @@ def test_replicas_answer_after_an_agent_dies(three) -> None:
         assert all(len(p.agents) == 2 for p in desc.partitions)
         before = c.aggregate("t", [count_star(), sum_("v")], group_by=["k"]).sort_by("k")
         three[1].stop()
-        after = c.aggregate("t", [count_star(), sum_("v")], group_by=["k"]).sort_by("k")
-        assert after.equals(before)
-        assert three[1].address not in {p.agent for p in c.last_report.partitions}
+        after = c.run(Query.aggregate("t", [count_star(), sum_("v")], group_by=["k"]))
+        assert after.table.sort_by("k").equals(before)
+        assert three[1].address not in {p.agent for p in after.report.partitions}
         assert c.scan_table("t").num_rows == 1000
 
 
@@ -57,26 +59,64 @@ def test_agent_dies_between_describe_and_query(three, monkeypatch) -> None:
         desc = c.describe("t")
         monkeypatch.setattr(c, "describe", lambda name: desc)  # the agent dies after describe
         three[0].stop()
-        result = c.aggregate("t", [count_star(), sum_("i")])
-        assert result.to_pylist() == [{"count(*)": 1000, "sum(i)": D.Decimal(sum(range(1000)))}]
-        assert any(three[0].address in f for f in c.last_report.failovers)
+        result = c.run(Query.aggregate("t", [count_star(), sum_("i")]))
+        assert result.table.to_pylist() == [
+            {"count(*)": 1000, "sum(i)": D.Decimal(sum(range(1000)))}]
+        assert any(three[0].address in f for f in result.report.failovers)
 
 
 def test_scan_applies_filter_and_projection_on_the_agents(client: Client) -> None:
     client.write("scan_t", _table(), partition_rows=300, overwrite=True)
-    got = client.scan_table("scan_t", columns=["i"], where=col("i") >= 990)
+    result = client.run(Query.scan("scan_t", ["i"], col("i") >= 990))
+    got, report = result.table, result.report
     assert got.column_names == ["i"]
     assert sorted(got.column("i").to_pylist()) == list(range(990, 1000))
-    report = client.last_report
     assert report.mode == "scan" and len(report.partitions) == 4
     assert sum(p.rows_matched for p in report.partitions) == 10
     assert sum(p.pruned for p in report.partitions) == 3  # stats rule out i >= 990 there
 
 
+def test_threads_sharing_a_client_each_get_their_own_report(client: Client) -> None:
+    """Dask's and Spark's threads share one client: a report comes back with its own result,
+    so no query is ever handed the report of a query running beside it."""
+    client.write("own_a", _table(600), partition_rows=200, overwrite=True)
+    client.write("own_b", _table(1000), partition_rows=100, overwrite=True)
+    parts = {n: frozenset(p.id for p in client.describe(n).partitions) for n in ("own_a", "own_b")}
+    queries = {"own_a": Query.aggregate("own_a", [count_star(), sum_("i")], group_by=["k"]),
+               "own_b": Query.scan("own_b", ["i"], col("i") >= 0)}
+    start = threading.Barrier(2)
+
+    def ask(name: str) -> list[tuple[str, str, frozenset[str], int]]:
+        start.wait()
+        seen = []
+        for _ in range(15):
+            result = client.run(queries[name])
+            r = result.report
+            seen.append((r.dataset, r.mode, frozenset(p.partition for p in r.partitions),
+                         result.table.num_rows))
+        return seen
+
+    with ThreadPoolExecutor(2) as pool:
+        got = dict(zip(queries, pool.map(ask, queries), strict=True))
+    assert set(got["own_a"]) == {("own_a", "aggregate", parts["own_a"], 7)}
+    assert set(got["own_b"]) == {("own_b", "scan", parts["own_b"], 1000)}
+
+
+def test_a_scan_stream_carries_its_report(client: Client) -> None:
+    client.write("stream_t", _table(), partition_rows=250, overwrite=True)
+    stream = client.scan("stream_t", columns=["i"], where=col("i") < 300)
+    rows = sum(b.num_rows for b in stream)
+    assert rows == 300 and stream.report.mode == "scan" and stream.report.dataset == "stream_t"
+    assert len(stream.report.partitions) == 4
+    assert sum(p.rows_matched for p in stream.report.partitions) == 300
+    assert sum(p.pruned for p in stream.report.partitions) == 2
+    assert stream.report.bytes_moved > 0
+
+
 def test_report_counts_bytes_on_both_sides(client: Client) -> None:
     client.write("rep_t", _table(20_000), partition_rows=5000, overwrite=True)
-    client.aggregate("rep_t", [sum_("v"), count_star()], where=col("i") > 10, group_by=["k"])
-    r = client.last_report.to_dict()
+    r = client.run(Query.aggregate("rep_t", [sum_("v"), count_star()], col("i") > 10,
+                                   ["k"])).report.to_dict()
     assert r["mode"] == "aggregate" and sum(r["engines"].values()) == 4
     assert set(r["engines"]) <= {"arrow", "bpf"}
     assert r["bytes_scanned"] >= 20_000 * (8 + 8 + 4)  # decimal64, int64, int32 codes

@@ -16,7 +16,18 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from bpfstore.connector import Client, avg, col, count, count_star, lit, max_, min_, sum_
+from bpfstore.connector import (
+    Client,
+    Query,
+    avg,
+    col,
+    count,
+    count_star,
+    lit,
+    max_,
+    min_,
+    sum_,
+)
 from bpfstore.contract.combine import Avg
 from bpfstore.contract.errors import ArithmeticOverflow, Unsupported
 from bpfstore.contract.plan import Expr
@@ -169,25 +180,25 @@ def test_differential(client: Client, data: pa.Table, q: Q, dialect: str, engine
     approx = {len(q.group_by) + i for i, a in enumerate(q.aggregates)
               if isinstance(a, Avg) or dialect == "pandas"}
     try:
-        result = client.aggregate("diff", q.aggregates, where=q.where, group_by=q.group_by,
-                                  dialect=dialect, engine=engine)
+        answer = client.run(Query.aggregate("diff", q.aggregates, q.where, q.group_by,
+                                            dialect=dialect, engine=engine))
     except Unsupported as exc:
         forced = engine.startswith("bpf-") or engine == "bcc"
         assert forced and engine[:3] in str(exc), exc
         REFUSED[engine] = REFUSED.get(engine, 0) + 1
         return  # counted: test_forced_paths_ran_most_rows checks how many ran
+    result, report = answer.table, answer.report
     ours = list(zip(*[c.to_pylist() for c in result.columns], strict=True))
-    assert client.last_report.partitions, "every partition reports"
+    assert report.partitions, "every partition reports"
     if engine == "auto":
-        for p in client.last_report.partitions:
+        for p in report.partitions:
             SERVED[p.engine] = SERVED.get(p.engine, 0) + 1
             if p.note:
                 NOTES.add(p.note)
     elif engine.startswith("bpf-") or engine == "bcc":
         RAN[engine] = RAN.get(engine, 0) + 1
         path = ("bcc", "read") if engine == "bcc" else ("bpf", engine.removeprefix("bpf-"))
-        assert {(p.engine, p.path) for p in client.last_report.partitions} <= {
-            path, ("stats", "")}, client.last_report
+        assert {(p.engine, p.path) for p in report.partitions} <= {path, ("stats", "")}, report
     if dialect == "sql":
         oracle = duckdb_answer(data, q.where, q.aggregates, q.group_by)
         assert_same_rows(ours, oracle, approx, f"{q.name} vs DuckDB")
@@ -203,9 +214,10 @@ def test_differential(client: Client, data: pa.Table, q: Q, dialect: str, engine
 
 
 def test_pruned_partitions_are_reported(client: Client, data: pa.Table) -> None:
-    client.aggregate("diff", [count_star()], where=col("d") > dt.date(2030, 1, 1))
-    assert all(p.pruned for p in client.last_report.partitions)
-    assert client.last_report.bytes_scanned == 0
+    report = client.run(Query.aggregate("diff", [count_star()],
+                                        col("d") > dt.date(2030, 1, 1))).report
+    assert report.partitions and all(p.pruned for p in report.partitions)
+    assert report.bytes_scanned == 0
 
 
 def test_integer_overflow_in_arithmetic_is_an_error_like_duckdb(client: Client,
@@ -215,8 +227,8 @@ def test_integer_overflow_in_arithmetic_is_an_error_like_duckdb(client: Client,
 
 
 def test_partials_are_small(client: Client, data: pa.Table) -> None:
-    client.aggregate("diff", [sum_("dec"), count_star()], where=col("i32") > 0)
-    report = client.last_report
+    report = client.run(Query.aggregate("diff", [sum_("dec"), count_star()],
+                                        col("i32") > 0)).report
     assert report.bytes_scanned > 10 * report.bytes_moved
     assert {p.engine for p in report.partitions} <= {"arrow", "bpf", "stats"}
 

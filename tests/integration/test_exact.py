@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bpfstore.connector import Client, col, count_star, sum_
+from bpfstore.connector import Client, Query, col, count_star, sum_
 from bpfstore.contract import wire
 from bpfstore.contract.combine import avg
 from bpfstore.contract.errors import ArithmeticOverflow, PlanInvalid, Unsupported
@@ -170,8 +170,8 @@ def test_partitions_named_twice_are_read_once(agents, client: Client) -> None:
     client.write("dups", pa.table({"i": pa.array([1, 2, 3], pa.int64())}), partition_rows=1,
                  replicas=3, overwrite=True)
     p0 = client.describe("dups").partitions[0].id
-    got = client.aggregate_partials("dups", [count_star(), sum_("i")], partitions=[p0, p0, p0])
-    assert got.column(0).to_pylist() == [1]
+    got = client.run(Query.partials("dups", [count_star(), sum_("i")], partitions=[p0, p0, p0]))
+    assert got.table.column(0).to_pylist() == [1]
     plan = wire.plan_to_proto(Plan("dups", partitions=(p0, p0, p0),
                                    aggregates=(count_star(),)))
     response = _stub(agents).Aggregate(pb.AggregateRequest(plan=plan), timeout=10)

@@ -9,24 +9,24 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from bpfstore.connector import Client, col, count_star, max_, min_
+from bpfstore.connector import Client, Query, QueryReport, col, count_star, max_, min_
 from bpfstore.contract.errors import Unsupported
 
 ENGINES = ["arrow", "auto", "bpf-hot", "bpf-cold", "bcc"]
 DIALECTS = ["sql", "pandas"]
 
 
-def _count(client: Client, dataset: str, where, dialect: str, engine: str) -> int:
-    result = client.aggregate(dataset, [count_star()], where=where, dialect=dialect,
-                              engine=engine)
-    return result.column(0)[0].as_py()
+def _count(client: Client, dataset: str, where, dialect: str, engine: str
+           ) -> tuple[int, QueryReport]:
+    result = client.run(Query.aggregate(dataset, [count_star()], where, dialect=dialect,
+                                        engine=engine))
+    return result.table.column(0)[0].as_py(), result.report
 
 
-def _forced_ran(client: Client, engine: str) -> None:
+def _forced_ran(report: QueryReport, engine: str) -> None:
     if engine.startswith("bpf-") or engine == "bcc":
         path = ("bcc", "read") if engine == "bcc" else ("bpf", engine.removeprefix("bpf-"))
-        assert {(p.engine, p.path) for p in client.last_report.partitions} <= {
-            path, ("stats", "")}, client.last_report
+        assert {(p.engine, p.path) for p in report.partitions} <= {path, ("stats", "")}, report
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +62,9 @@ def test_float_literal_against_decimal_and_int_is_not_pruned(
         engine: str) -> None:
     """W3: statistics compared the float exactly, the engines in float64 (DuckDB's rule)."""
     expected = duckdb.sql(f"SELECT count(*) FROM cents WHERE {sql}").fetchall()[0][0]
-    assert _count(client, "cents", where, dialect, engine) == expected
-    _forced_ran(client, engine)
+    got, report = _count(client, "cents", where, dialect, engine)
+    assert got == expected
+    _forced_ran(report, engine)
     if engine == "arrow":
         assert client.scan_table("cents", where=where, dialect=dialect).num_rows == expected
 
@@ -87,10 +88,10 @@ def test_nanosecond_statistics_are_exact(client: Client, agents, nanos: str,
 
     require_bpf(agents[0], "bcc" if engine == "bcc" else "bpf")
     second = dt.datetime(1970, 1, 1, 0, 0, 1)
-    assert _count(client, "nanos", col("ts") > second, "sql", engine) == 1
-    _forced_ran(client, engine)
-    assert _count(client, "nanos_pair", col("ts").eq(second), "sql", engine) == 1
-    _forced_ran(client, engine)
+    for dataset, where in [("nanos", col("ts") > second), ("nanos_pair", col("ts").eq(second))]:
+        got, report = _count(client, dataset, where, "sql", engine)
+        assert got == 1
+        _forced_ran(report, engine)
     top = client.aggregate("nanos", [max_("ts"), min_("ts")], engine=engine)
     assert top.column(0).cast(pa.int64()).to_pylist() == [1_000_000_999]
     assert top.column(1).cast(pa.int64()).to_pylist() == [1_000_000_999]
@@ -123,8 +124,8 @@ def test_negative_zero_min_max_is_positive_zero_on_every_engine(
     values = [c[0].as_py() for c in result.columns]
     assert values == [0.0] * 4
     assert [str(v) for v in values] == ["0.0"] * 4, values
-    assert _count(client, "zeros", col("f").eq(0.0), dialect, engine) == 3
-    assert _count(client, "zeros", col("g").eq(0.0), dialect, engine) == 3
+    assert _count(client, "zeros", col("f").eq(0.0), dialect, engine)[0] == 3
+    assert _count(client, "zeros", col("g").eq(0.0), dialect, engine)[0] == 3
 
 
 # -- statistics reach the client exactly (catalog file -> DescribeDataset -> client) --------
@@ -226,11 +227,11 @@ def test_random_comparisons_of_other_types_on_every_engine(client: Client, agent
             reject()
         client.write("cmp_random", table, overwrite=True)
         try:
-            got = _count(client, "cmp_random", where, dialect.value, engine)
+            got, report = _count(client, "cmp_random", where, dialect.value, engine)
         except Unsupported as exc:  # e.g. decimal128 or float columns on a forced bpf path
             assert engine.startswith("bpf-") or engine == "bcc", exc
             return
-        _forced_ran(client, engine)
+        _forced_ran(report, engine)
         ran.append(case)
         assert got == oracle_count(form, op, xs, lits, t, dialect), (where, xs, dialect)
 
@@ -250,5 +251,6 @@ def test_a_test_every_value_passes_still_drops_null(client: Client, agents, engi
     require_bpf(agents[0], "bcc" if engine == "bcc" else "bpf")
     client.write("null_and_zero", pa.table({"x": pa.array([None, 0, None], pa.int8())}),
                  overwrite=True)
-    assert _count(client, "null_and_zero", where, "sql", engine) == 1
-    _forced_ran(client, engine)
+    got, report = _count(client, "null_and_zero", where, "sql", engine)
+    assert got == 1
+    _forced_ran(report, engine)

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from agent_process import BIN, AgentProcess, committed_files, held_write, wait_for
-from bpfstore.connector import Client, PartitionUnavailable, col, count_star, sum_
+from bpfstore.connector import Client, PartitionUnavailable, Query, col, count_star, sum_
 from bpfstore.connector.client import AgentUnavailable
 from bpfstore.contract.errors import BpfstoreError
 from bpfstore.node_agent.server import ipc_bytes
@@ -91,14 +91,14 @@ def test_sigkill_during_queries_replicas_give_the_same_answer(three, tmp_path) -
             nonlocal answers, failovers
             while not stop.is_set():
                 try:
-                    got = c.aggregate("t", [sum_("v"), count_star()], group_by=["k"])
-                    for row in got.to_pylist():
+                    got = c.run(Query.aggregate("t", [sum_("v"), count_star()], group_by=["k"]))
+                    for row in got.table.to_pylist():
                         assert row["sum(v)"] == by_k[row["k"]]["v_sum"]
                         assert row["count(*)"] == by_k[row["k"]]["i_count"]
-                    failovers += bool(c.last_report.failovers)
-                    rows = c.scan_table("t", columns=["i", "v"], where=col("v") < 0)
-                    assert rows.num_rows == expected_rows
-                    failovers += bool(c.last_report.failovers)
+                    failovers += bool(got.report.failovers)
+                    rows = c.run(Query.scan("t", ["i", "v"], col("v") < 0))
+                    assert rows.table.num_rows == expected_rows
+                    failovers += bool(rows.report.failovers)
                     answers += 2
                 except Exception as exc:  # noqa: BLE001 - collected and reported below
                     errors.append(exc)
@@ -137,9 +137,9 @@ def test_agent_killed_between_describe_and_query_fails_over(three, monkeypatch) 
         desc = c.describe("t")
         monkeypatch.setattr(c, "describe", lambda name: desc)  # it dies after describe
         three[1].kill()
-        got = c.aggregate("t", [count_star(), sum_("i")]).to_pylist()
-        assert got == [{"count(*)": 20_000, "sum(i)": sum(range(20_000))}]
-        assert any(three[1].address in f for f in c.last_report.failovers)
+        got = c.run(Query.aggregate("t", [count_star(), sum_("i")]))
+        assert got.table.to_pylist() == [{"count(*)": 20_000, "sum(i)": sum(range(20_000))}]
+        assert any(three[1].address in f for f in got.report.failovers)
 
 
 def test_no_replica_left_names_the_missing_partitions(three, monkeypatch) -> None:
@@ -214,7 +214,7 @@ def test_sigkill_at_random_points_of_writes_commits_whole_or_nothing(one) -> Non
             visible = {p.id for p in desc.partitions} - {desc.partitions[0].id}
             committed_at_kill += pid in visible
             for p in sorted(visible):  # every visible partition is complete and readable
-                got = c.aggregate_partials("w", [sum_("i")], partitions=[p])
+                got = c.run(Query.partials("w", [sum_("i")], partitions=[p])).table
                 assert got.column(0)[0].as_py() == written[p], p
             total = c.aggregate("w", [count_star()]).column(0)[0].as_py()
             assert total == base.num_rows + 150_000 * len(visible)
@@ -299,8 +299,9 @@ def test_corrupt_partition_is_detected_reported_and_read_from_a_replica(three) -
         data[len(data) // 2] ^= 0xFF  # one flipped bit in the middle of the column data
         victim.write_bytes(bytes(data))
 
-        assert c.aggregate("c", [sum_("v"), count_star()]).to_pylist() == expected
-        assert any("corrupt" in f or three[0].address in f for f in c.last_report.failovers)
+        got = c.run(Query.aggregate("c", [sum_("v"), count_star()]))
+        assert got.table.to_pylist() == expected
+        assert any("corrupt" in f or three[0].address in f for f in got.report.failovers)
         assert c.scan_table("c", columns=["v"]).num_rows == 8000
         assert three[0].metric('bpfstore_agent_request_errors_total{code="DATA_LOSS",'
                                'method="Aggregate"}') >= 1

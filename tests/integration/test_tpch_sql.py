@@ -12,7 +12,7 @@ import pytest
 import tpch as t
 
 from bpfstore.connector import Client
-from bpfstore.connector.sql import sql_path
+from bpfstore.connector.sql import run_sql, sql_path
 
 PUSHED = {"q01", "q06"}
 
@@ -43,19 +43,19 @@ def _on_parquet(tpch: t.Cluster, text: str) -> float:
 def test_tpch_query_equals_duckdb(name: str, client: Client, oracle, tpch: t.Cluster) -> None:
     text = t.query(name)
     started = time.perf_counter()
-    result = client.sql(text)
+    answer = run_sql(client, text)
     seconds = time.perf_counter() - started
+    result, report = answer.table, answer.report
     expected = oracle.sql(text).to_arrow_table()
     assert result.schema.names == expected.schema.names
     assert result.schema.types == expected.schema.types, (result.schema, expected.schema)
     ours = [tuple(r.values()) for r in result.to_pylist()]
     diff = t.differences(name, ours, [tuple(r) for r in oracle.sql(text).fetchall()])
     t.record(frontend="bpfstore-sql", query=name, equal=not diff, seconds=seconds,
-             parquet_seconds=_on_parquet(tpch, text), bytes_moved=client.last_report.bytes_moved)
+             parquet_seconds=_on_parquet(tpch, text), bytes_moved=report.bytes_moved)
     assert diff == []
     path, reason = sql_path(result)
     assert path == ("pushdown" if name in PUSHED else "fallback"), (path, reason)
-    report = client.last_report
     moved = report.bytes_moved
     assert moved > 0, report
     if name not in PUSHED:  # every table was read through the agents, none twice

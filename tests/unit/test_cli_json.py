@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from bpfstore.connector import cli, sql
-from bpfstore.connector.client import PartitionReport, QueryReport
+from bpfstore.connector.query import PartitionReport, QueryReport, Result
 from bpfstore.contract.errors import DatasetNotFound
 
 RESULT = pa.table({
@@ -85,7 +85,6 @@ def test_cells_and_movement_summary() -> None:
 class StandIn:
     def __init__(self, fail: Exception | None = None) -> None:
         self.fail = fail
-        self.last_report = report()
 
     def __enter__(self) -> StandIn:
         return self
@@ -112,11 +111,12 @@ def stand_in(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         seen["agents"] = args.agents
         return client
 
-    def run_sql(c: Any, text: str, engine: str = "auto") -> pa.Table:
+    def run_sql(c: Any, text: str, engine: str = "auto") -> Result:
         seen["sql"], seen["engine"] = text, engine
         if "nope" in text:
             raise DatasetNotFound("no dataset named 'nope'")
-        return RESULT.replace_schema_metadata({sql.PATH_KEY: "pushdown", sql.REASON_KEY: ""})
+        return Result(RESULT.replace_schema_metadata({sql.PATH_KEY: "pushdown",
+                                                      sql.REASON_KEY: ""}), report())
 
     monkeypatch.setattr(cli, "_connect", connect)
     monkeypatch.setattr(sql, "run_sql", run_sql)

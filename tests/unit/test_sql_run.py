@@ -1,7 +1,7 @@
 """run_sql end to end against a stand-in client (no sockets): the answer must be DuckDB's.
 
-The stand-in computes `aggregate` and `scan_table` with DuckDB from the plan objects it is
-given, honouring the Client contract (group keys, then one column per requested name; sums of
+The stand-in computes `Client.run` (aggregates and scans) with DuckDB from the plan objects
+it is given, honouring the Client contract (group keys, then one column per requested name; sums of
 integers as decimal128(38, 0)). The oracle is DuckDB running the same SQL on the raw table.
 """
 
@@ -17,7 +17,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from bpfstore.connector.client import QueryReport
+from bpfstore.connector.query import Query, QueryReport, Result
 from bpfstore.connector.sql import SqlError, run_sql, sql_path
 from bpfstore.contract.errors import DatasetNotFound, Unsupported
 from bpfstore.contract.plan import (
@@ -99,7 +99,6 @@ class FakeClient:
         self.tables = tables
         self.refuse = refuse  # the agents answer UNIMPLEMENTED to every aggregate
         self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.last_report = SimpleNamespace(mode="")
 
     def describe(self, name: str) -> Any:
         if name not in self.tables:
@@ -114,30 +113,37 @@ class FakeClient:
         con.register("data", self.tables[name])
         return con.sql(sql).to_arrow_table()
 
-    def aggregate(self, dataset: str, aggregates: list[Aggregate], where: Expr | None = None,
-                  group_by: tuple[str, ...] = (), engine: str = "auto",
-                  names: list[str] | None = None) -> pa.Table:
+    def run(self, query: Query, desc: Any = None) -> Result:
+        plan = query.plan
+        if query.mode == "scan":
+            table = self.scan(plan.dataset, list(plan.columns) or None, plan.filter)
+        else:
+            assert query.finishers is not None  # run_sql asks for final answers
+            names = [f.name for f in query.finishers]
+            table = self.aggregate(plan.dataset, list(plan.aggregates), plan.filter,
+                                   plan.group_by, plan.engine, names)
+        return Result(table, QueryReport(mode=query.mode))
+
+    def aggregate(self, dataset: str, aggregates: list[Aggregate], where: Expr | None,
+                  group_by: tuple[str, ...], engine: str, names: list[str]) -> pa.Table:
         self.calls.append(("aggregate", {"aggregates": aggregates, "where": where,
                                          "group_by": group_by, "engine": engine}))
         if self.refuse:
             raise Unsupported("engine 'bpf' is not available on this node")
-        assert names is not None and len(names) == len(aggregates)
+        assert len(names) == len(aggregates)  # plain aggregates only: no AVG to expand
         items = [f'"{k}"' for k in group_by] + [
             f'{_agg_sql(a)} AS "{n}"' for a, n in zip(aggregates, names, strict=True)]
         sql = f"SELECT {', '.join(items)} FROM data"
         sql += f" WHERE {sql_of(where)}" if where is not None else ""
         sql += f" GROUP BY {', '.join(chr(34) + k + chr(34) for k in group_by)}" if group_by \
             else ""
-        self.last_report = SimpleNamespace(mode="aggregate")
         return self._run(dataset, sql)
 
-    def scan_table(self, dataset: str, columns: list[str] | None = None,
-                   where: Expr | None = None) -> pa.Table:
+    def scan(self, dataset: str, columns: list[str] | None, where: Expr | None) -> pa.Table:
         self.calls.append(("scan", {"columns": columns, "where": where}))
         projection = ", ".join(f'"{c}"' for c in columns) if columns else "*"
         sql = f"SELECT {projection} FROM data"
         sql += f" WHERE {sql_of(where)}" if where is not None else ""
-        self.last_report = QueryReport(mode="scan")
         return self._run(dataset, sql)
 
 
@@ -186,7 +192,9 @@ PUSHED = [
 @pytest.mark.parametrize("sql", PUSHED)
 def test_pushdown_answer_is_duckdbs(sql: str) -> None:
     client = FakeClient({"t": DATA})
-    result = run_sql(client, sql)
+    answer = run_sql(client, sql)
+    result = answer.table
+    assert answer.report.mode == "aggregate"  # the report of the agent calls comes along
     assert sql_path(result) == ("pushdown", None)
     assert [c[0] for c in client.calls] == ["aggregate"]  # no rows were read
     assert_same(result, oracle(sql))
@@ -205,7 +213,9 @@ FALLBACK = [
 @pytest.mark.parametrize(("sql", "columns", "reason"), FALLBACK)
 def test_fallback_answer_is_duckdbs(sql: str, columns: list[str] | None, reason: str) -> None:
     client = FakeClient({"t": DATA})
-    result = run_sql(client, sql)
+    answer = run_sql(client, sql)
+    result = answer.table
+    assert answer.report.mode == "scan"
     path, why = sql_path(result)
     assert path == "fallback" and reason in (why or "")
     (kind, call), = client.calls
@@ -226,7 +236,7 @@ def test_fallback_pushes_the_translatable_where_terms() -> None:
 
 def test_avg_is_a_double_from_exact_sum_and_count() -> None:
     client = FakeClient({"t": DATA})
-    result = run_sql(client, "select avg(d) as a from t")
+    result = run_sql(client, "select avg(d) as a from t").table
     (_, call), = client.calls
     kinds = [a.func for a in call["aggregates"]]
     assert kinds == [AggFunc.SUM, AggFunc.COUNT]  # avg travels as sum + count
@@ -237,7 +247,7 @@ def test_avg_is_a_double_from_exact_sum_and_count() -> None:
 
 def test_dataset_name_case_and_quoting() -> None:
     client = FakeClient({"LineItem": DATA.rename_columns([c.upper() for c in DATA.column_names])})
-    result = run_sql(client, 'select "k", sum(I) from lineitem group by K order by 1')
+    result = run_sql(client, 'select "k", sum(I) from lineitem group by K order by 1').table
     assert sql_path(result)[0] == "pushdown"
     assert client.calls[0][1]["group_by"] == ("K",)  # resolved to the stored spelling
     assert result.num_rows == 4
@@ -245,7 +255,7 @@ def test_dataset_name_case_and_quoting() -> None:
 
 def test_agents_refusing_means_fallback_for_auto_and_an_error_for_a_named_engine() -> None:
     client = FakeClient({"t": DATA}, refuse=True)
-    result = run_sql(client, "select sum(i) from t")
+    result = run_sql(client, "select sum(i) from t").table
     path, why = sql_path(result)
     assert path == "fallback" and why is not None and why.startswith("agent:")
     assert [c[0] for c in client.calls] == ["aggregate", "scan"]
