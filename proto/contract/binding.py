@@ -1,7 +1,8 @@
 """Type rules and binding: resolve a plan's columns against an Arrow schema and type every node.
 
-Binding returns the same node classes with `result_type` set on every node and literals
-coerced to the type they are compared with, so engines never guess. The rules (DuckDB's
+Binding returns bound nodes (`bound.py`): `result_type` set on every node, literals coerced
+to the type they are compared with, a literal compared with an expression on the right
+(`5 < x` becomes `x > 5`), so engines never guess. The rules (DuckDB's
 and Spark's where they agree):
 - comparisons use the operands' common type (literals of another type: proto/contract/compare.py,
   whose exact forms binding substitutes): any float -> float64; else any decimal ->
@@ -25,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from . import decimals
+from .bound import BoundExpr, BoundLiteral, bound_node
 from .compare import exact_between, exact_form, exact_in, needs_exact_form
 from .errors import PlanInvalid
 from .plan import (
@@ -258,7 +260,7 @@ def partial_type(agg: Aggregate) -> pa.DataType:
     return t
 
 
-def bind(e: Expr, schema: pa.Schema) -> Expr:
+def bind(e: Expr, schema: pa.Schema) -> BoundExpr:
     """Resolve columns against `schema` and give every node its result type."""
     return _Binder(schema).bind(e)
 
@@ -269,10 +271,10 @@ def bind_aggregate(agg: Aggregate, schema: pa.Schema) -> Aggregate:
     return Aggregate(agg.func, bind(agg.arg, schema))
 
 
-def bind_predicate(e: Expr, schema: pa.Schema) -> Expr:
+def bind_predicate(e: Expr, schema: pa.Schema) -> BoundExpr:
     bound = bind(e, schema)
     t = bound.result_type
-    if t is not None and not (pa.types.is_boolean(t) or pa.types.is_null(t)):
+    if not (pa.types.is_boolean(t) or pa.types.is_null(t)):
         raise PlanInvalid(f"filter {describe(e)} is {t}, not boolean")
     return bound
 
@@ -281,16 +283,16 @@ class _Binder:
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
 
-    def bind(self, e: Expr) -> Expr:
+    def bind(self, e: Expr) -> BoundExpr:
         bound = self._bind(e)
         if e.result_type is not None and not isinstance(e, Column):  # the caller's type wins
             return dataclasses.replace(bound, result_type=e.result_type)
         return bound
 
-    def _typed(self, e: Expr, t: pa.DataType, **changes: Any) -> Expr:
-        return dataclasses.replace(e, result_type=t, **changes)
+    def _typed(self, e: Expr, t: pa.DataType, **changes: Any) -> BoundExpr:
+        return bound_node(e, t, **changes)  # type: ignore[no-any-return]
 
-    def _bool_args(self, args: tuple[Expr, ...], where: Expr) -> tuple[Expr, ...]:
+    def _bool_args(self, args: tuple[Expr, ...], where: Expr) -> tuple[BoundExpr, ...]:
         bound = tuple(self.bind(a) for a in args)
         for a in bound:
             t = a.result_type
@@ -298,7 +300,7 @@ class _Binder:
                 raise PlanInvalid(f"{describe(a)} is {t}, not boolean, in {describe(where)}")
         return bound
 
-    def _operand_types(self, *bound: Expr) -> list[pa.DataType]:
+    def _operand_types(self, *bound: BoundExpr) -> list[pa.DataType]:
         """Operand types for a common type; a string literal takes a temporal peer's type,
         a timestamp literal its timestamp peer's unit (converted exactly, or refused)."""
         types = [b.result_type for b in bound]
@@ -312,14 +314,14 @@ class _Binder:
             pa.types.is_timestamp(t) and pa.types.is_timestamp(peer))) else t
                 for b, t in zip(bound, types, strict=True)]
 
-    def _coerced(self, e: Expr, t: pa.DataType, where: str) -> Expr:
+    def _coerced(self, e: BoundExpr, t: pa.DataType, where: str) -> BoundExpr:
         """A bound operand, with a literal converted to the comparison type `t`."""
         if isinstance(e, Literal):
-            return Literal(coerce_literal(e.value, t, where), result_type=logical_type(t))
+            return BoundLiteral(coerce_literal(e.value, t, where), result_type=logical_type(t))
         return e
 
-    def _exact(self, op: CompareOp, e: Expr, literal: Expr, common: pa.DataType
-               ) -> Expr | None:
+    def _exact(self, op: CompareOp, e: BoundExpr, literal: BoundExpr, common: pa.DataType
+               ) -> BoundExpr | None:
         """A literal without an exact value in e's type, as an exact comparison in that type
         (the one semantics statistics, engines and code generators then share)."""
         t = logical_type(e.result_type)
@@ -328,7 +330,7 @@ class _Binder:
             return None
         return exact_form(op, e, literal.value, t)
 
-    def _bind(self, e: Expr) -> Expr:
+    def _bind(self, e: Expr) -> BoundExpr:
         where = describe(e)
         match e:
             case Column(name=name):
@@ -345,19 +347,20 @@ class _Binder:
                         e.result_type is not None and pa.types.is_timestamp(e.result_type):
                     value = timestamp_literal(value, e.result_type)
                 if e.result_type is not None:
-                    return Literal(coerce_literal(value, e.result_type, where),
-                                   result_type=logical_type(e.result_type), overflow=e.overflow)
+                    return BoundLiteral(coerce_literal(value, e.result_type, where),
+                                        result_type=logical_type(e.result_type),
+                                        overflow=e.overflow)
                 return self._typed(e, literal_type(value))
             case Compare(left=left, right=right):
                 bl, br = self.bind(left), self.bind(right)
                 tl, tr = self._operand_types(bl, br)
                 t = common_type(tl, tr, where)
                 left, right = self._coerced(bl, t, where), self._coerced(br, t, where)
+                op = e.op
                 if isinstance(left, Literal) and not isinstance(right, Literal):
-                    exact = self._exact(e.op.flipped(), right, left, t)
-                else:
-                    exact = self._exact(e.op, left, right, t)
-                return exact or self._typed(e, pa.bool_(), left=left, right=right)
+                    op, left, right = op.flipped(), right, left  # the literal on the right
+                exact = self._exact(op, left, right, t)
+                return exact or self._typed(e, pa.bool_(), op=op, left=left, right=right)
             case And(args=args):
                 return self._typed(e, pa.bool_(), args=self._bool_args(args, e))
             case Or(args=args):
@@ -371,8 +374,8 @@ class _Binder:
                 t = types[0]
                 for vt in types[1:]:
                     t = common_type(t, vt, where)
-                coerced = tuple(Literal(coerce_literal(v.value, t, where),
-                                        result_type=logical_type(t)) for v in values)
+                coerced = tuple(BoundLiteral(coerce_literal(v.value, t, where),
+                                             result_type=logical_type(t)) for v in values)
                 at = logical_type(ba.result_type)
                 if not isinstance(ba, Literal) and needs_exact_form(
                         at, [v.value for v in coerced], t):
