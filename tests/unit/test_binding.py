@@ -8,15 +8,14 @@ import decimal as D
 import pyarrow as pa
 import pytest
 
-from bpfstore.contract.bound import BoundCompare, BoundExpr, BoundLiteral
 from bpfstore.contract.binding import bind, bind_plan, common_type, literal_type, partial_type
+from bpfstore.contract.bound import BoundCompare, BoundExpr, BoundLiteral
 from bpfstore.contract.errors import PlanInvalid
 from bpfstore.contract.plan import (
     AggFunc,
     Aggregate,
     Compare,
     CompareOp,
-    Literal,
     Plan,
     col,
     describe,
