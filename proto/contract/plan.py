@@ -436,7 +436,7 @@ class _Describe(PlanVisitor[str]):
         return f"NOT {arg}"
 
     def in_(self, e: In, arg: str) -> str:
-        return f"{arg} IN ({', '.join(self.literal(v) for v in e.values)})"
+        return f"{arg} IN ({', '.join(self.visit(v) for v in e.values)})"
 
     def is_null(self, e: IsNull, arg: str) -> str:
         return f"{arg} IS NULL"
