@@ -1,0 +1,61 @@
+"""Bound plan + partition statistics -> C for the templates in bpf/, or Unsupported(why).
+
+What compiles: a conjunction of range predicates (=, <, <=, >, >=, BETWEEN against
+literals) on integer-like columns (ints, bool, date32, timestamp, decimal64 as scaled
+integers) and equality of dictionary-encoded strings; COUNT(*), COUNT, SUM of + - *
+expressions over such columns and literals, MIN and MAX of such columns; GROUP BY up to
+MAX_GROUPS groups of dictionary codes or small integer ranges; no NULLs in the columns used.
+Everything else raises `Unsupported` and the partition runs on the arrow engine.
+
+Exactness: each predicate becomes an integer window computed exactly (fractions), and
+every SUM expression is proven free of int64 overflow from the partition's min/max
+statistics (interval arithmetic) before any code runs; sums are kept in 128 bits.
+
+Modules, one job each (each layer uses only the ones above it):
+- typemap: the C type of a column's values; overflow: interval proofs on [min, max];
+- program: the Program produced; columns: compiler state and column access;
+- windows: predicates on one column as exact integer windows;
+- expressions: the walkers over predicates and integer expressions;
+- accumulators: COUNT / SUM / MIN / MAX, in registers or per group in the arena;
+- template: the data path's template with its holes filled, and array layouts.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from bpfstore.contract.binding import logical_type, partial_type
+from bpfstore.contract.errors import Unsupported
+from bpfstore.contract.plan import AggFunc, Plan, conjuncts
+
+from ....stats import ColumnStats
+from .accumulators import ACC_BYTES, MAX_GROUPS, Compiler
+from .program import Program
+from .template import CHUNK_ROWS, READ_ROWS, fill, read_layout
+from .typemap import BITS, storage_ctype
+
+__all__ = ["ACC_BYTES", "BITS", "CHUNK_ROWS", "MAX_GROUPS", "READ_ROWS", "Program",
+           "compile_plan", "read_layout", "storage_ctype"]
+
+
+def compile_plan(plan: Plan, schema: pa.Schema, stats: dict[str, ColumnStats], rows: int,
+                 dictionaries: dict[str, pa.Array] | None = None, path: str = "hot"
+                 ) -> Program:
+    """The program for one partition on a data path, "hot" (arena) or "cold" (chunks
+    copied from user memory); raises Unsupported with the reason."""
+    c = Compiler(schema, stats, rows, dictionaries or {}, plan.dialect)
+    for term in conjuncts(plan.filter):
+        c.term(term)
+    c.emit_windows()
+    if plan.group_by:
+        c.group(plan.group_by)
+    for i, agg in enumerate(plan.aggregates):
+        floating = agg.arg is not None and pa.types.is_floating(logical_type(agg.arg.result_type))
+        if floating and agg.func is AggFunc.SUM:
+            raise Unsupported("bpf: float sums run on arrow (no floating point in BPF)")
+        c.aggregate(i, agg.func, agg.arg, partial_type(agg))
+    if c.p.groups and (c.p.groups + 1) * c.p.stride * 8 > ACC_BYTES:
+        raise Unsupported("bpf: group accumulators larger than their arena region")
+    c.p.source = fill(c, path)
+    return c.p
+

@@ -1,0 +1,134 @@
+"""Template filling: the data path's template (bpf/*.bpf.c) with its holes filled, and the
+layout of the arrays a program reads on each path (arena, copied chunks, bcc's reads)."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from bpfstore.contract.errors import Unsupported
+
+from .accumulators import Compiler
+from .program import Program
+from .typemap import BITS, BYTES
+
+MAX_UNROLLED_REGISTERS = 3  # measured: 1 sum + 1 min verifies unrolled, 2 sums + 2 min/max not
+CHUNK_ROWS = 4096  # cold path: rows copied at a time (bpf/cold.bpf.c)
+READ_ROWS = 2048  # bcc path: rows a read (bpf/bcc_read.bpf.c's CHUNK_ROWS)
+_READ_DEFAULTS = {"CHUNK_BYTES": "8", "LAST_OFFSET": "0", "LAST_WIDTH": "8"}
+
+
+def fill(c: Compiler, path: str) -> str:
+    """The template of the data path with its holes filled."""
+    template = {"hot": "aggregate.bpf.c", "cold": "cold.bpf.c", "bcc": "bcc_read.bpf.c"}[path]
+    source = (resources.files("bpfstore.bpf") / template).read_text()
+    if path == "hot":
+        columns = _arena_columns(c.p)
+    elif path == "bcc":
+        if c.p.groups:
+            raise Unsupported("bcc: GROUP BY keeps accumulators in an arena; it runs on arrow")
+        columns, defines = _read_columns(c.p)
+        for name, value in defines.items():  # sizes in rows of CHUNK_ROWS, which may change
+            source = source.replace(f"#define {name} {_READ_DEFAULTS[name]} ",
+                                    f"#define {name} {value} ")
+    else:
+        columns, copy, size = _chunk_columns(c.p)
+        source = source.replace("#define CHUNK_BYTES 8", f"#define CHUNK_BYTES {size}")
+        source = source.replace("#define CHUNK_ROWS 4096", f"#define CHUNK_ROWS {CHUNK_ROWS}")
+        source = source.replace("/*@COPY@*/", "\n        ".join(copy))
+        # grouped programs keep their accumulators in the hot path's arena
+        source = source.replace("/*@ARENA@*/", _ARENA if c.p.groups else "")
+        source = source.replace("/*@ARENA_USE@*/", 'asm volatile("" :: "r"(&arena));'
+                                if c.p.groups else "")
+    holes = {
+        "/*@CTX@*/": "\n    ".join(f"{kind} {name};" for name, kind in c.p.fields),
+        "/*@COLUMNS@*/": "\n    ".join(columns),
+        "/*@SETUP@*/": "\n    ".join(c.setup),
+        "/*@PREDICATE@*/": "\n            ".join(c.predicate),
+        "/*@ACCUMULATE@*/": "\n            ".join(c.accumulate),
+        "/*@STORE@*/": "\n    ".join(c.store),
+    }
+    source = source.replace("#define STRIDE 1", f"#define STRIDE {c.p.stride or 1}")
+    # Accumulators held in registers (no group-by) multiply the state the verifier tracks
+    # through an unrolled step; past a few it stops converging ("program is too large").
+    registers = sum(2 if kind == "sum" else 1 for kind, _, _ in c.p.outputs if kind != "count")
+    registers += sum(1 for _, _, counter in c.p.outputs if counter != "count")
+    if path == "hot" and not c.p.groups and registers > MAX_UNROLLED_REGISTERS:
+        source = source.replace("#define UNROLL 8", "#define UNROLL 1")
+    for hole, code in holes.items():
+        source = source.replace(hole, code)
+    return source
+
+
+_ARENA = """struct {
+    __uint(type, BPF_MAP_TYPE_ARENA);
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __uint(max_entries, 1); /* pages: set by the agent before load */
+} arena SEC(".maps");"""
+
+
+def _arena_columns(p: Program) -> list[str]:
+    """Hot path: every column (and validity bitmap) is an array in the arena."""
+    out = []
+    for i, ctype in enumerate(p.ctypes):
+        array = "u8" if ctype == "bit" else ctype
+        out.append(f"const {array} __arena *col{i} = (const {array} __arena *)c->col{i};")
+        if i in p.validity:
+            out.append(f"const u8 __arena *val{i} = (const u8 __arena *)c->val{i};")
+    return out
+
+
+def _arrays(p: Program) -> list[tuple[str, str]]:
+    """(name, element ctype) of every array a program reads: columns and validity bitmaps."""
+    arrays = []
+    for i, ctype in enumerate(p.ctypes):
+        arrays.append((f"col{i}", ctype))
+        if i in p.validity:
+            arrays.append((f"val{i}", "bit"))
+    return arrays
+
+
+def _chunk_columns(p: Program) -> tuple[list[str], list[str], int]:
+    """Cold path: each array gets a region of the chunk; copied from its user address."""
+    columns, copy, offset = [], [], 0
+    for name, ctype in _arrays(p):
+        if ctype == "bit":  # bytes from row i / 8; one byte more when rows start mid-byte
+            region, array = CHUNK_ROWS // 8 + 8, "u8"
+            copy.append(f"err |= bpf_copy_from_user(buf + {offset}, (n + b + 7) >> 3, "
+                        f"(const void *)(c->{name} + (i >> 3)));")
+        else:
+            width = BYTES[ctype]
+            region, array = CHUNK_ROWS * width, ctype
+            copy.append(f"err |= bpf_copy_from_user(buf + {offset}, n * {width}, "
+                        f"(const void *)(c->{name} + i * {width}));")
+        columns.append(f"const {array} *{name} = (const {array} *)(buf + {offset});")
+        offset += region
+    return columns, copy, max(offset, 8)
+
+
+def read_layout(p: Program, rows: int = READ_ROWS) -> list[tuple[str, str, int]]:
+    """bcc path: the regions of a request's buffer, (array, element ctype, byte offset), one
+    of `rows` rows per column and validity bitmap; bit arrays first, so that the last region
+    (the registered one, read last, whose length gives the rows read) has whole bytes a row."""
+    arrays = sorted(_arrays(p), key=lambda a: a[1] != "bit")  # stable
+    if arrays and arrays[-1][1] == "bit":
+        raise Unsupported("bcc: the plan reads only bit-packed columns")
+    out, bits = [], 0
+    for name, ctype in arrays:
+        out.append((name, ctype, bits * rows // 8))
+        bits += BITS[ctype]
+    return out
+
+
+def _read_columns(p: Program) -> tuple[list[str], dict[str, str]]:
+    """bcc path: each array is a region of the chunk copied from the request's buffer."""
+    columns, bits, last = [], 0, (0, "s64")
+    for name, ctype, _ in read_layout(p):
+        array = "u8" if ctype == "bit" else ctype
+        columns.append(f"const {array} *{name} = (const {array} *)(buf + {bits} * CHUNK_ROWS / 8);")
+        last = (bits, ctype)
+        bits += BITS[ctype]
+    if not columns:
+        return columns, {}
+    return columns, {"CHUNK_BYTES": f"({bits} * CHUNK_ROWS / 8)",
+                     "LAST_OFFSET": f"({last[0]} * CHUNK_ROWS / 8)",
+                     "LAST_WIDTH": str(BITS[last[1]] // 8)}
