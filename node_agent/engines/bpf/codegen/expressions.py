@@ -4,6 +4,7 @@ expressions become C code with their decimal scale and proven [min, max] bounds 
 from __future__ import annotations
 
 import ast
+import math
 import re
 from typing import Any
 
@@ -194,8 +195,9 @@ class _Truth(PlanVisitor[Words]):
         t = " | ".join(f"({w})" for w in words)
         valid = self.x.valid_bit(name) if self.x.nullable(name) else None
         has_null = len(present) < len(e.values)
-        if not self.sql:  # pandas' isin matches missing values when the list holds None
-            return (f"({t}) | (0 - ({valid} ^ 1))" if valid and has_null else t), f"~({t})"
+        if not self.sql:  # pandas' isin matches missing values when the list holds None or NaN
+            missing = has_null or any(isinstance(v, float) and math.isnan(v) for v in present)
+            return (f"({t}) | (0 - ({valid} ^ 1))" if valid and missing else t), f"~({t})"
         if has_null:  # x IN (..., NULL) is never certainly false
             return t, "0ULL"
         return t, (f"~({t}) & (0 - {valid})" if valid else f"~({t})")
