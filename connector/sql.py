@@ -59,6 +59,7 @@ from bpfstore.contract.plan import (
     describe,
     describe_aggregate,
 )
+from bpfstore.contract.pushable import Capabilities, split_pushable
 
 from .query import Query, QueryReport, Result
 
@@ -374,11 +375,16 @@ def _where_terms(tree: exp.Query, names: _Names, schema: pa.Schema | None
     for node in _sql_conjuncts(where.this) if where else []:
         try:
             term = to_expr(node, names)
-            if schema is not None:
-                bind_predicate(term, schema)  # DuckDB casts more freely than the plan types
-            terms.append(term)
         except BpfstoreError as exc:
             reason = reason or f"WHERE term {node.sql('duckdb')} is not pushable: {exc}"
+            continue
+        # DuckDB casts more freely than the plan types: a term that does not bind stays
+        _, residual = split_pushable(term, Capabilities(schema))
+        if residual:
+            reason = reason or f"WHERE term {node.sql('duckdb')} is not pushable: " \
+                f"{residual[0].reason}"
+        else:
+            terms.append(term)
     return terms, reason
 
 

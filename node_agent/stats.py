@@ -14,23 +14,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bpfstore.contract.binding import logical_type, partial_type
+from bpfstore.contract.bound import column_literal, column_of, column_range
+from bpfstore.contract.combine import partial_schema
 from bpfstore.contract.compare import stored_int, window
 from bpfstore.contract.epoch import date_from_days, epoch_days
 from bpfstore.contract.plan import (
     AggFunc,
     And,
     Between,
-    Column,
     Compare,
     CompareOp,
     Dialect,
     Expr,
     In,
     IsNull,
-    Literal,
     Not,
     Or,
     Plan,
+    PlanVisitor,
 )
 
 
@@ -134,36 +135,62 @@ def may_match(e: Expr | None, stats: dict[str, ColumnStats], rows: int, schema: 
     if rows == 0:
         return False
     try:
-        return _may(e, stats, rows, schema, dialect)
+        return _May(stats, rows, schema, dialect).visit(e)
     except (TypeError, ValueError, KeyError, decimal.InvalidOperation):
         return True
 
 
-def _may(e: Expr, stats: dict[str, ColumnStats], rows: int, schema: pa.Schema,
-         dialect: Dialect) -> bool:
-    match e:
-        case And(args=args):
-            return all(_may(a, stats, rows, schema, dialect) for a in args)
-        case Or(args=args):
-            return any(_may(a, stats, rows, schema, dialect) for a in args)
-        case IsNull(arg=Column(name=name)):
-            s = stats[name]
-            return s.null_count > 0 or (dialect is Dialect.PANDAS and s.has_nan)
-        case Not(arg=IsNull(arg=Column(name=name))):
-            return stats[name].null_count < rows
-        case Compare(op=op, left=Column(name=name), right=Literal(value=v)) if v is not None:
-            return _range_may(name, stats, rows, schema, op, v)
-        case Compare(op=op, left=Literal(value=v), right=Column(name=name)) if v is not None:
-            return _range_may(name, stats, rows, schema, op.flipped(), v)
-        case Between(arg=Column(name=name), low=Literal(value=lo), high=Literal(value=hi)) \
-                if lo is not None and hi is not None:
-            return _range_may(name, stats, rows, schema, CompareOp.GE, lo) and _range_may(
-                name, stats, rows, schema, CompareOp.LE, hi)
-        case In(arg=Column(name=name), values=values):
-            return any(_range_may(name, stats, rows, schema, CompareOp.EQ, v.value)
-                       for v in values if v.value is not None) or (
-                dialect is Dialect.PANDAS and any(v.value is None for v in values))
-    return True
+class _May(PlanVisitor[bool]):
+    """Whether a row may satisfy each node (True for anything it cannot judge). A bound
+    comparison has its literal on the right, so "column op literal" is one shape."""
+
+    def __init__(self, stats: dict[str, ColumnStats], rows: int, schema: pa.Schema,
+                 dialect: Dialect) -> None:
+        self.stats, self.rows, self.schema, self.dialect = stats, rows, schema, dialect
+
+    def unsupported(self, e: Expr) -> bool:
+        return True
+
+    def and_(self, e: And, args: list[bool]) -> bool:
+        return all(args)
+
+    def or_(self, e: Or, args: list[bool]) -> bool:
+        return any(args)
+
+    def is_null(self, e: IsNull, arg: bool) -> bool:
+        name = column_of(e.arg)
+        if name is None:
+            return True
+        s = self.stats[name]
+        return s.null_count > 0 or (self.dialect is Dialect.PANDAS and s.has_nan)
+
+    def not_(self, e: Not, arg: bool) -> bool:
+        name = column_of(e.arg.arg) if isinstance(e.arg, IsNull) else None
+        return True if name is None else self.stats[name].null_count < self.rows
+
+    def compare(self, e: Compare, left: bool, right: bool) -> bool:
+        match column_literal(e):
+            case (name, op, v):
+                return self.range_may(name, op, v)
+        return True
+
+    def between(self, e: Between, arg: bool, low: bool, high: bool) -> bool:
+        match column_range(e):
+            case (name, lo, hi):
+                return self.range_may(name, CompareOp.GE, lo) and \
+                    self.range_may(name, CompareOp.LE, hi)
+        return True
+
+    def in_(self, e: In, arg: bool) -> bool:
+        name = column_of(e.arg)
+        if name is None:
+            return True
+        return any(self.range_may(name, CompareOp.EQ, v.value)
+                   for v in e.values if v.value is not None) or (
+            self.dialect is Dialect.PANDAS and any(v.value is None for v in e.values))
+
+    def range_may(self, name: str, op: CompareOp, v: Any) -> bool:
+        return _range_may(name, self.stats, self.rows, self.schema, op, v)
 
 
 def _range_may(name: str, stats: dict[str, ColumnStats], rows: int, schema: pa.Schema,
@@ -202,10 +229,11 @@ def answer_from_stats(plan: Plan, stats: dict[str, ColumnStats], rows: int,
         if agg.func is AggFunc.COUNT_STAR:
             out.append(rows)
             continue
-        if not isinstance(agg.arg, Column) or agg.func is AggFunc.SUM:
+        name = column_of(agg.arg) if agg.arg is not None else None
+        if name is None or agg.func is AggFunc.SUM:
             return None
-        s = stats.get(agg.arg.name)
-        t = logical_type(schema.field(agg.arg.name).type)
+        s = stats.get(name)
+        t = logical_type(schema.field(name).type)
         if s is None or s.has_nan:
             return None
         if agg.func is AggFunc.COUNT:
@@ -221,8 +249,6 @@ def answer_from_stats(plan: Plan, stats: dict[str, ColumnStats], rows: int,
 
 
 def stats_partials(plan: Plan, values: list[Any]) -> pa.Table:
-    from bpfstore.contract.combine import partial_schema
-
     schema = partial_schema(plan, pa.schema([]))
     return pa.Table.from_arrays(
         [pa.array([v], partial_type(a)) for v, a in zip(values, plan.aggregates, strict=True)],

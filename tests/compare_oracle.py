@@ -150,7 +150,7 @@ def cases(draw):
     xs = draw(st.lists(st.one_of(st.none(), values_of(t)), min_size=1, max_size=6))
     if pa.types.is_floating(t):
         xs = pa.array(xs, t).to_pylist()  # float32 rounds them
-    form = draw(st.sampled_from(["compare", "compare", "between", "in"]))
+    form = draw(st.sampled_from(["compare", "compare", "flipped", "between", "in"]))
     literal = literal_for(t, xs)
     lits = draw(st.lists(literal, min_size=2 if form == "between" else 1,
                          max_size=2 if form != "in" else 3))
@@ -165,4 +165,6 @@ def filter_of(form: str, op: CompareOp, lits: list) -> Expr:
         return Between(x, Literal(lits[0]), Literal(lits[1]))
     if form == "in":
         return In(x, tuple(Literal(v) for v in lits))
+    if form == "flipped":  # `v op' x`, the same test written literal first
+        return Compare(op.flipped(), Literal(lits[0]), x)
     return Compare(op, x, Literal(lits[0]))

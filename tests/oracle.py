@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import math
+import operator
 from typing import Any
 
 import duckdb
@@ -34,6 +36,7 @@ from bpfstore.contract.plan import (
     Negate,
     Not,
     Or,
+    PlanVisitor,
 )
 
 _SQL_OPS = {CompareOp.EQ: "=", CompareOp.NE: "<>", CompareOp.LT: "<", CompareOp.LE: "<=",
@@ -75,35 +78,50 @@ def duck_literal(v: Any, t: pa.DataType | None) -> str:
 
 
 def to_duckdb(e: Expr) -> str:
-    match e:
-        case Column(name=name):
-            return f'"{name}"'
-        case Literal(value=v):
-            return duck_literal(v, e.result_type)
-        case Compare(op=op, left=left, right=right):
-            return f"({to_duckdb(left)} {_SQL_OPS[op]} {to_duckdb(right)})"
-        case And(args=args):
-            return "(" + " AND ".join(to_duckdb(a) for a in args) + ")"
-        case Or(args=args):
-            return "(" + " OR ".join(to_duckdb(a) for a in args) + ")"
-        case Not(arg=arg):
-            return f"(NOT {to_duckdb(arg)})"
-        case In(arg=arg, values=values):
-            return f"({to_duckdb(arg)} IN ({', '.join(to_duckdb(v) for v in values)}))"
-        case IsNull(arg=arg):
-            return f"({to_duckdb(arg)} IS NULL)"
-        case Between(arg=arg, low=low, high=high):
-            return f"({to_duckdb(arg)} BETWEEN {to_duckdb(low)} AND {to_duckdb(high)})"
-        case Arith(op=op, left=left, right=right):
-            return f"({to_duckdb(left)} {op.value} {to_duckdb(right)})"
-        case Negate(arg=arg):
-            return f"(- {to_duckdb(arg)})"
-        case Cast(arg=arg, to=to):
-            inner = to_duckdb(arg)
-            if pa.types.is_integer(to):  # SQL (Spark) casts from fractions truncate
-                inner = f"trunc({inner})"
-            return f"CAST({inner} AS {duck_type(to)})"
-    raise TypeError(e)
+    return _DuckDB().visit(e)
+
+
+class _DuckDB(PlanVisitor[str]):
+    def column(self, e: Column) -> str:
+        return f'"{e.name}"'
+
+    def literal(self, e: Literal) -> str:
+        return duck_literal(e.value, e.result_type)
+
+    def compare(self, e: Compare, left: str, right: str) -> str:
+        return f"({left} {_SQL_OPS[e.op]} {right})"
+
+    def and_(self, e: And, args: list[str]) -> str:
+        return "(" + " AND ".join(args) + ")"
+
+    def or_(self, e: Or, args: list[str]) -> str:
+        return "(" + " OR ".join(args) + ")"
+
+    def not_(self, e: Not, arg: str) -> str:
+        return f"(NOT {arg})"
+
+    def in_(self, e: In, arg: str) -> str:
+        return f"({arg} IN ({', '.join(self.literal(v) for v in e.values)}))"
+
+    def is_null(self, e: IsNull, arg: str) -> str:
+        return f"({arg} IS NULL)"
+
+    def between(self, e: Between, arg: str, low: str, high: str) -> str:
+        return f"({arg} BETWEEN {low} AND {high})"
+
+    def arith(self, e: Arith, left: str, right: str) -> str:
+        return f"({left} {e.op.value} {right})"
+
+    def negate(self, e: Negate, arg: str) -> str:
+        return f"(- {arg})"
+
+    def cast(self, e: Cast, arg: str) -> str:
+        if pa.types.is_integer(e.to):  # SQL (Spark) casts from fractions truncate
+            arg = f"trunc({arg})"
+        return f"CAST({arg} AS {duck_type(e.to)})"
+
+    def unsupported(self, e: Expr) -> str:
+        raise TypeError(e)
 
 
 def duck_aggregate(a: Aggregate | Avg) -> str:
@@ -141,43 +159,54 @@ def _pd_value(v: Any) -> Any:
 
 
 def to_pandas_series(e: Expr, df: pd.DataFrame) -> Any:
-    match e:
-        case Column(name=name):
-            return df[name]
-        case Literal(value=v):
-            return _pd_value(v)
-        case Compare(op=op, left=left, right=right):
-            a, b = to_pandas_series(left, df), to_pandas_series(right, df)
-            r = {CompareOp.EQ: lambda: a == b, CompareOp.NE: lambda: a != b,
-                 CompareOp.LT: lambda: a < b, CompareOp.LE: lambda: a <= b,
-                 CompareOp.GT: lambda: a > b, CompareOp.GE: lambda: a >= b}[op]()
-            return _bool(r, op is CompareOp.NE)
-        case And(args=args):
-            out = _bool(to_pandas_series(args[0], df))
-            for a in args[1:]:
-                out = out & _bool(to_pandas_series(a, df))
-            return out
-        case Or(args=args):
-            out = _bool(to_pandas_series(args[0], df))
-            for a in args[1:]:
-                out = out | _bool(to_pandas_series(a, df))
-            return out
-        case Not(arg=arg):
-            return ~_bool(to_pandas_series(arg, df))
-        case In(arg=arg, values=values):
-            return _bool(to_pandas_series(arg, df).isin([_pd_value(v.value) for v in values]))
-        case IsNull(arg=arg):
-            return to_pandas_series(arg, df).isna()
-        case Between(arg=arg, low=low, high=high):
-            s = to_pandas_series(arg, df)
-            return _bool(s.between(to_pandas_series(low, df), to_pandas_series(high, df)))
-        case Arith(op=op, left=left, right=right):
-            a, b = to_pandas_series(left, df), to_pandas_series(right, df)
-            return {ArithOp.ADD: lambda: a + b, ArithOp.SUB: lambda: a - b,
-                    ArithOp.MUL: lambda: a * b, ArithOp.DIV: lambda: a / b}[op]()
-        case Negate(arg=arg):
-            return -to_pandas_series(arg, df)
-    raise TypeError(e)
+    return _Pandas(df).visit(e)
+
+
+_PD_COMPARE = {CompareOp.EQ: operator.eq, CompareOp.NE: operator.ne, CompareOp.LT: operator.lt,
+               CompareOp.LE: operator.le, CompareOp.GT: operator.gt, CompareOp.GE: operator.ge}
+_PD_ARITH = {ArithOp.ADD: operator.add, ArithOp.SUB: operator.sub, ArithOp.MUL: operator.mul,
+             ArithOp.DIV: operator.truediv}
+
+
+class _Pandas(PlanVisitor[Any]):
+    def __init__(self, df: pd.DataFrame) -> None:
+        self.df = df
+
+    def column(self, e: Column) -> Any:
+        return self.df[e.name]
+
+    def literal(self, e: Literal) -> Any:
+        return _pd_value(e.value)
+
+    def compare(self, e: Compare, left: Any, right: Any) -> Any:
+        return _bool(_PD_COMPARE[e.op](left, right), e.op is CompareOp.NE)
+
+    def and_(self, e: And, args: list[Any]) -> Any:
+        return functools.reduce(operator.and_, map(_bool, args))
+
+    def or_(self, e: Or, args: list[Any]) -> Any:
+        return functools.reduce(operator.or_, map(_bool, args))
+
+    def not_(self, e: Not, arg: Any) -> Any:
+        return ~_bool(arg)
+
+    def in_(self, e: In, arg: Any) -> Any:
+        return _bool(arg.isin([_pd_value(v.value) for v in e.values]))
+
+    def is_null(self, e: IsNull, arg: Any) -> Any:
+        return arg.isna()
+
+    def between(self, e: Between, arg: Any, low: Any, high: Any) -> Any:
+        return _bool(arg.between(low, high))
+
+    def arith(self, e: Arith, left: Any, right: Any) -> Any:
+        return _PD_ARITH[e.op](left, right)
+
+    def negate(self, e: Negate, arg: Any) -> Any:
+        return -arg
+
+    def unsupported(self, e: Expr) -> Any:
+        raise TypeError(e)
 
 
 def _bool(s: Any, missing: bool = False) -> Any:
@@ -193,8 +222,7 @@ def pandas_answer(df: pd.DataFrame, where: Expr | None, aggregates: list, group_
     cols = {}
     for i, a in enumerate(aggregates):
         if isinstance(a, Avg) or a.func is not AggFunc.COUNT_STAR:
-            arg = a.arg
-            cols[f"a{i}"] = df[arg.name] if isinstance(arg, Column) else to_pandas_series(arg, df)
+            cols[f"a{i}"] = to_pandas_series(a.arg, df)
     work = pd.DataFrame({**{k: df[k] for k in group_by}, **cols}, index=df.index)
 
     def reduce(frame: pd.DataFrame) -> list[Any]:

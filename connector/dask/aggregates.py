@@ -29,6 +29,7 @@ from bpfstore.contract.plan import (
 
 from . import _compat as c
 from . import dtypes
+from .scan import ScanBase
 from .source import Source
 from .translate import is_numeric, nan_safe
 
@@ -132,7 +133,7 @@ def _cast(s: pd.Series, dtype: Any) -> pd.Series:
         return s
 
 
-def reduction_spec(scan: Any, parent: Any) -> AggSpec | None:
+def reduction_spec(scan: ScanBase, parent: Any) -> AggSpec | None:
     """Series/DataFrame sum, min, max, count, mean and len over `scan`."""
     view = scan.source.view
     if type(parent) is c.LEN:
@@ -160,7 +161,7 @@ def reduction_spec(scan: Any, parent: Any) -> AggSpec | None:
     return _spec(scan, aggs, (), "columns", tuple(columns), parent._meta)
 
 
-def groupby_spec(scan: Any, parent: Any) -> AggSpec | None:
+def groupby_spec(scan: ScanBase, parent: Any) -> AggSpec | None:
     """`groupby(keys)` with sum/min/max/count/mean/size, or `.agg(...)` of those."""
     if scan.kind != "frame":
         return None
@@ -219,7 +220,7 @@ def _final(func: str, e: Expr) -> FinalAggregate:
                       "count": AggFunc.COUNT}[func], e)
 
 
-def _spec(scan: Any, aggs: list[FinalAggregate], keys: tuple[str, ...], shape: str,
+def _spec(scan: ScanBase, aggs: list[FinalAggregate], keys: tuple[str, ...], shape: str,
           labels: tuple[Any, ...], meta: Any) -> AggSpec | None:
     plan_aggs, finishers = expand(aggs, [f"__r{i}" for i in range(len(aggs))])
     plan = Plan(scan.source.dataset, filter=scan.operand("filters"), group_by=keys,

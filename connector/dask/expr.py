@@ -18,83 +18,17 @@ from typing import Any
 import pandas as pd
 from dask.base import tokenize
 
-from bpfstore.contract.plan import Column, Expr, and_all
+from bpfstore.contract.plan import and_all
 from bpfstore.contract.plan import conjuncts as plan_conjuncts
 
 from . import _compat as c
 from . import aggregates, translate
-from .source import Source, partials_partition, scan_partition
+from .scan import ScanBase
+from .source import Source, partials_partition
 
 
-class BpfScan(c.PartitionsFiltered, c.BlockwiseIO):
-    _parameters = ["source", "columns", "filters", "exprs", "kind", "series_name",
-                   "_partitions"]
-    _defaults = {"columns": None, "filters": None, "exprs": (), "kind": "frame",
-                 "series_name": None, "_partitions": None}
-    _absorb_projections = True
-    _filter_passthrough = True
-
-    # -- what it reads ---------------------------------------------------------------------
-
-    @property
-    def source(self) -> Source:
-        return self.operand("source")
-
-    @property
-    def kind(self) -> str:  # "frame", "series" or "index"
-        return self.operand("kind")
-
-    @functools.cached_property
-    def computed(self) -> dict[str, tuple[Expr, Any]]:
-        return {name: (e, dtype) for name, e, dtype in self.operand("exprs")}
-
-    @property
-    def columns(self) -> list[Any]:
-        cols = self.operand("columns")
-        if cols is None:
-            return list(self._frame_meta.columns)
-        return list(cols)
-
-    def column_expr(self, name: str) -> Expr:
-        return self.computed[name][0] if name in self.computed else Column(name)
-
-    def same_rows(self, other: Any) -> bool:
-        return isinstance(other, BpfScan) and self.source == other.source and \
-            self.operand("filters") == other.operand("filters") and \
-            self.operand("_partitions") == other.operand("_partitions")
-
-    @functools.cached_property
-    def _frame_meta(self) -> pd.DataFrame:
-        meta = self.source.meta
-        if self.computed:
-            meta = meta.copy()
-            for name, (_, dtype) in self.computed.items():
-                meta[name] = pd.Series([], dtype=dtype)
-        return meta
-
-    @functools.cached_property
-    def _meta(self) -> Any:
-        if self.kind == "index":
-            return self.source.meta.index
-        frame = self._frame_meta[self.columns]
-        if self.kind == "series":
-            return frame.iloc[:, 0].rename(self.operand("series_name"))
-        return frame
-
-    @functools.cached_property
-    def _name(self) -> str:
-        # The dataset version is in every task name: new data never reuses a cached result.
-        return f"bpfstore-{self.source.dataset}-v{self.source.version}-" \
-            + tokenize(*self.operands)
-
-    def _divisions(self) -> tuple[None, ...]:
-        return (None,) * (len(self.source.partition_ids) + 1)
-
-    def _filtered_task(self, name: Any, index: int) -> Any:
-        exprs = tuple((n, e, d) for n, (e, d) in self.computed.items() if n in self.columns)
-        return c.Task(name, scan_partition, self.source, index, self.columns,
-                      self.operand("filters"), exprs, self.kind, self.operand("series_name"),
-                      _data_producer=True)
+class BpfScan(ScanBase):
+    """A scan that absorbs the parents the agents can run (see the module docstring)."""
 
     # -- absorbing parents -----------------------------------------------------------------
 
@@ -104,7 +38,7 @@ class BpfScan(c.PartitionsFiltered, c.BlockwiseIO):
         # Otherwise (a residual filter) the projection may pass and narrow the scan.
         if type(parent) is not c.Filter or parent.frame is not self:
             return False
-        if not any(translate.predicate(t, self) is not None
+        if not any(translate.pushable(t, self) is not None
                    for t in translate.conjuncts(parent.predicate)):
             return False
         return not _mixed_with_other_rows(parent, self.source, dependents)
@@ -165,7 +99,7 @@ class BpfScan(c.PartitionsFiltered, c.BlockwiseIO):
         # what lets two queries computed together both push down.
         pushed, rest = [], []
         for term in translate.conjuncts(parent.predicate):
-            p = translate.predicate(term, self)
+            p = translate.pushable(term, self)
             if p is None:
                 rest.append(term)
             else:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from bpfstore.contract.plan import (
     And,
@@ -30,23 +31,24 @@ from bpfstore.contract.plan import (
     Negate,
     Not,
     Or,
+    columns_of,
 )
+from bpfstore.contract.pushable import Capabilities, split_pushable
 
 from . import _compat as c
+from .scan import ScanBase
 
 _COMPARE_OPS = {"<": CompareOp.LT, "<=": CompareOp.LE, ">": CompareOp.GT, ">=": CompareOp.GE,
                 "==": CompareOp.EQ, "!=": CompareOp.NE}
 _ARITH_OPS = {"+": ArithOp.ADD, "-": ArithOp.SUB, "*": ArithOp.MUL, "/": ArithOp.DIV}
 
 
-def column_ref(node: Any, scan: Any) -> tuple[Expr, Any] | None:
+def column_ref(node: Any, scan: ScanBase) -> tuple[Expr, Any] | None:
     """(plan expression, pandas dtype) of a Series node reading `scan`'s rows, else None."""
-    from .expr import BpfScan
-
-    if isinstance(node, BpfScan) and node.kind == "series" and node.same_rows(scan):
+    if isinstance(node, ScanBase) and node.kind == "series" and node.same_rows(scan):
         name = node.columns[0]
         return node.column_expr(name), node._meta.dtype
-    if type(node) is c.Projection and isinstance(node.frame, BpfScan):
+    if type(node) is c.Projection and isinstance(node.frame, ScanBase):
         frame, name = node.frame, node.operand("columns")
         if frame.kind == "frame" and isinstance(name, str) and frame.same_rows(scan) \
                 and name in frame.columns:
@@ -66,14 +68,12 @@ def number(value: Any) -> int | float | None:
 
 def is_numeric(dtype: Any, view: str) -> bool:
     if isinstance(dtype, pd.ArrowDtype):
-        import pyarrow as pa
-
         t = dtype.pyarrow_dtype
         return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
     return isinstance(dtype, np.dtype) and dtype.kind in "iuf"
 
 
-def value(node: Any, scan: Any, view: str) -> Expr | None:
+def value(node: Any, scan: ScanBase, view: str) -> Expr | None:
     """A numeric operand of arithmetic: a same-rows numeric column or a number literal."""
     ref = column_ref(node, scan)
     if ref is not None:
@@ -82,7 +82,7 @@ def value(node: Any, scan: Any, view: str) -> Expr | None:
     return Literal(n) if n is not None else None
 
 
-def arithmetic(parent: Any, scan: Any, view: str) -> Expr | None:
+def arithmetic(parent: Any, scan: ScanBase, view: str) -> Expr | None:
     """`parent` (Add/Sub/Mul/Div/Neg over `scan`'s columns) as a plan value expression."""
     if type(parent) is c.Neg:
         arg = value(parent.frame, scan, view)
@@ -96,7 +96,7 @@ def arithmetic(parent: Any, scan: Any, view: str) -> Expr | None:
     return Arith(_ARITH_OPS[op], left, right)
 
 
-def predicate(node: Any, scan: Any) -> Expr | None:
+def predicate(node: Any, scan: ScanBase) -> Expr | None:
     """A boolean Dask expression over `scan`'s columns as a PANDAS-dialect plan filter."""
     t = type(node)
     if t in c.COMPARE:
@@ -121,6 +121,16 @@ def predicate(node: Any, scan: Any) -> Expr | None:
     return None
 
 
+def pushable(node: Any, scan: ScanBase) -> Expr | None:
+    """A term of a Dask filter as a plan filter the agents run (`predicate`, then
+    `split_pushable` against the stored schema), else None: the term stays in Dask."""
+    e = predicate(node, scan)
+    if e is None:
+        return None
+    _, residual = split_pushable(e, Capabilities(scan.source.desc.stored_schema))
+    return None if residual else e
+
+
 def conjuncts(node: Any) -> list[Any]:
     """A Dask predicate split at its top-level ANDs."""
     if type(node) is c.And:
@@ -128,7 +138,7 @@ def conjuncts(node: Any) -> list[Any]:
     return [node]
 
 
-def _plain(node: Any, scan: Any) -> tuple[Column, Any] | None:
+def _plain(node: Any, scan: ScanBase) -> tuple[Column, Any] | None:
     """A reference to a stored column (not a computed one): filters compare stored values.
     Arrow-typed columns only without missing values: pandas compares them with Kleene logic
     (`!=` and `~` differ from the PANDAS dialect on NA) and keeps NaN apart from NA."""
@@ -140,22 +150,18 @@ def _plain(node: Any, scan: Any) -> tuple[Column, Any] | None:
     return ref  # type: ignore[return-value]
 
 
-def nan_safe(scan: Any, e: Expr) -> bool:
+def nan_safe(scan: ScanBase, e: Expr) -> bool:
     """False when `e` reads an Arrow float column holding NaN: pandas' ArrowDtype counts NaN
     as a value, the PANDAS dialect as missing."""
     if scan.source.view != "arrow":
         return True
-    import pyarrow as pa
-
-    from bpfstore.contract.plan import columns_of
-
     meta = scan.source.meta
     return not any(isinstance(meta[c].dtype, pd.ArrowDtype)
                    and pa.types.is_floating(meta[c].dtype.pyarrow_dtype)
                    and scan.source.has_nan(c) for c in columns_of([e]) if c in meta)
 
 
-def _compare(op: str, left: Any, right: Any, scan: Any) -> Expr | None:
+def _compare(op: str, left: Any, right: Any, scan: ScanBase) -> Expr | None:
     ref, other, plan_op = _plain(left, scan), right, _COMPARE_OPS[op]
     if ref is None:
         ref, other, plan_op = _plain(right, scan), left, plan_op.flipped()
@@ -165,7 +171,7 @@ def _compare(op: str, left: Any, right: Any, scan: Any) -> Expr | None:
     return Compare(plan_op, ref[0], lit) if lit is not None else None
 
 
-def _between(node: Any, scan: Any) -> Expr | None:
+def _between(node: Any, scan: ScanBase) -> Expr | None:
     ref = _plain(node.frame, scan)
     if ref is None:
         return None
@@ -180,7 +186,7 @@ def _between(node: Any, scan: Any) -> Expr | None:
     return And((Compare(lo_op, ref[0], low), Compare(hi_op, ref[0], high)))
 
 
-def _isin(node: Any, scan: Any) -> Expr | None:
+def _isin(node: Any, scan: ScanBase) -> Expr | None:
     ref = _plain(node.frame, scan)
     values = node.operand("values")
     if ref is None or type(values) is not c._DelayedExpr:
@@ -225,8 +231,6 @@ def literal_for(v: Any, dtype: Any) -> Literal | None:
 
 
 def _arrow_literal(v: Any, dtype: pd.ArrowDtype) -> Literal | None:
-    import pyarrow as pa
-
     t = dtype.pyarrow_dtype
     if pa.types.is_date(t):
         return Literal(v) if isinstance(v, dt.date) and not isinstance(v, dt.datetime) else None

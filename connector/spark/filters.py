@@ -11,7 +11,6 @@ from typing import Any
 
 import pyarrow as pa
 
-from bpfstore.contract.binding import bind_predicate
 from bpfstore.contract.errors import BpfstoreError, Unsupported
 from bpfstore.contract.plan import (
     And,
@@ -24,8 +23,8 @@ from bpfstore.contract.plan import (
     Literal,
     Not,
     Or,
-    columns_of,
 )
+from bpfstore.contract.pushable import Capabilities, split_pushable
 
 _COMPARE = {"EqualTo": CompareOp.EQ, "GreaterThan": CompareOp.GT,
             "GreaterThanOrEqual": CompareOp.GE, "LessThan": CompareOp.LT,
@@ -71,16 +70,18 @@ def from_spark_filter(f: Any) -> Expr:
 
 def split_filters(filters: list[Any], schema: pa.Schema) -> tuple[list[Expr], list[Any]]:
     """(accepted plan expressions, filters Spark must keep), checked against `schema`."""
+    capabilities = Capabilities(schema, timestamps=False)  # time zones: Spark compares those
     accepted: list[Expr] = []
     rejected: list[Any] = []
     for f in filters:
         try:
             e = from_spark_filter(f)
-            if any(pa.types.is_timestamp(schema.field(c).type) for c in columns_of([e])):
-                raise Unsupported("timestamp literals stay with Spark (time zones)")
-            bind_predicate(e, schema)  # a literal that does not fit the column stays with Spark
         except (BpfstoreError, KeyError, TypeError, ValueError):
             rejected.append(f)
             continue
-        accepted.append(e)
+        _, residual = split_pushable(e, capabilities)
+        if residual:  # Spark keeps the whole filter (and applies it again)
+            rejected.append(f)
+        else:
+            accepted.append(e)
     return accepted, rejected

@@ -11,6 +11,7 @@ null), comparisons with a missing value are false except `!=`, which is true.
 
 from __future__ import annotations
 
+import dataclasses
 import decimal
 from dataclasses import dataclass
 from fractions import Fraction
@@ -20,7 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bpfstore.contract import decimals
-from bpfstore.contract.binding import is_numeric, logical_type
+from bpfstore.contract.binding import common_type, is_numeric, logical_type
+from bpfstore.contract.bound import column_of
 from bpfstore.contract.errors import ArithmeticOverflow, PlanInvalid, Unsupported
 from bpfstore.contract.plan import (
     And,
@@ -40,6 +42,7 @@ from bpfstore.contract.plan import (
     Not,
     Or,
     Overflow,
+    PlanVisitor,
     describe,
 )
 
@@ -111,47 +114,7 @@ class Evaluator:
     # -- dispatch ------------------------------------------------------------------------
 
     def eval(self, e: Expr) -> Val:
-        check_budget()  # every node, also per row of rowwise_null_on_overflow
-        v = self._eval(e)
-        want = e.result_type
-        if want is not None and not isinstance(e, Column) and logical_type(want) != v.type:
-            v = self.cast(v, logical_type(want), e)
-        return v
-
-    def _eval(self, e: Expr) -> Val:
-        match e:
-            case Column(name=name):
-                return self.column(name)
-            case Literal(value=value):
-                t = e.result_type or pa.null()
-                return self.literal(value, t)
-            case Compare(op=op, left=left, right=right):
-                return self.compare(op, self.eval(left), self.eval(right))
-            case And(args=args):
-                return self.logical(args, pc.and_kleene, pc.and_)
-            case Or(args=args):
-                return self.logical(args, pc.or_kleene, pc.or_)
-            case Not(arg=arg):
-                return Val(pc.invert(self.eval(arg).data), pa.bool_())
-            case In(arg=arg, values=values):
-                return self.isin(self.eval(arg), values)
-            case IsNull(arg=arg):
-                v = self.eval(arg)
-                nan_is_null = self.dialect is Dialect.PANDAS
-                return Val(pc.is_null(v.data, nan_is_null=nan_is_null), pa.bool_())
-            case Between(arg=arg, low=low, high=high):
-                v = self.eval(arg)
-                lo = self.compare(CompareOp.GE, v, self.eval(low))
-                hi = self.compare(CompareOp.LE, v, self.eval(high))
-                fn = pc.and_kleene if self.dialect is Dialect.SQL else pc.and_
-                return Val(fn(lo.data, hi.data), pa.bool_())
-            case Arith(op=op, left=left, right=right):
-                return self.arith(e, op, self.eval(left), self.eval(right))
-            case Negate(arg=arg):
-                return self.negate(e, self.eval(arg))
-            case Cast(arg=arg, to=to):
-                return self.cast(self.eval(arg), logical_type(to), e)
-        raise PlanInvalid(f"cannot evaluate {describe(e)}")
+        return _Eval(self).visit(e)
 
     # -- leaves --------------------------------------------------------------------------
 
@@ -204,11 +167,11 @@ class Evaluator:
             return _cast(a.data, t), _cast(b.data, t), t
         return a.data, b.data, ta
 
-    def logical(self, args: tuple[Expr, ...], sql_fn: Any, pandas_fn: Any) -> Val:
+    def logical(self, args: list[Val], sql_fn: Any, pandas_fn: Any) -> Val:
         fn = sql_fn if self.dialect is Dialect.SQL else pandas_fn
         result = None
         for arg in args:
-            d = self.eval(arg).data
+            d = arg.data
             if self.dialect is Dialect.PANDAS:
                 d = pc.fill_null(_cast(d, pa.bool_()), False)
             result = d if result is None else fn(result, d)
@@ -433,6 +396,64 @@ class Evaluator:
         return v
 
 
+class _Eval(PlanVisitor[Val]):
+    """Each node's value from its children's values, then cast to the node's bound type."""
+
+    def __init__(self, ev: Evaluator) -> None:
+        self.ev = ev
+
+    def visit(self, e: Expr) -> Val:
+        check_budget()  # every node, also per row of rowwise_null_on_overflow
+        v = super().visit(e)
+        want = e.result_type
+        if want is not None and column_of(e) is None and logical_type(want) != v.type:
+            v = self.ev.cast(v, logical_type(want), e)  # a column keeps its stored form
+        return v
+
+    def unsupported(self, e: Expr) -> Val:
+        raise PlanInvalid(f"cannot evaluate {describe(e)}")
+
+    def column(self, e: Column) -> Val:
+        return self.ev.column(e.name)
+
+    def literal(self, e: Literal) -> Val:
+        return self.ev.literal(e.value, e.result_type or pa.null())
+
+    def compare(self, e: Compare, left: Val, right: Val) -> Val:
+        return self.ev.compare(e.op, left, right)
+
+    def and_(self, e: And, args: list[Val]) -> Val:
+        return self.ev.logical(args, pc.and_kleene, pc.and_)
+
+    def or_(self, e: Or, args: list[Val]) -> Val:
+        return self.ev.logical(args, pc.or_kleene, pc.or_)
+
+    def not_(self, e: Not, arg: Val) -> Val:
+        return Val(pc.invert(arg.data), pa.bool_())
+
+    def in_(self, e: In, arg: Val) -> Val:
+        return self.ev.isin(arg, e.values)
+
+    def is_null(self, e: IsNull, arg: Val) -> Val:
+        nan_is_null = self.ev.dialect is Dialect.PANDAS
+        return Val(pc.is_null(arg.data, nan_is_null=nan_is_null), pa.bool_())
+
+    def between(self, e: Between, arg: Val, low: Val, high: Val) -> Val:
+        lo = self.ev.compare(CompareOp.GE, arg, low)
+        hi = self.ev.compare(CompareOp.LE, arg, high)
+        fn = pc.and_kleene if self.ev.dialect is Dialect.SQL else pc.and_
+        return Val(fn(lo.data, hi.data), pa.bool_())
+
+    def arith(self, e: Arith, left: Val, right: Val) -> Val:
+        return self.ev.arith(e, e.op, left, right)
+
+    def negate(self, e: Negate, arg: Val) -> Val:
+        return self.ev.negate(e, arg)
+
+    def cast(self, e: Cast, arg: Val) -> Val:
+        return self.ev.cast(arg, logical_type(e.to), e)
+
+
 # -- helpers ---------------------------------------------------------------------------------
 
 
@@ -441,8 +462,6 @@ def _scale(t: pa.DataType) -> int:
 
 
 def _wider(a: pa.DataType, b: pa.DataType) -> pa.DataType:
-    from bpfstore.contract.binding import common_type
-
     return common_type(a, b, "arithmetic")
 
 
@@ -505,6 +524,4 @@ def _narrow(data: Any) -> Any:
 
 
 def _with_error_mode(e: Expr) -> Expr:
-    import dataclasses
-
     return dataclasses.replace(e, overflow=Overflow.ERROR)

@@ -1,7 +1,8 @@
 """Type rules and binding: resolve a plan's columns against an Arrow schema and type every node.
 
-Binding returns the same node classes with `result_type` set on every node and literals
-coerced to the type they are compared with, so engines never guess. The rules (DuckDB's
+Binding returns bound nodes (`bound.py`): `result_type` set on every node, literals coerced
+to the type they are compared with, a literal compared with an expression on the right
+(`5 < x` becomes `x > 5`), so engines never guess. The rules (DuckDB's
 and Spark's where they agree):
 - comparisons use the operands' common type (literals of another type: proto/contract/compare.py,
   whose exact forms binding substitutes): any float -> float64; else any decimal ->
@@ -25,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from . import decimals, epoch
+from .bound import BoundExpr, BoundLiteral, bound_node, column_of
 from .compare import exact_between, exact_form, exact_in, needs_exact_form
 from .errors import PlanInvalid
 from .plan import (
@@ -46,6 +48,7 @@ from .plan import (
     Not,
     Or,
     Plan,
+    PlanVisitor,
     describe,
 )
 
@@ -258,9 +261,9 @@ def partial_type(agg: Aggregate) -> pa.DataType:
     return t
 
 
-def bind(e: Expr, schema: pa.Schema) -> Expr:
+def bind(e: Expr, schema: pa.Schema) -> BoundExpr:
     """Resolve columns against `schema` and give every node its result type."""
-    return _Binder(schema).bind(e)
+    return _Binder(schema).visit(e)
 
 
 def bind_aggregate(agg: Aggregate, schema: pa.Schema) -> Aggregate:
@@ -269,36 +272,40 @@ def bind_aggregate(agg: Aggregate, schema: pa.Schema) -> Aggregate:
     return Aggregate(agg.func, bind(agg.arg, schema))
 
 
-def bind_predicate(e: Expr, schema: pa.Schema) -> Expr:
+def bind_predicate(e: Expr, schema: pa.Schema) -> BoundExpr:
     bound = bind(e, schema)
     t = bound.result_type
-    if t is not None and not (pa.types.is_boolean(t) or pa.types.is_null(t)):
+    if not (pa.types.is_boolean(t) or pa.types.is_null(t)):
         raise PlanInvalid(f"filter {describe(e)} is {t}, not boolean")
     return bound
 
 
-class _Binder:
+class _Binder(PlanVisitor[BoundExpr]):
+    """Binds children first; each method gets the node and its bound children."""
+
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
 
-    def bind(self, e: Expr) -> Expr:
-        bound = self._bind(e)
-        if e.result_type is not None and not isinstance(e, Column):  # the caller's type wins
+    def visit(self, e: Expr) -> BoundExpr:
+        bound = super().visit(e)
+        if e.result_type is not None and column_of(e) is None:  # the caller's type wins
             return dataclasses.replace(bound, result_type=e.result_type)
         return bound
 
-    def _typed(self, e: Expr, t: pa.DataType, **changes: Any) -> Expr:
-        return dataclasses.replace(e, result_type=t, **changes)
+    def unsupported(self, e: Expr) -> BoundExpr:
+        raise PlanInvalid(f"unknown expression node {type(e).__name__}")
 
-    def _bool_args(self, args: tuple[Expr, ...], where: Expr) -> tuple[Expr, ...]:
-        bound = tuple(self.bind(a) for a in args)
+    def _typed(self, e: Expr, t: pa.DataType, **changes: Any) -> BoundExpr:
+        return bound_node(e, t, **changes)  # type: ignore[no-any-return]
+
+    def _bools(self, bound: list[BoundExpr], where: Expr) -> tuple[BoundExpr, ...]:
         for a in bound:
             t = a.result_type
             if not (pa.types.is_boolean(t) or pa.types.is_null(t)):
                 raise PlanInvalid(f"{describe(a)} is {t}, not boolean, in {describe(where)}")
-        return bound
+        return tuple(bound)
 
-    def _operand_types(self, *bound: Expr) -> list[pa.DataType]:
+    def _operand_types(self, *bound: BoundExpr) -> list[pa.DataType]:
         """Operand types for a common type; a string literal takes a temporal peer's type,
         a timestamp literal its timestamp peer's unit (converted exactly, or refused)."""
         types = [b.result_type for b in bound]
@@ -312,14 +319,14 @@ class _Binder:
             pa.types.is_timestamp(t) and pa.types.is_timestamp(peer))) else t
                 for b, t in zip(bound, types, strict=True)]
 
-    def _coerced(self, e: Expr, t: pa.DataType, where: str) -> Expr:
+    def _coerced(self, e: BoundExpr, t: pa.DataType, where: str) -> BoundExpr:
         """A bound operand, with a literal converted to the comparison type `t`."""
         if isinstance(e, Literal):
-            return Literal(coerce_literal(e.value, t, where), result_type=logical_type(t))
+            return BoundLiteral(coerce_literal(e.value, t, where), result_type=logical_type(t))
         return e
 
-    def _exact(self, op: CompareOp, e: Expr, literal: Expr, common: pa.DataType
-               ) -> Expr | None:
+    def _exact(self, op: CompareOp, e: BoundExpr, literal: BoundExpr, common: pa.DataType
+               ) -> BoundExpr | None:
         """A literal without an exact value in e's type, as an exact comparison in that type
         (the one semantics statistics, engines and code generators then share)."""
         t = logical_type(e.result_type)
@@ -328,83 +335,87 @@ class _Binder:
             return None
         return exact_form(op, e, literal.value, t)
 
-    def _bind(self, e: Expr) -> Expr:
+    def column(self, e: Column) -> BoundExpr:
+        idx = self.schema.get_field_index(e.name)
+        if idx < 0:
+            raise PlanInvalid(f"unknown column {e.name!r}")
+        t = self.schema.field(idx).type
+        if e.result_type is not None and logical_type(e.result_type) != logical_type(t):
+            raise PlanInvalid(f"column {e.name!r} is {logical_type(t)}, not "
+                              f"{logical_type(e.result_type)}: use a Cast to convert it")
+        return self._typed(e, t)
+
+    def literal(self, e: Literal) -> BoundExpr:
+        value, t = e.value, e.result_type
+        if t is None:
+            return self._typed(e, literal_type(value))
+        if isinstance(value, int) and not isinstance(value, bool) and pa.types.is_timestamp(t):
+            value = timestamp_literal(value, t)
+        return BoundLiteral(coerce_literal(value, t, describe(e)), result_type=logical_type(t),
+                            overflow=e.overflow)
+
+    def compare(self, e: Compare, bl: BoundExpr, br: BoundExpr) -> BoundExpr:
         where = describe(e)
-        match e:
-            case Column(name=name):
-                idx = self.schema.get_field_index(name)
-                if idx < 0:
-                    raise PlanInvalid(f"unknown column {name!r}")
-                t = self.schema.field(idx).type
-                if e.result_type is not None and logical_type(e.result_type) != logical_type(t):
-                    raise PlanInvalid(f"column {name!r} is {logical_type(t)}, not "
-                                      f"{logical_type(e.result_type)}: use a Cast to convert it")
-                return self._typed(e, t)
-            case Literal(value=value):
-                if isinstance(value, int) and not isinstance(value, bool) and \
-                        e.result_type is not None and pa.types.is_timestamp(e.result_type):
-                    value = timestamp_literal(value, e.result_type)
-                if e.result_type is not None:
-                    return Literal(coerce_literal(value, e.result_type, where),
-                                   result_type=logical_type(e.result_type), overflow=e.overflow)
-                return self._typed(e, literal_type(value))
-            case Compare(left=left, right=right):
-                bl, br = self.bind(left), self.bind(right)
-                tl, tr = self._operand_types(bl, br)
-                t = common_type(tl, tr, where)
-                left, right = self._coerced(bl, t, where), self._coerced(br, t, where)
-                if isinstance(left, Literal) and not isinstance(right, Literal):
-                    exact = self._exact(e.op.flipped(), right, left, t)
-                else:
-                    exact = self._exact(e.op, left, right, t)
-                return exact or self._typed(e, pa.bool_(), left=left, right=right)
-            case And(args=args):
-                return self._typed(e, pa.bool_(), args=self._bool_args(args, e))
-            case Or(args=args):
-                return self._typed(e, pa.bool_(), args=self._bool_args(args, e))
-            case Not(arg=arg):
-                return self._typed(e, pa.bool_(), arg=self._bool_args((arg,), e)[0])
-            case In(arg=arg, values=values):
-                ba = self.bind(arg)
-                bound_values = [self.bind(v) for v in values]
-                types = self._operand_types(ba, *bound_values)
-                t = types[0]
-                for vt in types[1:]:
-                    t = common_type(t, vt, where)
-                coerced = tuple(Literal(coerce_literal(v.value, t, where),
-                                        result_type=logical_type(t)) for v in values)
-                at = logical_type(ba.result_type)
-                if not isinstance(ba, Literal) and needs_exact_form(
-                        at, [v.value for v in coerced], t):
-                    return exact_in(ba, coerced, at)
-                return self._typed(e, pa.bool_(), arg=ba, values=coerced)
-            case IsNull(arg=arg):
-                return self._typed(e, pa.bool_(), arg=self.bind(arg))
-            case Between(arg=arg, low=low, high=high):
-                ba, bl, bh = self.bind(arg), self.bind(low), self.bind(high)
-                ta, tl, th = self._operand_types(ba, bl, bh)
-                t = common_type(common_type(ta, tl, where), th, where)
-                low, high = self._coerced(bl, t, where), self._coerced(bh, t, where)
-                at = logical_type(ba.result_type)
-                if isinstance(low, Literal) and isinstance(high, Literal) and not isinstance(
-                        ba, Literal) and needs_exact_form(at, [low.value, high.value], t):
-                    return exact_between(ba, low.value, high.value, at)
-                return self._typed(e, pa.bool_(), arg=ba, low=low, high=high)
-            case Arith(op=op, left=left, right=right):
-                bl, br = self.bind(left), self.bind(right)
-                t = arith_type(op, bl.result_type, br.result_type, where)
-                return self._typed(e, t, left=bl, right=br)
-            case Negate(arg=arg):
-                ba = self.bind(arg)
-                t = logical_type(ba.result_type)
-                if not is_numeric(t):
-                    raise PlanInvalid(f"cannot negate {ba.result_type} in {where}")
-                if pa.types.is_unsigned_integer(t):  # -x of an unsigned x needs a sign
-                    t = _SIGNED_FOR_NEGATION.get(t, pa.decimal128(20, 0))
-                return self._typed(e, t, arg=ba)
-            case Cast(arg=arg, to=to):
-                return self._typed(e, to, arg=self.bind(arg))
-        raise PlanInvalid(f"unknown expression node {type(e).__name__}")
+        tl, tr = self._operand_types(bl, br)
+        t = common_type(tl, tr, where)
+        left, right = self._coerced(bl, t, where), self._coerced(br, t, where)
+        op = e.op
+        if isinstance(left, Literal) and not isinstance(right, Literal):
+            op, left, right = op.flipped(), right, left  # the literal on the right
+        exact = self._exact(op, left, right, t)
+        return exact or self._typed(e, pa.bool_(), op=op, left=left, right=right)
+
+    def and_(self, e: And, args: list[BoundExpr]) -> BoundExpr:
+        return self._typed(e, pa.bool_(), args=self._bools(args, e))
+
+    def or_(self, e: Or, args: list[BoundExpr]) -> BoundExpr:
+        return self._typed(e, pa.bool_(), args=self._bools(args, e))
+
+    def not_(self, e: Not, arg: BoundExpr) -> BoundExpr:
+        return self._typed(e, pa.bool_(), arg=self._bools([arg], e)[0])
+
+    def in_(self, e: In, ba: BoundExpr) -> BoundExpr:
+        where = describe(e)
+        bound_values = [self.visit(v) for v in e.values]
+        types = self._operand_types(ba, *bound_values)
+        t = types[0]
+        for vt in types[1:]:
+            t = common_type(t, vt, where)
+        coerced = tuple(BoundLiteral(coerce_literal(v.value, t, where),
+                                     result_type=logical_type(t)) for v in e.values)
+        at = logical_type(ba.result_type)
+        if not isinstance(ba, Literal) and needs_exact_form(at, [v.value for v in coerced], t):
+            return exact_in(ba, coerced, at)
+        return self._typed(e, pa.bool_(), arg=ba, values=coerced)
+
+    def is_null(self, e: IsNull, arg: BoundExpr) -> BoundExpr:
+        return self._typed(e, pa.bool_(), arg=arg)
+
+    def between(self, e: Between, ba: BoundExpr, bl: BoundExpr, bh: BoundExpr) -> BoundExpr:
+        where = describe(e)
+        ta, tl, th = self._operand_types(ba, bl, bh)
+        t = common_type(common_type(ta, tl, where), th, where)
+        low, high = self._coerced(bl, t, where), self._coerced(bh, t, where)
+        at = logical_type(ba.result_type)
+        if isinstance(low, Literal) and isinstance(high, Literal) and not isinstance(
+                ba, Literal) and needs_exact_form(at, [low.value, high.value], t):
+            return exact_between(ba, low.value, high.value, at)
+        return self._typed(e, pa.bool_(), arg=ba, low=low, high=high)
+
+    def arith(self, e: Arith, bl: BoundExpr, br: BoundExpr) -> BoundExpr:
+        t = arith_type(e.op, bl.result_type, br.result_type, describe(e))
+        return self._typed(e, t, left=bl, right=br)
+
+    def negate(self, e: Negate, ba: BoundExpr) -> BoundExpr:
+        t = logical_type(ba.result_type)
+        if not is_numeric(t):
+            raise PlanInvalid(f"cannot negate {ba.result_type} in {describe(e)}")
+        if pa.types.is_unsigned_integer(t):  # -x of an unsigned x needs a sign
+            t = _SIGNED_FOR_NEGATION.get(t, pa.decimal128(20, 0))
+        return self._typed(e, t, arg=ba)
+
+    def cast(self, e: Cast, arg: BoundExpr) -> BoundExpr:
+        return self._typed(e, e.to, arg=arg)
 
 
 def bind_plan(plan: Plan, schema: pa.Schema) -> Plan:

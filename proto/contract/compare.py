@@ -24,9 +24,18 @@ from typing import Any
 
 import pyarrow as pa
 
+from .bound import (
+    BoundBetween,
+    BoundCompare,
+    BoundExpr,
+    BoundIn,
+    BoundLiteral,
+    BoundNot,
+    BoundOr,
+)
 from .epoch import DAY_NS, EPOCH, UNIT_NS, epoch_days, epoch_nanos
 from .floatkeys import float_from_key, float_key  # noqa: F401 (its home; re-exported)
-from .plan import Between, Compare, CompareOp, Expr, In, Literal, Not, Or
+from .plan import CompareOp
 
 Window = tuple[float | int, float | int]  # stored integers lo..hi; +-inf: unbounded
 EMPTY: Window = (1, 0)
@@ -122,14 +131,14 @@ def domain(t: pa.DataType) -> tuple[int, int]:
     return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
 
-def _literal(x: int, t: pa.DataType) -> Literal:
+def _literal(x: int, t: pa.DataType) -> BoundLiteral:
     value: Any = x
     if pa.types.is_decimal(t):
         value = decimal.Decimal(f"{x}E-{t.scale}")
     elif pa.types.is_timestamp(t):  # only units a datetime holds get here (s, ms, us)
         value = EPOCH + dt.timedelta(microseconds=x * UNIT_NS[t.unit] // 1000)
         value = value.replace(tzinfo=dt.UTC) if t.tz is not None else value
-    return Literal(value, result_type=t)
+    return BoundLiteral(value, result_type=t)
 
 
 def _clamped(w: Window, t: pa.DataType) -> tuple[int, int] | None:
@@ -138,20 +147,20 @@ def _clamped(w: Window, t: pa.DataType) -> tuple[int, int] | None:
     return (int(lo), int(hi)) if lo <= hi else None
 
 
-def _window_expr(e: Expr, w: Window, t: pa.DataType) -> Expr:
+def _window_expr(e: BoundExpr, w: Window, t: pa.DataType) -> BoundExpr:
     """`e` in the window, as a comparison in `t` (NULL stays NULL, as for any comparison)."""
     lo_t, hi_t = domain(t)
     match _clamped(w, t):
         case None:  # nothing: an empty BETWEEN is false for every value and NULL for NULL
-            return Between(e, _literal(1, t), _literal(0, t), result_type=pa.bool_())
+            return BoundBetween(e, _literal(1, t), _literal(0, t), result_type=pa.bool_())
         case (lo, hi) if lo == hi:
-            return Compare(CompareOp.EQ, e, _literal(lo, t), result_type=pa.bool_())
+            return BoundCompare(CompareOp.EQ, e, _literal(lo, t), result_type=pa.bool_())
         case (lo, hi) if hi == hi_t:
-            return Compare(CompareOp.GE, e, _literal(lo, t), result_type=pa.bool_())
+            return BoundCompare(CompareOp.GE, e, _literal(lo, t), result_type=pa.bool_())
         case (lo, hi) if lo == lo_t:
-            return Compare(CompareOp.LE, e, _literal(hi, t), result_type=pa.bool_())
+            return BoundCompare(CompareOp.LE, e, _literal(hi, t), result_type=pa.bool_())
         case (lo, hi):
-            return Between(e, _literal(lo, t), _literal(hi, t), result_type=pa.bool_())
+            return BoundBetween(e, _literal(lo, t), _literal(hi, t), result_type=pa.bool_())
     raise AssertionError("unreachable")
 
 
@@ -183,35 +192,35 @@ def _outside(v: Any, t: pa.DataType) -> bool:
     return exact.denominator != 1 or not lo <= exact <= hi
 
 
-def exact_form(op: CompareOp, e: Expr, v: Any, t: pa.DataType) -> Expr:
+def exact_form(op: CompareOp, e: BoundExpr, v: Any, t: pa.DataType) -> BoundExpr:
     """`e op v` for an expression `e` of type `t` and a literal `v` without an exact value in
     `t`, as an exact comparison in `t` (float64(e) is not injective: = may become BETWEEN)."""
     if op is CompareOp.NE:
         eq = exact_form(CompareOp.EQ, e, v, t)
-        if isinstance(eq, Compare) and eq.op is CompareOp.EQ:
-            return Compare(CompareOp.NE, e, eq.right, result_type=pa.bool_())
-        return Not(eq, result_type=pa.bool_())
+        if isinstance(eq, BoundCompare) and eq.op is CompareOp.EQ:
+            return BoundCompare(CompareOp.NE, e, eq.right, result_type=pa.bool_())
+        return BoundNot(eq, result_type=pa.bool_())
     return _window_expr(e, window(op, v, t), t)
 
 
-def exact_between(e: Expr, lo: Any, hi: Any, t: pa.DataType) -> Expr:
+def exact_between(e: BoundExpr, lo: Any, hi: Any, t: pa.DataType) -> BoundExpr:
     return _window_expr(e, (window(CompareOp.GE, lo, t)[0], window(CompareOp.LE, hi, t)[1]), t)
 
 
-def exact_in(e: Expr, values: tuple[Literal, ...], t: pa.DataType) -> Expr:
+def exact_in(e: BoundExpr, values: tuple[BoundLiteral, ...], t: pa.DataType) -> BoundExpr:
     """`e IN (...)` as exact tests in `t`; NULL entries keep their meaning."""
-    singles: list[Literal] = []
-    parts: list[Expr] = []
+    singles: list[BoundLiteral] = []
+    parts: list[BoundExpr] = []
     for v in values:
         if v.value is None:
-            singles.append(Literal(None, result_type=t))
+            singles.append(BoundLiteral(None, result_type=t))
         else:
             match _clamped(window(CompareOp.EQ, v.value, t), t):
                 case (lo, hi) if lo == hi:
                     singles.append(_literal(lo, t))
                 case (lo, hi):
-                    parts.append(Between(e, _literal(lo, t), _literal(hi, t),
-                                         result_type=pa.bool_()))
+                    parts.append(BoundBetween(e, _literal(lo, t), _literal(hi, t),
+                                              result_type=pa.bool_()))
     if singles or not parts:
-        parts.insert(0, In(e, tuple(singles), result_type=pa.bool_()))
-    return parts[0] if len(parts) == 1 else Or(tuple(parts), result_type=pa.bool_())
+        parts.insert(0, BoundIn(e, tuple(singles), result_type=pa.bool_()))
+    return parts[0] if len(parts) == 1 else BoundOr(tuple(parts), result_type=pa.bool_())

@@ -1,8 +1,9 @@
 """The pushdown plan model: small immutable expression nodes, aggregates and plans.
 
 Pure: imports nothing from pyspark, dask, grpc or libbpf. Types are Arrow types.
-Unbound plans name columns as the caller wrote them; `bpfstore.connector.typing.bind`
-resolves them against a schema and fills every node's `result_type`.
+Unbound plans name columns as the caller wrote them; `binding.bind` resolves them against a
+schema and returns the bound classes of `bound.py`, whose `result_type` is never None.
+`PlanVisitor` is the one walk over expressions; each backend is a small subclass of it.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import decimal
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pyarrow as pa
+
+T = TypeVar("T")
 
 
 class Overflow(enum.Enum):
@@ -295,6 +298,82 @@ def children(e: Expr) -> tuple[Expr, ...]:
     raise TypeError(f"not an expression node: {e!r}")
 
 
+class PlanVisitor(Generic[T]):
+    """The one walk over expressions, children before parents: `visit(e)` visits e's
+    children, then calls the method named after e's node class with e and their results
+    (an In's values are literals: its method gets them as nodes, unvisited).
+
+    A backend is a subclass overriding the methods of the nodes it handles; the others call
+    `unsupported`. Override `visit` to act on every node (its budget, its result type)."""
+
+    def visit(self, e: Expr) -> T:
+        match e:
+            case Column():
+                return self.column(e)
+            case Literal():
+                return self.literal(e)
+            case Compare(left=left, right=right):
+                return self.compare(e, self.visit(left), self.visit(right))
+            case And(args=args):
+                return self.and_(e, [self.visit(a) for a in args])
+            case Or(args=args):
+                return self.or_(e, [self.visit(a) for a in args])
+            case Not(arg=arg):
+                return self.not_(e, self.visit(arg))
+            case In(arg=arg):
+                return self.in_(e, self.visit(arg))
+            case IsNull(arg=arg):
+                return self.is_null(e, self.visit(arg))
+            case Between(arg=arg, low=low, high=high):
+                return self.between(e, self.visit(arg), self.visit(low), self.visit(high))
+            case Arith(left=left, right=right):
+                return self.arith(e, self.visit(left), self.visit(right))
+            case Negate(arg=arg):
+                return self.negate(e, self.visit(arg))
+            case Cast(arg=arg):
+                return self.cast(e, self.visit(arg))
+        return self.unsupported(e)  # not a node (a hostile plan)
+
+    def unsupported(self, e: Expr) -> T:
+        raise TypeError(f"{type(self).__name__} has no rule for {describe(e)}")
+
+    def column(self, e: Column) -> T:
+        return self.unsupported(e)
+
+    def literal(self, e: Literal) -> T:
+        return self.unsupported(e)
+
+    def compare(self, e: Compare, left: T, right: T) -> T:
+        return self.unsupported(e)
+
+    def and_(self, e: And, args: list[T]) -> T:
+        return self.unsupported(e)
+
+    def or_(self, e: Or, args: list[T]) -> T:
+        return self.unsupported(e)
+
+    def not_(self, e: Not, arg: T) -> T:
+        return self.unsupported(e)
+
+    def in_(self, e: In, arg: T) -> T:
+        return self.unsupported(e)
+
+    def is_null(self, e: IsNull, arg: T) -> T:
+        return self.unsupported(e)
+
+    def between(self, e: Between, arg: T, low: T, high: T) -> T:
+        return self.unsupported(e)
+
+    def arith(self, e: Arith, left: T, right: T) -> T:
+        return self.unsupported(e)
+
+    def negate(self, e: Negate, arg: T) -> T:
+        return self.unsupported(e)
+
+    def cast(self, e: Cast, arg: T) -> T:
+        return self.unsupported(e)
+
+
 def walk(e: Expr) -> Iterable[Expr]:
     """Every node of an expression, parents first."""
     yield e
@@ -333,36 +412,51 @@ def depth(e: Expr) -> int:
     return 1 + (max(depth(c) for c in kids) if kids else 0)
 
 
+class _Describe(PlanVisitor[str]):
+    def column(self, e: Column) -> str:
+        return e.name
+
+    def literal(self, e: Literal) -> str:
+        v = e.value
+        return "NULL" if v is None else repr(v) if isinstance(v, str) else str(v)
+
+    def compare(self, e: Compare, left: str, right: str) -> str:
+        return f"({left} {e.op.value} {right})"
+
+    def arith(self, e: Arith, left: str, right: str) -> str:
+        return f"({left} {e.op.value} {right})"
+
+    def and_(self, e: And, args: list[str]) -> str:
+        return "(" + " AND ".join(args) + ")"
+
+    def or_(self, e: Or, args: list[str]) -> str:
+        return "(" + " OR ".join(args) + ")"
+
+    def not_(self, e: Not, arg: str) -> str:
+        return f"NOT {arg}"
+
+    def in_(self, e: In, arg: str) -> str:
+        return f"{arg} IN ({', '.join(self.visit(v) for v in e.values)})"
+
+    def is_null(self, e: IsNull, arg: str) -> str:
+        return f"{arg} IS NULL"
+
+    def between(self, e: Between, arg: str, low: str, high: str) -> str:
+        return f"{arg} BETWEEN {low} AND {high}"
+
+    def negate(self, e: Negate, arg: str) -> str:
+        return f"-{arg}"
+
+    def cast(self, e: Cast, arg: str) -> str:
+        return f"CAST({arg} AS {e.to})"
+
+    def unsupported(self, e: Expr) -> str:
+        return repr(e)
+
+
 def describe(e: Expr) -> str:
     """SQL-like text of an expression, for error messages and explain output."""
-    match e:
-        case Column(name=name):
-            return name
-        case Literal(value=None):
-            return "NULL"
-        case Literal(value=v):
-            return repr(v) if isinstance(v, str) else str(v)
-        case Compare(op=op, left=left, right=right):
-            return f"({describe(left)} {op.value} {describe(right)})"
-        case Arith(op=op, left=left, right=right):
-            return f"({describe(left)} {op.value} {describe(right)})"
-        case And(args=args):
-            return "(" + " AND ".join(describe(a) for a in args) + ")"
-        case Or(args=args):
-            return "(" + " OR ".join(describe(a) for a in args) + ")"
-        case Not(arg=arg):
-            return f"NOT {describe(arg)}"
-        case In(arg=arg, values=values):
-            return f"{describe(arg)} IN ({', '.join(describe(v) for v in values)})"
-        case IsNull(arg=arg):
-            return f"{describe(arg)} IS NULL"
-        case Between(arg=arg, low=low, high=high):
-            return f"{describe(arg)} BETWEEN {describe(low)} AND {describe(high)}"
-        case Negate(arg=arg):
-            return f"-{describe(arg)}"
-        case Cast(arg=arg, to=to):
-            return f"CAST({describe(arg)} AS {to})"
-    return repr(e)
+    return _Describe().visit(e)
 
 
 def describe_aggregate(a: Aggregate) -> str:

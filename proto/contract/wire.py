@@ -36,6 +36,7 @@ from .plan import (
     Or,
     Overflow,
     Plan,
+    PlanVisitor,
 )
 
 _SIMPLE_TYPES = {
@@ -204,47 +205,89 @@ def _int64(count: int, t: pa.DataType) -> int:
 
 
 def expr_to_proto(e: Expr) -> pb.Expr:
-    msg = pb.Expr()
-    if e.result_type is not None and not isinstance(e, Literal):
+    return _ToProto().visit(e)
+
+
+def _node(e: Expr) -> pb.Expr:
+    """A message for `e` with its overflow mode and result type (a literal's is its own)."""
+    msg = pb.Expr(overflow=_OVERFLOW[e.overflow])
+    if e.result_type is not None:
         msg.result_type.arrow = type_to_string(e.result_type)
-    msg.overflow = _OVERFLOW[e.overflow]
-    match e:
-        case Column(name=name):
-            msg.column.name = name
-        case Literal():
-            msg.literal.CopyFrom(literal_to_proto(e))
-        case Compare(op=op, left=left, right=right):
-            msg.compare.op = _COMPARE[op]
-            msg.compare.left.CopyFrom(expr_to_proto(left))
-            msg.compare.right.CopyFrom(expr_to_proto(right))
-        case And(args=args):
-            msg.__getattribute__("and").args.extend(expr_to_proto(a) for a in args)
-        case Or(args=args):
-            msg.__getattribute__("or").args.extend(expr_to_proto(a) for a in args)
-        case Not(arg=arg):
-            msg.__getattribute__("not").arg.CopyFrom(expr_to_proto(arg))
-        case In(arg=arg, values=values):
-            node = msg.__getattribute__("in")
-            node.arg.CopyFrom(expr_to_proto(arg))
-            node.values.extend(literal_to_proto(v) for v in values)
-        case IsNull(arg=arg):
-            msg.is_null.arg.CopyFrom(expr_to_proto(arg))
-        case Between(arg=arg, low=low, high=high):
-            msg.between.arg.CopyFrom(expr_to_proto(arg))
-            msg.between.low.CopyFrom(expr_to_proto(low))
-            msg.between.high.CopyFrom(expr_to_proto(high))
-        case Arith(op=op, left=left, right=right):
-            msg.arith.op = _ARITH[op]
-            msg.arith.left.CopyFrom(expr_to_proto(left))
-            msg.arith.right.CopyFrom(expr_to_proto(right))
-        case Negate(arg=arg):
-            msg.negate.arg.CopyFrom(expr_to_proto(arg))
-        case Cast(arg=arg, to=to):
-            msg.cast.arg.CopyFrom(expr_to_proto(arg))
-            msg.cast.to.arrow = type_to_string(to)
-        case _:
-            raise PlanInvalid(f"cannot encode expression {e!r}")
     return msg
+
+
+class _ToProto(PlanVisitor[pb.Expr]):
+    def column(self, e: Column) -> pb.Expr:
+        msg = _node(e)
+        msg.column.name = e.name
+        return msg
+
+    def literal(self, e: Literal) -> pb.Expr:
+        msg = pb.Expr(overflow=_OVERFLOW[e.overflow])
+        msg.literal.CopyFrom(literal_to_proto(e))
+        return msg
+
+    def compare(self, e: Compare, left: pb.Expr, right: pb.Expr) -> pb.Expr:
+        msg = _node(e)
+        msg.compare.op = _COMPARE[e.op]
+        msg.compare.left.CopyFrom(left)
+        msg.compare.right.CopyFrom(right)
+        return msg
+
+    def and_(self, e: And, args: list[pb.Expr]) -> pb.Expr:
+        msg = _node(e)
+        getattr(msg, "and").args.extend(args)  # `and`, `or`, `not`, `in` are Python keywords
+        return msg
+
+    def or_(self, e: Or, args: list[pb.Expr]) -> pb.Expr:
+        msg = _node(e)
+        getattr(msg, "or").args.extend(args)
+        return msg
+
+    def not_(self, e: Not, arg: pb.Expr) -> pb.Expr:
+        msg = _node(e)
+        getattr(msg, "not").arg.CopyFrom(arg)
+        return msg
+
+    def in_(self, e: In, arg: pb.Expr) -> pb.Expr:
+        msg = _node(e)
+        node = getattr(msg, "in")
+        node.arg.CopyFrom(arg)
+        node.values.extend(literal_to_proto(v) for v in e.values)
+        return msg
+
+    def is_null(self, e: IsNull, arg: pb.Expr) -> pb.Expr:
+        msg = _node(e)
+        msg.is_null.arg.CopyFrom(arg)
+        return msg
+
+    def between(self, e: Between, arg: pb.Expr, low: pb.Expr, high: pb.Expr) -> pb.Expr:
+        msg = _node(e)
+        msg.between.arg.CopyFrom(arg)
+        msg.between.low.CopyFrom(low)
+        msg.between.high.CopyFrom(high)
+        return msg
+
+    def arith(self, e: Arith, left: pb.Expr, right: pb.Expr) -> pb.Expr:
+        msg = _node(e)
+        msg.arith.op = _ARITH[e.op]
+        msg.arith.left.CopyFrom(left)
+        msg.arith.right.CopyFrom(right)
+        return msg
+
+    def negate(self, e: Negate, arg: pb.Expr) -> pb.Expr:
+        msg = _node(e)
+        msg.negate.arg.CopyFrom(arg)
+        return msg
+
+    def cast(self, e: Cast, arg: pb.Expr) -> pb.Expr:
+        msg = _node(e)
+        msg.cast.arg.CopyFrom(arg)
+        msg.cast.to.arrow = type_to_string(e.to)
+        return msg
+
+    def unsupported(self, e: Expr) -> pb.Expr:
+        raise PlanInvalid(f"cannot encode expression {e!r}")
 
 
 def expr_from_proto(msg: pb.Expr, max_depth: int = 64) -> Expr:

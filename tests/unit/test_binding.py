@@ -9,8 +9,19 @@ import pyarrow as pa
 import pytest
 
 from bpfstore.contract.binding import bind, bind_plan, common_type, literal_type, partial_type
+from bpfstore.contract.bound import BoundCompare, BoundExpr, BoundLiteral
 from bpfstore.contract.errors import PlanInvalid
-from bpfstore.contract.plan import AggFunc, Aggregate, Literal, Plan, col, lit
+from bpfstore.contract.plan import (
+    AggFunc,
+    Aggregate,
+    Compare,
+    CompareOp,
+    Plan,
+    col,
+    describe,
+    lit,
+    walk,
+)
 
 SCHEMA = pa.schema({
     "i8": pa.int8(), "i32": pa.int32(), "i64": pa.int64(), "u64": pa.uint64(),
@@ -68,7 +79,7 @@ def test_literal_types(value, expected) -> None:
 
 def test_literals_are_coerced_to_the_comparison_type() -> None:
     bound = bind(col("d") >= "1994-01-01", SCHEMA)
-    assert bound.right == Literal(dt.date(1994, 1, 1), result_type=pa.date32())
+    assert bound.right == BoundLiteral(dt.date(1994, 1, 1), result_type=pa.date32())
     bound = bind(col("dec") < 24, SCHEMA)
     assert bound.right.value == D.Decimal("24.00")
 
@@ -120,3 +131,31 @@ def test_explicit_result_type_wins() -> None:
     typed = type(e)(e.op, e.left, e.right, result_type=pa.decimal128(38, 6))
     assert bind(typed, SCHEMA).result_type == pa.decimal128(38, 6)
     assert bind(lit(5, pa.int8()), SCHEMA).result_type == pa.int8()
+
+
+BOUND_CASES = [
+    lit(5) < col("i32"),
+    (col("i32") + 1 > 2) | ~col("s").is_null(),
+    col("d").between("1994-01-01", "1995-01-01"),
+    col("i32").isin([1, None, 3]) & (-col("i32") < 0),
+    col("i32").cast(pa.float64()) / 2 > 0.5,
+]
+
+
+@pytest.mark.parametrize("e", BOUND_CASES)
+def test_every_bound_node_is_a_bound_class_with_a_type(e) -> None:
+    for node in walk(bind(e, SCHEMA)):
+        assert isinstance(node, BoundExpr), node
+        assert node.result_type is not None, node
+
+
+@pytest.mark.parametrize(("e", "want"), [
+    (lit(5) < col("i32"), "(i32 > 5)"),
+    (Compare(CompareOp.GE, lit(5), col("i32")), "(i32 <= 5)"),
+    (Compare(CompareOp.EQ, lit(5), col("i32") + 1), "((i32 + 1) = 5)"),
+    (Compare(CompareOp.LT, col("i32"), lit(5)), "(i32 < 5)"),
+])
+def test_a_literal_is_bound_on_the_right(e, want) -> None:
+    bound = bind(e, SCHEMA)
+    assert isinstance(bound, BoundCompare) and isinstance(bound.right, BoundLiteral)
+    assert describe(bound) == want

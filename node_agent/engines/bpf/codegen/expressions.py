@@ -4,6 +4,7 @@ expressions become C code with their decimal scale and proven [min, max] bounds 
 from __future__ import annotations
 
 import ast
+import math
 import re
 from typing import Any
 
@@ -11,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bpfstore.contract import decimals
+from bpfstore.contract.bound import column_literal, column_of, column_range
 from bpfstore.contract.errors import Unsupported
 from bpfstore.contract.plan import (
     And,
@@ -28,6 +30,7 @@ from bpfstore.contract.plan import (
     Negate,
     Not,
     Or,
+    PlanVisitor,
     columns_of,
     describe,
 )
@@ -41,6 +44,8 @@ class Expressions(Windows):
     """Predicate terms and integer expressions of one program."""
 
     def term(self, e: Expr) -> None:
+        """One conjunct of the filter: a window on a column where it is one, else a word.
+        Bound comparisons have their literal on the right: one shape (contract/bound.py)."""
         match e:
             case Literal(value=True):
                 return
@@ -55,18 +60,13 @@ class Expressions(Windows):
                 self.readable(name)
                 if self.nullable(name):
                     self.predicate.append(f"sel &= 0 - {self.valid_bit(name)};")
-            case Compare(op=CompareOp.EQ, left=Column(name=name), right=Literal(value=str(v))) \
-                    | Compare(op=CompareOp.EQ, left=Literal(value=str(v)), right=Column(name=name)):
+            case Compare(op=CompareOp.EQ, left=Column(name=name), right=Literal(value=str(v))):
                 self.code_window(name, v, e)
             case Compare(op=op, left=Column(name=name), right=Literal(value=v)) \
                     if v is not None and op is not CompareOp.NE and not isinstance(v, str):
                 self.window(name, *compare_bounds(op, v, self.schema.field(name).type), e)
-            case Compare(op=op, left=Literal(value=v), right=Column(name=name)) \
-                    if v is not None and op is not CompareOp.NE and not isinstance(v, str):
-                self.window(name, *compare_bounds(op.flipped(), v, self.schema.field(name).type),
-                            e)
-            case Between(arg=Column(name=name), low=Literal(value=lo), high=Literal(value=hi)) \
-                    if lo is not None and hi is not None:
+            case Between() if (r := column_range(e)) is not None:
+                name, lo, hi = r
                 t = self.schema.field(name).type
                 lo_b = compare_bounds(CompareOp.GE, lo, t)[0]
                 hi_b = compare_bounds(CompareOp.LE, hi, t)[1]
@@ -85,54 +85,7 @@ class Expressions(Windows):
     # negation, so false is simply "not true".
 
     def truth(self, e: Expr) -> tuple[str, str]:
-        sql = self.dialect is Dialect.SQL
-        match e:
-            case Literal(value=bool(v)):
-                return ("~0ULL", "0ULL") if v else ("0ULL", "~0ULL")
-            case And(args=args):
-                parts = [self.truth(a) for a in args]
-                t = " & ".join(f"({p[0]})" for p in parts)
-                f = " | ".join(f"({p[1]})" for p in parts)
-                return t, (f if sql else f"~({t})")
-            case Or(args=args):
-                parts = [self.truth(a) for a in args]
-                t = " | ".join(f"({p[0]})" for p in parts)
-                f = " & ".join(f"({p[1]})" for p in parts)
-                return t, (f if sql else f"~({t})")
-            case Not(arg=arg):
-                t, f = self.truth(arg)
-                return f, t
-            case IsNull(arg=Column(name=name)):
-                self.readable(name)
-                valid = self.valid_bit(name) if self.nullable(name) else None
-                if valid is None:
-                    return "0ULL", "~0ULL"
-                return f"(0 - ({valid} ^ 1))", f"(0 - {valid})"
-            case Compare(op=op, left=Column(name=name), right=Literal(value=v)) \
-                    if v is not None:
-                return self.compare_word(name, op, v)
-            case Compare(op=op, left=Literal(value=v), right=Column(name=name)) \
-                    if v is not None:
-                return self.compare_word(name, op.flipped(), v)
-            case Between(arg=Column(name=name), low=Literal(value=lo), high=Literal(value=hi)) \
-                    if lo is not None and hi is not None:
-                t = self.schema.field(name).type
-                window = self.window_word(name, compare_bounds(CompareOp.GE, lo, t)[0],
-                                          compare_bounds(CompareOp.LE, hi, t)[1])
-                return self.known(name, window)
-            case In(arg=Column(name=name), values=values):
-                present = [v.value for v in values if v.value is not None]
-                words = [self.compare_word(name, CompareOp.EQ, v)[0] for v in present] or ["0ULL"]
-                t = " | ".join(f"({w})" for w in words)
-                valid = self.valid_bit(name) if self.nullable(name) else None
-                has_null = len(present) < len(values)
-                if not sql:  # pandas' isin matches missing values when the list holds None
-                    return (f"({t}) | (0 - ({valid} ^ 1))" if valid and has_null else t), \
-                        f"~({t})"
-                if has_null:  # x IN (..., NULL) is never certainly false
-                    return t, "0ULL"
-                return t, (f"~({t}) & (0 - {valid})" if valid else f"~({t})")
-        raise Unsupported(f"bpf: filter {describe(e)} is not a test of columns against literals")
+        return _need(_Truth(self).visit(e), e)
 
     def compare_word(self, name: str, op: CompareOp, v: Any) -> tuple[str, str]:
         t = self.schema.field(name).type
@@ -161,9 +114,108 @@ class Expressions(Windows):
 
     def expr(self, e: Expr) -> tuple[str, int, tuple[int, int]]:
         """C code of an integer expression, its decimal scale, and proven [min, max]."""
-        code, scale, bounds = self._expr(e)
+        if column_of(e) is None and any(pa.types.is_floating(self.schema.field(n).type)
+                                        for n in columns_of([e])):
+            raise Unsupported(f"bpf: float arithmetic in {describe(e)} runs on arrow")
+        return _Integer(self).visit(e)
+
+
+Words = tuple[str, str] | None  # (certainly true, certainly false); None: not a predicate
+
+
+def _need(words: Words, e: Expr) -> tuple[str, str]:
+    if words is None:
+        raise Unsupported(f"bpf: filter {describe(e)} is not a test of columns against literals")
+    return words
+
+
+class _Truth(PlanVisitor[Words]):
+    """The two words of a predicate, children first; operands (columns, non-boolean
+    literals, arithmetic) give None, which only a comparison's own test may consume."""
+
+    def __init__(self, x: Expressions) -> None:
+        self.x = x
+        self.sql = x.dialect is Dialect.SQL
+
+    def unsupported(self, e: Expr) -> Words:
+        return None
+
+    def literal(self, e: Literal) -> Words:
+        if not isinstance(e.value, bool):
+            return None
+        return ("~0ULL", "0ULL") if e.value else ("0ULL", "~0ULL")
+
+    def and_(self, e: And, args: list[Words]) -> Words:
+        parts = [_need(w, a) for w, a in zip(args, e.args, strict=True)]
+        t = " & ".join(f"({p[0]})" for p in parts)
+        f = " | ".join(f"({p[1]})" for p in parts)
+        return t, (f if self.sql else f"~({t})")
+
+    def or_(self, e: Or, args: list[Words]) -> Words:
+        parts = [_need(w, a) for w, a in zip(args, e.args, strict=True)]
+        t = " | ".join(f"({p[0]})" for p in parts)
+        f = " & ".join(f"({p[1]})" for p in parts)
+        return t, (f if self.sql else f"~({t})")
+
+    def not_(self, e: Not, arg: Words) -> Words:
+        t, f = _need(arg, e.arg)
+        return f, t
+
+    def is_null(self, e: IsNull, arg: Words) -> Words:
+        name = column_of(e.arg)
+        if name is None:
+            return _need(None, e)
+        self.x.readable(name)
+        valid = self.x.valid_bit(name) if self.x.nullable(name) else None
+        if valid is None:
+            return "0ULL", "~0ULL"
+        return f"(0 - ({valid} ^ 1))", f"(0 - {valid})"
+
+    def compare(self, e: Compare, left: Words, right: Words) -> Words:
+        match column_literal(e):
+            case (name, op, v):
+                return self.x.compare_word(name, op, v)
+        return _need(None, e)
+
+    def between(self, e: Between, arg: Words, low: Words, high: Words) -> Words:
+        match column_range(e):
+            case (name, lo, hi):
+                t = self.x.schema.field(name).type
+                window = self.x.window_word(name, compare_bounds(CompareOp.GE, lo, t)[0],
+                                            compare_bounds(CompareOp.LE, hi, t)[1])
+                return self.x.known(name, window)
+        return _need(None, e)
+
+    def in_(self, e: In, arg: Words) -> Words:
+        name = column_of(e.arg)
+        if name is None:
+            return _need(None, e)
+        present = [v.value for v in e.values if v.value is not None]
+        words = [self.x.compare_word(name, CompareOp.EQ, v)[0] for v in present] or ["0ULL"]
+        t = " | ".join(f"({w})" for w in words)
+        valid = self.x.valid_bit(name) if self.x.nullable(name) else None
+        has_null = len(present) < len(e.values)
+        if not self.sql:  # pandas' isin matches missing values when the list holds None or NaN
+            missing = has_null or any(isinstance(v, float) and math.isnan(v) for v in present)
+            return (f"({t}) | (0 - ({valid} ^ 1))" if valid and missing else t), f"~({t})"
+        if has_null:  # x IN (..., NULL) is never certainly false
+            return t, "0ULL"
+        return t, (f"~({t}) & (0 - {valid})" if valid else f"~({t})")
+
+
+Code = tuple[str, int, tuple[int, int]]  # C code, decimal scale, proven [min, max]
+
+
+class _Integer(PlanVisitor[Code]):
+    """An integer expression's code, children first (the caller refused float columns)."""
+
+    def __init__(self, x: Expressions) -> None:
+        self.x = x
+
+    def visit(self, e: Expr) -> Code:
+        code, scale, bounds = super().visit(e)
         want = e.result_type
-        if want is not None and pa.types.is_integer(want) and not isinstance(e, Column):
+        if want is not None and pa.types.is_integer(want) and column_of(e) is None:
             # the node's type may be narrower than the 64 bits computed here: statistics must
             # prove it cannot overflow that type either (else arrow raises, as SQL requires)
             lo_t, hi_t = int_range(want)
@@ -171,52 +223,53 @@ class Expressions(Windows):
                 raise Unsupported(f"bpf: {describe(e)} may overflow {want}")
         return code, scale, bounds
 
-    def _expr(self, e: Expr) -> tuple[str, int, tuple[int, int]]:
-        match e:
-            case Column(name=name):
-                return self.value(name), scale_of(self.schema.field(name).type), self.bounds(name)
-            case _ if any(pa.types.is_floating(self.schema.field(n).type)
-                          for n in _columns(e)):
-                raise Unsupported(f"bpf: float arithmetic in {describe(e)} runs on arrow")
-            case Literal(value=v) if v is not None and not isinstance(v, float):
-                t = e.result_type or pa.int64()
-                if not (pa.types.is_integer(t) or pa.types.is_decimal(t)):
-                    raise Unsupported(f"bpf: literal {v!r} of type {t}")
-                try:
-                    unscaled = decimals.unscaled(v, scale_of(t))
-                except ValueError:
-                    raise Unsupported(f"bpf: literal {v!r} is finer than {t}") from None
-                check_i64(unscaled, unscaled, e)
-                return f"({unscaled}LL)", scale_of(t), (unscaled, unscaled)
-            case Negate(arg=arg):
-                code, s, (lo, hi) = self.expr(arg)
-                check_i64(-hi, -lo, e)
-                return f"(-{code})", s, (-hi, -lo)
-            case Arith(op=op, left=left, right=right) if op is not ArithOp.DIV:
-                lc, ls, lb = self.expr(left)
-                rc, rs, rb = self.expr(right)
-                if op is ArithOp.MUL:
-                    products = [a * b for a in lb for b in rb]
-                    bounds = (min(products), max(products))
-                    code, scale = f"({lc} * {rc})", ls + rs
-                else:
-                    scale = max(ls, rs)
-                    lc, lb = rescaled(lc, lb, scale - ls, e)
-                    rc, rb = rescaled(rc, rb, scale - rs, e)
-                    if op is ArithOp.ADD:
-                        bounds, code = (lb[0] + rb[0], lb[1] + rb[1]), f"({lc} + {rc})"
-                    else:
-                        bounds, code = (lb[0] - rb[1], lb[1] - rb[0]), f"({lc} - {rc})"
-                check_i64(*bounds, e)
-                want = e.result_type
-                if want is not None and pa.types.is_decimal(want) and want.scale != scale:
-                    raise Unsupported(f"bpf: {describe(e)} is rescaled to {want}")
-                return code, scale, bounds
+    def unsupported(self, e: Expr) -> Code:
         raise Unsupported(f"bpf: expression {describe(e)}")
 
+    def column(self, e: Column) -> Code:
+        t = self.x.schema.field(e.name).type
+        return self.x.value(e.name), scale_of(t), self.x.bounds(e.name)
 
-def _columns(e: Expr) -> list[str]:
-    return columns_of([e])
+    def literal(self, e: Literal) -> Code:
+        v = e.value
+        if v is None or isinstance(v, float):
+            return self.unsupported(e)
+        t = e.result_type or pa.int64()
+        if not (pa.types.is_integer(t) or pa.types.is_decimal(t)):
+            raise Unsupported(f"bpf: literal {v!r} of type {t}")
+        try:
+            unscaled = decimals.unscaled(v, scale_of(t))
+        except ValueError:
+            raise Unsupported(f"bpf: literal {v!r} is finer than {t}") from None
+        check_i64(unscaled, unscaled, e)
+        return f"({unscaled}LL)", scale_of(t), (unscaled, unscaled)
+
+    def negate(self, e: Negate, arg: Code) -> Code:
+        code, s, (lo, hi) = arg
+        check_i64(-hi, -lo, e)
+        return f"(-{code})", s, (-hi, -lo)
+
+    def arith(self, e: Arith, left: Code, right: Code) -> Code:
+        if e.op is ArithOp.DIV:
+            return self.unsupported(e)
+        (lc, ls, lb), (rc, rs, rb) = left, right
+        if e.op is ArithOp.MUL:
+            products = [a * b for a in lb for b in rb]
+            bounds = (min(products), max(products))
+            code, scale = f"({lc} * {rc})", ls + rs
+        else:
+            scale = max(ls, rs)
+            lc, lb = rescaled(lc, lb, scale - ls, e)
+            rc, rb = rescaled(rc, rb, scale - rs, e)
+            if e.op is ArithOp.ADD:
+                bounds, code = (lb[0] + rb[0], lb[1] + rb[1]), f"({lc} + {rc})"
+            else:
+                bounds, code = (lb[0] - rb[1], lb[1] - rb[0]), f"({lc} - {rc})"
+        check_i64(*bounds, e)
+        want = e.result_type
+        if want is not None and pa.types.is_decimal(want) and want.scale != scale:
+            raise Unsupported(f"bpf: {describe(e)} is rescaled to {want}")
+        return code, scale, bounds
 
 
 def _constant(word: str) -> bool | None:
