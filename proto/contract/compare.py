@@ -203,8 +203,15 @@ def exact_form(op: CompareOp, e: BoundExpr, v: Any, t: pa.DataType) -> BoundExpr
     return _window_expr(e, window(op, v, t), t)
 
 
+def between_window(lo: Any, hi: Any, t: pa.DataType) -> Window:
+    """Stored values x of type `t` with lo <= x <= hi: the intersection of both windows, so
+    either one empty (x >= inf on an integer column) leaves nothing."""
+    (lo_ge, hi_ge), (lo_le, hi_le) = window(CompareOp.GE, lo, t), window(CompareOp.LE, hi, t)
+    return max(lo_ge, lo_le), min(hi_ge, hi_le)
+
+
 def exact_between(e: BoundExpr, lo: Any, hi: Any, t: pa.DataType) -> BoundExpr:
-    return _window_expr(e, (window(CompareOp.GE, lo, t)[0], window(CompareOp.LE, hi, t)[1]), t)
+    return _window_expr(e, between_window(lo, hi, t), t)
 
 
 def exact_in(e: BoundExpr, values: tuple[BoundLiteral, ...], t: pa.DataType) -> BoundExpr:

@@ -57,6 +57,7 @@ SQL = Dialect.SQL
 @example((pa.uint64(), [2**63], "in", EQ, [2**63, -1], SQL))
 @example((pa.float32(), [-0.0], "in", EQ, [0.0], SQL))
 @example((pa.int8(), [None], "compare", LE, [-1.7976931348623157e308], SQL))
+@example((pa.int8(), [127], "between", EQ, [math.inf, 127.0], SQL))  # an empty side
 def test_pruning_never_drops_a_row_the_engine_keeps(case) -> None:
     t, xs, form, op, lits, dialect = case
     where = filter_of(form, op, lits)

@@ -37,7 +37,7 @@ from bpfstore.contract.plan import (
 
 from .overflow import check_i64, int_range, rescaled
 from .typemap import scale_of
-from .windows import Windows, compare_bounds
+from .windows import Windows, between_bounds, compare_bounds
 
 
 class Expressions(Windows):
@@ -68,9 +68,7 @@ class Expressions(Windows):
             case Between() if (r := column_range(e)) is not None:
                 name, lo, hi = r
                 t = self.schema.field(name).type
-                lo_b = compare_bounds(CompareOp.GE, lo, t)[0]
-                hi_b = compare_bounds(CompareOp.LE, hi, t)[1]
-                self.window(name, lo_b, hi_b, e)
+                self.window(name, *between_bounds(lo, hi, t), e)
             case _:  # OR / NOT / IN / != and nested forms: a boolean word of their own
                 word = self.truth(e)[0]
                 constant = _constant(word)
@@ -181,8 +179,7 @@ class _Truth(PlanVisitor[Words]):
         match column_range(e):
             case (name, lo, hi):
                 t = self.x.schema.field(name).type
-                window = self.x.window_word(name, compare_bounds(CompareOp.GE, lo, t)[0],
-                                            compare_bounds(CompareOp.LE, hi, t)[1])
+                window = self.x.window_word(name, *between_bounds(lo, hi, t))
                 return self.x.known(name, window)
         return _need(None, e)
 

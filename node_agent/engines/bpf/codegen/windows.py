@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bpfstore.contract.binding import logical_type
-from bpfstore.contract.compare import window
+from bpfstore.contract.compare import between_window, window
 from bpfstore.contract.errors import Unsupported
 from bpfstore.contract.plan import CompareOp, Expr
 
@@ -25,6 +25,15 @@ def compare_bounds(op: CompareOp, v: Any, t: pa.DataType) -> tuple[float | int, 
         raise Unsupported("bpf: time-zone aware timestamp against a date column")
     try:
         return window(op, v, logical_type(t))
+    except ValueError as exc:
+        raise Unsupported(f"bpf: {exc}") from None
+
+
+def between_bounds(lo: Any, hi: Any, t: pa.DataType) -> tuple[float | int, float | int]:
+    """The integer window of stored values x with lo <= x <= hi (compare.between_window)."""
+    compare_bounds(CompareOp.GE, lo, t)  # the same refusals as a single comparison
+    try:
+        return between_window(lo, hi, logical_type(t))
     except ValueError as exc:
         raise Unsupported(f"bpf: {exc}") from None
 
