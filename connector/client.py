@@ -38,7 +38,7 @@ from bpfstore.contract.errors import (
     VersionGone,
     WriteConflict,
 )
-from bpfstore.contract.plan import Aggregate, Dialect, Expr, Plan
+from bpfstore.contract.plan import Aggregate, Dialect, EngineName, Expr, Plan
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc
 
@@ -337,10 +337,11 @@ class Client:
 
     def aggregate(self, dataset: str, aggregates: Sequence[FinalAggregate],
                   where: Expr | None = None, group_by: Sequence[str] = (),
-                  dialect: str | Dialect = "sql", engine: str = "auto",
+                  dialect: str | Dialect = "sql", engine: str | EngineName = "auto",
                   names: Sequence[str] | None = None) -> pa.Table:
         """Final aggregates, computed by the agents next to the data and merged exactly."""
         started = time.perf_counter()
+        engine = EngineName.parse(engine)
         plan_aggs, finishers = expand(list(aggregates), names)
 
         def run() -> pa.Table:
@@ -404,7 +405,7 @@ class Client:
         schema = desc.schema if not columns else pa.schema([desc.schema.field(c) for c in columns])
         return schema.empty_table()
 
-    def sql(self, text: str, engine: str = "auto") -> pa.Table:
+    def sql(self, text: str, engine: str | EngineName = "auto") -> pa.Table:
         from .sql import run_sql
 
         return run_sql(self, text, engine=engine)
@@ -416,13 +417,14 @@ class Client:
                            dialect: str | Dialect = "pandas", partitions: Sequence[str] = (),
                            desc: DatasetDescription | None = None,
                            report: QueryReport | None = None,
-                           engine: str = "auto") -> pa.Table:
+                           engine: str | EngineName = "auto") -> pa.Table:
         """Merged but unfinished partials of `partitions` (all when empty): the caller merges
         them further with `combine.merge_partials` and ends with `combine.finish`.
         `desc` (from an earlier `describe`) saves a DescribeDataset round per call and pins its
         versions: every call with it reads the same snapshot, or fails with VersionGone once
         an agent no longer keeps it (plan again with a new `describe`). `report`, when given,
         is filled instead of `last_report` (which concurrent callers share)."""
+        engine = EngineName.parse(engine)
         if desc is None:
             return _replanned(lambda: self.aggregate_partials(
                 dataset, aggregates, where, group_by, dialect, partitions,

@@ -47,6 +47,7 @@ from bpfstore.contract.plan import (
     Column,
     Compare,
     CompareOp,
+    EngineName,
     Expr,
     In,
     IsNull,
@@ -454,8 +455,9 @@ def _columns_used(tree: exp.Query, names: _Names) -> tuple[str, ...] | None:
 # ---------------------------------------------------------------- execution
 
 
-def run_sql(client: Any, text: str, engine: str = "auto") -> pa.Table:
+def run_sql(client: Any, text: str, engine: str | EngineName = EngineName.AUTO) -> pa.Table:
     """DuckDB's answer to `text` on the dataset, computed with pushdown where possible."""
+    engine = EngineName.parse(engine)
     tree, datasets = parse_query(text)
     if len(datasets) > 1 or _single_scan(tree) is not None:
         return _run_scans(client, text, tree, datasets)
@@ -468,8 +470,9 @@ def run_sql(client: Any, text: str, engine: str = "auto") -> pa.Table:
             return _tagged(_conform(_run_pushdown(client, query, schema, engine), expected),
                            "pushdown", None)
         except Unsupported as exc:  # the agents said no: read the rows instead
-            if engine != "auto":  # unless the user asked for that engine by name
-                raise SqlError(f"engine {engine!r} cannot run this query: {exc}") from None
+            if engine is not EngineName.AUTO:  # unless the user asked for it by name
+                raise SqlError(f"engine {engine.value!r} cannot run this query: {exc}") \
+                    from None
             query = dataclasses.replace(query, pushdown=False, reason=f"agent: {exc}")
     columns = list(query.columns) if query.columns is not None else None
     if columns == []:  # nothing but a row count is needed: read the narrowest thing there is
@@ -591,7 +594,8 @@ def _describe_dataset(client: Any, name: str) -> tuple[str, Any]:
         return matches[0].name, matches[0]
 
 
-def _run_pushdown(client: Any, query: SqlQuery, schema: pa.Schema, engine: str) -> pa.Table:
+def _run_pushdown(client: Any, query: SqlQuery, schema: pa.Schema,
+                  engine: EngineName) -> pa.Table:
     partials: list[Aggregate] = []
     for call in query.aggregates:  # avg(x) travels as sum(x) and count(x), shared when repeated
         parts = [Aggregate(AggFunc.SUM, call.arg), count(call.arg)] if isinstance(
