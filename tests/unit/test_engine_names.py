@@ -10,6 +10,7 @@ from bpfstore.connector.sql import run_sql
 from bpfstore.contract import wire
 from bpfstore.contract.plan import EngineName, Plan
 from bpfstore.node_agent.config import ENGINES
+from bpfstore.node_agent.engines.select import Engines
 
 CHOICES = "auto, arrow, bpf, bpf-hot, bpf-cold, bcc"
 
@@ -29,6 +30,8 @@ def test_an_unknown_name_is_refused_naming_the_choices(bad: str) -> None:
     assert len(str(info.value)) < 200  # a hostile name is not echoed whole
     with pytest.raises(ValueError, match="unknown engine"):
         Plan("d", engine=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown engine"):
+        Engines(bad, enable_bpf=False)
 
 
 def test_the_client_refuses_an_unknown_engine_before_any_call() -> None:

@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,15 +32,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bpfstore.contract import decimals
+from bpfstore.contract.binding import bind_plan
 from bpfstore.contract.combine import partial_schema
 from bpfstore.contract.compare import float_from_key
 from bpfstore.contract.errors import Unsupported, VerifierRejected
-from bpfstore.contract.plan import Dialect, Plan, columns_of
+from bpfstore.contract.plan import Dialect, EngineName, Plan, col, columns_of, count_star, sum_
 
 from ...budget import check_budget
 from ...stats import ColumnStats
 from .. import exact
-from ..arrow_engine import AggregateResult
+from ..base import Partition, Served, served
 from . import libbpf
 from .codegen import ACC_BYTES, BITS, Program, compile_plan
 
@@ -113,7 +115,7 @@ def _round_up(n: int) -> int:
 
 
 class BpfEngine:
-    name = "bpf"
+    name = EngineName.BPF
 
     def __init__(self, cache_dir: str, arena_bytes: int) -> None:
         self.clang = find_clang()
@@ -208,12 +210,17 @@ class BpfEngine:
 
     # -- running ---------------------------------------------------------------------------
 
-    def aggregate(self, table: pa.Table, plan: Plan, stats: dict[str, ColumnStats],
-                  key: tuple, path: str = "") -> tuple[AggregateResult, str]:
-        """Partials of one partition computed in the kernel, and the data path used ("hot"
-        or "cold"; "" lets the engine choose). Unsupported: the caller uses arrow."""
+    def aggregate(self, plan: Plan, partitions: Iterable[Partition],
+                  path: str = "") -> Iterator[Served]:
+        """Partials of each partition computed in the kernel, on data path `path` ("hot" or
+        "cold"; "" lets the engine choose per partition). Unsupported: the caller uses arrow."""
+        for part in partitions:
+            yield self.aggregate_one(plan, part, path)
+
+    def aggregate_one(self, plan: Plan, part: Partition, path: str = "") -> Served:
         if path and self.paths[path]:
             raise Unsupported(f"bpf {path} path unavailable: {self.paths[path]}")
+        table, stats, key = part.table, part.stats, part.key
         dictionaries = _dictionaries(table, plan)
         if not path:  # cached partitions run hot; others cold, while they are cached
             cached = not self.paths["hot"] and self._cached(table, plan, stats, key)
@@ -223,7 +230,7 @@ class BpfEngine:
         program = self._compile(plan, table, stats, dictionaries, key, path)
         schema = partial_schema(plan, table.schema)
         if program.empty:
-            return AggregateResult(_empty_partials(program, schema), table.num_rows, 0), path
+            return served(part, plan, _empty_partials(program, schema), 0, self.name, path)
         loaded = self._program(program)
         if program.groups and self.accumulators == 0:
             raise Unsupported("bpf: GROUP BY keeps accumulators in an arena (Linux >= 6.9)")
@@ -251,8 +258,8 @@ class BpfEngine:
             if words is not None:
                 partials = _grouped_partials(program, words.view(np.int64).copy(), schema,
                                              dictionaries)
-                return AggregateResult(partials, table.num_rows, ctx.count), path
-        return AggregateResult(_partials(program, ctx, schema), table.num_rows, ctx.count), path
+                return served(part, plan, partials, ctx.count, self.name, path)
+        return served(part, plan, _partials(program, ctx, schema), ctx.count, self.name, path)
 
     def _place(self, ctx: Any, program: Program, table: pa.Table, plan: Plan,
                key: tuple) -> None:
@@ -307,16 +314,14 @@ class BpfEngine:
 
     def _probe(self, path: str) -> str:
         """Load, run on known data, check the answer: "" when the path works, else why not."""
-        from bpfstore.contract.binding import bind_plan
-        from bpfstore.contract.plan import col, count_star, sum_
-
         table = pa.table({"x": pa.array([-(2**62), 5, 7, 2**62, 9], pa.int64())})
         stats = {"x": ColumnStats(0, -(2**62), 2**62)}
         plan = bind_plan(Plan("probe", filter=col("x") >= 5,
                               aggregates=(count_star(), sum_("x"))), table.schema)
         self.paths = {"hot": "", "cold": ""}  # let the probe run the path it names
         try:
-            got = self.aggregate(table, plan, stats, ("probe",), path)[0].partials.to_pylist()
+            got = self.aggregate_one(plan, Partition.of(table, stats, ("probe",)),
+                                     path).partials.to_pylist()
         except (Unsupported, VerifierRejected, OSError) as exc:
             log.warning("bpf %s path unavailable: %s", path, exc)
             return str(exc)
