@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bpfstore.contract.errors import BpfstoreError, DatasetNotFound
+from bpfstore.contract.plan import EngineName
 
 DEFAULT_AGENTS = "127.0.0.1:7340"
 
@@ -199,7 +200,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
     with _connect(args) as client:
         started = time.perf_counter()
-        answer = run_sql(client, args.query, engine=args.engine)
+        answer = run_sql(client, args.query, engine=EngineName.parse(args.engine))
         seconds = time.perf_counter() - started
     result, report = answer.table, answer.report
     path, reason = sql_path(result)
@@ -299,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sql", parents=[common], help="run a SELECT with pushdown")
     p.add_argument("query")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--engine", choices=("auto", "arrow", "bpf", "bcc"), default="auto")
+    p.add_argument("--engine", choices=[e.value for e in EngineName], default="auto")
     p.set_defaults(run=cmd_sql)
 
     p = sub.add_parser("drop", parents=[common], help="remove a dataset from every agent")

@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from bpfstore.contract.combine import FinalAggregate, Finisher, expand
-from bpfstore.contract.plan import Aggregate, Dialect, Expr, Plan
+from bpfstore.contract.plan import Aggregate, Dialect, EngineName, Expr, Plan
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Query:
     @classmethod
     def aggregate(cls, dataset: str, aggregates: Sequence[FinalAggregate],
                   where: Expr | None = None, group_by: Sequence[str] = (), *,
-                  dialect: str | Dialect = Dialect.SQL, engine: str = "auto",
+                  dialect: str | Dialect = Dialect.SQL, engine: str | EngineName = EngineName.AUTO,
                   names: Sequence[str] | None = None) -> Query:
         """Final aggregates (AVG included), named `names` or after the aggregates."""
         plan_aggs, finishers = expand(list(aggregates), names)
@@ -47,7 +47,8 @@ class Query:
     @classmethod
     def partials(cls, dataset: str, aggregates: Sequence[Aggregate], where: Expr | None = None,
                  group_by: Sequence[str] = (), *, partitions: Sequence[str] = (),
-                 dialect: str | Dialect = Dialect.SQL, engine: str = "auto") -> Query:
+                 dialect: str | Dialect = Dialect.SQL,
+                 engine: str | EngineName = EngineName.AUTO) -> Query:
         """Merged, unfinished partials: merge further with `combine.merge_partials`, end
         with `combine.finish`."""
         return cls(Plan(dataset, partitions=tuple(partitions), filter=where,

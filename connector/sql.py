@@ -46,6 +46,7 @@ from bpfstore.contract.plan import (
     Column,
     Compare,
     CompareOp,
+    EngineName,
     Expr,
     In,
     IsNull,
@@ -459,9 +460,11 @@ def _columns_used(tree: exp.Query, names: _Names) -> tuple[str, ...] | None:
 # ---------------------------------------------------------------- execution
 
 
-def run_sql(client: Any, text: str, engine: str = "auto") -> Result:
+def run_sql(client: Any, text: str, engine: str | EngineName = EngineName.AUTO
+            ) -> Result:
     """DuckDB's answer to `text` on the dataset, computed with pushdown where possible, and
     the report of the agent calls that made it."""
+    engine = EngineName.parse(engine)
     tree, datasets = parse_query(text)
     if len(datasets) > 1 or _single_scan(tree) is not None:
         return _run_scans(client, text, tree, datasets)
@@ -474,8 +477,9 @@ def run_sql(client: Any, text: str, engine: str = "auto") -> Result:
             table, report = _run_pushdown(client, query, schema, engine)
             return Result(_tagged(_conform(table, expected), "pushdown", None), report)
         except Unsupported as exc:  # the agents said no: read the rows instead
-            if engine != "auto":  # unless the user asked for that engine by name
-                raise SqlError(f"engine {engine!r} cannot run this query: {exc}") from None
+            if engine is not EngineName.AUTO:  # unless the user asked for it by name
+                raise SqlError(f"engine {engine.value!r} cannot run this query: {exc}") \
+                    from None
             query = dataclasses.replace(query, pushdown=False, reason=f"agent: {exc}")
     columns = list(query.columns) if query.columns is not None else None
     if columns == []:  # nothing but a row count is needed: read the narrowest thing there is
@@ -595,7 +599,7 @@ def _describe_dataset(client: Any, name: str) -> tuple[str, Any]:
         return matches[0].name, matches[0]
 
 
-def _run_pushdown(client: Any, query: SqlQuery, schema: pa.Schema, engine: str
+def _run_pushdown(client: Any, query: SqlQuery, schema: pa.Schema, engine: EngineName
                   ) -> tuple[pa.Table, QueryReport]:
     # avg(x) travels as sum(x) and count(x), shared when repeated
     partials, finishers = expand(query.aggregates, None)

@@ -6,9 +6,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bpfstore.contract.plan import EngineName
+
 from .limits import Quota
 
-ENGINES = ("auto", "arrow", "bpf", "bpf-hot", "bpf-cold", "bcc")
+ENGINES = tuple(e.value for e in EngineName)  # what --engine and the config file accept
 WRITE_MESSAGE_BYTES = 8 << 20  # room for the writers' pieces (connector: 1 MiB)
 PLAN_BYTES_PER_NODE = 64  # a plan node or IN value on the wire, with room to spare
 

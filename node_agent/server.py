@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import platform
@@ -21,25 +22,25 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from bpfstore.contract import wire
 from bpfstore.contract.binding import bind_plan, logical_type
-from bpfstore.contract.combine import merge_partials, partial_schema
 from bpfstore.contract.errors import DatasetNotFound, PlanInvalid
-from bpfstore.contract.plan import In, Literal, Plan, columns_of, walk
+from bpfstore.contract.plan import In, Literal, Plan, walk
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc
 
-from .auth import Gatekeeper, Grants, check_deadline, server_credentials
+from .auth import Gatekeeper, Grants, server_credentials
 from .budget import from_peer
 from .config import AgentConfig
+from .engines.base import Report
 from .engines.select import Engines
+from .executor import Executor
 from .limits import WriteLimits, check_plan_size
-from .metrics import AgentMetrics, RequestObserver, observe_partition
+from .metrics import AgentMetrics, RequestObserver
 from .rpc_errors import rpc_errors
-from .stats import answer_from_stats, decode, may_match, stats_partials
+from .stats import decode
 from .storage import (
     LOCAL_TXN,
     DatasetMeta,
     Storage,
-    iter_partitions,
     normalize_schema,
     validate_name,
 )
@@ -87,6 +88,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         self.grants = Grants(config.tenants)  # per dataset; Gatekeeper authenticates
         self.engines = Engines(config.engine, config.data_dir, config.bpf_arena_bytes,
                                enable_bpf=config.bpf)
+        self.executor = Executor(self.storage, self.engines)
         self.metrics = AgentMetrics()  # served by main.py when --metrics-listen is set
         # pyarrow imports pandas lazily the first time it converts Python values (~0.3 s):
         # pay that at start rather than in the first query.
@@ -104,7 +106,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                 kernel=f"{platform.system()} {platform.release()}",
                 engines=[pb.EngineStatus(name=s.name, available=s.available, reason=s.reason)
                          for s in self.engines.status],
-                default_engine=self.config.engine,
+                default_engine=self.engines.default.value,
                 limits=self.config.limits(),
             )
 
@@ -178,36 +180,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     def Aggregate(self, request: pb.AggregateRequest,
                   context: grpc.ServicerContext) -> pb.AggregateResponse:
         with rpc_errors(context, "Aggregate"), self._plan(request) as (plan, meta):
-            if not plan.aggregates:
-                raise PlanInvalid("Aggregate needs at least one aggregate")
-            self.engines.check(plan.engine)  # UNIMPLEMENTED now if it names a missing engine
-            partials, reports = [], []
-            for part in iter_partitions(meta, plan.partitions):
-                check_deadline()
-                start = time.perf_counter_ns()
-                report = pb.PartitionReport(partition=part.id)
-                if not may_match(plan.filter, part.stats, part.rows, meta.schema, plan.dialect):
-                    report.pruned, report.engine = True, "stats"
-                elif (values := answer_from_stats(plan, part.stats, part.rows, meta.schema)):
-                    partials.append(stats_partials(plan, values))
-                    report.engine = "stats"
-                else:
-                    table = self.storage.read(plan.dataset, part.id, meta)
-                    served = self.engines.aggregate(plan.engine, table, plan, part.stats,
-                                                    (plan.dataset, part.id, part.checksum))
-                    result = served.result
-                    report.engine, report.path, report.note = served.engine, served.path, \
-                        served.note
-                    partials.append(result.partials)
-                    report.rows_scanned = result.rows_scanned
-                    report.rows_matched = result.rows_matched
-                    report.bytes_scanned = _bytes_of(table, plan)
-                report.time_ns = time.perf_counter_ns() - start
-                reports.append(report)
-                observe_partition(report)
-            merged = merge_partials(partials, plan) if partials else \
-                partial_schema(plan, meta.schema).empty_table()
-            return pb.AggregateResponse(partials=ipc_bytes(merged), partitions=reports,
+            result = self.executor.aggregate(plan, meta)
+            return pb.AggregateResponse(partials=ipc_bytes(result.partials),
+                                        partitions=[_report(r) for r in result.reports],
                                         dataset_version=meta.version)
 
     def Scan(self, request: pb.ScanRequest,
@@ -217,27 +192,9 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                 raise PlanInvalid(f"batch_rows must be positive (0: the default), "
                                   f"not {request.batch_rows}")
             batch_rows = request.batch_rows or self.config.scan_batch_rows
-            for part in iter_partitions(meta, plan.partitions):
-                check_deadline()
-                start = time.perf_counter_ns()
-                report = pb.PartitionReport(partition=part.id, engine="arrow")
-                if not may_match(plan.filter, part.stats, part.rows, meta.schema, plan.dialect):
-                    report.pruned, report.engine = True, "stats"
-                    report.time_ns = time.perf_counter_ns() - start
-                    observe_partition(report)
-                    yield pb.ScanChunk(report=report)
-                    continue
-                table = self.storage.read(plan.dataset, part.id, meta)
-                matched = 0
-                for batch in self.engines.scan(table, plan, batch_rows):
-                    check_deadline()
-                    matched += batch.num_rows
-                    yield pb.ScanChunk(arrow_ipc=ipc_bytes(scan_batch(batch)))
-                report.rows_scanned, report.rows_matched = table.num_rows, matched
-                report.bytes_scanned = _bytes_of(table, plan)
-                report.time_ns = time.perf_counter_ns() - start
-                observe_partition(report)
-                yield pb.ScanChunk(report=report)
+            for out in self.executor.scan(plan, meta, batch_rows):
+                yield pb.ScanChunk(report=_report(out)) if isinstance(out, Report) else \
+                    pb.ScanChunk(arrow_ipc=ipc_bytes(scan_batch(out)))
 
     # -- writes --------------------------------------------------------------------------
 
@@ -392,12 +349,8 @@ def _peer_credentials(config: AgentConfig) -> grpc.ChannelCredentials | None:
                                         Path(config.tls_cert).read_bytes())
 
 
-def _bytes_of(table: pa.Table, plan: Plan) -> int:
-    """Bytes of column data the plan reads from this partition."""
-    projected = plan.columns or (() if plan.aggregates else tuple(table.column_names))
-    names = {*columns_of([plan.filter, *(a.arg for a in plan.aggregates)]), *plan.group_by,
-             *projected}
-    return sum(table.column(n).nbytes for n in names)
+def _report(report: Report) -> pb.PartitionReport:
+    return pb.PartitionReport(**dataclasses.asdict(report))
 
 
 def _dataset_info(meta: DatasetMeta, with_stats: bool) -> pb.DatasetInfo:

@@ -11,6 +11,7 @@ import pytest
 
 from bpfstore.connector import Client, Query, QueryReport
 from bpfstore.node_agent.config import AgentConfig
+from bpfstore.node_agent.engines.select import Engines
 from bpfstore.node_agent.server import create_server
 
 
@@ -34,7 +35,12 @@ def reported(client: Client, *args: Any, **kwargs: Any) -> tuple[pa.Table, Query
 def require_bpf(agent: RunningAgent, engine: str = "bpf") -> None:
     """Skip where the in-kernel engine (bpf, or bcc) cannot run; fail instead when
     BPFSTORE_REQUIRE_BPF=1 (CI), so bpf tests never skip silently where it should work."""
-    status = next(s for s in agent.service.engines.status if s.name == engine)
+    require_engine(agent.service.engines, engine)
+
+
+def require_engine(engines: Engines, engine: str) -> None:
+    """`require_bpf` for an agent's `Engines` used without a server."""
+    status = next(s for s in engines.status if s.name == engine)
     _require(engine, status.available, status.reason)
 
 

@@ -10,6 +10,7 @@ import dask
 import dask.dataframe as dd
 
 from bpfstore.contract.errors import PlanInvalid
+from bpfstore.contract.plan import EngineName
 
 from ..client import parse_agents
 from ..transport import Transport, resolve_transport
@@ -20,7 +21,8 @@ from .source import Source, client_for, scan_partition
 
 def read_bpfstore(dataset: str, agents: Sequence[str] | str | None = None, *,
                   columns: Sequence[str] | None = None, dtypes: str = "numpy",
-                  pushdown: bool = True, engine: str = "auto", aggregates: bool = True,
+                  pushdown: bool = True, engine: str | EngineName = "auto",
+                  aggregates: bool = True,
                   transport: Transport | None = None) -> Any:
     """One Dask partition per stored partition; filters, projections, arithmetic and
     aggregates in ordinary Dask code run on the agents when they can (see `explain`).
@@ -38,6 +40,7 @@ def read_bpfstore(dataset: str, agents: Sequence[str] | str | None = None, *,
     """
     if dtypes not in VIEWS:
         raise PlanInvalid(f"dtypes must be one of {VIEWS}, not {dtypes!r}")
+    engine = EngineName.parse(engine)
     names = tuple(parse_agents(agents))
     transport = transport if transport is not None else resolve_transport()
     desc = client_for(names, transport).describe(dataset)

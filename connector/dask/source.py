@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 from bpfstore.contract.errors import VersionGone
-from bpfstore.contract.plan import Dialect, Expr, Plan, columns_of
+from bpfstore.contract.plan import Dialect, EngineName, Expr, Plan, columns_of
 
 from ..client import DatasetDescription, client_for
 from ..query import Query, QueryReport
@@ -53,7 +53,7 @@ class Source:
     agents: tuple[str, ...]
     desc: DatasetDescription
     view: str  # "numpy" or "arrow" (see dtypes.py)
-    engine: str = "auto"  # the agents' engine for pushed-down aggregates
+    engine: EngineName = EngineName.AUTO  # the agents' engine for pushed-down aggregates
     aggregates: bool = True  # False: only filters, projections and arithmetic are pushed
     transport: Transport = PLAINTEXT  # TLS and token; travels to the workers with the tasks
 
@@ -115,7 +115,7 @@ class Source:
     def key(self) -> tuple[Any, ...]:
         # The version is part of every token: new data never reuses a cached result.
         return ("bpfstore", self.dataset, self.agents, self.version, self.view,
-                tuple(self.partition_ids), self.engine, self.aggregates,
+                tuple(self.partition_ids), self.engine.value, self.aggregates,
                 self.transport.identity())  # one caller's results are never another's
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:

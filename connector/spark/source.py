@@ -34,7 +34,7 @@ from pyspark.sql.datasource import (
 )
 
 from bpfstore.contract.errors import ArithmeticOverflow, PlanInvalid
-from bpfstore.contract.plan import AggFunc, Aggregate, Dialect, Expr, and_all, col
+from bpfstore.contract.plan import AggFunc, Aggregate, Dialect, EngineName, Expr, and_all, col
 
 from ..client import (
     Client,
@@ -129,7 +129,7 @@ class BpfstoreReader(DataSourceReader):  # type: ignore[misc]
         agg = _option(options, "bpfstore.agg")
         self.spec = AggSpec.parse(agg) if agg else None
         self.where: Expr | None = filter_from_option(_option(options, "bpfstore.filter"))
-        self.engine = _option(options, "engine", "auto") or "auto"
+        self.engine = EngineName.parse(_option(options, "engine", "auto") or "auto")
         self.per_task = _per_task(options)
         self.desc: DatasetDescription | None = None
 

@@ -1,13 +1,14 @@
 """The user-space engine: vectorized Arrow/numpy evaluation of any plan the proto can express.
 
-Input: a bound plan and a partition's table. Output: the partition's partial aggregates
-(group keys, then one column per aggregate; types from `binding.partial_type`) or its
-filtered, projected rows.
+Input: a bound plan and partitions. Output: each partition's partial aggregates (group keys,
+then one column per aggregate; types from `binding.partial_type`) or its filtered, projected
+rows. A partition is evaluated ARROW_STEP_ROWS rows at a time, the request's budget checked
+between slices; the slices' partials merge exactly, as partitions' do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -15,14 +16,17 @@ import pyarrow.compute as pc
 
 from bpfstore.contract import decimals
 from bpfstore.contract.binding import logical_type, partial_type
-from bpfstore.contract.combine import partial_schema
+from bpfstore.contract.combine import merge_partials, partial_schema
 from bpfstore.contract.floatkeys import float_from_key, float_keys, floats_from_keys
-from bpfstore.contract.plan import AggFunc, Aggregate, Dialect, Plan, columns_of
+from bpfstore.contract.plan import AggFunc, Aggregate, Dialect, EngineName, Plan, columns_of
 
+from ..budget import check_budget
 from . import exact
+from .base import Partition, Served, served
 from .evaluate import Evaluator, Val
 
 _NON_EMPTY = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
+ARROW_STEP_ROWS = 1 << 20  # rows evaluated at a time (~10-100 ms): a cancel is seen that soon
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,36 +37,60 @@ class AggregateResult:
 
 
 class ArrowEngine:
-    name = "arrow"
+    name = EngineName.ARROW
 
-    def aggregate(self, table: pa.Table, plan: Plan) -> AggregateResult:
-        """Partials of a bound plan over one partition."""
-        needed = columns_of([plan.filter, *(a.arg for a in plan.aggregates)]) + [
-            k for k in plan.group_by]
-        table = table.select(list(dict.fromkeys(needed)))
-        matched = self.filter(table, plan)
-        ev = Evaluator(matched, plan.dialect)
-        if plan.group_by:
-            partials = _grouped(ev, plan)
-        else:
-            partials = pa.Table.from_arrays(
-                [_scalar_partial(ev, a) for a in plan.aggregates],
-                schema=partial_schema(plan, table.schema))
-        return AggregateResult(partials, table.num_rows, matched.num_rows)
+    def aggregate(self, plan: Plan, partitions: Iterable[Partition]) -> Iterator[Served]:
+        for part in partitions:
+            yield self.aggregate_one(plan, part)
 
-    def filter(self, table: pa.Table, plan: Plan) -> pa.Table:
-        if plan.filter is None:
-            return table
-        mask = Evaluator(table, plan.dialect).predicate(plan.filter)
-        if isinstance(mask, pa.Scalar):
-            return table if mask.as_py() else table.slice(0, 0)
-        return table.filter(mask)  # null selects nothing (SQL WHERE keeps only TRUE)
+    def aggregate_one(self, plan: Plan, part: Partition) -> Served:
+        results = []
+        for piece in _slices(part.table):
+            check_budget()
+            results.append(aggregate_table(piece, plan))
+        partials = results[0].partials if len(results) == 1 else \
+            merge_partials([r.partials for r in results], plan)
+        return served(part, plan, partials, sum(r.rows_matched for r in results), self.name)
 
     def scan(self, table: pa.Table, plan: Plan, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """The partition's filtered, projected batches, a slice at a time."""
         columns = list(plan.columns) or table.column_names
         needed = list(dict.fromkeys(columns + columns_of([plan.filter])))
-        matched = self.filter(table.select(needed), plan).select(columns)
-        yield from matched.to_batches(max_chunksize=batch_rows)
+        for piece in _slices(table):
+            check_budget()
+            matched = filter_table(piece.select(needed), plan).select(columns)
+            yield from matched.to_batches(max_chunksize=batch_rows)
+
+
+def aggregate_table(table: pa.Table, plan: Plan) -> AggregateResult:
+    """Partials of a bound plan over a whole table at once (the oracle of the other engines)."""
+    needed = columns_of([plan.filter, *(a.arg for a in plan.aggregates)]) + [
+        k for k in plan.group_by]
+    table = table.select(list(dict.fromkeys(needed)))
+    matched = filter_table(table, plan)
+    ev = Evaluator(matched, plan.dialect)
+    if plan.group_by:
+        partials = _grouped(ev, plan)
+    else:
+        partials = pa.Table.from_arrays(
+            [_scalar_partial(ev, a) for a in plan.aggregates],
+            schema=partial_schema(plan, table.schema))
+    return AggregateResult(partials, table.num_rows, matched.num_rows)
+
+
+def filter_table(table: pa.Table, plan: Plan) -> pa.Table:
+    if plan.filter is None:
+        return table
+    mask = Evaluator(table, plan.dialect).predicate(plan.filter)
+    if isinstance(mask, pa.Scalar):
+        return table if mask.as_py() else table.slice(0, 0)
+    return table.filter(mask)  # null selects nothing (SQL WHERE keeps only TRUE)
+
+
+def _slices(table: pa.Table) -> Iterator[pa.Table]:
+    yield table.slice(0, ARROW_STEP_ROWS)
+    for start in range(ARROW_STEP_ROWS, table.num_rows, ARROW_STEP_ROWS):
+        yield table.slice(start, ARROW_STEP_ROWS)
 
 
 def _scalar_partial(ev: Evaluator, agg: Aggregate) -> pa.Array:

@@ -4,24 +4,23 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
-from bpfstore.contract.combine import merge_partials
 from bpfstore.contract.errors import Unsupported, VerifierRejected
-from bpfstore.contract.plan import Plan
+from bpfstore.contract.plan import EngineName, Plan
 
-from ..budget import check_budget
-from ..stats import ColumnStats
-from .arrow_engine import AggregateResult, ArrowEngine
+from .arrow_engine import ArrowEngine
+from .base import Engine, Partition, Served
+from .bcc import engine as bcc
+from .bpf.engine import BpfEngine
 
 log = logging.getLogger("bpfstore.agent")
 
-
-_FORCED_PATH = {"bpf-hot": "hot", "bpf-cold": "cold"}
-ARROW_STEP_ROWS = 1 << 20  # arrow evaluates a partition this many rows at a time (~10-100 ms)
+_BPF = (EngineName.BPF, EngineName.BPF_HOT, EngineName.BPF_COLD)
+if TYPE_CHECKING:  # mypy checks that every engine implements the protocol
+    _ENGINES: tuple[type[Engine], ...] = (ArrowEngine, BpfEngine, bcc.BccEngine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,27 +30,17 @@ class EngineStatus:
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Served:
-    result: AggregateResult
-    engine: str
-    path: str = ""
-    note: str = ""  # why a partition fell back to arrow
-
-
 class Engines:
     """The engines of one agent. `auto` uses bpf where it can run the plan, else arrow."""
 
-    def __init__(self, default: str = "auto", data_dir: str = "", arena_bytes: int = 1 << 30,
-                 enable_bpf: bool = True) -> None:
+    def __init__(self, default: str | EngineName = EngineName.AUTO, data_dir: str = "",
+                 arena_bytes: int = 1 << 30, enable_bpf: bool = True) -> None:
         self.arrow = ArrowEngine()
-        self.default = default
-        self.bpf = None
+        self.default = EngineName.parse(default)
+        self.bpf: BpfEngine | None = None
         reason = "disabled by configuration"
         if enable_bpf:
             try:
-                from .bpf.engine import BpfEngine
-
                 self.bpf = BpfEngine(os.path.join(data_dir, "bpf-cache"), arena_bytes)
             except (Unsupported, VerifierRejected, OSError) as exc:
                 reason = str(exc)
@@ -79,73 +68,48 @@ class Engines:
             return False, str(exc)
         return True, ""
 
-    def _bcc(self):  # noqa: ANN202 - bcc is imported only when used
-        from .bcc.engine import shared
+    def _bcc(self) -> bcc.BccEngine:
+        return bcc.shared()
 
-        return shared()
-
-    def check(self, requested: str) -> str:
+    def check(self, requested: EngineName) -> EngineName:
         """The engine a request runs on; Unsupported when it names one this node lacks."""
-        name = self.default if requested == "auto" else requested
-        if name in ("auto", "arrow"):
+        name = self.default if requested is EngineName.AUTO else requested
+        if name in (EngineName.AUTO, EngineName.ARROW):
             return name
-        if name == "bcc":
+        if name is EngineName.BCC:
             available, why = self._bcc_status()
-            if not available:
-                raise Unsupported(f"engine 'bcc' is not available on this node: {why}")
-            return name
-        for s in self._status:
-            if s.name == name:
-                if not s.available:
-                    raise Unsupported(f"engine {name!r} is not available on this node: "
-                                      f"{s.reason}")
-                return name
-        raise Unsupported(f"engine {name!r} is not available on this node")
+        else:
+            status = next(s for s in self._status if s.name == name.value)
+            available, why = status.available, status.reason
+        if not available:
+            raise Unsupported(f"engine {name.value!r} is not available on this node: {why}")
+        return name
 
-    def aggregate(self, requested: str, table: pa.Table, plan: Plan,
-                  stats: dict[str, ColumnStats], key: tuple) -> Served:
-        name = self.check(requested)
+    def aggregate(self, plan: Plan, partitions: Iterable[Partition]) -> Iterator[Served]:
+        """The `Engine` protocol over the engine the plan names, checked now (before any
+        partition is read): with auto, each partition falls back to arrow where bpf (or bcc)
+        cannot run the plan."""
+        name = self.check(plan.engine)
+        return (self._one(name, plan, part) for part in partitions)
+
+    def _one(self, name: EngineName, plan: Plan, part: Partition) -> Served:
         note = ""
-        if name in ("auto", "bpf", "bpf-hot", "bpf-cold") and self.bpf is not None:
-            path = _FORCED_PATH.get(name, "")  # "": the engine picks hot or cold
+        if name in (EngineName.AUTO, *_BPF) and self.bpf is not None:
             try:
-                result, used = self.bpf.aggregate(table, plan, stats, key, path)
-                return Served(result, "bpf", used)
+                return self.bpf.aggregate_one(plan, part, name.path)
             except (Unsupported, VerifierRejected) as exc:
-                if name != "auto":  # forced: say why instead of quietly using arrow
+                if name is not EngineName.AUTO:  # forced: say why instead of quietly using arrow
                     raise Unsupported(str(exc)) from None
                 note = str(exc)
         # bcc: when forced, or for auto where the SYSCALL engine is unavailable
-        if name == "bcc" or (name == "auto" and self.bpf is None and self._bcc_status()[0]):
+        if name is EngineName.BCC or (name is EngineName.AUTO and self.bpf is None
+                                      and self._bcc_status()[0]):
             try:
-                return Served(self._bcc().aggregate(table, plan, stats, key), "bcc", "read")
+                return self._bcc().aggregate_one(plan, part)
             except (Unsupported, VerifierRejected) as exc:
-                if name != "auto":
+                if name is not EngineName.AUTO:
                     raise Unsupported(str(exc)) from None
                 note = str(exc)
-        return Served(self._arrow_aggregate(table, plan), "arrow", "", note)
-
-    def _arrow_aggregate(self, table: pa.Table, plan: Plan) -> AggregateResult:
-        """Slices of ARROW_STEP_ROWS rows, the request's budget checked between them; the
-        slices' partials merge exactly, as partitions' do."""
-        results = []
-        for piece in _slices(table):
-            check_budget()
-            results.append(self.arrow.aggregate(piece, plan))
-        if len(results) == 1:
-            return results[0]
-        return AggregateResult(merge_partials([r.partials for r in results], plan),
-                               sum(r.rows_scanned for r in results),
-                               sum(r.rows_matched for r in results))
-
-    def scan(self, table: pa.Table, plan: Plan, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        """The partition's filtered, projected batches, a slice at a time (as aggregate)."""
-        for piece in _slices(table):
-            check_budget()
-            yield from self.arrow.scan(piece, plan, batch_rows)
-
-
-def _slices(table: pa.Table) -> Iterator[pa.Table]:
-    yield table.slice(0, ARROW_STEP_ROWS)
-    for start in range(ARROW_STEP_ROWS, table.num_rows, ARROW_STEP_ROWS):
-        yield table.slice(start, ARROW_STEP_ROWS)
+        result = self.arrow.aggregate_one(plan, part)
+        result.report.note = note
+        return result

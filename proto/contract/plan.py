@@ -31,6 +31,35 @@ class Dialect(enum.Enum):
     PANDAS = "pandas"
 
 
+class EngineName(enum.StrEnum):
+    """The engine a plan asks for; AUTO lets the agent choose (bpf where it can, else arrow).
+    A StrEnum: each member equals its name as users write it ("bpf-hot")."""
+
+    AUTO = "auto"
+    ARROW = "arrow"
+    BPF = "bpf"  # the SYSCALL engine, its data path chosen per partition
+    BPF_HOT = "bpf-hot"  # the SYSCALL engine over the arena column cache
+    BPF_COLD = "bpf-cold"  # the SYSCALL engine over the file's own buffers
+    BCC = "bcc"  # the read-path engine (kernels without SYSCALL programs)
+
+    @classmethod
+    def parse(cls, name: str | EngineName) -> EngineName:
+        """The engine a caller named (CLI, Spark option, client argument), once, at the edge."""
+        if isinstance(name, EngineName):
+            return name
+        try:
+            return cls(name)
+        except ValueError:
+            choices = ", ".join(e.value for e in cls)
+            raise ValueError(f"unknown engine {str(name)[:40]!r}; choose one of {choices}") \
+                from None
+
+    @property
+    def path(self) -> str:
+        """The bpf data path this name forces ("" when the engine chooses)."""
+        return {EngineName.BPF_HOT: "hot", EngineName.BPF_COLD: "cold"}.get(self, "")
+
+
 class CompareOp(enum.Enum):
     EQ = "="
     NE = "!="
@@ -237,7 +266,11 @@ class Plan:
     group_by: tuple[str, ...] = ()
     aggregates: tuple[Aggregate, ...] = ()
     dialect: Dialect = Dialect.SQL
-    engine: str = "auto"
+    engine: EngineName = EngineName.AUTO
+
+    def __post_init__(self) -> None:
+        # a caller may name the engine as a string ("bpf"): parsed here, once
+        object.__setattr__(self, "engine", EngineName.parse(self.engine))
 
 
 def col(name: str) -> Column:

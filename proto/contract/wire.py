@@ -27,6 +27,7 @@ from .plan import (
     Compare,
     CompareOp,
     Dialect,
+    EngineName,
     Expr,
     In,
     IsNull,
@@ -58,8 +59,9 @@ _ARITH = {ArithOp.ADD: pb.ADD, ArithOp.SUB: pb.SUB, ArithOp.MUL: pb.MUL, ArithOp
 _AGG = {AggFunc.COUNT_STAR: pb.COUNT_STAR, AggFunc.COUNT: pb.COUNT, AggFunc.SUM: pb.SUM,
         AggFunc.MIN: pb.MIN, AggFunc.MAX: pb.MAX}
 _DIALECT = {Dialect.SQL: pb.DIALECT_SQL, Dialect.PANDAS: pb.DIALECT_PANDAS}
-_ENGINE = {"auto": pb.ENGINE_AUTO, "arrow": pb.ENGINE_ARROW, "bpf": pb.ENGINE_BPF,
-           "bcc": pb.ENGINE_BCC, "bpf-hot": pb.ENGINE_BPF_HOT, "bpf-cold": pb.ENGINE_BPF_COLD}
+_ENGINE = {EngineName.AUTO: pb.ENGINE_AUTO, EngineName.ARROW: pb.ENGINE_ARROW,
+           EngineName.BPF: pb.ENGINE_BPF, EngineName.BCC: pb.ENGINE_BCC,
+           EngineName.BPF_HOT: pb.ENGINE_BPF_HOT, EngineName.BPF_COLD: pb.ENGINE_BPF_COLD}
 
 
 def _inverse(d: dict[Any, Any]) -> dict[Any, Any]:

@@ -33,7 +33,8 @@ from bpfstore.contract.plan import (
     min_,
     sum_,
 )
-from bpfstore.node_agent.engines.arrow_engine import ArrowEngine
+from bpfstore.node_agent.engines.arrow_engine import aggregate_table
+from bpfstore.node_agent.engines.base import Partition
 from bpfstore.node_agent.engines.bpf.engine import BpfEngine
 from bpfstore.node_agent.stats import column_stats
 from bpfstore.node_agent.storage import normalize
@@ -116,19 +117,19 @@ def test_bpf_partials_equal_arrow(engine, raw, where_terms, aggregates, group_by
     # every generated table needs its own (id() of a freed table can come back)
     key = ("t", next(KEYS))
     try:
-        expected = ArrowEngine().aggregate(table, plan).partials
+        expected = aggregate_table(table, plan).partials
     except Exception:  # e.g. an int8 product that overflows: arrow raises, bpf must refuse
         for path in ("hot", "cold"):
             with pytest.raises(Unsupported):
-                engine.aggregate(table, plan, stats, key, path)
+                engine.aggregate_one(plan, Partition.of(table, stats, key), path)
         return
     for path in ("hot", "cold"):  # both data paths, each equal to arrow
         try:
-            got, used = engine.aggregate(table, plan, stats, key, path)
+            got = engine.aggregate_one(plan, Partition.of(table, stats, key), path)
         except Unsupported:
             ran["refused"] += 1
             continue
-        assert used == path
+        assert got.report.path == path
         ran[path] += 1
         partials = got.partials
         if group_by:

@@ -21,6 +21,8 @@ from bpfstore.contract.errors import DeadlineExceeded
 from bpfstore.contract.plan import Plan
 from bpfstore.node_agent.budget import Budget
 from bpfstore.node_agent.budget import current as current_budget
+from bpfstore.node_agent.engines.arrow_engine import aggregate_table
+from bpfstore.node_agent.engines.base import Partition
 from bpfstore.node_agent.server import ipc_bytes
 from bpfstore.node_agent.stats import column_stats
 from bpfstore.node_agent.storage import Storage
@@ -110,12 +112,11 @@ def test_cancelled_request_stops_waiting_for_clang(slow_clang_agent: tuple[Runni
     threading.Timer(0.3, budget.cancelled.set).start()
     start = time.monotonic()
     with pytest.raises(DeadlineExceeded, match="cancelled"):
-        engines.aggregate("bpf-cold", table, plan, stats, ("d", "p0", "c"))
+        list(engines.aggregate(plan, [Partition.of(table, stats, ("d", "p0", "c"))]))
     assert time.monotonic() - start < BOUND  # it did not wait for the compile
     # the compile finished in the background: the next request of the shape uses it
     current_budget.set(None)
-    served = engines.aggregate("bpf-cold", table, plan, stats, ("d", "p0", "c"))
-    assert served.engine == "bpf"
-    assert served.result.partials.to_pylist() == \
-        engines.arrow.aggregate(table, plan).partials.to_pylist()
+    [served] = engines.aggregate(plan, [Partition.of(table, stats, ("d", "p0", "c"))])
+    assert served.report.engine == "bpf"
+    assert served.partials.to_pylist() == aggregate_table(table, plan).partials.to_pylist()
     assert calls.read_text().split() == ["run"]  # one clang run for both requests

@@ -19,7 +19,7 @@ from bpfstore.contract.plan import Compare, CompareOp, Dialect, Expr, col, descr
 from bpfstore.contract.wire import expr_from_proto, expr_to_proto
 from bpfstore.node_agent.engines.evaluate import Evaluator
 from bpfstore.node_agent.stats import column_stats, may_match
-from conftest import RunningAgent, require_bpf
+from conftest import RunningAgent, reported, require_bpf
 from oracle import to_duckdb
 
 pytestmark = pytest.mark.bpf
@@ -124,9 +124,9 @@ def test_bpf_equals_duckdb(table_client: Client, e: Expr, text: str, bpf: bool) 
         with pytest.raises(Unsupported):
             table_client.aggregate("expr_table", [count_star()], where=e, engine="bpf")
         return
-    got = table_client.aggregate("expr_table", [count_star()], where=e, engine="bpf")
+    got, report = reported(table_client, "expr_table", [count_star()], e, engine="bpf")
     assert got.column(0)[0].as_py() == duckdb_count(e)
-    assert {p.engine for p in table_client.last_report.partitions} <= {"bpf", "stats"}
+    assert {p.engine for p in report.partitions} <= {"bpf", "stats"}
 
 
 @pytest.mark.parametrize("engine", ["arrow", "bpf"])

@@ -14,7 +14,7 @@ import pytest
 
 from bpfstore.connector import Client, avg, col, count, count_star, max_, min_, sum_
 from bpfstore.contract.errors import Unsupported
-from conftest import require_bpf
+from conftest import reported, require_bpf
 from oracle import assert_same_rows, duckdb_answer
 
 INF, NAN = math.inf, math.nan
@@ -64,11 +64,10 @@ def test_float_edges_equal_duckdb(client: Client, agents: list, engine: str,
     for group_by, where in QUERIES:
         aggs = ORDER_AGGS if forced else AGGS
         what = f"{engine}, {partition_rows} rows/partition, by {group_by}, where {where}"
-        result = client.aggregate("float_edges", aggs, where=where, group_by=group_by,
-                                  engine=engine)
+        result, report = reported(client, "float_edges", aggs, where, group_by, engine=engine)
         if forced:  # it ran where asked (partitions pruned by statistics aside)
             path = ("bpf", engine.removeprefix("bpf-"))
-            assert {(p.engine, p.path) for p in client.last_report.partitions} <= {
+            assert {(p.engine, p.path) for p in report.partitions} <= {
                 path, ("stats", "")}, what
         ours = list(zip(*[c.to_pylist() for c in result.columns], strict=True))
         oracle = duckdb_answer(data, where, aggs, group_by)

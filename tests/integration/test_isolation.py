@@ -10,6 +10,7 @@ evaluates row by row (~80 us a row), seconds of work in one partition.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -34,8 +35,10 @@ from bpfstore.contract.plan import Arith, ArithOp, In, Literal, Overflow, Plan
 from bpfstore.node_agent.auth import hash_token
 from bpfstore.node_agent.budget import Budget
 from bpfstore.node_agent.budget import current as current_budget
-from bpfstore.node_agent.engines import select
+from bpfstore.node_agent.engines import arrow_engine
+from bpfstore.node_agent.engines.base import Partition, Served
 from bpfstore.node_agent.engines.bpf import engine as bpf_engine
+from bpfstore.node_agent.engines.select import Engines
 from bpfstore.node_agent.server import ipc_bytes
 from bpfstore.node_agent.stats import column_stats
 from bpfstore.v1 import agent_pb2 as pb
@@ -410,6 +413,13 @@ def _stepped_table(agent: RunningAgent) -> pa.Table:
     return storage.read("stepped", "p0")
 
 
+def _served(engines: Engines, engine: str, table: pa.Table, plan: Plan, key: tuple) -> Served:
+    """One partition through the agent's engines, as the executor hands them partitions."""
+    stats = {f: column_stats(table.column(f)) for f in table.column_names}
+    return next(engines.aggregate(dataclasses.replace(plan, engine=engine),
+                                  [Partition.of(table, stats, key)]))
+
+
 @pytest.mark.bpf
 @pytest.mark.parametrize("engine", ["arrow", "bpf-hot", "bpf-cold", "bcc"])
 def test_engines_stop_inside_a_partition_when_the_request_is_cancelled(
@@ -418,16 +428,15 @@ def test_engines_stop_inside_a_partition_when_the_request_is_cancelled(
         require_bpf(engines_agent, engine)
     engines = engines_agent.service.engines
     table = _stepped_table(engines_agent)
-    stats = {f: column_stats(table.column(f)) for f in table.column_names}
     plan = bind_plan(Plan("d", filter=col("y") > 3, aggregates=(count_star(), sum_("x"))),
                      table.schema)
     budget = Budget(time.monotonic() + 60)
     token = current_budget.set(budget)
     try:
-        engines.aggregate(engine, table, plan, stats, ("d", engine, "c"))  # runs
+        _served(engines, engine, table, plan, ("d", engine, "c"))  # runs
         budget.cancelled.set()
         with pytest.raises(DeadlineExceeded, match="cancelled"):
-            engines.aggregate(engine, table, plan, stats, ("d", engine, "c"))
+            _served(engines, engine, table, plan, ("d", engine, "c"))
     finally:
         current_budget.reset(token)
 
@@ -441,18 +450,17 @@ def test_stepped_evaluation_gives_the_whole_partitions_answer(
         require_bpf(engines_agent, engine)
     engines = engines_agent.service.engines
     table = _stepped_table(engines_agent)
-    stats = {f: column_stats(table.column(f)) for f in table.column_names}
     monkeypatch.setattr(bpf_engine, "RUN_ROWS", 1000)
-    monkeypatch.setattr(select, "ARROW_STEP_ROWS", 7777)
+    monkeypatch.setattr(arrow_engine, "ARROW_STEP_ROWS", 7777)
     for i, p in enumerate([
             Plan("d", filter=col("y") > 3, aggregates=(count_star(), sum_("x"), min_("x"),
                                                        max_("y"))),
             Plan("d", filter=col("y") < 100, aggregates=(count_star(), sum_("y")),
                  group_by=("g",))]):
         plan = bind_plan(p, table.schema)
-        served = engines.aggregate(engine, table, plan, stats, ("step", engine, str(i)))
-        assert served.engine == engine.split("-")[0]
-        whole = engines.arrow.aggregate(table, plan)  # one evaluation of the whole partition
-        assert sorted(served.result.partials.to_pylist(), key=str) == \
+        served = _served(engines, engine, table, plan, ("step", engine, str(i)))
+        assert served.report.engine == engine.split("-")[0]
+        whole = arrow_engine.aggregate_table(table, plan)  # the whole partition at once
+        assert sorted(served.partials.to_pylist(), key=str) == \
             sorted(whole.partials.to_pylist(), key=str)
-        assert served.result.rows_matched == whole.rows_matched
+        assert served.report.rows_matched == whole.rows_matched

@@ -13,7 +13,8 @@ from bpfstore.contract.binding import bind_plan
 from bpfstore.contract.combine import avg, expand, finish, merge_partials
 from bpfstore.contract.errors import ArithmeticOverflow
 from bpfstore.contract.plan import Dialect, Plan, col, count, count_star, max_, min_, sum_
-from bpfstore.node_agent.engines.arrow_engine import ArrowEngine
+from bpfstore.node_agent.engines.arrow_engine import ArrowEngine, aggregate_table
+from bpfstore.node_agent.engines.base import Partition
 from bpfstore.node_agent.storage import normalize
 
 I64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
@@ -62,11 +63,11 @@ def _rows(table: pa.Table) -> list:
 def test_split_partials_merge_to_the_whole(raw, cuts, dialect, group_by, where) -> None:
     table = normalize(raw)
     plan, finishers = _plan(table, dialect, group_by, where)
-    engine = ArrowEngine()
-    whole = engine.aggregate(table, plan).partials
+    whole = aggregate_table(table, plan).partials
     bounds = sorted({0, table.num_rows, *[c for c in cuts if c <= table.num_rows]})
-    pieces = [engine.aggregate(table.slice(a, b - a), plan).partials
-              for a, b in zip(bounds, bounds[1:], strict=False)]
+    pieces = [s.partials for s in ArrowEngine().aggregate(plan, [
+        Partition.of(table.slice(a, b - a), {}, ("t", str(a)))
+        for a, b in zip(bounds, bounds[1:], strict=False)])]
     if not pieces:
         return
     merged = merge_partials(pieces, plan)

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from bpfstore.contract.binding import bind_plan
 from bpfstore.contract.errors import PlanInvalid
 from bpfstore.contract.plan import Column, Compare, CompareOp, Dialect, Literal, Plan, count_star
-from bpfstore.node_agent.engines.arrow_engine import ArrowEngine
+from bpfstore.node_agent.engines.arrow_engine import aggregate_table
 from bpfstore.node_agent.stats import (
     ColumnStats,
     column_stats,
@@ -68,7 +68,7 @@ def test_pruning_never_drops_a_row_the_engine_keeps(case) -> None:
     except PlanInvalid:
         reject()  # e.g. a date column against a float: no comparison to make
     expected = oracle_count(form, op, xs, lits, t, dialect)
-    got = ArrowEngine().aggregate(table, plan).partials.column(0)[0].as_py()
+    got = aggregate_table(table, plan).partials.column(0)[0].as_py()
     assert got == expected, (plan.filter, xs)
     stats = {"x": column_stats(table.column("x"))}
     stats = {"x": ColumnStats(**json.loads(json.dumps(vars(stats["x"]))))}  # as stored

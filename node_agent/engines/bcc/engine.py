@@ -36,6 +36,7 @@ import subprocess
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -46,11 +47,11 @@ import pyarrow as pa
 from bpfstore.contract.binding import bind_plan
 from bpfstore.contract.combine import partial_schema
 from bpfstore.contract.errors import Unsupported
-from bpfstore.contract.plan import Plan, col, count, count_star, min_, sum_
+from bpfstore.contract.plan import EngineName, Plan, col, count, count_star, min_, sum_
 
 from ...budget import check_budget, unbudgeted
 from ...stats import ColumnStats
-from ..arrow_engine import AggregateResult
+from ..base import Partition, Served, served
 from ..bpf.codegen import BITS, READ_ROWS, Program, compile_plan, read_layout
 from ..bpf.engine import empty_partials, plan_dictionaries, read_partials
 
@@ -102,7 +103,7 @@ class _File:
 
 
 class BccEngine:
-    name = "bcc"
+    name = EngineName.BCC
 
     def __init__(self) -> None:
         self.BPF = _import_bcc()
@@ -173,13 +174,17 @@ class BccEngine:
 
     # -- running ---------------------------------------------------------------------------
 
-    def aggregate(self, table: pa.Table, plan: Plan, stats: dict[str, ColumnStats],
-                  key: tuple) -> AggregateResult:
-        """Partials of one partition reduced in the read path (Unsupported: use arrow)."""
+    def aggregate(self, plan: Plan, partitions: Iterable[Partition]) -> Iterator[Served]:
+        """Partials of each partition reduced in the read path (Unsupported: use arrow)."""
+        for part in partitions:
+            yield self.aggregate_one(plan, part)
+
+    def aggregate_one(self, plan: Plan, part: Partition) -> Served:
         if plan.group_by:
             raise Unsupported("bcc: GROUP BY keeps accumulators in an arena; it runs on arrow")
+        table = part.table
         try:
-            program = compile_plan(plan, table.schema, stats, table.num_rows,
+            program = compile_plan(plan, table.schema, part.stats, table.num_rows,
                                    plan_dictionaries(table, plan), "bcc")
         except Unsupported as exc:  # the shared generator's reasons, said for this engine
             raise Unsupported(f"bcc: {str(exc).removeprefix('bpf: ').removeprefix('bcc: ')}") \
@@ -189,15 +194,13 @@ class BccEngine:
                 raise Unsupported(f"bcc: float column {name!r} (order keys are not in the file)")
         schema = partial_schema(plan, table.schema)
         if program.empty:
-            return AggregateResult(empty_partials(program, schema), table.num_rows, 0)
+            return served(part, plan, empty_partials(program, schema), 0, self.name, "read")
         if not program.columns:  # COUNT(*) of every row: nothing to read
-            ctx = _Counts(table.num_rows)
-            partials = read_partials(program, ctx, schema)
-            return AggregateResult(partials, table.num_rows, ctx.count)
-        where = self._file(table, program, key)
-        loaded = self._program(program)
-        out = self._run(loaded, program, where)
-        return AggregateResult(read_partials(program, out, schema), table.num_rows, out.count)
+            out: Any = _Counts(table.num_rows)
+        else:
+            where = self._file(table, program, part.key)
+            out = self._run(self._program(program), program, where)
+        return served(part, plan, read_partials(program, out, schema), out.count, self.name, "read")
 
     def _run(self, loaded: _Loaded, program: Program, where: _File) -> Any:
         slots, reqs = loaded.bpf["slots"], loaded.bpf["reqs"]
@@ -295,7 +298,8 @@ class BccEngine:
                 w.write_table(table, max_chunksize=2500)
             mapped = pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
             try:
-                got = self.aggregate(mapped, plan, stats, ("probe",)).partials.to_pylist()
+                got = self.aggregate_one(plan, Partition.of(mapped, stats, ("probe",))
+                                         ).partials.to_pylist()
             except Unsupported as exc:
                 return str(exc)
             except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from concurrent import futures
 from importlib import resources
 from pathlib import Path
@@ -34,11 +35,11 @@ from bpfstore.contract.combine import partial_schema
 from bpfstore.contract.epoch import date_from_days
 from bpfstore.contract.errors import Unsupported, VerifierRejected
 from bpfstore.contract.floatkeys import float_from_key, float_keys
-from bpfstore.contract.plan import Dialect, Plan, col, columns_of, count_star, sum_
+from bpfstore.contract.plan import Dialect, EngineName, Plan, col, columns_of, count_star, sum_
 
 from ...budget import check_budget
 from ...stats import ColumnStats
-from ..arrow_engine import AggregateResult
+from ..base import Partition, Served, served
 from . import libbpf
 from .codegen import ACC_BYTES, BITS, Program, compile_plan, context_type
 
@@ -111,7 +112,7 @@ def _round_up(n: int) -> int:
 
 
 class BpfEngine:
-    name = "bpf"
+    name = EngineName.BPF
 
     def __init__(self, cache_dir: str, arena_bytes: int) -> None:
         self.clang = find_clang()
@@ -230,12 +231,17 @@ class BpfEngine:
 
     # -- running ---------------------------------------------------------------------------
 
-    def aggregate(self, table: pa.Table, plan: Plan, stats: dict[str, ColumnStats],
-                  key: tuple, path: str = "") -> tuple[AggregateResult, str]:
-        """Partials of one partition computed in the kernel, and the data path used ("hot"
-        or "cold"; "" lets the engine choose). Unsupported: the caller uses arrow."""
+    def aggregate(self, plan: Plan, partitions: Iterable[Partition],
+                  path: str = "") -> Iterator[Served]:
+        """Partials of each partition computed in the kernel, on data path `path` ("hot" or
+        "cold"; "" lets the engine choose per partition). Unsupported: the caller uses arrow."""
+        for part in partitions:
+            yield self.aggregate_one(plan, part, path)
+
+    def aggregate_one(self, plan: Plan, part: Partition, path: str = "") -> Served:
         if path and self.paths[path]:
             raise Unsupported(f"bpf {path} path unavailable: {self.paths[path]}")
+        table, stats, key = part.table, part.stats, part.key
         dictionaries = plan_dictionaries(table, plan)
         if not path:  # cached partitions run hot; others cold, while they are cached
             cached = not self.paths["hot"] and self._cached(table, plan, stats, key)
@@ -245,7 +251,7 @@ class BpfEngine:
         program = self._compile(plan, table, stats, dictionaries, key, path)
         schema = partial_schema(plan, table.schema)
         if program.empty:
-            return AggregateResult(empty_partials(program, schema), table.num_rows, 0), path
+            return served(part, plan, empty_partials(program, schema), 0, self.name, path)
         loaded = self._program(program)
         if program.groups and self.accumulators == 0:
             raise Unsupported("bpf: GROUP BY keeps accumulators in an arena (Linux >= 6.9)")
@@ -273,9 +279,8 @@ class BpfEngine:
             if words is not None:
                 partials = _grouped_partials(program, words.view(np.int64).copy(), schema,
                                              dictionaries)
-                return AggregateResult(partials, table.num_rows, ctx.count), path
-        partials = read_partials(program, ctx, schema)
-        return AggregateResult(partials, table.num_rows, ctx.count), path
+                return served(part, plan, partials, ctx.count, self.name, path)
+        return served(part, plan, read_partials(program, ctx, schema), ctx.count, self.name, path)
 
     def _place(self, ctx: Any, program: Program, table: pa.Table, plan: Plan,
                key: tuple) -> None:
@@ -336,7 +341,8 @@ class BpfEngine:
                               aggregates=(count_star(), sum_("x"))), table.schema)
         self.paths = {"hot": "", "cold": ""}  # let the probe run the path it names
         try:
-            got = self.aggregate(table, plan, stats, ("probe",), path)[0].partials.to_pylist()
+            got = self.aggregate_one(plan, Partition.of(table, stats, ("probe",)),
+                                     path).partials.to_pylist()
         except (Unsupported, VerifierRejected, OSError) as exc:
             log.warning("bpf %s path unavailable: %s", path, exc)
             return str(exc)
