@@ -17,6 +17,12 @@ SHA-256 when it is first opened (and again whenever the file changes): a corrupt
 reported (`PartitionCorrupt`), never served. Each dataset records the tenant that created it
 (`owner`); what a tenant's datasets hold is kept in memory and checked against its quota
 (limits.Quota) before a write is prepared.
+
+Writes normalize types for pushdown (`normalize`): decimals of precision <= 18 become
+`decimal64` (scaled int64), strings `dictionary<int32, string>` (one dictionary per file),
+dates and timestamps stay integers; files are written in 64K-row batches. The arrow engine
+evaluates decimal64 as scaled int64 (exact, and about ten times faster than Arrow's decimal
+kernels) and falls back to decimal128 where a product could overflow 64 bits.
 """
 
 from __future__ import annotations
