@@ -20,11 +20,12 @@ from bpfstore.contract.errors import PlanInvalid
 from bpfstore.contract.plan import EngineName, Plan
 
 from .auth import check_deadline
+from .catalog import DatasetMeta, PartitionMeta, iter_partitions
 from .engines.base import Partition, Report, bytes_read
 from .engines.select import Engines
 from .metrics import observe_partition
 from .stats import answer_from_stats, may_match, stats_partials
-from .storage import DatasetMeta, PartitionMeta, Storage, iter_partitions
+from .storage import Storage
 
 STATS = "stats"  # the report's engine for partitions pruned or answered by statistics
 

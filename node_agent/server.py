@@ -29,21 +29,17 @@ from bpfstore.v1 import agent_pb2_grpc
 
 from .auth import Gatekeeper, Grants, server_credentials
 from .budget import from_peer
+from .catalog import DatasetMeta, validate_name
 from .config import AgentConfig
 from .engines.base import Report
 from .engines.select import Engines
 from .executor import Executor
 from .limits import WriteLimits, check_plan_size
 from .metrics import AgentMetrics, RequestObserver
+from .normalize import normalize_schema
 from .rpc_errors import rpc_errors
 from .stats import decode
-from .storage import (
-    LOCAL_TXN,
-    DatasetMeta,
-    Storage,
-    normalize_schema,
-    validate_name,
-)
+from .storage import LOCAL_TXN, Storage
 
 log = logging.getLogger("bpfstore.agent")
 LIST_PAGE = 100  # datasets of a ListDatasets page when the request names no page_size ...

@@ -27,27 +27,22 @@ kernels) and falls back to decimal128 where a product could overflow 64 bits.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
-import functools
 import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, astuple, dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from bpfstore.contract.errors import (
     DatasetExists,
@@ -57,11 +52,10 @@ from bpfstore.contract.errors import (
     ResourceExhausted,
     VersionGone,
     WriteConflict,
-    shown,
 )
-from bpfstore.contract.wire import checked_timestamp
 
 from .budget import check_budget
+from .catalog import NAME_PATTERN, DatasetMeta, PartitionMeta, Prepared, validate_name
 from .limits import (
     Quota,
     Usage,
@@ -71,10 +65,10 @@ from .limits import (
     check_replicas,
     check_stream,
 )
-from .stats import ColumnStats, column_stats
+from .normalize import normalize
+from .stats import column_stats
 
 log = logging.getLogger("bpfstore.agent")
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 CATALOG = "_dataset.json"
 LOCAL_TXN = "local-"  # write ids of one-shot writes (`write`): aborted by a restart
 PREPARED = "_prepared.json"  # a write in phase one of its commit (see prepare)
@@ -83,143 +77,6 @@ RETENTION_SECONDS = 300.0  # a superseded version stays readable this long for p
 STAGE_TIMEOUT_SECONDS = 3600.0  # a staged write never prepared is dropped after this idle time
 BATCH_ROWS = 65536
 OPEN_PARTITIONS = 256  # memory-mapped partitions kept open between requests
-
-
-def validate_name(kind: str, name: str) -> str:
-    """Dataset and partition names: [A-Za-z0-9_.-], no path separators, no '..'."""
-    if not NAME_PATTERN.fullmatch(name or "") or ".." in name:
-        raise PlanInvalid(
-            f"invalid {kind} name {shown(name)}: use 1-128 characters from [A-Za-z0-9_.-], "
-            "not starting with '.' or '-', without '..'"
-        )
-    return name
-
-
-@dataclass
-class PartitionMeta:
-    id: str
-    rows: int
-    bytes: int
-    checksum: str
-    stats: dict[str, ColumnStats]
-    replicas: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["stats"] = {k: asdict(v) for k, v in self.stats.items()}
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> PartitionMeta:
-        stats = {k: ColumnStats(**v) for k, v in d.get("stats", {}).items()}
-        return cls(d["id"], d["rows"], d["bytes"], d["checksum"], stats, d.get("replicas", []))
-
-
-@dataclass
-class DatasetMeta:
-    name: str
-    schema: pa.Schema
-    version: int
-    created: str
-    partitions: list[PartitionMeta]
-    txns: list[str] = field(default_factory=list)  # the last HISTORY writes; newest last
-    owner: str = ""  # the tenant that created it: its quota counts the dataset
-
-    @property
-    def txn(self) -> str:
-        """The write that made this version."""
-        return self.txns[-1] if self.txns else ""
-
-    @functools.cached_property
-    def stored_bytes(self) -> int:
-        """Bytes of its partition files (a version never changes: summed once)."""
-        return sum(p.bytes for p in self.partitions)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "schema": base64.b64encode(self.schema.serialize().to_pybytes()).decode(),
-            "version": self.version,
-            "created": self.created,
-            "partitions": [p.to_json() for p in self.partitions],
-            "txns": self.txns,
-            "owner": self.owner,
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> DatasetMeta:
-        schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(d["schema"])))
-        parts = [PartitionMeta.from_json(p) for p in d["partitions"]]
-        return cls(d["name"], schema, d["version"], d["created"], parts, d.get("txns", []),
-                   d.get("owner", ""))
-
-    def partition(self, pid: str) -> PartitionMeta:
-        for p in self.partitions:
-            if p.id == pid:
-                return p
-        raise DatasetNotFound(f"dataset {self.name!r} has no partition {pid!r} on this agent")
-
-
-def _is_string(t: pa.DataType) -> bool:
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
-
-
-def normalize_schema_type(t: pa.DataType, name: str) -> pa.DataType:
-    """The stored type of a column: what the engines can walk directly. Only strings stay
-    dictionary-encoded; a dictionary of anything else is stored plain, so engines and
-    statistics see one representation of each value type (and its NaN and overflow rules)."""
-    if pa.types.is_dictionary(t):
-        return normalize_schema_type(t.value_type, name)
-    if pa.types.is_decimal(t):
-        if t.precision <= 18:
-            return pa.decimal64(t.precision, t.scale)
-        if t.precision <= 38:
-            return pa.decimal128(t.precision, t.scale)
-        raise PlanInvalid(f"column {shown(name)}: decimal precision {t.precision} exceeds 38")
-    if _is_string(t):
-        return pa.dictionary(pa.int32(), pa.string())
-    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t) or \
-            pa.types.is_fixed_size_binary(t):
-        return pa.binary()
-    if pa.types.is_date64(t):
-        return pa.date32()
-    if pa.types.is_timestamp(t):
-        return checked_timestamp(t, f"column {shown(name)}:")
-    if not _storable(t):
-        raise PlanInvalid(f"column {shown(name)}: type {t} is not supported (store it as "
-                          "integers, floats, decimals, strings, binary, dates or timestamps)")
-    return t
-
-
-def _storable(t: pa.DataType) -> bool:
-    return (pa.types.is_null(t) or pa.types.is_boolean(t) or pa.types.is_integer(t)
-            or pa.types.is_floating(t) or pa.types.is_binary(t) or pa.types.is_date32(t))
-
-
-def normalize(table: pa.Table) -> pa.Table:
-    """Cast to stored types, one dictionary per column, batches of BATCH_ROWS rows (the
-    request's budget checked between columns: a cancelled write stops here too)."""
-    if duplicated := sorted(n for n, k in Counter(table.schema.names).items() if k > 1):
-        raise PlanInvalid(f"duplicate column names: {shown(duplicated)}")
-    fields = [pa.field(f.name, normalize_schema_type(f.type, f.name))
-              for f in table.schema]
-    columns = []
-    for f, column in zip(fields, table.columns, strict=True):
-        check_budget()
-        if pa.types.is_dictionary(column.type) and not pa.types.is_dictionary(f.type):
-            column = column.cast(column.type.value_type)
-        if pa.types.is_dictionary(f.type):
-            # Encode the whole column at once: one dictionary per file, as the IPC file format
-            # needs (unifying per-chunk dictionaries afterwards is several times slower).
-            plain = pc.cast(column, f.type.value_type).combine_chunks()
-            column = pa.chunked_array([pc.dictionary_encode(plain).cast(f.type)])
-        elif pa.types.is_decimal(f.type) and f.type.bit_width == 64 and column.type != f.type:
-            column = column.cast(pa.decimal128(f.type.precision, f.type.scale)).cast(f.type)
-        else:
-            column = column.cast(f.type)
-        columns.append(column)
-    out = pa.Table.from_arrays(columns, schema=pa.schema(fields))
-    return out
 
 
 class Storage:
@@ -672,24 +529,6 @@ class Storage:
 
 
 @dataclass
-class Prepared:
-    """A write in phase one: the version it makes, and who decides whether it commits."""
-
-    txn: str
-    meta: DatasetMeta
-    primary: str  # the agent whose commit decides ("": this one)
-    prepared_at: float  # wall-clock seconds: survives restarts
-
-    def to_json(self) -> dict[str, Any]:
-        return {"txn": self.txn, "meta": self.meta.to_json(), "primary": self.primary,
-                "prepared_at": self.prepared_at}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Prepared:
-        return cls(d["txn"], DatasetMeta.from_json(d["meta"]), d["primary"], d["prepared_at"])
-
-
-@dataclass
 class _Staged:
     dataset: str
     schema: pa.Schema | None
@@ -772,15 +611,3 @@ def _schema_text(schema: pa.Schema) -> str:
     return "(" + ", ".join(f"{f.name}: {f.type}" for f in schema) + ")"
 
 
-def normalize_schema(schema: pa.Schema) -> pa.Schema:
-    """The stored schema of data of `schema`: what `normalize` makes of it."""
-    return pa.schema([pa.field(f.name, normalize_schema_type(f.type, f.name)) for f in schema])
-
-
-def iter_partitions(meta: DatasetMeta, wanted: Iterable[str]) -> Iterator[PartitionMeta]:
-    wanted = list(wanted)
-    if not wanted:
-        yield from meta.partitions
-        return
-    for pid in wanted:
-        yield meta.partition(pid)

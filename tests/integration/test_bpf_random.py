@@ -36,8 +36,8 @@ from bpfstore.contract.plan import (
 from bpfstore.node_agent.engines.arrow_engine import aggregate_table
 from bpfstore.node_agent.engines.base import Partition
 from bpfstore.node_agent.engines.bpf.engine import BpfEngine
+from bpfstore.node_agent.normalize import normalize
 from bpfstore.node_agent.stats import column_stats
-from bpfstore.node_agent.storage import normalize
 
 pytestmark = pytest.mark.bpf
 INT_TYPES = {"a8": (pa.int8(), -128, 127), "b16": (pa.int16(), -(2**15), 2**15 - 1),

@@ -26,11 +26,12 @@ from bpfstore.contract.plan import (
 from bpfstore.node_agent import metrics
 from bpfstore.node_agent.budget import Budget
 from bpfstore.node_agent.budget import current as current_budget
+from bpfstore.node_agent.catalog import DatasetMeta
 from bpfstore.node_agent.engines.base import Report
 from bpfstore.node_agent.engines.select import Engines
 from bpfstore.node_agent.executor import Executor
 from bpfstore.node_agent.server import ipc_bytes
-from bpfstore.node_agent.storage import DatasetMeta, Storage
+from bpfstore.node_agent.storage import Storage
 from conftest import require_engine
 
 STARTS = {"p0": 0, "p1": 5000, "p2": 10_000}  # partition -> first x; 1000 rows each

@@ -15,7 +15,7 @@ from bpfstore.contract.errors import ArithmeticOverflow
 from bpfstore.contract.plan import Dialect, Plan, col, count, count_star, max_, min_, sum_
 from bpfstore.node_agent.engines.arrow_engine import ArrowEngine, aggregate_table
 from bpfstore.node_agent.engines.base import Partition
-from bpfstore.node_agent.storage import normalize
+from bpfstore.node_agent.normalize import normalize
 
 I64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=False, width=64),

@@ -22,6 +22,7 @@ from bpfstore.contract.binding import bind_plan
 from bpfstore.contract.errors import PlanInvalid
 from bpfstore.contract.plan import Column, Compare, CompareOp, Dialect, Literal, Plan, count_star
 from bpfstore.node_agent.engines.arrow_engine import aggregate_table
+from bpfstore.node_agent.normalize import normalize
 from bpfstore.node_agent.stats import (
     ColumnStats,
     column_stats,
@@ -29,7 +30,6 @@ from bpfstore.node_agent.stats import (
     may_match,
     stored_timestamp,
 )
-from bpfstore.node_agent.storage import normalize
 
 
 def _table(t: pa.DataType, xs: list) -> pa.Table:

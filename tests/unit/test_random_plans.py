@@ -33,7 +33,7 @@ from bpfstore.contract.plan import (
     sum_,
 )
 from bpfstore.node_agent.engines.arrow_engine import aggregate_table
-from bpfstore.node_agent.storage import normalize
+from bpfstore.node_agent.normalize import normalize
 from oracle import assert_same_rows, duckdb_answer
 
 SMALL_INTS = st.integers(min_value=-1000, max_value=1000)

@@ -16,7 +16,8 @@ from bpfstore.contract.errors import (
     VersionGone,
     WriteConflict,
 )
-from bpfstore.node_agent.storage import LOCAL_TXN, Storage, validate_name
+from bpfstore.node_agent.catalog import validate_name
+from bpfstore.node_agent.storage import LOCAL_TXN, Storage
 
 
 def ipc(table: pa.Table) -> bytes:
