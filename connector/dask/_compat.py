@@ -145,7 +145,7 @@ def _guard_filter_squash() -> None:
 
 def _fresh_index(frames: list[Any]) -> Any:
     """A broadcast join's output partition with the labels pandas' merge gives (0..n-1)."""
-    from dask.dataframe.multi import _concat_wrapper
+    from dask.dataframe.multi import _concat_wrapper  # late: private, used only when guarded
 
     return _concat_wrapper(frames).reset_index(drop=True)
 

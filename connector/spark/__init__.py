@@ -24,7 +24,7 @@ SUPPORTED = ((4, 1), (4, 4))  # [from, to): the range the extension was tested o
 
 def configure(builder: Any, *, pushdown: bool = True) -> Any:
     """`builder` with the extension jar, the extension and Python filter pushdown set."""
-    import pyspark
+    import pyspark  # late, like every pyspark import here: pyspark is optional (spark extra)
 
     from .jar import build
 
@@ -48,7 +48,7 @@ def configure(builder: Any, *, pushdown: bool = True) -> Any:
 
 def explain(df: Any) -> str:
     """Spark's plan plus what bpfstore pushes to the agents (filters, aggregates, engines)."""
-    from .plan_summary import explain as _explain
+    from .plan_summary import explain as _explain  # late: it needs pyspark (optional)
 
     return _explain(df)
 

@@ -24,13 +24,13 @@ def _sources() -> list[Path]:
 
 
 def _spark_jars() -> Path:
-    import pyspark
+    import pyspark  # late: pyspark is optional (the spark extra)
 
     return Path(pyspark.__file__).resolve().parent / "jars"
 
 
 def jar_path() -> Path:
-    import pyspark
+    import pyspark  # late: pyspark is optional (the spark extra)
 
     h = hashlib.sha256(pyspark.__version__.encode())
     for src in _sources():

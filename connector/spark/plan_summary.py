@@ -33,6 +33,7 @@ def _scans(node: Any) -> list[Any]:
 
 def pushdown_summary(df: Any) -> list[str]:
     """One paragraph per bpfstore scan of the optimized plan."""
+    # late: source.py imports pyspark's data source API, which needs pyspark (optional)
     from .source import TRANSPORT_OPTIONS, client_for, parse_agents, transport_from_options
 
     out = []

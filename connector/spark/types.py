@@ -34,7 +34,7 @@ def arrow_type(spark_sql_name: str) -> pa.DataType:
 
 def spark_type(t: pa.DataType):  # -> pyspark.sql.types.DataType
     """The Spark type of a stored (logical) Arrow type."""
-    from pyspark.sql import types as T
+    from pyspark.sql import types as T  # late, as below: pyspark is optional (spark extra)
 
     t = logical_type(t)
     simple = {

@@ -20,7 +20,7 @@ from . import decimals
 from .binding import logical_type, partial_type
 from .errors import ArithmeticOverflow
 from .floatkeys import float_from_key, float_key, float_keys, floats_from_keys
-from .plan import AggFunc, Aggregate, Dialect, Expr, Plan, describe, describe_aggregate
+from .plan import AggFunc, Aggregate, Column, Dialect, Expr, Plan, describe, describe_aggregate
 
 _NON_EMPTY = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)
 
@@ -33,8 +33,6 @@ class Avg:
 
 
 def avg(e: Expr | str) -> Avg:
-    from .plan import Column
-
     return Avg(Column(e) if isinstance(e, str) else e)
 
 
