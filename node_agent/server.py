@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from bpfstore.contract import wire
 from bpfstore.contract.binding import bind_plan, logical_type
 from bpfstore.contract.errors import DatasetNotFound, PlanInvalid
-from bpfstore.contract.plan import In, Literal, Plan, walk
+from bpfstore.contract.plan import Literal, Plan
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc
 
@@ -157,21 +157,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         check_plan_size(msg.plan, self.config.max_plan_nodes, self.config.max_in_list,
                         self.config.max_plan_depth)
         plan = wire.plan_from_proto(msg.plan, self.config.max_plan_depth)
-        self._check_limits(plan)
         with self.storage.pinned(plan.dataset, msg.dataset_version) as meta:
             yield bind_plan(plan, meta.schema), meta
-
-    def _check_limits(self, plan: Plan) -> None:
-        nodes = 0
-        for root in [plan.filter, *(a.arg for a in plan.aggregates)]:
-            for node in walk(root) if root is not None else ():
-                nodes += 1
-                if isinstance(node, In) and len(node.values) > self.config.max_in_list:
-                    raise PlanInvalid(f"IN list of {len(node.values)} values exceeds the limit "
-                                      f"of {self.config.max_in_list}")
-        if nodes > self.config.max_plan_nodes:
-            raise PlanInvalid(f"plan has {nodes} expression nodes; the limit is "
-                              f"{self.config.max_plan_nodes}")
 
     def Aggregate(self, request: pb.AggregateRequest,
                   context: grpc.ServicerContext) -> pb.AggregateResponse:
