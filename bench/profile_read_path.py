@@ -1,0 +1,202 @@
+"""Profile the read path (issue 14, deliverable 1): where a scan's and a warm Q6's time goes.
+
+`make profile` (or `.venv/bin/python bench/profile_read_path.py --scale 0.1`), as root (py-spy
+attaches to processes with ptrace). One run:
+- TPC-H lineitem at `--scale` (cached under .bench/ by bench_core), written into one real
+  agent process (arrow engine, `--no-bpf`, 1 Arrow CPU thread) in partitions of
+  `--partition-rows` (default 100,000 x scale: 61 partitions at any scale, as SF1 at 100,000);
+- times, one run after a warm-up: `Client.scan_table` of 4 columns and of all columns beside
+  `pyarrow.parquet.read_table` of the same columns; warm Q6 through `run_sql` (median of
+  `--runs`) with the agent-reported time, beside DuckDB single-threaded on a native table;
+- then each workload (and Q6 once more as `Client.run(Query.aggregate(...))`, the query path
+  without the SQL layer) in a loop for `--seconds` while py-spy samples the client (this process)
+  and the agent at once; the collapsed stacks go to .bench/profile/<workload>-<process>.txt
+  and the top frames (self and inclusive share of the samples) are printed.
+Times are reported, never asserted. Machine load (`uptime`) is printed next to every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from bench_core import CACHE, QUERIES, lineitem_parquet, timed  # noqa: E402
+
+from agent_process import BIN, AgentProcess  # noqa: E402
+from bpfstore.connector import Client  # noqa: E402
+from bpfstore.connector.demo import Q6  # noqa: E402
+from bpfstore.connector.query import Query  # noqa: E402
+from bpfstore.connector.sql import run_sql  # noqa: E402
+
+SCAN4 = ["l_shipdate", "l_discount", "l_quantity", "l_extendedprice"]  # what Q6 reads
+OUT = CACHE / "profile"
+OURS = re.compile(r"\((connector|node_agent|contract|proto|bpf)/")  # bpfstore's own frames
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (its /proc stat, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def record(pids: dict[str, int], name: str, work: Callable[[], object], seconds: float,
+           rate: int, native: bool) -> dict[str, Path]:
+    """Run `work` in a loop for `seconds` while one py-spy per process samples it."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    spies, paths = [], {}
+    for who, pid in pids.items():
+        paths[who] = OUT / f"{name}-{who}.txt"
+        cmd = [str(BIN / "py-spy"), "record", "--pid", str(pid), "--rate", str(rate),
+               "--format", "raw", "--function", "-o", str(paths[who])]
+        spies.append(subprocess.Popen(cmd + (["--native"] if native else []),
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    time.sleep(1.0)  # py-spy attaches
+    cpu_before = {who: cpu_seconds(pid) for who, pid in pids.items()}
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        work()
+        calls += 1
+    elapsed = time.perf_counter() - start
+    cpu = {who: (cpu_seconds(pid) - cpu_before[who]) / calls for who, pid in pids.items()}
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        _, err = spy.communicate(timeout=60)
+        if spy.returncode not in (0, -signal.SIGINT, 130):
+            print(f"py-spy failed ({spy.returncode}): {err.decode()[-500:]}")
+    print(f"\n== {name}: {calls} calls in {elapsed:.1f} s ({elapsed / calls * 1e3:.1f} ms/call), "
+          f"load {load()}")
+    print("   CPU per call (user+sys, all threads): " +
+          ", ".join(f"{who} {s * 1e3:.1f} ms" for who, s in cpu.items()))
+    return paths
+
+
+def top_frames(path: Path, limit: int) -> None:
+    """Self and inclusive shares of the frames in one collapsed-stack file."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        n = int(count)
+        frames = stack.split(";")
+        total += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            if OURS.search(frame):
+                inclusive[frame] += n
+    print(f"-- {path.name}: {total} samples (threads on CPU; idle threads not counted)")
+    for title, counter in (("self", own), ("inclusive, bpfstore frames", inclusive)):
+        print(f"   top {title}:")
+        for frame, n in counter.most_common(limit):
+            print(f"   {n / total:6.1%}  {frame[:150]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=0.1, help="TPC-H scale factor (0.1)")
+    parser.add_argument("--partition-rows", type=int, default=0,
+                        help="rows per partition (0: 100,000 x scale, 61 partitions)")
+    parser.add_argument("--runs", type=int, default=5, help="timed Q6 runs after a warm-up")
+    parser.add_argument("--seconds", type=float, default=8.0, help="profiled loop per workload")
+    parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument("--native", action="store_true", help="py-spy --native (C frames)")
+    parser.add_argument("--top", type=int, default=18, help="frames per table")
+    args = parser.parse_args(argv)
+    if not (BIN / "py-spy").exists():
+        parser.error(f"py-spy not found in {BIN}: `{BIN}/python -m pip install py-spy`")
+    partition_rows = args.partition_rows or max(1, round(100_000 * args.scale))
+
+    parquet = lineitem_parquet(args.scale)
+    table = pq.read_table(parquet)
+    print(f"lineitem SF{args.scale:g}: {table.num_rows:,} rows, {table.nbytes / 1e6:.0f} MB of "
+          f"Arrow, {partition_rows:,} rows per partition; load {load()}")
+
+    os.environ["OMP_NUM_THREADS"] = "1"  # the agent's Arrow pool: DuckDB's budget
+    with tempfile.TemporaryDirectory(prefix="bpfstore-profile-") as tmp:
+        agent = AgentProcess(Path(tmp) / "agent")
+        try:
+            assert agent.proc is not None
+            with Client(agents=[agent.address]) as client:
+                client.write("lineitem", table, partition_rows=partition_rows)
+                parts = len(client.describe("lineitem").partitions)
+                print(f"ingested: {parts} partitions")
+                workloads = measure(client, parquet, args.runs)
+                for name, work in workloads.items():
+                    paths = record({"client": os.getpid(), "agent": agent.proc.pid}, name,
+                                   work, args.seconds, args.rate, args.native)
+                    for path in paths.values():
+                        top_frames(path, args.top)
+        finally:
+            agent.stop()
+    return 0
+
+
+def measure(client: Client, parquet: Path, runs: int) -> dict[str, Callable[[], object]]:
+    """Print the timings; return the workloads to profile."""
+    all_columns = pq.read_schema(parquet).names
+    workloads: dict[str, Callable[[], object]] = {}
+    for label, columns in (("scan4", SCAN4), ("scan-all", all_columns)):
+        def ours(columns: list[str] = columns) -> object:
+            return client.scan_table("lineitem", columns=columns)
+
+        def theirs(columns: list[str] = columns) -> object:
+            return pq.read_table(parquet, columns=columns)
+
+        got, ours_s = timed(ours, 1)
+        _, theirs_s = timed(theirs, 1)
+        mb = got.nbytes / 1e6  # type: ignore[attr-defined]
+        print(f"{label} ({len(columns)} columns, {mb:.0f} MB of Arrow): bpfstore "
+              f"{ours_s[0]:.3f} s ({mb / ours_s[0]:.0f} MB/s), pyarrow.parquet.read_table "
+              f"{theirs_s[0]:.3f} s ({mb / theirs_s[0]:.0f} MB/s), ratio "
+              f"{ours_s[0] / theirs_s[0]:.2f}x; load {load()}")
+        workloads[label] = ours
+
+    agent_s: list[float] = []
+
+    def q6() -> object:
+        result = run_sql(client, Q6)
+        agent_s.append(sum(p.time_ns for p in result.report.partitions) / 1e9)
+        return result
+
+    answer, q6_s = timed(q6, runs)
+    con = duckdb.connect()
+    con.execute("SET threads = 1")
+    con.execute(f"CREATE TABLE lineitem AS SELECT * FROM read_parquet('{parquet}')")
+    duck, duck_s = timed(lambda: con.sql(Q6).fetchall(), runs)
+    ours_value = answer.table.column(0)[0].as_py()  # type: ignore[attr-defined]
+    client_ms, agent_ms = statistics.median(q6_s) * 1e3, statistics.median(agent_s[1:]) * 1e3
+    print(f"warm Q6 over {len(answer.report.partitions)} partitions, median of "  # type: ignore
+          f"{runs}: client {client_ms:.1f} ms, agent (sum of partition times) {agent_ms:.1f} ms "
+          f"(client/agent {client_ms / agent_ms:.2f}x), DuckDB 1 thread "
+          f"{statistics.median(duck_s) * 1e3:.1f} ms; same answer: {ours_value == duck[0][0]}; "
+          f"load {load()}")
+    workloads["q6"] = q6
+    # the same Q6 as one Client.run(Query.aggregate(...)): the query path without the SQL layer
+    q = QUERIES["Q6"]
+    workloads["q6-run"] = lambda: client.run(Query.aggregate(
+        "lineitem", q["aggregates"], q["where"], names=q["names"]))
+    return workloads
+
+
+if __name__ == "__main__":
+    sys.exit(main())
