@@ -5,13 +5,15 @@ attaches to processes with ptrace). One run:
 - TPC-H lineitem at `--scale` (cached under .bench/ by bench_core), written into one real
   agent process (arrow engine, `--no-bpf`, 1 Arrow CPU thread) in partitions of
   `--partition-rows` (default 100,000 x scale: 61 partitions at any scale, as SF1 at 100,000);
-- times, one run after a warm-up: `Client.scan_table` of 4 columns and of all columns beside
+- times after a warm-up (median of 3): `Client.scan_table` of 4 columns and of all columns beside
   `pyarrow.parquet.read_table` of the same columns; warm Q6 through `run_sql` (median of
   `--runs`) with the agent-reported time, beside DuckDB single-threaded on a native table;
 - then each workload (and Q6 once more as `Client.run(Query.aggregate(...))`, the query path
-  without the SQL layer) in a loop for `--seconds` while py-spy samples the client (this process)
-  and the agent at once; the collapsed stacks go to .bench/profile/<workload>-<process>.txt
-  and the top frames (self and inclusive share of the samples) are printed.
+  without the SQL layer) in a loop for `--seconds` while py-spy samples the client (this
+  process; every thread, idle included, so shares are of wall time) and the agent (the thread
+  holding the GIL: the agent is bound by it, and py-spy's idle test misses gRPC's waits); the
+  collapsed stacks go to .bench/profile/<workload>-<process>.txt and the top frames (self and
+  inclusive share of the samples) are printed.
 Times are reported, never asserted. Machine load (`uptime`) is printed next to every figure.
 """
 
@@ -44,6 +46,7 @@ from bpfstore.connector.sql import run_sql  # noqa: E402
 
 SCAN4 = ["l_shipdate", "l_discount", "l_quantity", "l_extendedprice"]  # what Q6 reads
 OUT = CACHE / "profile"
+CALLS = re.compile(r"Client\._(scan|aggregate)_call |Client\._each_agent\.<locals>\.one ")
 OURS = re.compile(r"\((connector|node_agent|contract|proto|bpf)/")  # bpfstore's own frames
 
 
@@ -58,16 +61,21 @@ def cpu_seconds(pid: int) -> float:
 
 
 def record(pids: dict[str, int], name: str, work: Callable[[], object], seconds: float,
-           rate: int, native: bool) -> dict[str, Path]:
-    """Run `work` in a loop for `seconds` while one py-spy per process samples it."""
+           args: argparse.Namespace) -> tuple[dict[str, Path], float]:
+    """Run `work` in a loop for `seconds` while one py-spy per process samples it: the client
+    every thread, idle or not (wall time per thread), the agent the thread holding the GIL.
+    --nonblocking (but with --native): pausing the process at every sample doubled the client's
+    time per call."""
     OUT.mkdir(parents=True, exist_ok=True)
     spies, paths = [], {}
     for who, pid in pids.items():
         paths[who] = OUT / f"{name}-{who}.txt"
-        cmd = [str(BIN / "py-spy"), "record", "--pid", str(pid), "--rate", str(rate),
+        paths[who].unlink(missing_ok=True)  # a failed py-spy leaves no stale file to read
+        cmd = [str(BIN / "py-spy"), "record", "--pid", str(pid), "--rate", str(args.rate),
                "--format", "raw", "--function", "-o", str(paths[who])]
-        spies.append(subprocess.Popen(cmd + (["--native"] if native else []),
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        cmd += ["--native"] if args.native else ["--nonblocking"]  # native needs pausing
+        cmd += ["--idle", "--threads"] if who == "client" else ["--gil"]
+        spies.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
     time.sleep(1.0)  # py-spy attaches
     cpu_before = {who: cpu_seconds(pid) for who, pid in pids.items()}
     calls, start = 0, time.perf_counter()
@@ -85,30 +93,62 @@ def record(pids: dict[str, int], name: str, work: Callable[[], object], seconds:
           f"load {load()}")
     print("   CPU per call (user+sys, all threads): " +
           ", ".join(f"{who} {s * 1e3:.1f} ms" for who, s in cpu.items()))
-    return paths
+    return paths, elapsed
 
 
-def top_frames(path: Path, limit: int) -> None:
-    """Self and inclusive shares of the frames in one collapsed-stack file."""
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    total = 0
+def stacks(path: Path) -> list[tuple[list[str], int]]:
+    """A py-spy raw file: (frames, root first; samples) per line."""
+    out = []
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
-        n = int(count)
-        frames = stack.split(";")
-        total += n
+        if stack:
+            out.append((stack.split(";"), int(count)))
+    return out
+
+
+def top_frames(title: str, samples: list[tuple[list[str], int]], limit: int) -> None:
+    """Self shares (any frame) and inclusive shares (bpfstore's frames) of `samples`."""
+    own: Counter[str] = Counter()
+    by_python: Counter[str] = Counter()  # with --native: C time charged to its Python caller
+    inclusive: Counter[str] = Counter()
+    total = sum(n for _, n in samples)
+    for frames, n in samples:
         own[frames[-1]] += n
+        by_python[next((f for f in reversed(frames) if ".py:" in f), frames[-1])] += n
         for frame in set(frames):
             if OURS.search(frame):
                 inclusive[frame] += n
-    print(f"-- {path.name}: {total} samples (threads on CPU; idle threads not counted)")
-    for title, counter in (("self", own), ("inclusive, bpfstore frames", inclusive)):
-        print(f"   top {title}:")
+    print(f"-- {title}: {total} samples")
+    tables = [("self", own), ("inclusive, bpfstore frames", inclusive)]
+    if by_python != own:
+        tables.insert(1, ("self, native frames charged to their nearest Python frame", by_python))
+    for kind, counter in tables:
+        print(f"   top {kind}:")
         for frame, n in counter.most_common(limit):
-            print(f"   {n / total:6.1%}  {frame[:150]}")
+            print(f"   {n / max(total, 1):6.1%}  {frame[:150]}")
+
+
+def _in_work(frames: list[str]) -> bool:
+    """A calling-thread sample inside `work()`, not in record's own wait for py-spy to attach."""
+    at = next((i for i, f in enumerate(frames) if f.startswith("record (")), None)
+    return at is not None and any(".py:" in f for f in frames[at + 1:])
+
+
+def report(paths: dict[str, Path], elapsed: float, args: argparse.Namespace) -> None:
+    """The client's calling thread and its RPC threads (wall time: idle samples kept), and the
+    agent's GIL holder (share of all sampling instants in the header)."""
+    if not all(p.exists() for p in paths.values()):
+        return
+    client = stacks(paths["client"])
+    caller = [s for s in client if _in_work(s[0])]
+    rpc = [s for s in client if s not in caller and any(CALLS.match(f) for f in s[0])]
+    top_frames(f"{paths['client'].name}, the calling thread (wall time)", caller, args.top)
+    top_frames(f"{paths['client'].name}, the client's RPC threads while in a call (wall time)",
+               rpc, args.top)
+    agent = stacks(paths["agent"])
+    held = sum(n for _, n in agent) / (elapsed * args.rate)
+    top_frames(f"{paths['agent'].name}, the thread holding the GIL (held {held:.0%} of the time)",
+               agent, args.top)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="profiled loop per workload")
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--native", action="store_true", help="py-spy --native (C frames)")
+    parser.add_argument("--workloads", default="",
+                        help="profile only these, e.g. scan-all,q6 (scan4, scan-all, q6, q6-run)")
     parser.add_argument("--top", type=int, default=18, help="frames per table")
     args = parser.parse_args(argv)
     if not (BIN / "py-spy").exists():
@@ -142,10 +184,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"ingested: {parts} partitions")
                 workloads = measure(client, parquet, args.runs)
                 for name, work in workloads.items():
-                    paths = record({"client": os.getpid(), "agent": agent.proc.pid}, name,
-                                   work, args.seconds, args.rate, args.native)
-                    for path in paths.values():
-                        top_frames(path, args.top)
+                    if args.workloads and name not in args.workloads.split(","):
+                        continue
+                    paths, elapsed = record({"client": os.getpid(), "agent": agent.proc.pid},
+                                            name, work, args.seconds, args)
+                    report(paths, elapsed, args)
         finally:
             agent.stop()
     return 0
@@ -162,13 +205,14 @@ def measure(client: Client, parquet: Path, runs: int) -> dict[str, Callable[[], 
         def theirs(columns: list[str] = columns) -> object:
             return pq.read_table(parquet, columns=columns)
 
-        got, ours_s = timed(ours, 1)
-        _, theirs_s = timed(theirs, 1)
+        got, ours_runs = timed(ours, 3)
+        _, theirs_runs = timed(theirs, 3)
+        ours_s, theirs_s = statistics.median(ours_runs), statistics.median(theirs_runs)
         mb = got.nbytes / 1e6  # type: ignore[attr-defined]
-        print(f"{label} ({len(columns)} columns, {mb:.0f} MB of Arrow): bpfstore "
-              f"{ours_s[0]:.3f} s ({mb / ours_s[0]:.0f} MB/s), pyarrow.parquet.read_table "
-              f"{theirs_s[0]:.3f} s ({mb / theirs_s[0]:.0f} MB/s), ratio "
-              f"{ours_s[0] / theirs_s[0]:.2f}x; load {load()}")
+        print(f"{label} ({len(columns)} columns, {mb:.0f} MB of Arrow), median of 3: bpfstore "
+              f"{ours_s:.3f} s ({mb / ours_s:.0f} MB/s), pyarrow.parquet.read_table "
+              f"{theirs_s:.3f} s ({mb / theirs_s:.0f} MB/s), ratio {ours_s / theirs_s:.2f}x; "
+              f"load {load()}")
         workloads[label] = ours
 
     agent_s: list[float] = []
