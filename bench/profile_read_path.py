@@ -47,6 +47,7 @@ from bpfstore.connector.sql import run_sql  # noqa: E402
 SCAN4 = ["l_shipdate", "l_discount", "l_quantity", "l_extendedprice"]  # what Q6 reads
 OUT = CACHE / "profile"
 CALLS = re.compile(r"Client\._(scan|aggregate)_call |Client\._each_agent\.<locals>\.one ")
+PYTHON = re.compile(r":\d+\)$")  # "func (file.py:line)"; native frames name a library instead
 OURS = re.compile(r"\((connector|node_agent|contract|proto|bpf)/")  # bpfstore's own frames
 
 
@@ -114,7 +115,7 @@ def top_frames(title: str, samples: list[tuple[list[str], int]], limit: int) -> 
     total = sum(n for _, n in samples)
     for frames, n in samples:
         own[frames[-1]] += n
-        by_python[next((f for f in reversed(frames) if ".py:" in f), frames[-1])] += n
+        by_python[next((f for f in reversed(frames) if PYTHON.search(f)), frames[-1])] += n
         for frame in set(frames):
             if OURS.search(frame):
                 inclusive[frame] += n
@@ -128,10 +129,52 @@ def top_frames(title: str, samples: list[tuple[list[str], int]], limit: int) -> 
             print(f"   {n / max(total, 1):6.1%}  {frame[:150]}")
 
 
+# Where a sample's time goes: the innermost frame matching a pattern names its part.
+AGENT_PARTS = [
+    ("describe (DescribeDataset: stats -> protobuf)", r"AgentService\.DescribeDataset "),
+    ("engine (arrow: filter + aggregate)", r"ArrowEngine\.aggregate_one "),
+    ("scan batches (slice, cast: scan_batch)", r"ArrowEngine\.scan |scan_batch "),
+    ("stats checks (may_match, answer_from_stats)",
+     r"may_match |answer_from_stats |stats_partials "),
+    ("read partition (storage)", r"Storage\.read |Executor\._partition "),
+    ("merge partials", r"merge_partials "),
+    ("plan: decode, limits, bind (_plan)", r"AgentService\._plan "),
+    ("Arrow IPC encode (ipc_bytes, to_pybytes)", r"ipc_bytes "),
+    ("reports (_done, metrics, _report)", r"_done |_report \(node_agent"),
+    ("executor loop, engine dispatch", r"Executor\.(scan|aggregate)|Engines\."),
+    ("protobuf message build (ScanChunk/AggregateResponse)", r"AgentService\.(Scan|Aggregate) "),
+    ("metrics: response.ByteSize() (a full encode)", r"RequestObserver\._(streaming|unary)\."),
+    ("interceptors: auth, admission, logging", r"Gatekeeper|RequestObserver|_log \(node_agent"),
+    ("gRPC server: serialize, send, poll", r"grpc/"),
+]
+CLIENT_PARTS = [
+    ("describe (RPC + merge_descriptions: stats from protobuf)", r"Client\.describe "),
+    ("SQL: DuckDB (schema check on an empty table; final SELECT)", r"_duckdb "),
+    ("SQL: parse, translate (sqlglot)", r"parse_query |translate |sqlglot/"),
+    ("bind the plan", r"bind_plan "),
+    ("assemble: batches -> table / merge partials", r"_rows |merge_partials |finish "),
+    ("fan-out: waiting for the agent's calls", r"Client\._fan_out "),
+]
+
+
+def breakdown(title: str, samples: list[tuple[list[str], int]],
+              parts: list[tuple[str, str]]) -> None:
+    patterns = [(label, re.compile(p)) for label, p in parts]
+    shares: Counter[str] = Counter()
+    for frames, n in samples:
+        label = next((label for f in reversed(frames) for label, p in patterns if p.search(f)),
+                     "other")
+        shares[label] += n
+    total = max(sum(shares.values()), 1)
+    print(f"-- {title}, by part:")
+    for label, n in shares.most_common():
+        print(f"   {n / total:6.1%}  {label}")
+
+
 def _in_work(frames: list[str]) -> bool:
     """A calling-thread sample inside `work()`, not in record's own wait for py-spy to attach."""
     at = next((i for i, f in enumerate(frames) if f.startswith("record (")), None)
-    return at is not None and any(".py:" in f for f in frames[at + 1:])
+    return at is not None and any(PYTHON.search(f) for f in frames[at + 1:])
 
 
 def report(paths: dict[str, Path], elapsed: float, args: argparse.Namespace) -> None:
@@ -143,12 +186,14 @@ def report(paths: dict[str, Path], elapsed: float, args: argparse.Namespace) -> 
     caller = [s for s in client if _in_work(s[0])]
     rpc = [s for s in client if s not in caller and any(CALLS.match(f) for f in s[0])]
     top_frames(f"{paths['client'].name}, the calling thread (wall time)", caller, args.top)
+    breakdown(f"{paths['client'].name}, the calling thread (wall time)", caller, CLIENT_PARTS)
     top_frames(f"{paths['client'].name}, the client's RPC threads while in a call (wall time)",
                rpc, args.top)
     agent = stacks(paths["agent"])
     held = sum(n for _, n in agent) / (elapsed * args.rate)
     top_frames(f"{paths['agent'].name}, the thread holding the GIL (held {held:.0%} of the time)",
                agent, args.top)
+    breakdown(f"{paths['agent'].name}, the GIL holder", agent, AGENT_PARTS)
 
 
 def main(argv: list[str] | None = None) -> int:
