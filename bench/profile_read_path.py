@@ -2,6 +2,7 @@
 
 `make profile` (or `.venv/bin/python bench/profile_read_path.py --scale 0.1`), as root (py-spy
 attaches to processes with ptrace). One run:
+- micro-costs of the top frames alone (a Scan chunk's copies, a DuckDB connection);
 - TPC-H lineitem at `--scale` (cached under .bench/ by bench_core), written into one real
   agent process (arrow engine, `--no-bpf`, 1 Arrow CPU thread) in partitions of
   `--partition-rows` (default 100,000 x scale: 61 partitions at any scale, as SF1 at 100,000);
@@ -28,11 +29,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -43,6 +46,7 @@ from bpfstore.connector import Client  # noqa: E402
 from bpfstore.connector.demo import Q6  # noqa: E402
 from bpfstore.connector.query import Query  # noqa: E402
 from bpfstore.connector.sql import run_sql  # noqa: E402
+from bpfstore.v1 import agent_pb2 as pb  # noqa: E402
 
 SCAN4 = ["l_shipdate", "l_discount", "l_quantity", "l_extendedprice"]  # what Q6 reads
 OUT = CACHE / "profile"
@@ -218,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"lineitem SF{args.scale:g}: {table.num_rows:,} rows, {table.nbytes / 1e6:.0f} MB of "
           f"Arrow, {partition_rows:,} rows per partition; load {load()}")
 
+    micro(parquet)
     os.environ["OMP_NUM_THREADS"] = "1"  # the agent's Arrow pool: DuckDB's budget
     with tempfile.TemporaryDirectory(prefix="bpfstore-profile-") as tmp:
         agent = AgentProcess(Path(tmp) / "agent")
@@ -237,6 +242,35 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             agent.stop()
     return 0
+
+
+def micro(parquet: Path) -> None:
+    """What the top frames cost alone, in this process: one 10,000-row batch of all columns
+    through the copies a Scan chunk makes, and the DuckDB connection `run_sql` opens twice."""
+    batch = pq.read_table(parquet).slice(0, 10_000)
+    buf = ipc_buffer(batch)
+    data = buf.to_pybytes()
+    chunk = pb.ScanChunk(arrow_ipc=data)
+    steps: dict[str, Callable[[], object]] = {
+        "IPC buffer -> bytes (to_pybytes)": buf.to_pybytes,
+        "pb.ScanChunk(arrow_ipc=bytes)": lambda: pb.ScanChunk(arrow_ipc=data),
+        "chunk.ByteSize()": chunk.ByteSize,
+        "len(chunk.arrow_ipc) (upb copies the field)": lambda: len(chunk.arrow_ipc),
+        "chunk.SerializeToString()": chunk.SerializeToString,
+        "duckdb.connect() + close()": lambda: duckdb.connect().close(),
+    }
+    print(f"micro-costs, one {len(data) / 1e6:.2f} MB IPC batch (best of 3), load {load()}:")
+    for label, fn in steps.items():
+        number = 5 if "duckdb" in label else 50
+        best = min(timeit.repeat(fn, number=number, repeat=3)) / number
+        print(f"   {best * 1e6:9.1f} us  {label}")
+
+
+def ipc_buffer(table: pa.Table) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write(table)
+    return sink.getvalue()
 
 
 def measure(client: Client, parquet: Path, runs: int) -> dict[str, Callable[[], object]]:
