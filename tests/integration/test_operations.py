@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from agent_process import BIN, AgentProcess, free_port, held_write, wait_for
-from bpfstore.connector import Client, col, count_star, sum_
+from bpfstore.connector import Client, Query, col, count_star, sum_
 from bpfstore.node_agent.server import ipc_bytes
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc
@@ -59,7 +59,7 @@ def test_metrics_count_requests_errors_engines_and_bytes(agent) -> None:
     with Client([agent.address]) as c:
         c.write("m", pa.table({"i": list(range(1000))}), partition_rows=250)
         c.aggregate("m", [count_star(), sum_("i")], where=col("i") >= 500)
-        c.scan_table("m", where=col("i") < 10)
+        scanned = c.run(Query.scan("m", where=col("i") < 10)).report
         with pytest.raises(Exception, match="no dataset"):
             c.aggregate("nope", [count_star()])
     m = agent.metric
@@ -75,6 +75,8 @@ def test_metrics_count_requests_errors_engines_and_bytes(agent) -> None:
     assert m('bpfstore_agent_rows_scanned_total{engine="arrow"}') == 750
     assert m('bpfstore_agent_bytes_scanned_total{engine="arrow"}') == 750 * 8
     assert m('bpfstore_agent_bytes_returned_total{method="Aggregate"}') > 0
+    # streamed responses are counted as serialized: exactly the bytes the client received
+    assert m('bpfstore_agent_bytes_returned_total{method="Scan"}') == scanned.bytes_moved > 0
     assert m("bpfstore_agent_requests_in_flight") == 0
 
 
