@@ -255,16 +255,20 @@ class Client:
 
     # -- queries -------------------------------------------------------------------------
 
-    def run(self, query: Query, desc: DatasetDescription | None = None) -> Result:
+    def run(self, query: Query, desc: DatasetDescription | None = None, *,
+            described: DatasetDescription | None = None) -> Result:
         """The one query path: describe, bind, fan out to a live replica of each partition,
         merge. Without `desc` the dataset is described anew, and the query planned again when
         the version it pinned goes away meanwhile. With `desc` (an earlier `describe`, as Dask
         and Spark tasks pass it) every call reads that same snapshot, or fails with
-        VersionGone once an agent no longer keeps it."""
+        VersionGone once an agent no longer keeps it. `described`, a description the caller
+        has just made (`bpfstore sql` describes to plan), saves the first describe and is
+        planned again like a fresh one."""
         started = time.perf_counter()
         for attempt in range(REPLANS):
+            fresh = described if attempt == 0 and described is not None else None
             try:
-                result = self._run_on(query, desc or self.describe(query.plan.dataset))
+                result = self._run_on(query, desc or fresh or self.describe(query.plan.dataset))
             except VersionGone:
                 if desc is not None or attempt + 1 == REPLANS:
                     raise

@@ -474,7 +474,7 @@ def run_sql(client: Any, text: str, engine: str | EngineName = EngineName.AUTO
     expected = _duckdb(text, {dataset: schema.empty_table()}).schema  # validates, names, types
     if query.pushdown:
         try:
-            table, report = _run_pushdown(client, query, schema, engine)
+            table, report = _run_pushdown(client, query, schema, engine, described)
             return Result(_tagged(_conform(table, expected), "pushdown", None), report)
         except Unsupported as exc:  # the agents said no: read the rows instead
             if engine is not EngineName.AUTO:  # unless the user asked for it by name
@@ -484,7 +484,7 @@ def run_sql(client: Any, text: str, engine: str | EngineName = EngineName.AUTO
     columns = list(query.columns) if query.columns is not None else None
     if columns == []:  # nothing but a row count is needed: read the narrowest thing there is
         columns = [schema.names[0]]
-    rows = client.run(Query.scan(dataset, columns, query.pushed_filter))
+    rows = client.run(Query.scan(dataset, columns, query.pushed_filter), described=described)
     result = _duckdb(text, {dataset: _logical(rows.table)})
     return Result(_tagged(result, "fallback", query.reason), rows.report)
 
@@ -495,16 +495,18 @@ def _run_scans(client: Any, text: str, tree: exp.Query, datasets: list[str]) -> 
     original text over the scanned rows."""
     schemas = {}
     real = {}
+    descriptions = {}
     for name in datasets:
-        real[name], described = _describe_dataset(client, name)
-        schemas[name] = pa.schema([f.with_type(logical_type(f.type)) for f in described.schema])
+        real[name], descriptions[name] = _describe_dataset(client, name)
+        schemas[name] = pa.schema([f.with_type(logical_type(f.type))
+                                   for f in descriptions[name].schema])
     _duckdb(text, {n: s.empty_table() for n, s in schemas.items()})  # validates before reading
     report = QueryReport(mode="scan", dataset=",".join(real.values()))
     tables = {}
     for name, (columns, where) in plan_scans(tree, schemas).items():
         if columns == []:  # only a row count is needed: read the narrowest thing there is
             columns = [schemas[name].names[0]]
-        rows = client.run(Query.scan(real[name], columns, where))
+        rows = client.run(Query.scan(real[name], columns, where), described=descriptions[name])
         tables[name] = _logical(rows.table)
         report.add(rows.report)
     result = _duckdb(text, tables)
@@ -596,17 +598,18 @@ def _describe_dataset(client: Any, name: str) -> tuple[str, Any]:
         matches = [d for d in client.datasets() if d.name.lower() == name.lower()]
         if len(matches) != 1:
             raise
-        return matches[0].name, matches[0]
+        return matches[0].name, client.describe(matches[0].name)  # with its statistics
 
 
-def _run_pushdown(client: Any, query: SqlQuery, schema: pa.Schema, engine: EngineName
-                  ) -> tuple[pa.Table, QueryReport]:
+def _run_pushdown(client: Any, query: SqlQuery, schema: pa.Schema, engine: EngineName,
+                  described: Any) -> tuple[pa.Table, QueryReport]:
     # avg(x) travels as sum(x) and count(x), shared when repeated
     partials, finishers = expand(query.aggregates, None)
     partials = partials or [count_star()]  # GROUP BY without aggregates: keys only
     names = [_PARTIAL_COL.format(i) for i in range(len(partials))]
     result = client.run(Query.aggregate(query.dataset, partials, query.pushed_filter,
-                                        query.group_by, engine=engine, names=names))
+                                        query.group_by, engine=engine, names=names),
+                        described=described)  # described to plan: no second describe
     table = result.table
     merged = [_logical_array(table.column(n)) for n in names]
     columns = {k: _logical_array(table.column(k)) for k in query.group_by}

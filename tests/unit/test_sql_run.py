@@ -99,8 +99,10 @@ class FakeClient:
         self.tables = tables
         self.refuse = refuse  # the agents answer UNIMPLEMENTED to every aggregate
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.describes = 0
 
     def describe(self, name: str) -> Any:
+        self.describes += 1
         if name not in self.tables:
             raise DatasetNotFound(f"no dataset named {name!r}")
         return SimpleNamespace(name=name, schema=self.tables[name].schema)
@@ -113,7 +115,9 @@ class FakeClient:
         con.register("data", self.tables[name])
         return con.sql(sql).to_arrow_table()
 
-    def run(self, query: Query, desc: Any = None) -> Result:
+    def run(self, query: Query, desc: Any = None, *, described: Any = None) -> Result:
+        if desc is None and described is None:
+            self.describe(query.plan.dataset)  # as Client.run does without a description
         plan = query.plan
         if query.mode == "scan":
             table = self.scan(plan.dataset, list(plan.columns) or None, plan.filter)
@@ -197,6 +201,7 @@ def test_pushdown_answer_is_duckdbs(sql: str) -> None:
     assert answer.report.mode == "aggregate"  # the report of the agent calls comes along
     assert sql_path(result) == ("pushdown", None)
     assert [c[0] for c in client.calls] == ["aggregate"]  # no rows were read
+    assert client.describes == 1  # the description that planned it also runs it
     assert_same(result, oracle(sql))
 
 
@@ -221,6 +226,7 @@ def test_fallback_answer_is_duckdbs(sql: str, columns: list[str] | None, reason:
     (kind, call), = client.calls
     assert kind == "scan"
     assert call["columns"] == columns  # only what the query reads
+    assert client.describes == 1
     assert_same(result, oracle(sql))
 
 
