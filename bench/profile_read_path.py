@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=18, help="frames per table")
     args = parser.parse_args(argv)
     if not (BIN / "py-spy").exists():
-        parser.error(f"py-spy not found in {BIN}: `{BIN}/python -m pip install py-spy`")
+        parser.error(f"py-spy not found in {BIN}: `make install` installs it (the bench extra)")
     partition_rows = args.partition_rows or max(1, round(100_000 * args.scale))
 
     parquet = lineitem_parquet(args.scale)
