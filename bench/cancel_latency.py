@@ -6,7 +6,7 @@ its client (or runs into its client deadline); the figure is the time from that 
 the small query's answer arrives (its own work is a few ms of it). Prints each trial and the
 worst of N:
 
-    .venv/bin/python bench/cancel_latency.py --trials 20 [--engine arrow|bpf|bcc]
+    .venv/bin/python bench/cancel_latency.py --trials 20 [--hold SECONDS] [--rows N]
 """
 
 from __future__ import annotations
