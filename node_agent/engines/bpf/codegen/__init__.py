@@ -21,7 +21,9 @@ and the number of groups, column addresses and the row range. Classes that chang
 each exact:
 - a column with NULLs in the partition reads its validity bitmap (one without does not);
 - a SUM proven to fit 64 bits over the partition's rows adds in one word, else in 128;
-- no program at all where statistics prove no row matches (`Program.empty`).
+- no program at all where statistics prove no row matches (`Program.empty`);
+- on bcc, a float column's window that statistics decide is left out (bcc cannot read
+  floats, so the partition still runs there; `Columns.folds`).
 So a plan has at most 2 ** (columns whose NULLs vary + sums whose proof varies) shapes per
 data path; on TPC-H (no NULLs, every sum proven) one (tests/integration/test_bpf_shapes.py
 counts them). Before, 40 partitions of varied ranges gave Q1 21 shapes on the hot path.
@@ -60,7 +62,7 @@ def compile_plan(plan: Plan, schema: pa.Schema, stats: dict[str, ColumnStats], r
                  ) -> Program:
     """The program for one partition on a data path, "hot" (arena) or "cold" (chunks
     copied from user memory); raises Unsupported with the reason."""
-    c = Compiler(schema, stats, rows, dictionaries or {}, plan.dialect)
+    c = Compiler(schema, stats, rows, dictionaries or {}, plan.dialect, path)
     for term in conjuncts(plan.filter):
         c.term(term)
     c.emit_windows()

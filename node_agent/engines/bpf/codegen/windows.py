@@ -61,8 +61,10 @@ class Windows(Columns):
         col_lo, col_hi = self.bounds(name)
         lo = max(col_lo, col_lo if lo == -math.inf else int(lo))
         hi = min(col_hi, col_hi if hi == math.inf else int(hi))
-        # Always a test, even where statistics decide it (an empty window has r = 0): the
-        # C then depends on the plan alone, one shape for every partition.
+        if self.folds(name) and (lo > hi or (lo, hi) == (col_lo, col_hi)):
+            return "0ULL" if lo > hi else "~0ULL"
+        # Otherwise a test, even where statistics decide it (an empty window has r = 0):
+        # the C then depends on the plan alone, one shape for every partition.
         k = self.window_constants(lo, max(hi, lo - 1))
         return f"(in_window((u64){self.value(name, codes)}, lo{k}, r{k}) ^ inv{k})"
 
@@ -87,8 +89,13 @@ class Windows(Columns):
             self.emit_window(name, lo, hi, codes)
 
     def emit_window(self, name: str, lo: int, hi: int, codes: bool) -> None:
+        col_lo, col_hi = self.bounds(name)
         if lo > hi:
             self.p.empty = True  # statistics prove no row satisfies this term
+            return
+        if self.folds(name) and lo <= col_lo and hi >= col_hi:  # every value passes it
+            if self.nullable(name):  # and NULL still fails it
+                self.predicate.append(f"sel &= 0 - {self.valid_bit(name)};")
             return
         # A window covering the partition is tested all the same: one shape whatever the
         # statistics (the test costs less than a compile per partition).
