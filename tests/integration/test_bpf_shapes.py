@@ -14,6 +14,7 @@ import pytest
 
 from bpfstore.connector import Client, avg, col, count_star, sum_
 from bpfstore.contract.combine import Avg
+from bpfstore.node_agent.engines.bpf.engine import clang_identity, find_clang
 from conftest import RunningAgent, reported, require_bpf
 from oracle import assert_same_rows, duckdb_answer
 
@@ -81,6 +82,10 @@ def test_many_partitions_compile_a_few_shapes(shaped, name, query, engine) -> No
     assert {p.engine for p in report.partitions} <= {"bpf", "stats"}
     assert len(ran) >= PARTITIONS // 2, "too few partitions ran in the kernel to tell"
     assert 1 <= len(shapes) <= 2, f"{name}: {len(shapes)} shapes for {len(ran)} partitions"
+    clang = find_clang()
+    assert clang is not None
+    # objects are named by clang's version too: another clang's object is never loaded
+    assert {p.name.split("-")[-1] for p in shapes} == {f"{clang_identity(clang)}.bpf.o"}
     ours = list(zip(*[c.to_pylist() for c in got.columns], strict=True))
     approx = {len(keys) + i for i, a in enumerate(aggs) if isinstance(a, Avg)}
     assert_same_rows(ours, duckdb_answer(table, where, aggs, keys), approx, f"{name} {engine}")
