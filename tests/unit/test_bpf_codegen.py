@@ -71,6 +71,31 @@ def test_constants_travel_in_the_context_so_shapes_are_shared() -> None:
     assert a.values["r0"] == 2399 - 100 + 1  # quantity in [1.00, 23.99] as scaled integers
 
 
+def _compile_on(query, stats, dicts, path="hot"):
+    aggs, _ = expand(query[0], None)
+    plan = bind_plan(Plan("lineitem", filter=query[1], group_by=query[2],
+                          aggregates=tuple(aggs)), SCHEMA)
+    return compile_plan(plan, SCHEMA, {**STATS, **stats}, 100_000, {**DICTS, **dicts}, path)
+
+
+@pytest.mark.parametrize("path", ["hot", "cold", "bcc"])
+def test_one_shape_whatever_the_partitions_ranges_and_dictionaries(path) -> None:
+    """Statistics that decide a term (every date inside 1994, every quantity below 24),
+    other dictionaries (fewer flags, in another order) and group bases change the context's
+    values, not the C; only NULLs (a validity bitmap to read) make another shape."""
+    inside = {"l_shipdate": ColumnStats(0, 8800, 8900), "l_quantity": ColumnStats(0, "1", "9"),
+              "l_discount": ColumnStats(0, "0.05", "0.06")}
+    dicts = {"l_returnflag": pa.array(["R", "A"]), "l_linestatus": pa.array(["O"])}
+    for query in ([Q6] if path == "bcc" else [Q6, Q1]):
+        a = _compile_on(query, {}, {}, path)
+        b = _compile_on(query, inside, dicts, path)
+        assert a.shape == b.shape and a.values != b.values
+        nulls = _compile_on(query, {"l_quantity": ColumnStats(4, "1", "50")}, {}, path)
+        assert nulls.shape != a.shape and nulls.validity
+    absent = (*Q6[:1], Q6[1] & col("l_returnflag").isin(["N", "X"]), ())  # "X" has no code
+    assert _compile_on(absent, {}, {}, path).shape == _compile_on(absent, {}, dicts, path).shape
+
+
 def test_settings_travel_as_flags_not_text() -> None:
     program = _compile(*Q1)
     assert program.settings["STRIDE"] == "9"  # a group: its count, then 4 sums of 2 words

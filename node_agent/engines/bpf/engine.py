@@ -1,7 +1,7 @@
 """The in-kernel engine: BPF_PROG_TYPE_SYSCALL programs over an arena column cache.
 
 Per partition: generate C for the plan's shape (codegen), compile it with clang once per
-shape (cached in memory and on disk by hash), load it once and keep the fd, copy the
+shape (cached in memory, and on disk by the hash of the C and of clang's version), load it once and keep the fd, copy the
 partition's columns into the shared BPF arena once (LRU within a memory budget), then run
 the program with `bpf_prog_test_run_opts` — again from where it stopped when may_goto's time
 bound ends a call. Results come back in the context struct and become the same partials the
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import decimal
+import hashlib
 import logging
 import os
 import shutil
@@ -55,6 +56,14 @@ def find_clang() -> str | None:
         if path:
             return path
     return None
+
+
+def clang_identity(clang: str) -> str:
+    """A short hash of `clang --version`: part of an on-disk object's name, so an object
+    that another clang compiled (before an upgrade) is never loaded."""
+    version = subprocess.run([clang, "--version"], capture_output=True, text=True, timeout=30,
+                             check=True).stdout
+    return hashlib.sha256(version.encode()).hexdigest()[:12]
 
 
 class ArenaCache:
@@ -118,6 +127,7 @@ class BpfEngine:
         self.clang = find_clang()
         if self.clang is None:
             raise Unsupported("no clang found (install clang-19) to compile BPF programs")
+        self.clang_id = clang_identity(self.clang)
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.pages = (ACC_BYTES + max(arena_bytes, 1 << 20)) // libbpf.PAGE
@@ -167,7 +177,7 @@ class BpfEngine:
         """Compiled object for a shape: from the disk cache, or clang now. clang runs in a
         thread of its own, one per shape: a request waits for it checking its budget, so a
         cancelled one stops waiting while the compile finishes for the next of its shape."""
-        path = self.cache_dir / f"{program.shape}.bpf.o"
+        path = self.cache_dir / f"{program.shape}-{self.clang_id}.bpf.o"
         if path.exists():
             return str(path)
         with self.compiling_lock:

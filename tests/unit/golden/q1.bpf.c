@@ -29,8 +29,13 @@ struct ctx {
     u64 inv0;
     u64 col0;
     u64 col1;
+    u64 kb1;
+    u64 km1;
     u64 col2;
+    u64 kb0;
+    u64 km0;
     u64 acc;
+    u64 groups;
     u64 col3;
     u64 col4;
     u64 col5;
@@ -50,7 +55,9 @@ int aggregate(struct ctx *c)
     const s64 __arena *col5 = (const s64 __arena *)c->col5;
     const s64 __arena *col6 = (const s64 __arena *)c->col6;
     u64 lo0 = c->lo0, r0 = c->r0, inv0 = c->inv0;
-    u64 __arena *acc = (u64 __arena *)c->acc;
+    u64 kb1 = c->kb1, km1 = c->km1;
+    u64 kb0 = c->kb0, km0 = c->km0;
+    u64 __arena *acc = (u64 __arena *)c->acc; u64 groups = c->groups;
     /* UNROLL rows a step (fewer loop checks), then the remaining rows one by one */
     while (i + UNROLL <= end && can_loop) {
 #pragma unroll
@@ -61,7 +68,7 @@ int aggregate(struct ctx *c)
             u64 mask = (u64)((s64)sel >> 63);
             HIDE(mask);
             count += mask & 1;
-            u64 g = (u64)((s64)col1[r] - (0LL)) * 1ULL + (u64)((s64)col2[r] - (0LL)) * 2ULL; g = (g & mask) | (6ULL & ~mask);
+            u64 g = ((u64)(s64)col1[r] - kb1) * km1 + ((u64)(s64)col2[r] - kb0) * km0; g = (g & mask) | (groups & ~mask);
             u64 __arena *a = acc + g * STRIDE; a[0] += 1;
             { s64 v = (s64)col3[r]; a[1] += (u64)v; }
             { s64 v = (s64)col4[r]; a[3] += (u64)v; }
@@ -77,7 +84,7 @@ int aggregate(struct ctx *c)
         u64 mask = (u64)((s64)sel >> 63);
         HIDE(mask);
         count += mask & 1;
-        u64 g = (u64)((s64)col1[r] - (0LL)) * 1ULL + (u64)((s64)col2[r] - (0LL)) * 2ULL; g = (g & mask) | (6ULL & ~mask);
+        u64 g = ((u64)(s64)col1[r] - kb1) * km1 + ((u64)(s64)col2[r] - kb0) * km0; g = (g & mask) | (groups & ~mask);
             u64 __arena *a = acc + g * STRIDE; a[0] += 1;
             { s64 v = (s64)col3[r]; a[1] += (u64)v; }
             { s64 v = (s64)col4[r]; a[3] += (u64)v; }

@@ -46,8 +46,13 @@ struct ctx {
     u64 inv0;
     u64 col0;
     u64 col1;
+    u64 kb1;
+    u64 km1;
     u64 col2;
+    u64 kb0;
+    u64 km0;
     u64 acc;
+    u64 groups;
     u64 col3;
     u64 col4;
     u64 col5;
@@ -75,7 +80,9 @@ int aggregate(struct ctx *c)
     const s64 *col5 = (const s64 *)(buf + 114688);
     const s64 *col6 = (const s64 *)(buf + 147456);
     u64 lo0 = c->lo0, r0 = c->r0, inv0 = c->inv0;
-    u64 __arena *acc = (u64 __arena *)c->acc;
+    u64 kb1 = c->kb1, km1 = c->km1;
+    u64 kb0 = c->kb0, km0 = c->km0;
+    u64 __arena *acc = (u64 __arena *)c->acc; u64 groups = c->groups;
     struct bpf_iter_num chunk_it, step_it, tail_it;
     int *k, *j, *t;
     bpf_iter_num_new(&chunk_it, 0, (end - start + CHUNK_ROWS - 1) / CHUNK_ROWS);
@@ -101,7 +108,7 @@ int aggregate(struct ctx *c)
                 u64 mask = (u64)((s64)sel >> 63);
                 HIDE(mask);
                 count += mask & 1;
-                u64 g = (u64)((s64)col1[r] - (0LL)) * 1ULL + (u64)((s64)col2[r] - (0LL)) * 2ULL; g = (g & mask) | (6ULL & ~mask);
+                u64 g = ((u64)(s64)col1[r] - kb1) * km1 + ((u64)(s64)col2[r] - kb0) * km0; g = (g & mask) | (groups & ~mask);
             u64 __arena *a = acc + g * STRIDE; a[0] += 1;
             { s64 v = (s64)col3[r]; a[1] += (u64)v; }
             { s64 v = (s64)col4[r]; a[3] += (u64)v; }
@@ -118,7 +125,7 @@ int aggregate(struct ctx *c)
             u64 mask = (u64)((s64)sel >> 63);
             HIDE(mask);
             count += mask & 1;
-            u64 g = (u64)((s64)col1[r] - (0LL)) * 1ULL + (u64)((s64)col2[r] - (0LL)) * 2ULL; g = (g & mask) | (6ULL & ~mask);
+            u64 g = ((u64)(s64)col1[r] - kb1) * km1 + ((u64)(s64)col2[r] - kb0) * km0; g = (g & mask) | (groups & ~mask);
             u64 __arena *a = acc + g * STRIDE; a[0] += 1;
             { s64 v = (s64)col3[r]; a[1] += (u64)v; }
             { s64 v = (s64)col4[r]; a[3] += (u64)v; }

@@ -20,21 +20,27 @@ class Compiler(Expressions):
 
     def group(self, keys: tuple[str, ...]) -> None:
         """Group ids from key columns; unselected rows go to an extra, ignored group."""
+        # Each key's base and multiplier, and the number of groups, are partition
+        # constants: they travel in the context, so the C is one shape for every partition.
         terms, groups = [], 1
-        for name in reversed(keys):  # row-major: the last key varies fastest
+        for j, name in reversed(list(enumerate(keys))):  # row-major: the last key varies fastest
             base, top = self.bounds(name)
             card = top - base + 1
             value = self.value(name, codes=True)
-            terms.append(f"(u64)({value} - ({base}LL)) * {groups}ULL")
+            self.p.fields += [(f"kb{j}", "u64"), (f"km{j}", "u64")]
+            self.p.values.update({f"kb{j}": base % 2**64, f"km{j}": groups})
+            self.setup.append(f"u64 kb{j} = c->kb{j}, km{j} = c->km{j};")
+            terms.append(f"((u64){value} - kb{j}) * km{j}")
             self.p.keys.insert(0, (name, base, card))
             groups *= card
             if groups > MAX_GROUPS:
                 raise Unsupported(f"bpf: more than {MAX_GROUPS} possible groups")
         self.p.groups, self.p.stride, self.p.initial = groups, 1, [0]
-        self.p.fields.append(("acc", "u64"))
-        self.setup.append("u64 __arena *acc = (u64 __arena *)c->acc;")
+        self.p.fields += [("acc", "u64"), ("groups", "u64")]
+        self.p.values["groups"] = groups
+        self.setup.append("u64 __arena *acc = (u64 __arena *)c->acc; u64 groups = c->groups;")
         self.accumulate.append(
-            f"u64 g = {' + '.join(terms)}; g = (g & mask) | ({groups}ULL & ~mask);")
+            f"u64 g = {' + '.join(terms)}; g = (g & mask) | (groups & ~mask);")
         self.accumulate.append("u64 __arena *a = acc + g * STRIDE; a[0] += 1;")
 
     def words(self, *initial: int) -> int:

@@ -21,9 +21,10 @@ class Columns:
     expressions and accumulators build on it (windows.py, expressions.py, accumulators.py)."""
 
     def __init__(self, schema: pa.Schema, stats: dict[str, ColumnStats], rows: int,
-                 dictionaries: dict[str, pa.Array], dialect: Dialect = Dialect.SQL) -> None:
+                 dictionaries: dict[str, pa.Array], dialect: Dialect = Dialect.SQL,
+                 path: str = "hot") -> None:
         self.schema, self.stats, self.rows = schema, stats, rows
-        self.dialect = dialect
+        self.dialect, self.path = dialect, path
         self.dictionaries = dictionaries
         self.p = Program()
         self.ranges: dict[tuple[str, bool], tuple[int, int]] = {}  # (column, codes) -> [lo, hi]
@@ -44,6 +45,13 @@ class Columns:
         if codes and self.nullable(name):
             raise Unsupported(f"bpf: group key {name!r} has NULLs in this partition")
         return ctype
+
+    def folds(self, name: str) -> bool:
+        """Whether a filter window on the column that statistics decide is left out of the C
+        rather than tested: where the path cannot read the column (bcc keeps no float order
+        keys in the file), so a partition the statistics settle still runs there, at the
+        price of one more shape."""
+        return self.path == "bcc" and pa.types.is_floating(self.schema.field(name).type)
 
     def nullable(self, name: str) -> bool:
         """Whether rows can be missing: NULL, or NaN in the PANDAS dialect (NaN is missing)."""

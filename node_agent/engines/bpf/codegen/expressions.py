@@ -91,7 +91,8 @@ class Expressions(Windows):
             if op not in (CompareOp.EQ, CompareOp.NE) or not pa.types.is_dictionary(t):
                 raise Unsupported(f"bpf: {op.value} on strings")
             code = pc.index(self._dictionary(name), v).as_py()
-            word = self.window_word(name, code, code, codes=True) if code >= 0 else "0ULL"
+            # absent from this dictionary: an empty window (the same C as a present one)
+            word = self.window_word(name, code, code if code >= 0 else -1, codes=True)
             codes = True
         else:
             lo, hi = compare_bounds(CompareOp.EQ if op is CompareOp.NE else op, v, t)

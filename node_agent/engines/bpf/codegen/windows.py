@@ -59,13 +59,13 @@ class Windows(Columns):
         """C word whose sign bit says lo <= value <= hi (constants in the context)."""
         self.readable(name, codes)
         col_lo, col_hi = self.bounds(name)
-        lo = col_lo if lo == -math.inf else int(lo)
-        hi = col_hi if hi == math.inf else int(hi)
-        if lo > hi or lo > col_hi or hi < col_lo:
-            return "0ULL"
-        if lo <= col_lo and hi >= col_hi:
-            return "~0ULL"
-        k = self.window_constants(lo, hi)
+        lo = max(col_lo, col_lo if lo == -math.inf else int(lo))
+        hi = min(col_hi, col_hi if hi == math.inf else int(hi))
+        if self.folds(name) and (lo > hi or (lo, hi) == (col_lo, col_hi)):
+            return "0ULL" if lo > hi else "~0ULL"
+        # Otherwise a test, even where statistics decide it (an empty window has r = 0):
+        # the C then depends on the plan alone, one shape for every partition.
+        k = self.window_constants(lo, max(hi, lo - 1))
         return f"(in_window((u64){self.value(name, codes)}, lo{k}, r{k}) ^ inv{k})"
 
     def code_window(self, name: str, value: str, e: Expr) -> None:
@@ -93,10 +93,12 @@ class Windows(Columns):
         if lo > hi:
             self.p.empty = True  # statistics prove no row satisfies this term
             return
-        if lo <= col_lo and hi >= col_hi:  # every value satisfies it, and NULL still none
-            if self.nullable(name):
+        if self.folds(name) and lo <= col_lo and hi >= col_hi:  # every value passes it
+            if self.nullable(name):  # and NULL still fails it
                 self.predicate.append(f"sel &= 0 - {self.valid_bit(name)};")
             return
+        # A window covering the partition is tested all the same: one shape whatever the
+        # statistics (the test costs less than a compile per partition).
         k = self.window_constants(int(lo), int(hi))
         value = self.value(name, codes)
         valid = self.valid_bit(name)
