@@ -121,6 +121,11 @@ def test_statistics_prune_only_what_matches_nothing(e: Expr, text: str, bpf: boo
     # the check above can fail: pruning does happen here (i = 2**31 - 1 only)
     assert not may_match(bind_predicate(col("i") < 0, TABLE.schema), one_row, 1, TABLE.schema,
                          Dialect.SQL)
+    # column against column: i = j = 2**31 - 1 there; d (cents) above e (scale 4)
+    for e, may in [(col("i") < col("j"), False), (col("i") <= col("j"), True),
+                   (col("d") < col("e"), False), (col("e") < col("d"), True)]:
+        assert may_match(bind_predicate(e, TABLE.schema), one_row, 1, TABLE.schema,
+                         Dialect.SQL) is may, e
 
 
 @pytest.fixture(scope="module")
