@@ -172,6 +172,9 @@ class _May(PlanVisitor[bool]):
         match column_literal(e):
             case (name, op, v):
                 return self.range_may(name, op, v)
+        a, b = column_of(e.left), column_of(e.right)
+        if a is not None and b is not None:
+            return _pair_may(a, e.op, b, self.stats, self.rows, self.schema)
         return True
 
     def between(self, e: Between, arg: bool, low: bool, high: bool) -> bool:
@@ -214,6 +217,32 @@ def _range_may(name: str, stats: dict[str, ColumnStats], rows: int, schema: pa.S
         return True
     w_lo, w_hi = window(op, v, t)
     return w_lo <= w_hi and w_lo <= bounds[1] and w_hi >= bounds[0]
+
+
+def _pair_may(a: str, op: CompareOp, b: str, stats: dict[str, ColumnStats], rows: int,
+              schema: pa.Schema) -> bool:
+    """Whether `a op b` may hold for a row: x in [min a, max a] and y in [min b, max b] as
+    exact integers at one decimal scale (integer-like columns only; != is never pruned)."""
+    sa, sb = stats[a], stats[b]
+    if op is CompareOp.NE:
+        return True
+    if max(sa.null_count, sb.null_count) >= rows:
+        return False  # a side that is all NULL: no comparison is true (missing in pandas)
+    ta, tb = logical_type(schema.field(a).type), logical_type(schema.field(b).type)
+    temporal = pa.types.is_temporal(ta) or pa.types.is_temporal(tb)
+    if (temporal and ta != tb) or not all(
+            pa.types.is_integer(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t)
+            or pa.types.is_date32(t) or pa.types.is_timestamp(t) for t in (ta, tb)):
+        return True
+    ba, bb = stored_bounds(sa, ta), stored_bounds(sb, tb)
+    if ba is None or bb is None:
+        return True
+    scale = [t.scale if pa.types.is_decimal(t) else 0 for t in (ta, tb)]
+    (xlo, xhi), (ylo, yhi) = ([v * 10 ** (max(scale) - k) for v in bs]
+                              for bs, k in ((ba, scale[0]), (bb, scale[1])))
+    return bool({CompareOp.EQ: xlo <= yhi and ylo <= xhi, CompareOp.LT: xlo < yhi,
+                 CompareOp.LE: xlo <= yhi, CompareOp.GT: xhi > ylo,
+                 CompareOp.GE: xhi >= ylo}[op])
 
 
 # -- answers from statistics -----------------------------------------------------------------

@@ -21,6 +21,7 @@ from bpfstore.contract.plan import (
     Column,
     Compare,
     CompareOp,
+    Dialect,
     IsNull,
     Literal,
     Negate,
@@ -32,18 +33,20 @@ from bpfstore.contract.plan import (
     max_,
     min_,
     sum_,
+    walk,
 )
 from bpfstore.node_agent.engines.arrow_engine import aggregate_table
 from bpfstore.node_agent.engines.base import Partition
 from bpfstore.node_agent.engines.bpf.engine import BpfEngine
+from bpfstore.node_agent.engines.evaluate import Evaluator
 from bpfstore.node_agent.normalize import normalize
-from bpfstore.node_agent.stats import column_stats
+from bpfstore.node_agent.stats import column_stats, may_match
 
 pytestmark = pytest.mark.bpf
 INT_TYPES = {"a8": (pa.int8(), -128, 127), "b16": (pa.int16(), -(2**15), 2**15 - 1),
              "c32": (pa.int32(), -(2**31), 2**31 - 1), "d64": (pa.int64(), -(2**62), 2**62),
              "u8": (pa.uint8(), 0, 255), "k": (pa.int8(), 0, 5)}
-ran = {"hot": 0, "cold": 0, "refused": 0}
+ran = {"hot": 0, "cold": 0, "refused": 0, "pairs": 0}
 KEYS = itertools.count()
 
 
@@ -78,6 +81,18 @@ def tables(draw) -> pa.Table:
     cols["dec"] = pa.array(draw(st.lists(st.decimals(D.Decimal("-1000"), D.Decimal("1000"),
                                                      places=2), min_size=n, max_size=n)),
                            pa.decimal128(12, 2))
+    # for column-against-column tests: int64 extremes and NULLs, a finer scale, a second date
+    edges = st.one_of(st.none(), st.sampled_from([-(2**63), 2**63 - 1, 0, 1, -1]),
+                      st.integers(-(2**63), 2**63 - 1))
+    cols["x64"] = pa.array(draw(st.lists(edges, min_size=n, max_size=n)), pa.int64())
+    cols["dec4"] = pa.array(draw(st.lists(st.one_of(st.none(), st.decimals(
+        D.Decimal("-1000"), D.Decimal("1000"), places=4)), min_size=n, max_size=n)),
+        pa.decimal128(18, 4))
+    cols["day2"] = pa.array(draw(st.lists(st.one_of(st.none(), st.dates(
+        dt.date(1990, 1, 1), dt.date(2000, 1, 1))), min_size=n, max_size=n)), pa.date32())
+    if draw(st.booleans()):  # equal values on both sides, often
+        cols["dec4"] = cols["dec"].cast(pa.decimal128(18, 4))
+        cols["day2"] = cols["day"]
     return pa.table(cols)
 
 
@@ -93,7 +108,13 @@ terms = st.one_of(
     st.builds(lambda d: Compare(CompareOp.GE, Column("day"), Literal(d)),
               st.dates(dt.date(1989, 1, 1), dt.date(2001, 1, 1))),
     st.just(IsNull(Column("z"))), st.just(Not(IsNull(Column("z")))),
+    st.builds(lambda op, a, b: Compare(op, Column(a), Column(b)), st.sampled_from(CompareOp),
+              st.sampled_from(NUMERIC + ["d64", "x64", "dec4"]),
+              st.sampled_from(NUMERIC + ["d64", "x64", "dec4"])),
+    st.builds(lambda op, a, b: Compare(op, Column(a), Column(b)), st.sampled_from(CompareOp),
+              st.sampled_from(["day", "day2"]), st.sampled_from(["day", "day2"])),
 )
+PAIR_OR_NOT = st.builds(lambda a, b: Not(a) | b, terms, terms)  # nested: the word pairs
 leaf = st.one_of(st.sampled_from(NUMERIC).map(Column), st.integers(-9, 9).map(Literal))
 expressions = st.recursive(leaf, lambda e: st.one_of(
     st.builds(Arith, st.sampled_from([ArithOp.ADD, ArithOp.SUB, ArithOp.MUL]), e, e),
@@ -104,18 +125,22 @@ aggregate_lists = st.lists(st.one_of(
     st.sampled_from(NUMERIC + ["day", "d64"]).map(max_)), min_size=1, max_size=3)
 
 
-@given(tables(), st.lists(terms, max_size=3), aggregate_lists,
-       st.sampled_from([(), ("k",), ("k", "u8")]))
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@given(tables(), st.lists(st.one_of(terms, PAIR_OR_NOT), max_size=3), aggregate_lists,
+       st.sampled_from([(), ("k",), ("k", "u8")]), st.sampled_from(Dialect))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
-def test_bpf_partials_equal_arrow(engine, raw, where_terms, aggregates, group_by) -> None:
+def test_bpf_partials_equal_arrow(engine, raw, where_terms, aggregates, group_by,
+                                  dialect) -> None:
     table = normalize(raw)
     plan = bind_plan(Plan("t", filter=and_all(where_terms), group_by=group_by,
-                          aggregates=tuple(aggregates)), table.schema)
+                          aggregates=tuple(aggregates), dialect=dialect), table.schema)
     stats = {f.name: column_stats(table.column(f.name)) for f in table.schema}
     # the arena cache trusts its keys as the agent trusts (dataset, partition, checksum):
     # every generated table needs its own (id() of a freed table can come back)
     key = ("t", next(KEYS))
+    if not may_match(plan.filter, stats, table.num_rows, table.schema, dialect):
+        # statistics pruning (column against column too) skips only what matches nothing
+        assert table.filter(Evaluator(table, dialect).predicate(plan.filter)).num_rows == 0
     try:
         expected = aggregate_table(table, plan).partials
     except Exception:  # e.g. an int8 product that overflows: arrow raises, bpf must refuse
@@ -131,6 +156,8 @@ def test_bpf_partials_equal_arrow(engine, raw, where_terms, aggregates, group_by
             continue
         assert got.report.path == path
         ran[path] += 1
+        ran["pairs"] += any(isinstance(n, Compare) and isinstance(n.right, Column)
+                            for t in where_terms for n in walk(t))
         partials = got.partials
         if group_by:
             order = [(k, "ascending") for k in group_by]
@@ -140,3 +167,4 @@ def test_bpf_partials_equal_arrow(engine, raw, where_terms, aggregates, group_by
 
 def test_most_random_plans_really_ran_in_the_kernel() -> None:
     assert ran["hot"] >= 8 and ran["cold"] >= 8, ran  # mostly plans the kernel can run
+    assert ran["pairs"] >= 4, ran  # column against column, among them

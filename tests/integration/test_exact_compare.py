@@ -254,3 +254,117 @@ def test_a_test_every_value_passes_still_drops_null(client: Client, agents, engi
     got, report = _count(client, "null_and_zero", where, "sql", engine)
     assert got == 1
     _forced_ran(report, engine)
+
+
+# -- column against column (issue 15: TPC-H's l_commitdate < l_receiptdate) ---------------
+
+PAIRS = pa.table({
+    "a": pa.array([1, 2, 3, None, -(2**63), 2**63 - 1, 5, 7, None], pa.int64()),
+    "b": pa.array([2, 2, None, 1, 2**63 - 1, -(2**63), 5, 6, None], pa.int64()),
+    "i": pa.array([1, 2, 3, 0, 3, -1, 5, 7, None], pa.int32()),
+    "d2": pa.array([D.Decimal(v) if v else None for v in (
+        "1.00", "2.50", None, "0.01", "3.00", "-1.00", "5.00", "6.99", None)],
+        pa.decimal128(12, 2)),
+    "d4": pa.array([D.Decimal(v) if v else None for v in (
+        "1.0000", "2.5001", "0.0100", None, "3.0000", "-1.0000", "4.9999", "6.9900", None)],
+        pa.decimal128(18, 4)),
+    "day1": pa.array([0, 10, None, 8000, 9000, -1, 5, 7, None], pa.int32()).cast(pa.date32()),
+    "day2": pa.array([1, 10, 3, None, 8999, 0, 5, 6, 4], pa.int32()).cast(pa.date32()),
+    "ts1": pa.array([1, 10, None, 8000, 9000, -1, 5, 7, 2], pa.timestamp("ms")),
+    "ts2": pa.array([1, 11, 3, None, 8999, 0, 5, 6, 2], pa.timestamp("ms")),
+    "p": pa.array([True, False, None, True, False, True, None, False, True]),
+    "q": pa.array([True, True, False, None, False, False, None, True, True]),
+    # one dictionary (first appearance a, b, c in both), no NULLs: codes compare
+    "s1": pa.array(["a", "b", "c", "a", "b", "c", "c", "a", "b"]),
+    "s2": pa.array(["a", "b", "c", "c", "a", "b", "c", "a", "a"]),
+    "s3": pa.array(["a", "c", "b", "c", "a", "b", "c", "a", "a"]),  # another dictionary
+})
+PAIR_COLUMNS = [("a", "b"), ("d2", "d4"), ("i", "d2"), ("day1", "day2"), ("ts1", "ts2"),
+                ("p", "q"), ("a", "a")]
+PAIR_OPS = ["<", "<=", "=", "!=", ">", ">="]
+
+
+def _pair_expected(left: str, op: str, right: str, dialect: str) -> int:
+    """DuckDB's count in SQL; pandas' rule otherwise (missing: False, and != True)."""
+    import operator
+
+    if dialect == "sql":
+        con = duckdb.connect()
+        con.register("pairs", PAIRS)
+        return con.sql(f"SELECT count(*) FROM pairs WHERE {left} {op} {right}").fetchall()[0][0]
+    fn = {"<": operator.lt, "<=": operator.le, "=": operator.eq, "!=": operator.ne,
+          ">": operator.gt, ">=": operator.ge}[op]
+    xs, ys = PAIRS.column(left).to_pylist(), PAIRS.column(right).to_pylist()
+    return sum(op == "!=" if x is None or y is None else fn(x, y)
+               for x, y in zip(xs, ys, strict=True))
+
+
+@pytest.fixture(scope="module")
+def pairs(client: Client, agents) -> str:
+    from conftest import require_bpf
+
+    require_bpf(agents[0])
+    client.write("pairs", PAIRS, overwrite=True)
+    return "pairs"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize("op", PAIR_OPS)
+@pytest.mark.parametrize(("left", "right"), PAIR_COLUMNS, ids=[f"{a}-{b}" for a, b in PAIR_COLUMNS])
+def test_column_against_column_runs_in_the_kernel(client: Client, agents, pairs: str, left: str,
+                                                  right: str, op: str, dialect: str,
+                                                  engine: str) -> None:
+    """NULLs on either side, equal values, int64 extremes, decimal scales 2 and 4 (and int
+    against decimal), dates, timestamps: each forced path answers itself, exactly."""
+    from bpfstore.contract.plan import Compare, CompareOp
+    from conftest import require_bpf
+
+    require_bpf(agents[0], "bcc" if engine == "bcc" else "bpf")
+    where = Compare(CompareOp(op), col(left), col(right))
+    if engine == "bcc" and left == "p":  # bcc's reads need one column that is not bits
+        with pytest.raises(Unsupported, match="only bit-packed columns"):
+            _count(client, pairs, where, dialect, engine)
+        return
+    got, report = _count(client, pairs, where, dialect, engine)
+    assert got == _pair_expected(left, op, right, dialect)
+    _forced_ran(report, engine)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize("op", ["=", "!="])
+def test_strings_of_one_dictionary_compare_codes(client: Client, agents, pairs: str, op: str,
+                                                 dialect: str, engine: str) -> None:
+    from bpfstore.contract.plan import Compare, CompareOp
+    from conftest import require_bpf
+
+    require_bpf(agents[0], "bcc" if engine == "bcc" else "bpf")
+    got, report = _count(client, pairs, Compare(CompareOp(op), col("s1"), col("s2")), dialect,
+                         engine)
+    assert got == _pair_expected("s1", op, "s2", dialect)
+    _forced_ran(report, engine)
+
+
+@pytest.mark.parametrize("engine", ["bpf-hot", "bpf-cold", "bcc"])
+@pytest.mark.parametrize("where", [col("a") < col("d2"), col("ts1") < col("day2"),
+                                   col("s1").eq(col("s3")), col("s1") < col("s2")],
+                         ids=["int64 extremes x 100", "timestamp against date",
+                              "two dictionaries", "string order"])
+def test_column_against_column_refused_where_not_exact(client: Client, agents, pairs: str,
+                                                       engine: str, where) -> None:
+    """a * 100 would overflow int64 (its statistics say so); a date is no timestamp; codes
+    of two dictionaries, or their order, say nothing about the strings."""
+    from conftest import require_bpf
+
+    require_bpf(agents[0], "bcc" if engine == "bcc" else "bpf")
+    with pytest.raises(Unsupported, match="overflow|compares|one dictionary"):
+        _count(client, pairs, where, "sql", engine)
+    assert _count(client, pairs, where, "sql", "auto")[0] == duckdb.connect().register(
+        "pairs", PAIRS).sql(f"SELECT count(*) FROM pairs WHERE {_sql(where)}").fetchall()[0][0]
+
+
+def _sql(where) -> str:
+    from oracle import to_duckdb
+
+    return to_duckdb(where)

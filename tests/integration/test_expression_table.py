@@ -35,6 +35,13 @@ TABLE = pa.table({
                      for n in (-1, 0, 8766, 8767, 9000, 10000, 20000, 30000)] + [None],
                     pa.date32()),
     "s": pa.array(["a", "b", "b", "q", "c", "a", "zz", "", "b"], pa.string()),  # bpf: no NULLs
+    "j": pa.array([None, -3, 0, 2, 2, 2**63 - 1, 6, 2**31 - 1, 0], pa.int64()),
+    "e": pa.array([D.Decimal(x) for x in ("-9999999999.9900", "-1.0001", "0.0000", "0.0500",
+                                          "0.0599", "1.0000", "1.0100", "0")] + [None],
+                  pa.decimal128(18, 4)),
+    "day2": pa.array([dt.date(1970, 1, 1) + dt.timedelta(days=n)
+                      for n in (0, 0, 8767, 8766, 9000, 10001, 19999, 30000)] + [None],
+                     pa.date32()),
 })
 
 # expression, describe() of its bound form, whether the bpf engine runs it
@@ -59,7 +66,15 @@ CASES = [
     ((col("i") > 0) | col("s").eq("a"), "((i > 0) OR (s = 'a'))", True),
     ((col("i") + 1) * 2 > 10, "(((i + 1) * 2) > 10)", False),  # bpf: arithmetic in aggregates
     (-col("d") < 0, "(-d < 0.00)", False),
-    (col("i") < col("d"), "(i < d)", False),
+    (col("i") < col("d"), "(i < d)", True),  # i * 100 against d's cents
+    (col("i") < col("j"), "(i < j)", True),
+    (col("j").eq(col("i")), "(j = i)", True),
+    (col("i").ne(col("j")), "(i != j)", True),
+    (col("d") >= col("e"), "(d >= e)", True),
+    (col("day") <= col("day2"), "(day <= day2)", True),
+    (~(col("i") > col("j")) | col("s").eq("a"), "(NOT (i > j) OR (s = 'a'))", True),
+    (col("j") > col("d"), "(j > d)", False),  # j * 100 may overflow int64
+    (col("f") < col("i"), "(f < i)", False),  # floats run on arrow
 ]
 IDS = [c[1] for c in CASES]
 
@@ -106,6 +121,11 @@ def test_statistics_prune_only_what_matches_nothing(e: Expr, text: str, bpf: boo
     # the check above can fail: pruning does happen here (i = 2**31 - 1 only)
     assert not may_match(bind_predicate(col("i") < 0, TABLE.schema), one_row, 1, TABLE.schema,
                          Dialect.SQL)
+    # column against column: i = j = 2**31 - 1 there; d (cents) above e (scale 4)
+    for e, may in [(col("i") < col("j"), False), (col("i") <= col("j"), True),
+                   (col("d") < col("e"), False), (col("e") < col("d"), True)]:
+        assert may_match(bind_predicate(e, TABLE.schema), one_row, 1, TABLE.schema,
+                         Dialect.SQL) is may, e
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,8 @@ copies it back with the results. Nothing is attached to the host.
 - **What compiles** (`codegen.py`): comparisons, BETWEEN, IN, IS NULL of columns against
   literals combined with AND / OR / NOT (SQL's three-valued logic or pandas' rules) as
   integer windows with exact bounds (decimals as scaled integers, dates as days, strings as
-  dictionary codes, floats as total-order keys with NaN above +inf); COUNT, SUM of `+ - *`
+  dictionary codes, floats as total-order keys with NaN above +inf), and comparisons of two
+  integer-like columns (one scale, one signed test; floats refused); COUNT, SUM of `+ - *`
   expressions over integer-like columns, MIN/MAX of columns; GROUP BY up to 4096 groups of
   dictionary codes or small integer ranges (accumulators at the start of the arena); NULLs
   through the columns' validity bitmaps (copied into the arena beside the values).

@@ -2,10 +2,11 @@
 
 What compiles: a conjunction of range predicates (=, <, <=, >, >=, BETWEEN against
 literals) on integer-like columns (ints, bool, date32, timestamp, decimal64 as scaled
-integers) and equality of dictionary-encoded strings; COUNT(*), COUNT, SUM of + - *
-expressions over such columns and literals, MIN and MAX of such columns; GROUP BY up to
-MAX_GROUPS groups of dictionary codes or small integer ranges (keys without NULLs); NULLs
-in the other columns through their validity bitmaps.
+integers) and equality of dictionary-encoded strings; comparisons of two such columns
+(brought to one decimal scale, overflow-proven; = and != of strings on one dictionary);
+COUNT(*), COUNT, SUM of + - * expressions over such columns and literals, MIN and MAX of
+such columns; GROUP BY up to MAX_GROUPS groups of dictionary codes or small integer ranges
+(keys without NULLs); NULLs in the other columns through their validity bitmaps.
 Everything else raises `Unsupported` and the partition runs on the arrow engine.
 
 Exactness: each predicate becomes an integer window computed exactly (fractions), and
@@ -32,6 +33,7 @@ Modules, one job each (each layer uses only the ones above it):
 - typemap: the C type of a column's values; overflow: interval proofs on [min, max];
 - program: the Program produced; columns: compiler state and column access;
 - windows: predicates on one column as exact integer windows;
+- pairs: comparisons of one column with another;
 - expressions: the walkers over predicates and integer expressions;
 - accumulators: COUNT / SUM / MIN / MAX, in registers or per group in the arena;
 - template: the data path's template with its holes filled, its settings, array layouts;

@@ -36,11 +36,12 @@ from bpfstore.contract.plan import (
 )
 
 from .overflow import check_i64, int_range, rescaled
+from .pairs import Pairs
 from .typemap import scale_of
-from .windows import Windows, between_bounds, compare_bounds
+from .windows import between_bounds, compare_bounds
 
 
-class Expressions(Windows):
+class Expressions(Pairs):
     """Predicate terms and integer expressions of one program."""
 
     def term(self, e: Expr) -> None:
@@ -69,7 +70,7 @@ class Expressions(Windows):
                 name, lo, hi = r
                 t = self.schema.field(name).type
                 self.window(name, *between_bounds(lo, hi, t), e)
-            case _:  # OR / NOT / IN / != and nested forms: a boolean word of their own
+            case _:  # OR / NOT / IN / !=, column op column, nested: a boolean word of their own
                 word = self.truth(e)[0]
                 constant = _constant(word)
                 if constant is False:
@@ -124,7 +125,8 @@ Words = tuple[str, str] | None  # (certainly true, certainly false); None: not a
 
 def _need(words: Words, e: Expr) -> tuple[str, str]:
     if words is None:
-        raise Unsupported(f"bpf: filter {describe(e)} is not a test of columns against literals")
+        raise Unsupported(f"bpf: filter {describe(e)} is not a test of columns against "
+                          "literals or other columns")
     return words
 
 
@@ -174,6 +176,9 @@ class _Truth(PlanVisitor[Words]):
         match column_literal(e):
             case (name, op, v):
                 return self.x.compare_word(name, op, v)
+        match e:
+            case Compare(left=Column(name=a), right=Column(name=b)):
+                return self.x.pair_word(a, e.op, b, e)
         return _need(None, e)
 
     def between(self, e: Between, arg: Words, low: Words, high: Words) -> Words:
