@@ -1,8 +1,9 @@
 """The in-kernel engine: BPF_PROG_TYPE_SYSCALL programs over an arena column cache.
 
 Per partition: generate C for the plan's shape (codegen), compile it with clang once per
-shape (cached in memory, and on disk by the hash of the C and of clang's version), load it once and keep the fd, copy the
-partition's columns into the shared BPF arena once (LRU within a memory budget), then run
+shape (cached in memory, and on disk by the hash of the C and of clang's version), load it
+once and keep the fd, copy the partition's columns into the shared BPF arena once (LRU
+within a memory budget), then run
 the program with `bpf_prog_test_run_opts` — again from where it stopped when may_goto's time
 bound ends a call. Results come back in the context struct and become the same partials the
 arrow engine returns.

@@ -23,9 +23,9 @@ class Pairs(Windows):
 
     def pair_word(self, a: str, op: CompareOp, b: str, e: Expr) -> tuple[str, str]:
         codes = self._codes(a, op, b, e)
-        (x, xb), (y, yb) = self._operands(a, b, codes, e)
+        (x, _), (y, _) = self._operands(a, b, codes, e)
         flip = op is CompareOp.NE
-        test = _test(CompareOp.EQ if flip else op, x, y, xb, yb)
+        test = _test(CompareOp.EQ if flip else op, x, y)
         valid = [v for n in dict.fromkeys((a, b)) if (v := self.valid_bit(n)) is not None]
         guard = " & ".join(f"(0 - {v})" for v in valid)
         t = f"({test}) & {guard}" if guard else test
@@ -65,18 +65,11 @@ class Pairs(Windows):
         return x, y
 
 
-def _test(op: CompareOp, x: str, y: str, xb: tuple[int, int], yb: tuple[int, int]) -> str:
-    """The word whose sign bit says `x op y` (constant where the bounds decide it)."""
-    lt = {CompareOp.LT: (x, y, xb, yb, False), CompareOp.GT: (y, x, yb, xb, False),
-          CompareOp.GE: (x, y, xb, yb, True), CompareOp.LE: (y, x, yb, xb, True)}
+def _test(op: CompareOp, x: str, y: str) -> str:
+    """The word whose sign bit says `x op y`. Always a test, even where the statistics
+    decide it (they prune a partition where no row can match): one shape for every partition."""
     if op is CompareOp.EQ:
-        if xb[1] < yb[0] or yb[1] < xb[0]:
-            return "0ULL"
-        if xb[0] == xb[1] == yb[0] == yb[1]:
-            return "~0ULL"
         return f"~(less_mask({x}, {y}) | less_mask({y}, {x}))"
-    p, q, pb, qb, negate = lt[op]  # `p < q`, or (GE, LE) its negation
-    if pb[1] < qb[0] or pb[0] >= qb[1]:
-        certain = pb[1] < qb[0]
-        return "~0ULL" if certain != negate else "0ULL"
+    p, q, negate = {CompareOp.LT: (x, y, False), CompareOp.GT: (y, x, False),
+                    CompareOp.GE: (x, y, True), CompareOp.LE: (y, x, True)}[op]
     return f"~less_mask({p}, {q})" if negate else f"less_mask({p}, {q})"
