@@ -130,9 +130,9 @@ def _partition_files(agent: RunningAgent) -> list[Path]:
 
 def test_concurrent_requests_and_other_readers_are_never_counted(
         agents: list[RunningAgent], client: Client, bcc_data: pa.Table, tmp_path: Path) -> None:
-    """Two requests at once (different shapes and the same shape), while another process
-    and another thread of the agent's own process pread the same partition files and
-    cat/dd other files: every answer stays exact."""
+    """Requests at once (different shapes and the same shape, GROUP BY among them: each
+    slot's groups are its own), while another process and another thread of the agent's own
+    process pread the same partition files and cat/dd other files: every answer stays exact."""
     files = [f for a in agents for f in _partition_files(a)]
     big = tmp_path / "big"
     big.write_bytes(os.urandom(32 << 20))
@@ -158,17 +158,21 @@ def test_concurrent_requests_and_other_readers_are_never_counted(
     thread = threading.Thread(target=same_process_reader, daemon=True)
     thread.start()
     queries = [
-        (Q6_WHERE, [sum_(col("price") * col("disc")), count_star()]),
-        (col("i32") < 0, [sum_("i64"), min_("i32"), max_("i16"), count_star()]),
-        (col("maybe") > 3, [sum_("maybe"), count("maybe"), count_star()]),
+        (Q6_WHERE, [sum_(col("price") * col("disc")), count_star()], []),
+        (col("i32") < 0, [sum_("i64"), min_("i32"), max_("i16"), count_star()], []),
+        (col("maybe") > 3, [sum_("maybe"), count("maybe"), count_star()], []),
+        (col("i8") > 0, [sum_("maybe"), count("maybe"), max_("i64"), count_star()],
+         ["flag", "disc"]),
+        (col("i32") < 0, [count_star(), sum_("i64"), min_("i16")], ["u8"]),
     ]
-    expected = [duckdb_answer(bcc_data, w, a, []) for w, a in queries]
+    expected = [duckdb_answer(bcc_data, w, a, k) for w, a, k in queries]
     try:
         time.sleep(0.2)
         with ThreadPoolExecutor(4) as pool, Client([a.address for a in agents]) as other:
             for _ in range(4):
-                jobs = [pool.submit(c.aggregate, "bcc_t", a, where=w, engine="bcc")
-                        for c in (client, other) for w, a in queries]
+                jobs = [pool.submit(c.aggregate, "bcc_t", a, where=w, group_by=k,
+                                    engine="bcc")
+                        for c in (client, other) for w, a, k in queries]
                 for k, job in enumerate(jobs):
                     got = job.result()
                     ours = list(zip(*[c.to_pylist() for c in got.columns], strict=True))
