@@ -172,7 +172,8 @@ def test_grouped_aggregates_and_partition_selection(layouts: dict[str, list[str]
         assert (counter.aggregates, counter.scans) == (1, 0)
         assert len(ddf.partitions[i].compute(scheduler="threads")) == len(labels)
     text = explain(ddf[ddf.a > 5][["a", "b"]])
-    assert "9 Scan calls for 35 partitions" in text, text
+    assert "9 Scan calls for 35 partitions): columns ['a', 'b'], filter pushed: (a > 5)" \
+        in text, text
     assert "9 Aggregate calls for 35 partitions" in explain(ddf.a.sum())
     assert "2 Scan calls for 8 partitions" in explain(ddf.partitions[[0, 1]])
     one = read_bpfstore("ppt_35", layouts["ppt_35"], partitions_per_task=1)
