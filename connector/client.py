@@ -307,7 +307,8 @@ class Client:
         bound = bind_plan(plan, desc.stored_schema)  # fails early, with the agent's message
         report = QueryReport(query.mode, plan.dataset)
         # a list: an agent that partitions failed over to answers twice
-        pieces = list(self._fan_out(plan, desc, report, query.mode == "aggregate"))
+        pieces = list(self._fan_out(plan, desc, report, query.mode == "aggregate",
+                                    query.per_agent))
         if query.mode == "scan":
             return Result(_rows(desc, plan, dict(pieces)), report)
         merged = merge_partials([t for _, t in pieces], bound) if pieces else \
@@ -325,7 +326,8 @@ class Client:
             try:
                 desc = only_partitions(self.describe(query.plan.dataset), query.plan.partitions)
                 bind_plan(query.plan, desc.stored_schema)
-                for _, batches in self._fan_out(query.plan, desc, report, aggregate=False):
+                for _, batches in self._fan_out(query.plan, desc, report, aggregate=False,
+                                                per_agent=query.per_agent):
                     report.wall_seconds = time.perf_counter() - started
                     for batch in batches:
                         yielded = True
@@ -339,11 +341,11 @@ class Client:
                 report.bytes_moved = 0
 
     def _fan_out(self, plan: Plan, desc: DatasetDescription, report: QueryReport,
-                 aggregate: bool) -> Iterator[tuple[str, Any]]:
+                 aggregate: bool, per_agent: bool = False) -> Iterator[tuple[str, Any]]:
         """Run `plan` over a live replica of every partition of `desc`, failing over, and
         record it in `report`. Yields (agent, partials) per Aggregate call, (partition,
-        batches) per Scan call: a scan asks one partition per call, so a failed agent's
-        partition is retried whole elsewhere."""
+        batches) per partition scanned: a scan asks one partition per call (`per_agent`: all
+        of one agent's in one call); a failed call's partitions are retried whole elsewhere."""
         call = self._aggregate_call if aggregate else self._scan_call
         pins = dict(desc.versions)
         dead: set[str] = set(desc.unreachable)
@@ -368,7 +370,7 @@ class Client:
             if missing:
                 raise PartitionUnavailable(desc.name, missing, [
                     f"{a}: {'; '.join(c)}" for a, c in causes.items()] or ["no live replica"])
-            jobs = list(assignment.items()) if aggregate else \
+            jobs = list(assignment.items()) if aggregate or per_agent else \
                 [(a, [pid]) for a, pids in assignment.items() for pid in pids]
             futures = [(a, pids, self._pool.submit(call, a, replace(plan, partitions=tuple(pids)),
                                                    pins.get(a, 0)))
@@ -388,7 +390,10 @@ class Client:
                     continue
                 report.partitions.extend(reports)
                 report.bytes_moved += nbytes
-                yield (agent if aggregate else pids[0]), payload
+                if aggregate:
+                    yield agent, payload
+                else:
+                    yield from ((pid, payload.get(pid, [])) for pid in pids)
             pending = [p for p in pending if p.id in retry]
 
     def _aggregate_call(self, agent: str, plan: Plan, version: int
@@ -400,9 +405,11 @@ class Client:
         return table, [_report(agent, r) for r in response.partitions], response.ByteSize()
 
     def _scan_call(self, agent: str, plan: Plan, version: int
-                   ) -> tuple[list[pa.RecordBatch], list[PartitionReport], int]:
-        """One Scan RPC: the batches, the reports, the bytes moved."""
+                   ) -> tuple[dict[str, list[pa.RecordBatch]], list[PartitionReport], int]:
+        """One Scan RPC: each partition's batches, the reports, the bytes moved. The agent
+        sends a partition's batches, then its report, partition after partition."""
         request = pb.ScanRequest(plan=wire.plan_to_proto(plan), dataset_version=version)
+        pieces: dict[str, list[pa.RecordBatch]] = {}
         batches: list[pa.RecordBatch] = []
         reports: list[PartitionReport] = []
         nbytes = 0
@@ -413,10 +420,16 @@ class Client:
                     batches.extend(pa.ipc.open_stream(chunk.arrow_ipc).read_all().to_batches())
                 if chunk.HasField("report"):
                     reports.append(_report(agent, chunk.report))
+                    pieces.setdefault(chunk.report.partition, []).extend(batches)
+                    batches = []
         except grpc.RpcError as exc:
             error = _error(agent, exc)
         else:
-            return batches, reports, nbytes
+            if batches and len(plan.partitions) == 1:  # no report after them (never sent)
+                pieces.setdefault(plan.partitions[0], []).extend(batches)
+            elif batches:
+                raise BpfstoreError(f"{agent}: Scan sent rows without their partition")
+            return pieces, reports, nbytes
         # Raised outside `except`, so the grpc error (it holds a lock) is not its __context__:
         # Dask pickles an error with its context chain, and would send a bare Exception.
         raise error

@@ -24,10 +24,14 @@ class Query:
     plan whose `finishers` is None answers with the merged partials, unfinished: Dask and
     Spark merge them further and finish them themselves. `plan.partitions` restricts the
     query to those partitions (all when empty); the dialect is the plan's, chosen by the
-    front end that builds it."""
+    front end that builds it. A scan asks each partition in its own call (a failed agent's
+    partition is retried whole elsewhere, the calls run in parallel); `per_agent` asks all the
+    partitions one agent serves in one call instead (a Dask task reading several partitions
+    of one agent: one round trip)."""
 
     plan: Plan
     finishers: tuple[Finisher, ...] | None = None
+    per_agent: bool = False
 
     @property
     def mode(self) -> str:
@@ -57,10 +61,12 @@ class Query:
 
     @classmethod
     def scan(cls, dataset: str, columns: Sequence[str] | None = None, where: Expr | None = None,
-             *, partitions: Sequence[str] = (), dialect: str | Dialect = Dialect.SQL) -> Query:
+             *, partitions: Sequence[str] = (), dialect: str | Dialect = Dialect.SQL,
+             per_agent: bool = False) -> Query:
         """Rows with the filter and the projection (all columns when None) applied."""
         return cls(Plan(dataset, partitions=tuple(partitions), filter=where,
-                        columns=tuple(columns or ()), dialect=Dialect(dialect)))
+                        columns=tuple(columns or ()), dialect=Dialect(dialect)),
+                   per_agent=per_agent)
 
 
 @dataclass

@@ -21,10 +21,10 @@ def explain(obj: Any) -> str:
         if isinstance(node, BpfAggregate):
             spec = node.operand("spec")
             pushed.append(f"pushed down: {spec.describe()} "
-                          f"({node.frame.npartitions} Aggregate calls, partials merged by Dask)")
+                          f"({_tasks(node.frame, 'Aggregate')}, partials merged by Dask)")
         elif isinstance(node, BpfScan):
             where = node.operand("filters")
-            line = f"scan ({node.npartitions} Scan calls): columns {node.columns}"
+            line = f"scan ({_tasks(node)}): columns {node.columns}"
             line += f", filter pushed: {describe(where)}" if where is not None else ", no filter"
             local = [f"{n} = {describe(e)}" for n, (e, _) in node.computed.items()
                      if n in node.columns]
@@ -41,3 +41,13 @@ def explain(obj: Any) -> str:
     if scans and not pushed:
         lines.append("fallback: rows move to Dask (only the filter/projection above pushed)")
     return "\n".join(lines)
+
+
+def _tasks(node: Any, call: str = "Scan") -> str:
+    """'N Scan calls' (one per task), and how many stored partitions they read if more."""
+    source, n = node.operand("source"), node.npartitions
+    text = f"{n} {call} call{'s' if n != 1 else ''}"
+    chosen = node.operand("_partitions")
+    tasks = source.task_partitions
+    parts = sum(len(tasks[i]) for i in (chosen if chosen is not None else range(len(tasks))))
+    return text if parts == n else f"{text} for {parts} partitions"

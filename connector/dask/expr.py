@@ -172,7 +172,8 @@ def _feeds_arithmetic(projection: Any, dependents: Any) -> bool:
 
 
 class BpfPartials(c.PartitionsFiltered, c.BlockwiseIO):
-    """One task per partition: its agent's partial aggregates (an Arrow table, a few bytes)."""
+    """One task per scan task (the same bpfstore partitions, so `_partitions` means the same):
+    their agent's merged partial aggregates (an Arrow table, a few bytes)."""
 
     _parameters = ["source", "plan", "_partitions"]
     _defaults = {"_partitions": None}
@@ -188,7 +189,7 @@ class BpfPartials(c.PartitionsFiltered, c.BlockwiseIO):
             source, repr(self.operand("plan")), self.operand("_partitions"))
 
     def _divisions(self) -> tuple[None, ...]:
-        return (None,) * (len(self.operand("source").partition_ids) + 1)
+        return (None,) * (len(self.operand("source").task_partitions) + 1)
 
     def _filtered_task(self, name: Any, index: int) -> Any:
         return c.Task(name, partials_partition, self.operand("source"), index,

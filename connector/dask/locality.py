@@ -62,8 +62,8 @@ def _partition_agents(spec: Any) -> Iterator[tuple[str, ...]]:
         source, index = args[0], args[1]
         source = getattr(source, "value", source)  # DataNode-wrapped arguments
         index = getattr(index, "value", index)
-        if isinstance(source, Source) and isinstance(index, int):
-            yield source.desc.partitions[index].agents
+        if isinstance(source, Source) and isinstance(index, int):  # a task: one replica list
+            yield source.desc.partitions[source.task_partitions[index][0]].agents
         return
     for arg in args:  # fused: _execute_subgraph(inner_dsk, outkey, inkeys, ...)
         if isinstance(arg, dict):

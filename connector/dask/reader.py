@@ -16,16 +16,24 @@ from ..client import parse_agents
 from ..transport import Transport, resolve_transport
 from . import _compat as c
 from .dtypes import VIEWS
-from .source import Source, client_for, scan_partition
+from .source import Source, client_for, scan_partition, task_groups
 
 
 def read_bpfstore(dataset: str, agents: Sequence[str] | str | None = None, *,
                   columns: Sequence[str] | None = None, dtypes: str = "numpy",
                   pushdown: bool = True, engine: str | EngineName = "auto",
-                  aggregates: bool = True,
+                  aggregates: bool = True, partitions_per_task: int | None = None,
                   transport: Transport | None = None) -> Any:
-    """One Dask partition per stored partition; filters, projections, arithmetic and
-    aggregates in ordinary Dask code run on the agents when they can (see `explain`).
+    """Filters, projections, arithmetic and aggregates in ordinary Dask code run on the
+    agents when they can (see `explain`).
+
+    Each Dask partition (task) reads up to `partitions_per_task` stored partitions of one
+    agent in one call, their rows concatenated in dataset order (Spark's `partitionsPerTask`
+    for aggregates). The default (None) aims at about 1.5 million rows per task, with at least
+    as many tasks per agent as the Dask cluster (or this machine) has threads per agent; 1
+    gives one Dask partition per stored partition. Tasks are ordered by their first
+    partition: with several agents the partitions of a computed frame come agent by agent,
+    but unfiltered reads keep pandas' row labels (sort_index restores the stored order).
 
     `dtypes="numpy"` (default): decimals as float64 (correctly rounded), dates as
     datetime64[ms], strings as `str`. `dtypes="arrow"`: `pd.ArrowDtype` columns (exact
@@ -40,11 +48,17 @@ def read_bpfstore(dataset: str, agents: Sequence[str] | str | None = None, *,
     """
     if dtypes not in VIEWS:
         raise PlanInvalid(f"dtypes must be one of {VIEWS}, not {dtypes!r}")
+    if partitions_per_task is not None and (
+            not isinstance(partitions_per_task, int) or isinstance(partitions_per_task, bool)
+            or partitions_per_task < 1):
+        raise PlanInvalid(f"partitions_per_task must be a whole number >= 1, or None for the "
+                          f"default, not {partitions_per_task!r}")
     engine = EngineName.parse(engine)
     names = tuple(parse_agents(agents))
     transport = transport if transport is not None else resolve_transport()
     desc = client_for(names, transport).describe(dataset)
-    source = Source(dataset, names, desc, dtypes, engine, aggregates, transport)
+    source = Source(dataset, names, desc, dtypes, engine, aggregates, transport,
+                    task_groups(desc, partitions_per_task))
     if c.PUSHDOWN and pushdown:
         from .expr import BpfScan  # late: builds on dask-expr internals, present if PUSHDOWN
 
@@ -56,7 +70,7 @@ def read_bpfstore(dataset: str, agents: Sequence[str] | str | None = None, *,
 
 def _without_pushdown(source: Source) -> Any:
     """Public API only: correct on any dask, reads every column of every partition."""
-    n = len(source.partition_ids)
+    n = len(source.task_partitions)
     part = functools.partial(_read_all, source)
     # The partitions already hold pandas 3 `str`; dask's conversion would make it `string`.
     with dask.config.set({"dataframe.convert-string": False}):

@@ -79,8 +79,8 @@ class ScanBase(c.PartitionsFiltered, c.BlockwiseIO):
         return f"bpfstore-{self.source.dataset}-v{self.source.version}-" \
             + tokenize(*self.operands)
 
-    def _divisions(self) -> tuple[None, ...]:
-        return (None,) * (len(self.source.partition_ids) + 1)
+    def _divisions(self) -> tuple[None, ...]:  # one per task (Source.tasks), order unknown
+        return (None,) * (len(self.source.task_partitions) + 1)
 
     def _filtered_task(self, name: Any, index: int) -> Any:
         exprs = tuple((n, e, d) for n, (e, d) in self.computed.items() if n in self.columns)

@@ -1,21 +1,25 @@
 """What a Dask task needs to reach a dataset, and the functions the tasks run.
 
 `Source` travels inside the graph (pickled to workers); gRPC channels never do: each process
-keeps its own `Client` per agent list, made on first use.
+keeps its own `Client` per agent list, made on first use. A Dask partition (task) reads one
+run of bpfstore partitions of one agent (`Source.tasks`, made by `task_groups`): rows in one
+Scan call, partials in one Aggregate call, concatenated in the partitions' order.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from bpfstore.contract.errors import VersionGone
+from bpfstore.contract.errors import BpfstoreError, VersionGone
 from bpfstore.contract.plan import Dialect, EngineName, Expr, Plan, columns_of
 
 from ..client import DatasetDescription, client_for
@@ -23,6 +27,11 @@ from ..query import Query, QueryReport
 from ..transport import PLAINTEXT, Transport
 from . import dtypes
 from .evaluate import evaluate
+
+# The default layout aims at this many rows per task (TPC-H SF1 lineitem, 61 partitions of
+# 100,000 rows: about 1.5 million), and never makes fewer tasks per agent than there are
+# threads to run them (docs/benchmarks/dask-partitions-per-task.md).
+TARGET_TASK_ROWS = 1_500_000
 
 _lock = threading.Lock()
 _tally: dict[str, int] = {}
@@ -56,10 +65,23 @@ class Source:
     engine: EngineName = EngineName.AUTO  # the agents' engine for pushed-down aggregates
     aggregates: bool = True  # False: only filters, projections and arithmetic are pushed
     transport: Transport = PLAINTEXT  # TLS and token; travels to the workers with the tasks
+    # Each Dask partition's bpfstore partitions (indices into desc.partitions); None: one each
+    tasks: tuple[tuple[int, ...], ...] | None = None
 
     @property
     def version(self) -> int:
         return self.desc.version
+
+    @functools.cached_property
+    def task_partitions(self) -> tuple[tuple[int, ...], ...]:
+        if self.tasks is not None:
+            return self.tasks
+        return tuple((i,) for i in range(len(self.desc.partitions)))
+
+    def task_ids(self, task: int) -> list[str]:
+        """The ids of the bpfstore partitions Dask partition `task` reads, in dataset order."""
+        ids = self.partition_ids
+        return [ids[i] for i in self.task_partitions[task]]
 
     @property
     def partition_ids(self) -> list[str]:
@@ -92,7 +114,7 @@ class Source:
                                                    for p in self.desc.partitions))
         return {"dataset": self.dataset, "agents": self.agents, "desc": slim,
                 "view": self.view, "engine": self.engine, "aggregates": self.aggregates,
-                "transport": self.transport,
+                "transport": self.transport, "tasks": self.tasks,
                 "meta": self.meta, "_missing": self._missing}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -110,13 +132,15 @@ class Source:
 
     def __repr__(self) -> str:
         return (f"Source({self.dataset!r}, version={self.version}, "
-                f"partitions={len(self.desc.partitions)}, dtypes={self.view!r})")
+                f"partitions={len(self.desc.partitions)}, tasks={len(self.task_partitions)}, "
+                f"dtypes={self.view!r})")
 
     def key(self) -> tuple[Any, ...]:
         # The version is part of every token: new data never reuses a cached result.
         return ("bpfstore", self.dataset, self.agents, self.version, self.view,
                 tuple(self.partition_ids), self.engine.value, self.aggregates,
-                self.transport.identity())  # one caller's results are never another's
+                self.transport.identity(),  # one caller's results are never another's
+                self.task_partitions)
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
         return self.key()
@@ -128,10 +152,44 @@ class Source:
         return hash(self.key())
 
 
+def task_groups(desc: DatasetDescription, per_task: int | None,
+                threads: int | None = None) -> tuple[tuple[int, ...], ...]:
+    """Partitions sharing their replica list, in as few even runs of at most `per_task` as
+    can be, in dataset order (as Spark's aggregate tasks); ordered by their first partition.
+    `per_task` None: enough partitions for about TARGET_TASK_ROWS rows, but at least
+    `threads` (default: those of the Dask cluster) runs per agent."""
+    by_agents: dict[tuple[str, ...], list[int]] = {}
+    for i, p in enumerate(desc.partitions):
+        by_agents.setdefault(tuple(p.agents), []).append(i)
+    by_rows, per_agent = 1, 1
+    if per_task is None and by_agents:
+        by_rows = TARGET_TASK_ROWS // max(1, desc.rows // len(desc.partitions))
+        per_agent = math.ceil((threads or _threads()) / len(by_agents))  # threads per agent
+    groups = []
+    for ps in by_agents.values():
+        size = per_task or max(1, min(by_rows, math.ceil(len(ps) / per_agent)))
+        n = -(-len(ps) // size)
+        groups += [tuple(ps[len(ps) * i // n:len(ps) * (i + 1) // n]) for i in range(n)]
+    return tuple(sorted(groups))
+
+
+def _threads() -> int:
+    """The threads that will run the tasks: the distributed client's, else this machine's."""
+    try:
+        from distributed import get_client
+
+        return max(1, sum(get_client().nthreads().values()))
+    except (ImportError, ValueError):
+        from dask.system import CPU_COUNT
+
+        return CPU_COUNT
+
+
 def scan_partition(source: Source, index: int, columns: Sequence[str], where: Expr | None,
                    exprs: tuple[tuple[str, Expr, Any], ...], kind: str, series_name: Any
                    ) -> Any:
-    """One partition as pandas: filter and projection on the agent, computed columns here
+    """One Dask partition as pandas (its bpfstore partitions in one Scan call per agent,
+    concatenated in their order): filter and projection on the agent, computed columns here
     (pandas arithmetic on the delivered dtypes, so they equal the user's own pandas)."""
     computed = {name: (e, dtype) for name, e, dtype in exprs}
     base = [c for c in columns if c not in computed]
@@ -140,12 +198,11 @@ def scan_partition(source: Source, index: int, columns: Sequence[str], where: Ex
     if not needed:  # index only: the narrowest column tells the row count
         needed = [_narrowest(source.desc.schema, where)]
     table = _run(source, Query.scan(source.dataset, needed, where,
-                                    partitions=[source.partition_ids[index]],
-                                    dialect=Dialect.PANDAS))
+                                    partitions=source.task_ids(index),
+                                    dialect=Dialect.PANDAS, per_agent=True))
     index_labels: pd.Index = pd.RangeIndex(table.num_rows)
-    if where is None:
-        start = source.starts[index]
-        index_labels = pd.RangeIndex(start, start + table.num_rows)
+    if where is None:  # every row of each partition: pandas' labels
+        index_labels = _labels(source, source.task_partitions[index], table.num_rows)
     if kind == "index":
         return index_labels
     frame = dtypes.to_frame(table, source.meta[[c for c in needed if c in source.meta]],
@@ -160,6 +217,19 @@ def scan_partition(source: Source, index: int, columns: Sequence[str], where: Ex
     return frame
 
 
+def _labels(source: Source, parts: tuple[int, ...], rows: int) -> pd.Index:
+    """The row numbers of these partitions' rows in the whole dataset (one range when they
+    are consecutive)."""
+    ranges = [range(source.starts[i], source.starts[i] + source.desc.partitions[i].rows)
+              for i in parts]
+    if sum(len(r) for r in ranges) != rows:  # pragma: no cover - the description's row counts
+        raise BpfstoreError(f"dataset {source.dataset!r}: {rows} rows scanned from partitions "
+                            f"described with {sum(len(r) for r in ranges)}")
+    if all(a.stop == b.start for a, b in zip(ranges, ranges[1:], strict=False)):
+        return pd.RangeIndex(ranges[0].start if ranges else 0, ranges[-1].stop if ranges else 0)
+    return pd.Index(np.concatenate([np.arange(r.start, r.stop) for r in ranges]))
+
+
 def _narrowest(schema: pa.Schema, where: Expr | None) -> str:
     if where is not None:
         return columns_of([where])[0]
@@ -169,9 +239,10 @@ def _narrowest(schema: pa.Schema, where: Expr | None) -> str:
 
 
 def partials_partition(source: Source, index: int, plan: Plan) -> pa.Table:
-    """The merged partial aggregates of one partition, computed by its agent (`plan` is in
-    the PANDAS dialect, as every plan a Dask collection makes)."""
-    return _run(source, Query(replace(plan, partitions=(source.partition_ids[index],),
+    """The merged partial aggregates of one Dask partition's bpfstore partitions, computed by
+    their agent in one Aggregate call (`plan` is in the PANDAS dialect, as every plan a Dask
+    collection makes)."""
+    return _run(source, Query(replace(plan, partitions=tuple(source.task_ids(index)),
                                       engine=source.engine)))
 
 

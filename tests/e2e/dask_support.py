@@ -91,6 +91,14 @@ def counting(agents: list[Any]) -> Iterator[CallCounter]:
         counter.restore()
 
 
+def assert_same_rows(ours: pd.DataFrame, expected: pd.DataFrame, rtol: float = 1e-9) -> None:
+    """The same rows in any order (read_bpfstore's tasks come agent by agent)."""
+    def by_value(f: pd.DataFrame) -> pd.DataFrame:
+        return f.reset_index(drop=True).sort_values(list(f.columns), ignore_index=True)
+
+    assert_same(by_value(ours), by_value(expected), rtol)
+
+
 def assert_same(ours: Any, expected: Any, rtol: float = 1e-9) -> None:
     """Equal to pandas: floats within rounding, row labels of filtered rows ignored."""
     if isinstance(expected, pd.DataFrame | pd.Series):
@@ -117,3 +125,17 @@ def assert_same(ours: Any, expected: Any, rtol: float = 1e-9) -> None:
     assert ours == expected, (ours, expected)
     assert type(ours) is type(expected) or np.dtype(type(ours)) == np.dtype(type(expected)), \
         (type(ours), type(expected))
+
+
+def write_parquet_like(ddf: Any, table: pa.Table, out: Any) -> None:
+    """`table` (the stored rows, in their order) as Parquet files split as `ddf`, a
+    read_bpfstore frame, splits them: one file per Dask partition, its stored partitions'
+    rows in order, so dd.read_parquet(out) has the same rows in the same partitions."""
+    import pyarrow.parquet as pq
+
+    source = ddf.expr.operand("source")
+    out.mkdir(parents=True, exist_ok=True)
+    for i, parts in enumerate(source.task_partitions):
+        pq.write_table(pa.concat_tables([table.slice(source.starts[p], source.desc.partitions[p]
+                                                     .rows) for p in parts]),
+                       out / f"part-{i:05d}.parquet")

@@ -177,8 +177,11 @@ def test_pipeline_equals_read_parquet_and_pandas(client: Any, agents: list[Any],
                                 dd.read_parquet(Path(tmp) / "right")))
         ieee = normal(apply(steps, left.to_pandas(), right.to_pandas()))
         for pushdown in (True, False):
-            result = apply(steps, read_bpfstore("prop_left", addresses, pushdown=pushdown),
-                           read_bpfstore("prop_right", addresses, pushdown=pushdown))
+            # one Dask partition per stored one, as the Parquet files are split
+            result = apply(steps, read_bpfstore("prop_left", addresses, pushdown=pushdown,
+                                                partitions_per_task=1),
+                           read_bpfstore("prop_right", addresses, pushdown=pushdown,
+                                         partitions_per_task=1))
             # an aggregate the agents answer is IEEE's (pandas'); one Dask computes over
             # scanned rows is Dask's arithmetic, as over Parquet
             pushed = hasattr(result, "dask") and "pushed down:" in explain(result)

@@ -152,7 +152,9 @@ def _as_read(table: pa.Table) -> pa.Table:
 
 
 def bpfstore_tables(tables: dict[str, Any], pushdown: bool = True) -> dict[str, Any]:
-    return {n: read_bpfstore(f"joins_{n}", tables["agents"], pushdown=pushdown)
+    # one Dask partition per stored one: the partitionings these tests plan for
+    return {n: read_bpfstore(f"joins_{n}", tables["agents"], pushdown=pushdown,
+                             partitions_per_task=1)
             for n in PARTITION_ROWS}
 
 

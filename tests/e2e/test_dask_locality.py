@@ -49,7 +49,10 @@ def test_partition_tasks_run_beside_their_agent(client: Any, agents: list[Any]) 
             assert len(partition_keys) == ddf.npartitions
             for key in partition_keys:
                 assert ran[key] == pinned[key]
-            # pinned to the worker paired with the partition's agent
+            # pinned to the worker paired with the agent of the task's partitions
+            tasks = ddf.expr.operand("source").task_partitions
+            stored = client.describe("dask_local").partitions
             for key in partition_keys:
-                agent = holder[client.describe("dask_local").partitions[key[1]].id]
-                assert pinned[key] == names[worker_of[agent]]
+                agents_of = {holder[stored[i].id] for i in tasks[key[1]]}
+                assert len(agents_of) == 1
+                assert pinned[key] == names[worker_of[agents_of.pop()]]

@@ -13,6 +13,7 @@ import dask
 import pandas as pd
 import pytest
 import tpch as t
+from dask_support import write_parquet_like
 from tpch.dask_queries import QUERIES
 
 from bpfstore.connector.dask import read_bpfstore
@@ -26,9 +27,10 @@ pytestmark = pytest.mark.dask
 @pytest.fixture(scope="module")
 def frames(tpch: t.Cluster) -> dict[str, dict[str, Any]]:
     out = tpch.data.split_dir("dask")
-    for name, table in tpch.data.tables.items():  # the dtypes read_bpfstore gives by default
-        t.write_split(t.pandas_types(table), out / name, tpch.data.partition_rows[name])
-    ours = {n: read_bpfstore(n, tpch.addresses) for n in t.TABLES}
+    ours = {n: read_bpfstore(n, tpch.addresses) for n in t.TABLES}  # default task layout
+    for name, table in tpch.data.tables.items():  # the dtypes read_bpfstore gives by default,
+        # one file per Dask partition: the stored partitions each task of ours reads
+        write_parquet_like(ours[name], t.pandas_types(table), out / name)
     parquet = {n: dd.read_parquet(str(out / n)) for n in t.TABLES}
     for n in t.TABLES:  # the same partitioning, so both plan the same shuffles
         assert ours[n].npartitions == parquet[n].npartitions, n

@@ -76,6 +76,37 @@ def test_scan_applies_filter_and_projection_on_the_agents(client: Client) -> Non
     assert sum(p.pruned for p in report.partitions) == 3  # stats rule out i >= 990 there
 
 
+def test_per_agent_scan_is_one_call_per_agent_in_partition_order(three) -> None:
+    """`per_agent`: one Scan call per agent for all its partitions; the rows are those of the
+    per-partition calls, in the order of the partitions, pruned ones included; an agent that
+    dies hands all its partitions to their other replicas."""
+    with Client([a.address for a in three]) as c:
+        c.write("t", _table(), partition_rows=100, replicas=2)
+        pids = [p.id for p in c.describe("t").partitions]
+        calls: list[tuple[str, ...]] = []
+        original = c._scan_call
+
+        def counted(agent, plan, version):
+            calls.append(plan.partitions)
+            return original(agent, plan, version)
+
+        c._scan_call = counted  # type: ignore[method-assign]
+        for where in (None, col("i") >= 750, col("i") < 0):
+            for wanted in (pids, pids[3:8], [pids[7], pids[2], pids[5]]):
+                one = c.run(Query.scan("t", ["i", "k"], where, partitions=wanted))
+                calls.clear()
+                grouped = c.run(Query.scan("t", ["i", "k"], where, partitions=wanted,
+                                           per_agent=True))
+                assert grouped.table.equals(one.table)
+                assert len(calls) <= 3 and sorted(p for ps in calls for p in ps) == sorted(wanted)
+                assert {r.partition for r in grouped.report.partitions} == set(wanted)
+        three[1].stop()
+        calls.clear()
+        result = c.run(Query.scan("t", ["i"], partitions=pids, per_agent=True))
+        assert result.table.column("i").to_pylist() == list(range(1000))
+        assert three[1].address not in {p.agent for p in result.report.partitions}
+
+
 def test_threads_sharing_a_client_each_get_their_own_report(client: Client) -> None:
     """Dask's and Spark's threads share one client: a report comes back with its own result,
     so no query is ever handed the report of a query running beside it."""

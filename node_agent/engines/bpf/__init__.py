@@ -36,10 +36,12 @@ copies it back with the results. Nothing is attached to the host.
 - **Verifier-friendly code:** predicates are unsigned words whose sign bit is the truth value,
   hidden from LLVM with empty `asm volatile` so they stay branch-free; the context is written
   on one path only; accumulators for group-by live in the arena, not on the stack.
-- **Caches:** objects by shape hash in `<data-dir>/bpf-cache/` (constants travel in the
-  context, so one object serves every query of a shape), loaded programs by shape in memory,
-  generated programs per (plan, partition, path) in memory.
+- **Caches:** objects in `<data-dir>/bpf-cache/` named by the hash of the C and of clang's
+  version (partition constants travel in the context, so one object serves every partition
+  and query of a shape, across restarts; codegen's docstring lists what splits shapes),
+  loaded programs by shape in memory, generated programs per (plan, partition, path) in
+  memory.
 - **Not yet:** float sums (no floating point in BPF), decimal128 and string MIN/MAX,
-  column-vs-column filters, casts and division. These partitions run on arrow, with the
+  float column-vs-column filters, casts and division. These partitions run on arrow, with the
   reason in the report.
 """
