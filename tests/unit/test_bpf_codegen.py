@@ -116,6 +116,19 @@ def test_bcc_groups_live_in_a_map_value_of_a_power_of_two_groups() -> None:
     assert "GROUP_CAP" not in _compile(*Q6, path="bcc").settings
 
 
+def test_bcc_bounds_a_requests_group_memory() -> None:
+    """16 slots a program and 16 programs attached: a slot's groups stay within 256 KiB
+    (4,096 groups take a map value of 8,192; with a count and four 128-bit sums, 576 KiB),
+    where bpf's arena region still holds them."""
+    query = ([count_star(), *(sum_(c) for c in ("l_quantity", "l_extendedprice",
+                                                 "l_discount", "l_tax"))],
+             None, ("l_shipdate",))
+    wide = {"l_shipdate": ColumnStats(0, 8000, 8000 + 4095)}
+    assert _compile_on(query, wide, {}, "hot").groups == 4096
+    with pytest.raises(Unsupported, match="exceed 256 KiB of accumulators a request"):
+        _compile_on(query, wide, {}, "bcc")
+
+
 def test_settings_travel_as_flags_not_text() -> None:
     program = _compile(*Q1)
     assert program.settings["STRIDE"] == "9"  # a group: its count, then 4 sums of 2 words

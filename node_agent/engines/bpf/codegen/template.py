@@ -8,7 +8,7 @@ from importlib import resources
 
 from bpfstore.contract.errors import Unsupported
 
-from .accumulators import ACC_BYTES, Compiler
+from .accumulators import Compiler
 from .program import Program
 from .typemap import BITS, BYTES
 
@@ -16,6 +16,9 @@ MAX_UNROLLED_REGISTERS = 3  # measured: 1 sum + 1 min verifies unrolled, 2 sums 
 CHUNK_ROWS = 4096  # cold path: rows copied at a time (bpf/cold.bpf.c)
 READ_ROWS = 2048  # bcc path: rows a read (bpf/bcc_read.bpf.c's CHUNK_ROWS)
 BCC_MIN_GROUPS = 64  # bcc path: the smallest GROUP_CAP (a slot's map value of groups)
+# bcc path: a slot's groups at most (kernel memory: 16 slots a program, 16 programs kept
+# attached, so at most 64 MiB; TPC-H Q1 takes 9 KiB a slot)
+BCC_GROUP_BYTES = 256 << 10
 UNROLL = 8  # hot and cold paths: rows a step (1 when the verifier cannot follow 8)
 
 
@@ -52,8 +55,9 @@ def fill(c: Compiler, path: str) -> tuple[str, dict[str, str]]:
         settings = {"CHUNK_ROWS": str(READ_ROWS), **sizes}
         if c.p.groups:  # no arena: each slot's groups are one value of a BPF array map
             cap = group_cap(c.p.groups)
-            if cap * c.p.stride * 8 > ACC_BYTES:
-                raise Unsupported("bcc: group accumulators larger than a map value may be")
+            if cap * c.p.stride * 8 > BCC_GROUP_BYTES:
+                raise Unsupported(f"bcc: {cap} groups of {c.p.stride} words exceed "
+                                  f"{BCC_GROUP_BYTES >> 10} KiB of accumulators a request")
             settings.update(GROUP_CAP=str(cap), STRIDE=str(c.p.stride))
     else:
         columns, copy, size = _chunk_columns(c.p)
