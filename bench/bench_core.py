@@ -257,8 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         for engine in engines:
             with console.status(f"pushdown ({engine} engine)"):
                 pushed[engine] = {name: bench_aggregate(client, q, args.runs, engine)
-                                  for name, q in QUERIES.items()
-                                  if not (engine == "bcc" and q["group_by"])}  # bcc: no GROUP BY
+                                  for name, q in QUERIES.items()}
         with console.status("full scans"):
             scan = bench_full_scan(client)
 

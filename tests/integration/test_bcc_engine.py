@@ -5,8 +5,10 @@ the CLI."""
 from __future__ import annotations
 
 import ctypes
+import decimal as D
 import json
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -17,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
-from test_bpf_engine import Q6_WHERE, QUERIES, _rows, make_table
+from test_bpf_engine import GROUPED, Q6_WHERE, QUERIES, _rows, make_table
 from test_cli import _cli, agent_processes, lineitem  # noqa: F401 - fixtures
 
 from bpfstore.connector import Client, Unsupported, col, count, count_star, max_, min_, sum_
@@ -60,9 +62,64 @@ def test_bcc_equals_arrow_and_duckdb(client: Client, bcc_data: pa.Table, name, w
         assert_same_rows(ours, duckdb_answer(bcc_data, where, aggs, []), approx, name)
 
 
+@pytest.mark.parametrize(("name", "where", "keys", "aggs"), GROUPED, ids=[g[0] for g in GROUPED])
+@pytest.mark.parametrize("dialect", ["sql", "pandas"])
+def test_grouped_bcc_equals_arrow_and_duckdb(client: Client, bcc_data: pa.Table, name, where,
+                                             keys, aggs, dialect) -> None:
+    """GROUP BY in the read path (the groups in the slot's map value): integer-range keys
+    (bool, date, decimal, uint8), NULLs in the aggregated columns, 128-bit sums."""
+    result, report = reported(client, "bcc_t", aggs, where=where, group_by=keys,
+                              dialect=dialect, engine="bcc")
+    assert {(p.engine, p.path) for p in report.partitions} == {("bcc", "read")}
+    arrow = client.aggregate("bcc_t", aggs, where=where, group_by=keys, dialect=dialect,
+                             engine="arrow")
+    order = [(k, "ascending") for k in keys]
+    assert result.num_rows > 1, name  # several groups
+    assert _rows(result.sort_by(order)) == _rows(arrow.sort_by(order)), name
+    if dialect == "sql":
+        ours = list(zip(*[c.to_pylist() for c in result.columns], strict=True))
+        approx = {len(keys) + i for i, a in enumerate(aggs) if isinstance(a, Avg)}
+        assert_same_rows(ours, duckdb_answer(bcc_data, where, aggs, keys), approx, name)
+
+
+def test_grouped_bcc_dictionary_keys_and_sums_near_overflow(client: Client) -> None:
+    """Dictionary-encoded string keys (codes as group ids), string equality in the filter,
+    and per-group sums whose total passes 2**64 (two words a sum)."""
+    rnd = random.Random(7)
+    n = 30_000
+    table = pa.table({
+        "flag": [rnd.choice("ANR") for _ in range(n)],
+        "status": [rnd.choice("FO") for _ in range(n)],
+        "v": pa.array([rnd.randint(-1000, 1000) for _ in range(n)], pa.int64()),
+        "big": pa.array([rnd.choice([2**62, 2**62 - 1, -(2**62)]) if rnd.random() < 0.9
+                         else None for _ in range(n)], pa.int64()),
+        "d": pa.array([D.Decimal(rnd.choice([10**17, 10**17 - 1, -(10**16)])).scaleb(-2)
+                       for _ in range(n)], pa.decimal128(18, 2)),
+    })
+    client.write("bcc_s", table, partition_rows=10_000, overwrite=True)
+    aggs = [sum_("v"), count_star(), min_("v"), sum_("big"), count("big"), max_("big"),
+            sum_("d")]
+    keys = ["flag", "status"]
+    for where in [None, col("status").eq("F"), col("flag").eq("zzz"),
+                  col("flag").isin(["A", "R", "nope"]) & col("status").ne("O")]:
+        for dialect in ("sql", "pandas"):
+            got, report = reported(client, "bcc_s", aggs, where=where, group_by=keys,
+                                   dialect=dialect, engine="bcc")
+            assert {p.engine for p in report.partitions} <= {"bcc", "stats"}, where
+            assert "bcc" in {p.engine for p in report.partitions} or where is not None
+            arrow = client.aggregate("bcc_s", aggs, where=where, group_by=keys,
+                                     dialect=dialect, engine="arrow")
+            order = [(k, "ascending") for k in keys]
+            assert _rows(got.sort_by(order)) == _rows(arrow.sort_by(order)), where
+        ours = list(zip(*[c.to_pylist() for c in got.columns], strict=True))
+        assert_same_rows(ours, duckdb_answer(table, where, aggs, keys), set(), f"{where}")
+    totals = client.aggregate("bcc_s", [sum_("big")], group_by=["flag"], engine="bcc")
+    assert max(abs(v) for v in totals.column(1).to_pylist()) > 2**64  # past one word
+
+
 def test_forced_bcc_names_what_it_cannot_run(client: Client, bcc_data: pa.Table) -> None:
-    with pytest.raises(Unsupported, match="bcc: GROUP BY"):
-        client.aggregate("bcc_t", [count_star()], group_by=["flag"], engine="bcc")
+    with pytest.raises(Unsupported, match="more than 4096 possible groups"):
+        client.aggregate("bcc_t", [count_star()], group_by=["i32"], engine="bcc")
     with pytest.raises(Unsupported, match="bcc: float column 'f'"):
         client.aggregate("bcc_t", [count_star()], where=col("f") > 1.0, engine="bcc")
 
@@ -73,9 +130,9 @@ def _partition_files(agent: RunningAgent) -> list[Path]:
 
 def test_concurrent_requests_and_other_readers_are_never_counted(
         agents: list[RunningAgent], client: Client, bcc_data: pa.Table, tmp_path: Path) -> None:
-    """Two requests at once (different shapes and the same shape), while another process
-    and another thread of the agent's own process pread the same partition files and
-    cat/dd other files: every answer stays exact."""
+    """Requests at once (different shapes and the same shape, GROUP BY among them: each
+    slot's groups are its own), while another process and another thread of the agent's own
+    process pread the same partition files and cat/dd other files: every answer stays exact."""
     files = [f for a in agents for f in _partition_files(a)]
     big = tmp_path / "big"
     big.write_bytes(os.urandom(32 << 20))
@@ -101,17 +158,21 @@ def test_concurrent_requests_and_other_readers_are_never_counted(
     thread = threading.Thread(target=same_process_reader, daemon=True)
     thread.start()
     queries = [
-        (Q6_WHERE, [sum_(col("price") * col("disc")), count_star()]),
-        (col("i32") < 0, [sum_("i64"), min_("i32"), max_("i16"), count_star()]),
-        (col("maybe") > 3, [sum_("maybe"), count("maybe"), count_star()]),
+        (Q6_WHERE, [sum_(col("price") * col("disc")), count_star()], []),
+        (col("i32") < 0, [sum_("i64"), min_("i32"), max_("i16"), count_star()], []),
+        (col("maybe") > 3, [sum_("maybe"), count("maybe"), count_star()], []),
+        (col("i8") > 0, [sum_("maybe"), count("maybe"), max_("i64"), count_star()],
+         ["flag", "disc"]),
+        (col("i32") < 0, [count_star(), sum_("i64"), min_("i16")], ["u8"]),
     ]
-    expected = [duckdb_answer(bcc_data, w, a, []) for w, a in queries]
+    expected = [duckdb_answer(bcc_data, w, a, k) for w, a, k in queries]
     try:
         time.sleep(0.2)
         with ThreadPoolExecutor(4) as pool, Client([a.address for a in agents]) as other:
             for _ in range(4):
-                jobs = [pool.submit(c.aggregate, "bcc_t", a, where=w, engine="bcc")
-                        for c in (client, other) for w, a in queries]
+                jobs = [pool.submit(c.aggregate, "bcc_t", a, where=w, group_by=k,
+                                    engine="bcc")
+                        for c in (client, other) for w, a, k in queries]
                 for k, job in enumerate(jobs):
                     got = job.result()
                     ours = list(zip(*[c.to_pylist() for c in got.columns], strict=True))
@@ -161,22 +222,30 @@ def test_bcc_context_is_the_shared_head_then_its_own(client: Client, bcc_data: p
             8 * i for i in range(len(HEAD))]
 
 
-def test_tpch_q6_through_the_cli_equals_duckdb(agent_processes, lineitem) -> None:  # noqa: F811
-    """Issue 7's bar: `bpfstore sql --engine bcc` on TPC-H Q6, exact, bcc on every partition."""
-    from bpfstore.connector.demo import Q6
+@pytest.mark.parametrize("query", ["Q6", "Q1"])
+def test_tpch_through_the_cli_equals_duckdb(agent_processes, lineitem, query) -> None:  # noqa: F811
+    """Issue 7's bar (Q6) and issue 15's (Q1, GROUP BY): `bpfstore sql --engine bcc` on
+    TPC-H, exact, bcc on every partition."""
+    from bpfstore.connector.demo import Q1, Q6
 
     _, agents = agent_processes
     require_engine_at(agents, "bcc")
+    text = {"Q6": Q6, "Q1": Q1}[query]
     if _cli("datasets", agents=agents).stdout.find("lineitem ") < 0:
         _cli("ingest", str(lineitem), "--dataset", "lineitem", "--partition-rows", "20000",
              agents=agents)
-    result = _cli("sql", Q6, "--json", "--engine", "bcc", agents=agents, check=False)
+    result = _cli("sql", text, "--json", "--engine", "bcc", agents=agents, check=False)
     assert result.returncode == 0, result.stderr
     got = json.loads(result.stdout)
     con = duckdb.connect()
     con.execute(f"create view lineitem as select * from read_parquet('{lineitem}')")
-    expected = con.sql(Q6).fetchall()
-    assert [[str(v) for v in row] for row in got["rows"]] == \
-        [[str(v) for v in row] for row in expected]
+    expected = con.sql(text).fetchall()
+    assert len(got["rows"]) == len(expected) > 0
+    for ours, theirs in zip(got["rows"], expected, strict=True):
+        for a, b in zip(ours, theirs, strict=True):
+            if isinstance(b, float):  # Q1's averages
+                assert abs(float(a) - b) <= 1e-9 * max(1.0, abs(b))
+            else:
+                assert str(a) == str(b) or D.Decimal(str(a)) == D.Decimal(str(b))
     engines = {(p["engine"], p["path"]) for p in got["report"]["partitions"]}
     assert engines == {("bcc", "read")}, got["report"]["partitions"]

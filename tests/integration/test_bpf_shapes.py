@@ -55,7 +55,7 @@ def shaped(tmp_path_factory: pytest.TempPathFactory):
     table = pa.concat_tables([_partition(rnd, i) for i in range(PARTITIONS)])
     with Client([agent.address]) as client:
         client.write("shapes", table, partition_rows=ROWS, overwrite=True)
-        yield client, table, Path(agent.config.data_dir) / "bpf-cache"
+        yield client, table, Path(agent.config.data_dir) / "bpf-cache", agent
     agent.stop()
 
 
@@ -73,7 +73,7 @@ Q1 = ([sum_("qty"), sum_(price), sum_(price * (1 - disc)), avg("qty"), count_sta
 @pytest.mark.parametrize(("name", "query"), [("q6", Q6), ("q1", Q1)])
 @pytest.mark.parametrize("engine", ["bpf-hot", "bpf-cold"])
 def test_many_partitions_compile_a_few_shapes(shaped, name, query, engine) -> None:
-    client, table, cache = shaped
+    client, table, cache, _ = shaped
     aggs, where, keys = query
     before = set(cache.glob("*.bpf.o"))
     got, report = reported(client, "shapes", aggs, where=where, group_by=keys, engine=engine)
@@ -89,3 +89,25 @@ def test_many_partitions_compile_a_few_shapes(shaped, name, query, engine) -> No
     ours = list(zip(*[c.to_pylist() for c in got.columns], strict=True))
     approx = {len(keys) + i for i, a in enumerate(aggs) if isinstance(a, Avg)}
     assert_same_rows(ours, duckdb_answer(table, where, aggs, keys), approx, f"{name} {engine}")
+
+
+@pytest.mark.parametrize(("name", "query"), [("q6", Q6), ("q1", Q1)])
+def test_many_partitions_compile_a_few_shapes_on_bcc(shaped, name, query) -> None:
+    """The same on bcc (compiled in memory, counted in the engine's programs): the number of
+    groups changes only the context, GROUP_CAP (a power of two, at least 64) stays."""
+    from bpfstore.node_agent.engines.bcc.engine import shared
+
+    client, table, _, agent = shaped
+    require_bpf(agent, "bcc")
+    aggs, where, keys = query
+    bcc = shared()
+    before = set(bcc.programs)
+    got, report = reported(client, "shapes", aggs, where=where, group_by=keys, engine="bcc")
+    shapes = set(bcc.programs) - before
+    ran = [p for p in report.partitions if p.engine == "bcc"]
+    assert {p.engine for p in report.partitions} <= {"bcc", "stats"}
+    assert len(ran) >= PARTITIONS // 2, "too few partitions ran in the kernel to tell"
+    assert 1 <= len(shapes) <= 2, f"{name}: {len(shapes)} shapes for {len(ran)} partitions"
+    ours = list(zip(*[c.to_pylist() for c in got.columns], strict=True))
+    approx = {len(keys) + i for i, a in enumerate(aggs) if isinstance(a, Avg)}
+    assert_same_rows(ours, duckdb_answer(table, where, aggs, keys), approx, f"{name} bcc")

@@ -258,5 +258,5 @@ def test_forced_paths_ran_most_rows(agents, engine: str) -> None:
 
     require_bpf(agents[0], "bcc" if engine == "bcc" else "bpf")
     ran, refused = RAN.get(engine, 0), REFUSED.get(engine, 0)
-    share = 0.3 if engine == "bcc" else 0.4  # bcc has no GROUP BY (no arena)
+    share = 0.3 if engine == "bcc" else 0.4  # bcc: no floats (no order keys in the file)
     assert ran >= share * (ran + refused), (RAN, REFUSED)

@@ -60,7 +60,8 @@ def _compile(aggregates, where, group_by, path="hot"):
 
 @pytest.mark.parametrize(("name", "query", "data_path"),
                          [("q6", Q6, "hot"), ("q1", Q1, "hot"), ("q6.cold", Q6, "cold"),
-                          ("q1.cold", Q1, "cold"), ("q6.bcc", Q6, "bcc")])
+                          ("q1.cold", Q1, "cold"), ("q6.bcc", Q6, "bcc"),
+                          ("q1.bcc", Q1, "bcc")])
 def test_generated_c_matches_golden(name, query, data_path) -> None:
     program = _compile(*query, path=data_path)
     generated = f"// {' '.join(program.cflags)}\n{program.source}"  # settings, then the C
@@ -92,7 +93,7 @@ def test_one_shape_whatever_the_partitions_ranges_and_dictionaries(path) -> None
     inside = {"l_shipdate": ColumnStats(0, 8800, 8900), "l_quantity": ColumnStats(0, "1", "9"),
               "l_discount": ColumnStats(0, "0.05", "0.06")}
     dicts = {"l_returnflag": pa.array(["R", "A"]), "l_linestatus": pa.array(["O"])}
-    for query in ([Q6] if path == "bcc" else [Q6, Q1]):
+    for query in [Q6, Q1]:
         a = _compile_on(query, {}, {}, path)
         b = _compile_on(query, inside, dicts, path)
         assert a.shape == b.shape and a.values != b.values
@@ -100,6 +101,32 @@ def test_one_shape_whatever_the_partitions_ranges_and_dictionaries(path) -> None
         assert nulls.shape != a.shape and nulls.validity
     absent = (*Q6[:1], Q6[1] & col("l_returnflag").isin(["N", "X"]), ())  # "X" has no code
     assert _compile_on(absent, {}, {}, path).shape == _compile_on(absent, {}, dicts, path).shape
+
+
+def test_bcc_groups_live_in_a_map_value_of_a_power_of_two_groups() -> None:
+    """bcc has no arena: a slot's groups are one value of `group_words`, GROUP_CAP groups of
+    STRIDE words; a few groups more or fewer keep one shape."""
+    program = _compile(*Q1, path="bcc")
+    assert program.groups == 6 and program.settings["GROUP_CAP"] == "64"
+    assert program.settings["STRIDE"] == "9" and "g &= GROUP_CAP - 1;" in program.source
+    assert "__arena" not in program.source
+    wide = _compile_on(([count_star()], None, ("l_shipdate",)), {
+        "l_shipdate": ColumnStats(0, 8000, 8000 + 4095)}, {}, "bcc")
+    assert wide.groups == 4096 and wide.settings["GROUP_CAP"] == "8192"  # ids 0 .. 4096
+    assert "GROUP_CAP" not in _compile(*Q6, path="bcc").settings
+
+
+def test_bcc_bounds_a_requests_group_memory() -> None:
+    """16 slots a program and 16 programs attached: a slot's groups stay within 256 KiB
+    (4,096 groups take a map value of 8,192; with a count and four 128-bit sums, 576 KiB),
+    where bpf's arena region still holds them."""
+    query = ([count_star(), *(sum_(c) for c in ("l_quantity", "l_extendedprice",
+                                                 "l_discount", "l_tax"))],
+             None, ("l_shipdate",))
+    wide = {"l_shipdate": ColumnStats(0, 8000, 8000 + 4095)}
+    assert _compile_on(query, wide, {}, "hot").groups == 4096
+    with pytest.raises(Unsupported, match="exceed 256 KiB of accumulators a request"):
+        _compile_on(query, wide, {}, "bcc")
 
 
 def test_settings_travel_as_flags_not_text() -> None:

@@ -20,7 +20,18 @@ one per agent process; GetInfo's `bcc` status says why it is unavailable.
   with the generation the slot holds at its exit; the agent unregisters before a slot is
   reused. The agent checks that rows and reads reduced equal rows and reads issued, else the
   partition runs on arrow.
-- **Not on bcc:** GROUP BY (no arena), float columns (the file has no order keys), plans
-  reading only booleans, programs with so many accumulators that walking CHUNK_ROWS (down
-  to 128) trips exceeds the verifier's budget. These run on arrow (auto) or fail naming why.
+- **GROUP BY:** no arena here, so a slot's group accumulators are one value of the BPF array
+  map `group_words` (a slot per request, like its context): GROUP_CAP groups of STRIDE u64
+  words, group g at g * STRIDE. The shared codegen decides group ids (dictionary codes or
+  small integer ranges; bases and multipliers in the context), the words (count, 2 per SUM,
+  1 per MIN/MAX) and their initial values; the agent writes those into the slot's value
+  before each partition and reads it back after, into the bpf engine's grouped partials.
+  An array rather than a hash map keyed by (slot, group): codegen bounds groups by
+  MAX_GROUPS, so the array is exact and never full, and the program looks the slot's value
+  up once a read, not once a row. GROUP_CAP is a power of two above the group ids (at least
+  64, so a few groups more or fewer keep one shape): `g &= GROUP_CAP - 1` changes no id and
+  shows the verifier every access is inside the value.
+- **Not on bcc:** float columns (the file has no order keys), plans reading only booleans,
+  programs with so many accumulators that walking CHUNK_ROWS (down to 128) trips exceeds
+  the verifier's budget. These run on arrow (auto) or fail naming why.
 """

@@ -42,6 +42,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from bpfstore.contract.binding import bind_plan
@@ -53,7 +54,7 @@ from ...budget import check_budget, unbudgeted
 from ...stats import ColumnStats
 from ..base import Partition, Served, served
 from ..bpf.codegen import BITS, READ_ROWS, Program, compile_plan, read_layout
-from ..bpf.engine import empty_partials, plan_dictionaries, read_partials
+from ..bpf.engine import empty_partials, grouped_partials, plan_dictionaries, read_partials
 
 log = logging.getLogger("bpfstore.agent")
 SLOTS = 16  # bpf/bcc_read.bpf.c: concurrent requests of one program
@@ -180,12 +181,11 @@ class BccEngine:
             yield self.aggregate_one(plan, part)
 
     def aggregate_one(self, plan: Plan, part: Partition) -> Served:
-        if plan.group_by:
-            raise Unsupported("bcc: GROUP BY keeps accumulators in an arena; it runs on arrow")
         table = part.table
+        dictionaries = plan_dictionaries(table, plan)
         try:
             program = compile_plan(plan, table.schema, part.stats, table.num_rows,
-                                   plan_dictionaries(table, plan), "bcc")
+                                   dictionaries, "bcc")
         except Unsupported as exc:  # the shared generator's reasons, said for this engine
             raise Unsupported(f"bcc: {str(exc).removeprefix('bpf: ').removeprefix('bcc: ')}") \
                 from None
@@ -197,12 +197,20 @@ class BccEngine:
             return served(part, plan, empty_partials(program, schema), 0, self.name, "read")
         if not program.columns:  # COUNT(*) of every row: nothing to read
             out: Any = _Counts(table.num_rows)
+            words = None
         else:
             where = self._file(table, program, part.key)
-            out = self._run(self._program(program), program, where)
-        return served(part, plan, read_partials(program, out, schema), out.count, self.name, "read")
+            out, words = self._run(self._program(program), program, where)
+        if words is not None:
+            partials = grouped_partials(program, words, schema, dictionaries)
+        else:
+            partials = read_partials(program, out, schema)
+        return served(part, plan, partials, out.count, self.name, "read")
 
-    def _run(self, loaded: _Loaded, program: Program, where: _File) -> Any:
+    def _run(self, loaded: _Loaded, program: Program, where: _File
+             ) -> tuple[Any, np.ndarray | None]:
+        """The slot's results after reading the partition: its context and, for GROUP BY,
+        its groups' words (groups + 1 rows of program.stride)."""
         slots, reqs = loaded.bpf["slots"], loaded.bpf["reqs"]
         fd = os.open(where.path, os.O_RDONLY | os.O_CLOEXEC)
         slot = loaded.acquire()
@@ -216,6 +224,10 @@ class BccEngine:
             for name, value in program.values.items():
                 setattr(ctx, name, value)
             slots[ctypes.c_int(slot)] = ctx
+            if program.groups:  # the slot's groups start from their initial values
+                group_words = loaded.bpf["group_words"]
+                group_words[ctypes.c_int(slot)] = group_words.Leaf.from_buffer_copy(
+                    _initial_words(program, ctypes.sizeof(group_words.Leaf)))
             base = loaded.addresses[slot]
             last = loaded.layout[-1][2]
             reg_key = reqs.Key(tgid=self.tgid, pad=0, buf=base + last)
@@ -225,13 +237,18 @@ class BccEngine:
             finally:
                 del reqs[reg_key]  # unregistered before the slot (and its buffer) is reused
             out = slots[ctypes.c_int(slot)]
+            words = None
+            if program.groups:
+                leaf = bytes(group_words[ctypes.c_int(slot)])
+                words = np.frombuffer(leaf, np.int64).reshape(-1, program.stride)
+                words = words[: program.groups + 1].copy()
         finally:
             loaded.release(slot)
             os.close(fd)
         if out.gen != gen or out.err or out.done != rows or out.reads != reads:
             raise Unsupported(f"bcc: the program reduced {out.done} rows in {out.reads} reads "
                               f"(error {out.err}); the agent read {rows} rows in {reads}")
-        return out
+        return out, words
 
     def _read_all(self, fd: int, loaded: _Loaded, where: _File, base: int,
                   columns: list[str]) -> tuple[int, int]:
@@ -319,6 +336,14 @@ class _Counts:
 
     def __init__(self, rows: int) -> None:
         self.count = rows
+
+
+def _initial_words(program: Program, size: int) -> bytes:
+    """A slot's groups as they start (program.initial, every group), `size` bytes."""
+    words = np.array(program.initial, dtype=np.int64).view(np.uint64)
+    groups = size // (8 * program.stride)
+    assert groups * 8 * program.stride == size and groups > program.groups
+    return np.tile(words, groups).tobytes()
 
 
 def _region_bytes(ctype: str, rows: int) -> int:

@@ -288,7 +288,7 @@ class BpfEngine:
                         ctx.start, ctx.end = 0, batch.num_rows
                         _run(loaded, ctx, batch.num_rows)
             if words is not None:
-                partials = _grouped_partials(program, words.view(np.int64).copy(), schema,
+                partials = grouped_partials(program, words.view(np.int64).copy(), schema,
                                              dictionaries)
                 return served(part, plan, partials, ctx.count, self.name, path)
         return served(part, plan, read_partials(program, ctx, schema), ctx.count, self.name, path)
@@ -452,7 +452,7 @@ def plan_dictionaries(table: pa.Table, plan: Plan) -> dict[str, pa.Array]:
     return out
 
 
-def _grouped_partials(program: Program, words: np.ndarray, schema: pa.Schema,
+def grouped_partials(program: Program, words: np.ndarray, schema: pa.Schema,
                       dictionaries: dict[str, pa.Array]) -> pa.Table:
     """One row per group that received rows (the last group collects unselected rows)."""
     groups = np.flatnonzero(words[: program.groups, 0])

@@ -11,7 +11,8 @@
  * the slot's scratch and reduces its rows with the shared predicate/accumulator code. Reads
  * are only attributed while their (tgid, address) is registered with the generation the
  * slot holds: the agent unregisters before a buffer is reused, and a thread's pending read
- * is forgotten at its next pread.
+ * is forgotten at its next pread. GROUP BY programs (GROUP_CAP > 0) add to the slot's
+ * value of `group_words`, group g's words at g * STRIDE.
  */
 #define BPFSTORE_BCC
 #include "bpfstore.h"
@@ -30,13 +31,19 @@
 #ifndef LAST_WIDTH
 #define LAST_WIDTH 8      /* bytes a row of the registered region */
 #endif
+#ifndef GROUP_CAP
+#define GROUP_CAP 0       /* GROUP BY: groups in a slot's `group_words` (a power of two) */
+#endif
+#ifndef STRIDE
+#define STRIDE 1          /* u64 words of one group's accumulators */
+#endif
 #define BIT(p, r) (((p)[(r) >> 3] >> ((r) & 7)) & 1) /* bit r of a packed bit array */
 
 struct ctx {
     CTX_HEAD          /* start, end unused (the chunk's rows come from the read's length) */
     u64 gen;          /* generation of the request holding the slot */
     u64 reads;        /* out: reads reduced */
-    u64 err;          /* out: a read of the wrong size (1) or a failed copy (2) */
+    u64 err;          /* out: a read of the wrong size (1), a failed copy (2), no groups (4) */
     u64 lo0;
     u64 r0;
     u64 inv0;
@@ -63,6 +70,12 @@ BPF_HASH(reqs, struct key_t, struct reg_t, 1024);    /* registered requests */
 BPF_HASH(inflight, u64, struct flight_t, 1024);      /* thread -> its registered pread */
 BPF_ARRAY(slots, struct ctx, SLOTS);
 BPF_ARRAY(scratch, struct chunk_t, SLOTS);
+#if GROUP_CAP
+/* GROUP BY (no arena on these kernels): a slot's groups, STRIDE words each, which the agent
+ * sets to their initial values before each partition and reads back after it */
+struct groups_t { u64 w[GROUP_CAP * STRIDE]; };
+BPF_ARRAY(group_words, struct groups_t, SLOTS);
+#endif
 
 /* attached by the agent to syscalls:sys_enter_pread64 */
 int on_enter(struct tracepoint__syscalls__sys_enter_pread64 *args)
@@ -116,6 +129,14 @@ int on_exit(struct tracepoint__syscalls__sys_exit_pread64 *args)
         return 0;
     }
     const u8 *buf = chunk->bytes;
+#if GROUP_CAP
+    struct groups_t *gw = group_words.lookup(&slot);
+    if (!gw) {
+        c->err |= 4;
+        return 0;
+    }
+    u64 *acc = gw->w;
+#endif
     u64 count = 0;
     const s32 *col0 = (const s32 *)(buf + 0 * CHUNK_ROWS / 8);
     const s64 *col1 = (const s64 *)(buf + 32 * CHUNK_ROWS / 8);

@@ -24,7 +24,9 @@ each exact:
 - a SUM proven to fit 64 bits over the partition's rows adds in one word, else in 128;
 - no program at all where statistics prove no row matches (`Program.empty`);
 - on bcc, a float column's window that statistics decide is left out (bcc cannot read
-  floats, so the partition still runs there; `Columns.folds`).
+  floats, so the partition still runs there; `Columns.folds`);
+- on bcc, GROUP BY's map value holds GROUP_CAP groups, the number of groups rounded up to a
+  power of two and at least 64 (`template.group_cap`): one class up to 63 groups.
 So a plan has at most 2 ** (columns whose NULLs vary + sums whose proof varies) shapes per
 data path; on TPC-H (no NULLs, every sum proven) one (tests/integration/test_bpf_shapes.py
 counts them). Before, 40 partitions of varied ranges gave Q1 21 shapes on the hot path.

@@ -1,5 +1,6 @@
 """Accumulator layout: COUNT, SUM (128 bits, or 64 where statistics prove the total fits)
-and MIN/MAX in registers (no GROUP BY) or in words of a group's accumulators in the arena."""
+and MIN/MAX in registers (no GROUP BY) or in words of a group's accumulators: in the arena
+(hot and cold paths), or in the request's slot of a BPF array map (bcc)."""
 
 from __future__ import annotations
 
@@ -36,11 +37,19 @@ class Compiler(Expressions):
             if groups > MAX_GROUPS:
                 raise Unsupported(f"bpf: more than {MAX_GROUPS} possible groups")
         self.p.groups, self.p.stride, self.p.initial = groups, 1, [0]
-        self.p.fields += [("acc", "u64"), ("groups", "u64")]
         self.p.values["groups"] = groups
+        group = f"u64 g = {' + '.join(terms)}; g = (g & mask) | (groups & ~mask);"
+        if self.path == "bcc":  # the slot's value in a map of GROUP_CAP groups (template.py)
+            self.p.fields.append(("groups", "u64"))
+            self.setup.append("u64 groups = c->groups;")
+            # g <= groups < GROUP_CAP, a power of two: the mask changes nothing, and shows
+            # the verifier that every group's words lie inside the map value
+            self.accumulate.append(f"{group} g &= GROUP_CAP - 1;")
+            self.accumulate.append("u64 *a = acc + g * STRIDE; a[0] += 1;")
+            return
+        self.p.fields += [("acc", "u64"), ("groups", "u64")]
         self.setup.append("u64 __arena *acc = (u64 __arena *)c->acc; u64 groups = c->groups;")
-        self.accumulate.append(
-            f"u64 g = {' + '.join(terms)}; g = (g & mask) | (groups & ~mask);")
+        self.accumulate.append(group)
         self.accumulate.append("u64 __arena *a = acc + g * STRIDE; a[0] += 1;")
 
     def words(self, *initial: int) -> int:

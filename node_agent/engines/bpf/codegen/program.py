@@ -23,7 +23,7 @@ class Program:
     outputs: list[tuple[str, Any, Any]] = field(default_factory=list)
     validity: list[int] = field(default_factory=list)  # columns whose validity bitmap is used
     empty: bool = False  # statistics prove no row can match
-    groups: int = 0  # group-by: number of groups (accumulators in the arena), 0 without
+    groups: int = 0  # group-by: number of groups (in the arena, or a bcc map), 0 without
     keys: list[tuple[str, int, int]] = field(default_factory=list)  # (column, base, cardinality)
     stride: int = 0  # u64 words per group: count, then 2 per SUM, 1 per MIN/MAX
     slots: list[int] = field(default_factory=list)  # per aggregate: its first word in a group

@@ -15,6 +15,10 @@ from .typemap import BITS, BYTES
 MAX_UNROLLED_REGISTERS = 3  # measured: 1 sum + 1 min verifies unrolled, 2 sums + 2 min/max not
 CHUNK_ROWS = 4096  # cold path: rows copied at a time (bpf/cold.bpf.c)
 READ_ROWS = 2048  # bcc path: rows a read (bpf/bcc_read.bpf.c's CHUNK_ROWS)
+BCC_MIN_GROUPS = 64  # bcc path: the smallest GROUP_CAP (a slot's map value of groups)
+# bcc path: a slot's groups at most (kernel memory: 16 slots a program, 16 programs kept
+# attached, so at most 64 MiB; TPC-H Q1 takes 9 KiB a slot)
+BCC_GROUP_BYTES = 256 << 10
 UNROLL = 8  # hot and cold paths: rows a step (1 when the verifier cannot follow 8)
 
 
@@ -47,10 +51,14 @@ def fill(c: Compiler, path: str) -> tuple[str, dict[str, str]]:
         if not c.p.groups and registers > MAX_UNROLLED_REGISTERS:
             settings["UNROLL"] = "1"
     elif path == "bcc":
-        if c.p.groups:
-            raise Unsupported("bcc: GROUP BY keeps accumulators in an arena; it runs on arrow")
         columns, sizes = _read_columns(c.p)
         settings = {"CHUNK_ROWS": str(READ_ROWS), **sizes}
+        if c.p.groups:  # no arena: each slot's groups are one value of a BPF array map
+            cap = group_cap(c.p.groups)
+            if cap * c.p.stride * 8 > BCC_GROUP_BYTES:
+                raise Unsupported(f"bcc: {cap} groups of {c.p.stride} words exceed "
+                                  f"{BCC_GROUP_BYTES >> 10} KiB of accumulators a request")
+            settings.update(GROUP_CAP=str(cap), STRIDE=str(c.p.stride))
     else:
         columns, copy, size = _chunk_columns(c.p)
         settings.update(CHUNK_ROWS=str(CHUNK_ROWS), CHUNK_BYTES=str(size))
@@ -61,6 +69,13 @@ def fill(c: Compiler, path: str) -> tuple[str, dict[str, str]]:
     holes["COLUMNS"] = "\n    ".join(columns)
     check_settings(source, settings, template)
     return fill_holes(source, holes, template), settings
+
+
+def group_cap(groups: int) -> int:
+    """bcc path: the groups a slot's map value holds: room for the ignored group too, a
+    power of two (the program masks group ids with it), at least BCC_MIN_GROUPS so that
+    partitions with a few groups more or fewer share one shape."""
+    return max(BCC_MIN_GROUPS, 1 << groups.bit_length())  # > groups: ids 0 .. groups
 
 
 def fill_holes(source: str, holes: dict[str, str], template: str) -> str:
