@@ -7,8 +7,12 @@ import pickle
 
 import pytest
 
-from bpfstore.connector.transport import Transport, TransportError, is_loopback, \
-    resolve_transport
+from bpfstore.connector.transport import (
+    Transport,
+    TransportError,
+    is_loopback,
+    resolve_transport,
+)
 
 LOOPBACK = ["127.0.0.1:7340", "127.1.2.3:1", "localhost:7340", "LOCALHOST:7340",
             "node.localhost:7340", "[::1]:7340", "::1", "ipv4:127.0.0.1:7340",
