@@ -5,8 +5,10 @@ wire (the client's bytes moved: the ScanChunks as sent) and the rows' Arrow size
 One agent subprocess on loopback (127.0.0.1, where `compression="auto"` sends none); with
 `--link 1gbit,100mbit` (root: network namespaces and tc from bench/cluster_net.py, under a
 prefix and subnet of its own) also one agent behind a veth pair shaped to each rate, where
-the link's own byte counters are read too. Median of `--runs` after a warm-up; data cached
-under .bench/ (bench_core.lineitem_parquet). Times are reported, never asserted.
+the link's own byte counters are read too. Median of `--runs` after a warm-up, the three
+compressions interleaved run by run; with the CPU seconds of the agent and of the client
+(less sensitive to a busy machine than wall time). Data cached under .bench/
+(bench_core.lineitem_parquet). Times are reported, never asserted.
 
     .venv/bin/python bench/bench_scan_compression.py --sf 1 [--columns l_orderkey,...]
         [--link 1gbit,100mbit] [--runs 3]
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -44,32 +47,67 @@ def ingest(agent: str, parquet: Path, partition_rows: int) -> int:
         return len(c.describe("lineitem").partitions)
 
 
+def agent_cpu(address: str) -> float:
+    """CPU seconds (user + system) of the agent process listening on `address`."""
+    clk = os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if address.encode() not in argv or b"--listen" not in argv:
+                continue
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        return (int(fields[11]) + int(fields[12])) / clk
+    return math.nan
+
+
 def measure(agent: str, columns: list[str] | None, runs: int,
             link: Cluster | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for compression in COMPRESSIONS:
-        with Client([agent], transport=Transport(compression=compression), timeout=3600) as c:
-            query = Query.scan("lineitem", columns)
-            c.run(query)  # warm-up: channel, page cache, the agent's first scan
-            seconds, moved, wire = [], [], []
-            arrow = rows = 0
-            for _ in range(runs):
-                before = link.link_bytes()[0] if link else 0
+    """Runs interleaved (none, lz4, zstd, none, ...) so the machine's load drifts over all
+    three alike; per run the wall time, the client's and the agent's CPU seconds, the bytes."""
+    query = Query.scan("lineitem", columns)
+    clients = {c: Client([agent], transport=Transport(compression=c), timeout=3600)
+               for c in COMPRESSIONS}
+    samples: dict[str, dict[str, list[float]]] = {
+        c: {"s": [], "client_cpu": [], "agent_cpu": [], "moved": [], "rx": []}
+        for c in COMPRESSIONS}
+    sizes: dict[str, tuple[int, int]] = {}
+    try:
+        for c in COMPRESSIONS:
+            clients[c].run(query)  # warm-up: channel, page cache, the agent's first scan
+        for _ in range(runs):
+            for c in COMPRESSIONS:
+                rx0 = link.link_bytes()[0] if link else 0
+                cpu0, agent0 = time.process_time(), agent_cpu(agent)
                 started = time.perf_counter()
-                result = c.run(query)
-                seconds.append(time.perf_counter() - started)
-                moved.append(result.report.bytes_moved)
+                result = clients[c].run(query)
+                took = time.perf_counter() - started
+                one = samples[c]
+                one["s"].append(took)
+                one["client_cpu"].append(time.process_time() - cpu0)
+                one["agent_cpu"].append(agent_cpu(agent) - agent0)
+                one["moved"].append(result.report.bytes_moved)
                 if link:
-                    wire.append(link.link_bytes()[0] - before)
-                arrow, rows = result.table.nbytes, result.table.num_rows
+                    one["rx"].append(link.link_bytes()[0] - rx0)
+                sizes[c] = (result.table.nbytes, result.table.num_rows)
                 del result
-        median = statistics.median(seconds)
-        out[compression] = {
-            "median_s": median, "runs_s": seconds, "rows": rows, "arrow_bytes": arrow,
-            "bytes_moved": statistics.median(moved),
-            "link_rx_bytes": statistics.median(wire) if wire else None,
+    finally:
+        for client in clients.values():
+            client.close()
+    out: dict[str, Any] = {}
+    for c, one in samples.items():
+        median = statistics.median(one["s"])
+        arrow, rows = sizes[c]
+        out[c] = {
+            "median_s": median, "runs_s": one["s"], "rows": rows, "arrow_bytes": arrow,
+            "client_cpu_s": statistics.median(one["client_cpu"]),
+            "agent_cpu_s": statistics.median(one["agent_cpu"]),
+            "bytes_moved": statistics.median(one["moved"]),
+            "link_rx_bytes": statistics.median(one["rx"]) if one["rx"] else None,
             "rows_mb_per_s": arrow / median / 1e6,
-            "wire_mb_per_s": statistics.median(moved) / median / 1e6,
+            "wire_mb_per_s": statistics.median(one["moved"]) / median / 1e6,
         }
     return out
 
@@ -77,7 +115,7 @@ def measure(agent: str, columns: list[str] | None, runs: int,
 def show(title: str, per: dict[str, Any]) -> None:
     table = Table(title=title)
     for name in ("compression", "time (median)", "rows MB/s", "bytes moved", "vs none",
-                 "link rx"):
+                 "link rx", "agent CPU", "client CPU"):
         table.add_column(name, justify="right")
     base = per["none"]["bytes_moved"]
     for compression, r in per.items():
@@ -85,7 +123,8 @@ def show(title: str, per: dict[str, Any]) -> None:
         table.add_row(compression, f"{r['median_s'] * 1000:.0f} ms",
                       f"{r['rows_mb_per_s']:.0f}", f"{r['bytes_moved'] / 1e6:.1f} MB",
                       f"{r['bytes_moved'] / base:.2f}",
-                      f"{rx / 1e6:.1f} MB" if rx is not None else "-")
+                      f"{rx / 1e6:.1f} MB" if rx is not None else "-",
+                      f"{r['agent_cpu_s']:.2f} s", f"{r['client_cpu_s']:.2f} s")
     console.print(table)
 
 
