@@ -54,10 +54,10 @@ class Transport:
     compression: str = "auto"  # of scanned rows: "auto", "none", "lz4", "zstd" (module doc)
 
     def __post_init__(self) -> None:
-        if str(self.compression).lower() not in COMPRESSIONS:
+        if not isinstance(self.compression, str) or self.compression.lower() not in COMPRESSIONS:
             raise TransportError(f"compression must be one of {', '.join(COMPRESSIONS)}, "
                                  f"not {self.compression!r}")
-        object.__setattr__(self, "compression", str(self.compression).lower())  # frozen
+        object.__setattr__(self, "compression", self.compression.lower())  # frozen
         if (self.cert is None) != (self.key is None):
             raise TransportError("a client certificate needs its key, and a key its "
                                  "certificate (--tls-cert and --tls-key)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import decimal
 import math
+import socket
 from collections.abc import Iterator
 from datetime import date, datetime
 
@@ -21,7 +22,8 @@ from bpfstore.connector import Client, Query, col
 from bpfstore.connector.transport import Transport, resolve_transport
 from bpfstore.contract import wire
 from bpfstore.contract.plan import Plan
-from bpfstore.node_agent.server import ipc_bytes
+from bpfstore.node_agent.config import AgentConfig
+from bpfstore.node_agent.server import create_server, ipc_bytes
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc
 from conftest import RunningAgent
@@ -148,6 +150,39 @@ def test_auto_is_uncompressed_on_loopback(agent: RunningAgent) -> None:
     _, plain = scan(agent, "none", Query.scan("packed"))
     _, auto = scan(agent, "auto", Query.scan("packed"))
     assert auto == plain
+
+
+def _own_address() -> str | None:
+    """An address of this machine that is not loopback (none sent: UDP connect only routes)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.254", 9))  # TEST-NET-1: only the route is looked up
+            ip = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if ip.startswith("127.") or ip == "0.0.0.0" else ip
+
+
+def test_auto_is_lz4_to_an_address_that_is_not_loopback(tmp_path_factory: pytest.TempPathFactory
+                                                        ) -> None:
+    ip = _own_address()
+    if ip is None:
+        pytest.skip("this machine has no address but loopback")
+    config = AgentConfig(data_dir=str(tmp_path_factory.mktemp("remote")), listen=f"{ip}:0")
+    server, port, service = create_server(config)
+    server.start()
+    try:
+        address = f"{ip}:{port}"
+        with Client([address], transport=Transport(compression="none"), timeout=30) as c:
+            c.write("packed", compressible(50_000))
+            plain = c.run(Query.scan("packed")).report.bytes_moved
+        for setting, expected in (("auto", "lz4"), ("lz4", "lz4")):
+            with Client([address], transport=Transport(compression=setting), timeout=30) as c:
+                assert c.transport.scan_compression(address) == expected
+                moved = c.run(Query.scan("packed")).report.bytes_moved
+            assert moved < plain / 2, (setting, moved, plain)
+    finally:
+        server.stop(0).wait()
 
 
 @pytest.mark.parametrize("compression", ["", "lz4", "zstd"])

@@ -45,10 +45,10 @@ def test_explicit_settings_win_over_the_address(setting: str, wire: str | None) 
         assert t.scan_compression(target) == expected
 
 
-@pytest.mark.parametrize("bad", ["gzip", "", "lz4_raw", "snappy"])
-def test_unknown_settings_fail_when_the_transport_is_made(bad: str) -> None:
+@pytest.mark.parametrize("bad", ["gzip", "", "lz4_raw", "snappy", None, 1])
+def test_unknown_settings_fail_when_the_transport_is_made(bad: object) -> None:
     with pytest.raises(TransportError, match="compression must be one of"):
-        Transport(compression=bad)
+        Transport(compression=bad)  # type: ignore[arg-type]
 
 
 def test_resolved_from_the_argument_then_the_environment() -> None:
@@ -66,3 +66,13 @@ def test_compression_travels_to_workers_and_keeps_the_identity() -> None:
     assert "compression=zstd" in repr(t)
     # Same rows whatever the compression: Dask task names (the identity) do not change.
     assert t.identity() == Transport(token="x", compression="none").identity()
+
+
+def test_the_cli_takes_compression() -> None:
+    from bpfstore.connector.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["datasets", "--compression", "zstd"]).compression == "zstd"
+    assert parser.parse_args(["datasets"]).compression is None  # then $BPFSTORE_COMPRESSION
+    with pytest.raises(SystemExit):
+        parser.parse_args(["datasets", "--compression", "gzip"])
