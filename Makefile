@@ -12,7 +12,7 @@ FILE_LIST := .venv/.bpfstore-files
 PKG_DIRS := connector node_agent proto bpf
 PKG_FILES := $(shell find $(PKG_DIRS) pyspark_bpfstore.py -type f -not -path '*/__pycache__/*' 2>/dev/null | sort | cksum)
 
-.PHONY: install test test-tpch demo bench bench-dask-tasks bench-cluster profile lint proto clean FORCE
+.PHONY: install test test-tpch demo bench bench-dask-tasks bench-compression bench-cluster profile lint proto clean FORCE
 
 install: $(STAMP)
 
@@ -48,6 +48,10 @@ bench: install
 # Dask task layouts (partitions_per_task) vs dd.read_parquet: make bench-dask-tasks ARGS="--sf 1"
 bench-dask-tasks: install
 	$(PY) bench/bench_dask_tasks.py $(ARGS)
+
+# Scan with Arrow IPC compression none/lz4/zstd: make bench-compression ARGS="--sf 1 [--link 1gbit]"
+bench-compression: install
+	$(PY) bench/bench_scan_compression.py $(ARGS)
 
 # As root (py-spy attaches to the agent): make profile ARGS="--scale 0.1 --seconds 8"
 profile: install

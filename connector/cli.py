@@ -105,7 +105,8 @@ def _connect(args: argparse.Namespace) -> Any:
 
     transport = resolve_transport(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key,
                                   token=args.token, tls=args.tls or None,
-                                  server_name=args.tls_server_name)
+                                  server_name=args.tls_server_name,
+                                  compression=args.compression)
     return Client(args.agents, transport=transport)
 
 
@@ -276,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "certificates, when not their address ($BPFSTORE_TLS_SERVER_NAME)")
     tls.add_argument("--token", help="bearer token of your tenant; prefer $BPFSTORE_TOKEN, "
                      "which other users cannot see in the process list")
+    tls.add_argument("--compression", choices=("auto", "none", "lz4", "zstd"),
+                     help="of scanned rows on the wire; auto (default): lz4 from agents not "
+                     "on loopback ($BPFSTORE_COMPRESSION)")
     parser = argparse.ArgumentParser(prog="bpfstore", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -131,8 +131,9 @@ class StagedWrite:
 class Client:
     def __init__(self, agents: Sequence[str] | str | None = None, *, timeout: float = 300.0,
                  parallelism: int = 8, transport: Transport | None = None) -> None:
-        """`transport`: TLS and token (connector/transport.py); by default from
-        $BPFSTORE_TLS_CA, $BPFSTORE_TLS_CERT, $BPFSTORE_TLS_KEY and $BPFSTORE_TOKEN."""
+        """`transport`: TLS, token and Scan compression (connector/transport.py); by default
+        from $BPFSTORE_TLS_CA, $BPFSTORE_TLS_CERT, $BPFSTORE_TLS_KEY, $BPFSTORE_TOKEN and
+        $BPFSTORE_COMPRESSION."""
         self.agents = parse_agents(agents)
         self.transport = transport if transport is not None else resolve_transport()
         self.timeout = timeout
@@ -407,8 +408,10 @@ class Client:
     def _scan_call(self, agent: str, plan: Plan, version: int
                    ) -> tuple[dict[str, list[pa.RecordBatch]], list[PartitionReport], int]:
         """One Scan RPC: each partition's batches, the reports, the bytes moved. The agent
-        sends a partition's batches, then its report, partition after partition."""
-        request = pb.ScanRequest(plan=wire.plan_to_proto(plan), dataset_version=version)
+        sends a partition's batches, then its report, partition after partition; the bytes
+        moved are the chunks' as sent (compressed when `transport.compression` asks)."""
+        request = pb.ScanRequest(plan=wire.plan_to_proto(plan), dataset_version=version,
+                                 compression=self.transport.scan_compression(agent))
         pieces: dict[str, list[pa.RecordBatch]] = {}
         batches: list[pa.RecordBatch] = []
         reports: list[PartitionReport] = []

@@ -1,10 +1,19 @@
 """How a client reaches the agents: plaintext or TLS (optionally with a client certificate for
-mutual TLS), and the bearer token sent with every call.
+mutual TLS), the bearer token sent with every call, and how scanned rows are compressed.
 
 Every client path resolves its options here, once: `Client(transport=...)`, the CLI's
-`--tls-ca/--tls-cert/--tls-key/--token`, Spark's `tlsCa/tlsCert/tlsKey/token` options and
-Dask's `transport=`. Unset values fall back to $BPFSTORE_TLS_CA, $BPFSTORE_TLS_CERT,
-$BPFSTORE_TLS_KEY, $BPFSTORE_TOKEN (and $BPFSTORE_TLS=1: TLS with the system's roots).
+`--tls-ca/--tls-cert/--tls-key/--token/--compression`, Spark's
+`tlsCa/tlsCert/tlsKey/token/compression` options and Dask's `transport=` (and
+`compression=`). Unset values fall back to $BPFSTORE_TLS_CA, $BPFSTORE_TLS_CERT,
+$BPFSTORE_TLS_KEY, $BPFSTORE_TOKEN, $BPFSTORE_COMPRESSION (and $BPFSTORE_TLS=1: TLS with the
+system's roots).
+
+`compression` is the Arrow IPC buffer compression agents apply to the rows a Scan returns
+(ScanRequest.compression): "none", "lz4", "zstd", or "auto" (the default): lz4 to an agent
+whose address is not loopback, none to one on loopback (127.0.0.0/8, ::1, localhost, a unix
+socket), where no network is saved (loopback answers stay as they were before compression
+existed; measured on a 2-vCPU VM lz4 was no slower there: docs/benchmarks/scan-compression.md).
+Names are not resolved: a host name other than localhost counts as remote.
 A `Transport` holds PEM contents, not paths: it pickles to Spark and Dask workers, which need
 not have the files.
 """
@@ -13,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import ipaddress
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +33,10 @@ import grpc
 from bpfstore.contract.errors import BpfstoreError
 
 ENV = {"ca": "BPFSTORE_TLS_CA", "cert": "BPFSTORE_TLS_CERT", "key": "BPFSTORE_TLS_KEY",
-       "token": "BPFSTORE_TOKEN", "tls": "BPFSTORE_TLS", "server_name": "BPFSTORE_TLS_SERVER_NAME"}
+       "token": "BPFSTORE_TOKEN", "tls": "BPFSTORE_TLS", "server_name": "BPFSTORE_TLS_SERVER_NAME",
+       "compression": "BPFSTORE_COMPRESSION"}
+# Transport.compression -> ScanRequest.compression ("auto" is decided per agent address)
+COMPRESSIONS = {"none": "", "lz4": "lz4", "zstd": "zstd", "auto": None}
 
 
 class TransportError(BpfstoreError):
@@ -38,8 +51,13 @@ class Transport:
     key: bytes | None = field(default=None, repr=False)
     token: str | None = field(default=None, repr=False)
     server_name: str | None = None  # the name agents' certificates carry, if not their address
+    compression: str = "auto"  # of scanned rows: "auto", "none", "lz4", "zstd" (module doc)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.compression, str) or self.compression.lower() not in COMPRESSIONS:
+            raise TransportError(f"compression must be one of {', '.join(COMPRESSIONS)}, "
+                                 f"not {self.compression!r}")
+        object.__setattr__(self, "compression", self.compression.lower())  # frozen
         if (self.cert is None) != (self.key is None):
             raise TransportError("a client certificate needs its key, and a key its "
                                  "certificate (--tls-cert and --tls-key)")
@@ -48,11 +66,19 @@ class Transport:
 
     def __repr__(self) -> str:  # never the token or the key
         return (f"Transport(tls={self.tls}, client_cert={self.cert is not None}, "
-                f"token={'set' if self.token else 'none'})")
+                f"token={'set' if self.token else 'none'}, compression={self.compression})")
+
+    def scan_compression(self, agent: str) -> str:
+        """ScanRequest.compression for a Scan of `agent` ("": none)."""
+        wire = COMPRESSIONS[self.compression]
+        if wire is not None:
+            return wire
+        return "" if is_loopback(agent) else "lz4"
 
     def identity(self) -> str:
         """A digest of who this transport speaks as: results read with one identity are never
-        reused for another (Dask task names), and nothing secret is revealed."""
+        reused for another (Dask task names), and nothing secret is revealed. Compression is
+        left out: it changes the bytes on the wire, never the rows."""
         parts = [self.token or "", (self.cert or b"").hex(), (self.ca or b"").hex(),
                  str(self.tls), self.server_name or ""]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
@@ -75,9 +101,34 @@ class Transport:
 PLAINTEXT = Transport()
 
 
+def is_loopback(target: str) -> bool:
+    """Whether a gRPC target ("host:port", "[::1]:7340", "ipv4:127.0.0.1:7340",
+    "dns:///localhost:7340", "unix:/path") names this machine by its address alone."""
+    for scheme in ("dns:///", "dns:", "ipv4:", "ipv6:"):
+        if target.startswith(scheme):
+            target = target[len(scheme):]
+            break
+    else:
+        if target.startswith(("unix:", "unix-abstract:")):
+            return True
+    if target.startswith("["):
+        host = target[1:target.find("]")] if "]" in target else target[1:]
+    elif target.count(":") == 1:
+        host = target.rsplit(":", 1)[0]
+    else:
+        host = target  # no port, or a bare IPv6 address
+    host = host.strip().rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False  # a host name: not resolved, counted as remote
+
+
 def resolve_transport(ca: str | None = None, cert: str | None = None, key: str | None = None,
                       token: str | None = None, tls: bool | str | None = None,
-                      server_name: str | None = None,
+                      server_name: str | None = None, compression: str | None = None,
                       env: Mapping[str, str] | None = None) -> Transport:
     """A Transport from file paths and a token; each value not given comes from its
     environment variable (see the module's doc)."""
@@ -95,6 +146,7 @@ def resolve_transport(ca: str | None = None, cert: str | None = None, key: str |
         key=_read(pick("key", key), "TLS client key (--tls-key, $BPFSTORE_TLS_KEY)"),
         token=pick("token", token),
         server_name=pick("server_name", server_name),
+        compression=pick("compression", compression) or "auto",
     )
 
 

@@ -54,11 +54,25 @@ def _version() -> str:
         return "0+unknown"
 
 
-def ipc_bytes(table_or_batch: pa.Table | pa.RecordBatch) -> bytes:
+# ScanRequest.compression -> Arrow's IPC buffer codec ("": uncompressed, as before the field)
+SCAN_COMPRESSION = {"": None, "lz4": "lz4", "zstd": "zstd"}  # "lz4": the LZ4 frame format
+
+
+def ipc_bytes(table_or_batch: pa.Table | pa.RecordBatch,
+              options: pa.ipc.IpcWriteOptions | None = None) -> bytes:
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table_or_batch.schema) as writer:
+    with pa.ipc.new_stream(sink, table_or_batch.schema, options=options) as writer:
         writer.write(table_or_batch)
     return sink.getvalue().to_pybytes()
+
+
+def scan_compression(name: str) -> pa.ipc.IpcWriteOptions:
+    """The IPC write options a ScanRequest's `compression` names."""
+    try:
+        return pa.ipc.IpcWriteOptions(compression=SCAN_COMPRESSION[name])
+    except KeyError:
+        raise PlanInvalid(f"unknown Scan compression {name[:40]!r}: use \"\" (none), "
+                          f"\"lz4\" or \"zstd\"") from None
 
 
 def scan_batch(batch: pa.RecordBatch) -> pa.Table:
@@ -174,10 +188,11 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             if request.batch_rows < 0:
                 raise PlanInvalid(f"batch_rows must be positive (0: the default), "
                                   f"not {request.batch_rows}")
+            options = scan_compression(request.compression)
             batch_rows = request.batch_rows or self.config.scan_batch_rows
             for out in self.executor.scan(plan, meta, batch_rows):
                 yield pb.ScanChunk(report=_report(out)) if isinstance(out, Report) else \
-                    pb.ScanChunk(arrow_ipc=ipc_bytes(scan_batch(out)))
+                    pb.ScanChunk(arrow_ipc=ipc_bytes(scan_batch(out), options))
 
     # -- writes --------------------------------------------------------------------------
 

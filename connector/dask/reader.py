@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import dask
@@ -23,7 +24,7 @@ def read_bpfstore(dataset: str, agents: Sequence[str] | str | None = None, *,
                   columns: Sequence[str] | None = None, dtypes: str = "numpy",
                   pushdown: bool = True, engine: str | EngineName = "auto",
                   aggregates: bool = True, partitions_per_task: int | None = None,
-                  transport: Transport | None = None) -> Any:
+                  transport: Transport | None = None, compression: str | None = None) -> Any:
     """Filters, projections, arithmetic and aggregates in ordinary Dask code run on the
     agents when they can (see `explain`).
 
@@ -45,6 +46,9 @@ def read_bpfstore(dataset: str, agents: Sequence[str] | str | None = None, *,
     filtered rows move and Dask reduces them (for comparisons).
     `transport`: TLS and bearer token (`bpfstore.connector.transport`); by default from the
     $BPFSTORE_TLS_* and $BPFSTORE_TOKEN variables of this process, passed on to the workers.
+    `compression` of the rows scans move ("auto", "none", "lz4", "zstd"): the transport's
+    when None ("auto" unless $BPFSTORE_COMPRESSION says otherwise: lz4 from agents not on
+    loopback).
     """
     if dtypes not in VIEWS:
         raise PlanInvalid(f"dtypes must be one of {VIEWS}, not {dtypes!r}")
@@ -56,6 +60,8 @@ def read_bpfstore(dataset: str, agents: Sequence[str] | str | None = None, *,
     engine = EngineName.parse(engine)
     names = tuple(parse_agents(agents))
     transport = transport if transport is not None else resolve_transport()
+    if compression is not None:
+        transport = replace(transport, compression=compression)
     desc = client_for(names, transport).describe(dataset)
     source = Source(dataset, names, desc, dtypes, engine, aggregates, transport,
                     task_groups(desc, partitions_per_task))

@@ -140,6 +140,9 @@ class Source:
         return ("bpfstore", self.dataset, self.agents, self.version, self.view,
                 tuple(self.partition_ids), self.engine.value, self.aggregates,
                 self.transport.identity(),  # one caller's results are never another's
+                # same rows, but dask-expr reuses an expression of the same name, Source and
+                # all: without it a second read with another compression would not use it
+                self.transport.compression,
                 self.task_partitions)
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:

@@ -52,15 +52,18 @@ from .types import arrow_schema, conform, spark_schema
 
 NAME = "bpfstore"
 PARTITIONS_PER_TASK = 16
-TRANSPORT_OPTIONS = ("tlsCa", "tlsCert", "tlsKey", "tlsServerName", "tls", "token")
+TRANSPORT_OPTIONS = ("tlsCa", "tlsCert", "tlsKey", "tlsServerName", "tls", "token",
+                     "compression")
 
 
 def transport_from_options(options: Any) -> Transport:
-    """TLS and token from the options (paths are read where Spark plans the query, and the
-    PEM contents travel to the executors); each unset one from its $BPFSTORE_* variable."""
-    ca, cert, key, server_name, tls, token = (_option(options, o) for o in TRANSPORT_OPTIONS)
+    """TLS, token and Scan compression from the options (paths are read where Spark plans the
+    query, and the PEM contents travel to the executors); each unset one from its
+    $BPFSTORE_* variable."""
+    ca, cert, key, server_name, tls, token, compression = (
+        _option(options, o) for o in TRANSPORT_OPTIONS)
     return resolve_transport(ca=ca, cert=cert, key=key, token=token, tls=tls,
-                             server_name=server_name)
+                             server_name=server_name, compression=compression)
 
 
 def _option(options: Any, name: str, default: str | None = None) -> str | None:
@@ -92,7 +95,8 @@ class BpfstoreDataSource(DataSource):  # type: ignore[misc]
     `partitionRows` (default 1000000); `partitionsPerTask` (aggregates: bpfstore partitions
     of one agent per Spark task, default 16); TLS and tenants: `tlsCa`, `tlsCert`, `tlsKey`,
     `tlsServerName`, `tls` ("true": the system's CAs), `token` (Spark redacts options named
-    *token* in plans). A schema given with `.schema(...)` prunes columns."""
+    *token* in plans); `compression` of scanned rows ("auto" by default: lz4 from agents not
+    on loopback; "none", "lz4", "zstd"). A schema given with `.schema(...)` prunes columns."""
 
     @classmethod
     def name(cls) -> str:

@@ -160,14 +160,16 @@ class AggregateResponse(_message.Message):
     def __init__(self, partials: _Optional[bytes] = ..., partitions: _Optional[_Iterable[_Union[PartitionReport, _Mapping]]] = ..., dataset_version: _Optional[int] = ...) -> None: ...
 
 class ScanRequest(_message.Message):
-    __slots__ = ("plan", "batch_rows", "dataset_version")
+    __slots__ = ("plan", "batch_rows", "dataset_version", "compression")
     PLAN_FIELD_NUMBER: _ClassVar[int]
     BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
     DATASET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     plan: _plan_pb2.Plan
     batch_rows: int
     dataset_version: int
-    def __init__(self, plan: _Optional[_Union[_plan_pb2.Plan, _Mapping]] = ..., batch_rows: _Optional[int] = ..., dataset_version: _Optional[int] = ...) -> None: ...
+    compression: str
+    def __init__(self, plan: _Optional[_Union[_plan_pb2.Plan, _Mapping]] = ..., batch_rows: _Optional[int] = ..., dataset_version: _Optional[int] = ..., compression: _Optional[str] = ...) -> None: ...
 
 class ScanChunk(_message.Message):
     __slots__ = ("arrow_ipc", "report")
