@@ -42,6 +42,7 @@ demo: install
 bench: install
 	$(PY) bench/bench_core.py $(ARGS)
 	$(PY) bench/bench_first_query.py $(ARGS)
+	$(PY) bench/bench_cores.py $(ARGS)
 	$(PY) bench/bench_dask.py $(ARGS)
 	$(PY) bench/bench_spark.py $(ARGS)
 

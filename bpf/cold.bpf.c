@@ -21,13 +21,16 @@
 #ifndef CHUNK_BYTES
 #define CHUNK_BYTES 8   /* size of one chunk of every column used */
 #endif
+#ifndef RUN_SLOTS
+#define RUN_SLOTS 1     /* runs of this program at once: each copies into its own chunk */
+#endif
 #define BIT(p, r) (((p)[((r) + b) >> 3] >> (((r) + b) & 7)) & 1) /* bits start at bit b */
 
 struct chunk { u8 bytes[CHUNK_BYTES]; };
 
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, 1);
+    __uint(max_entries, RUN_SLOTS);
     __type(key, u32);
     __type(value, struct chunk);
 } chunks SEC(".maps");
@@ -36,6 +39,7 @@ struct {
 
 struct ctx {
     CTX_HEAD          /* rows [start, end) of one record batch */
+    u64 slot;         /* the agent's run slot: the chunk buffer this run copies into */
     /*@CTX@*/
 };
 
@@ -43,7 +47,7 @@ SEC("syscall")
 int aggregate(struct ctx *c)
 {
     /*@ARENA_USE@*/
-    u32 slot = 0;
+    u32 slot = c->slot; /* no other run copies into this chunk */
     u8 *buf = bpf_map_lookup_elem(&chunks, &slot);
     if (!buf)
         return 1;

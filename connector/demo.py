@@ -92,10 +92,11 @@ def _agent_ready(address: str) -> bool:
 @contextmanager
 def running_agents(
     root: Path, count: int, env: Mapping[str, str] | None = None, timeout: float = 60.0,
-    prefix: Sequence[str] = (),
+    prefix: Sequence[str] = (), args: Sequence[str] = (),
 ) -> Iterator[list[str]]:
     """Start `count` agents as subprocesses (own data dir and port each); stop them on exit.
-    `prefix` runs them under another command (e.g. setpriv as another user)."""
+    `prefix` runs them under another command (e.g. setpriv as another user); `args` are more
+    command-line options for each."""
     procs: list[subprocess.Popen[bytes]] = []
     logs = []
     addresses: list[str] = []
@@ -109,6 +110,7 @@ def running_agents(
             logs.append(log)
             cmd = [*prefix, sys.executable, "-m", "bpfstore.node_agent.main"]
             cmd += ["--data-dir", str(data_dir), "--listen", address]
+            cmd += args
             procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
             addresses.append(address)
         deadline = time.monotonic() + timeout

@@ -79,6 +79,7 @@ class AgentConfig:
     metrics_listen: str = ""  # HOST:PORT of the Prometheus /metrics endpoint; "" = off
     bpf: bool = True  # try the in-kernel engine (it still needs privileges and clang)
     bpf_arena_bytes: int = 1 << 30  # column cache of the bpf hot path (an arena is <= 4 GiB)
+    bpf_threads: int = 0  # bpf runs at once, over all requests (0: one per CPU, at most 8)
     # Writes (storage.py): how long a superseded version stays readable for queries that
     # pinned it, and how long this agent, as a write's primary, waits for its client's commit.
     version_retention_seconds: float = 300.0

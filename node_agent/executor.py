@@ -44,31 +44,35 @@ class Executor:
         """The bound plan's partials over version `meta` of its dataset."""
         if not plan.aggregates:
             raise PlanInvalid("Aggregate needs at least one aggregate")
-        partials: list[pa.Table] = []
-        reports: list[Report] = []
-        started: dict[str, int] = {}
+        # Each partition's (partials, report) by position: the engines may run several at
+        # once (and ask for more ahead), while partials merge and reports list in order.
+        answers: dict[int, tuple[pa.Table | None, Report]] = {}
+        position: dict[str, int] = {}
+        opening: dict[str, int] = {}  # ns spent here before the engine had the partition
 
         def to_engines() -> Iterator[Partition]:
-            # The engines take partitions one at a time and answer each before asking for the
-            # next, so the partitions statistics settle here stay in order with theirs.
-            for part in iter_partitions(meta, plan.partitions):
+            for i, part in enumerate(iter_partitions(meta, plan.partitions)):
                 check_deadline()
                 start = time.perf_counter_ns()
                 if not may_match(plan.filter, part.stats, part.rows, meta.schema, plan.dialect):
-                    reports.append(_done(Report(part.id, STATS, pruned=True), start))
+                    answers[i] = None, _done(Report(part.id, STATS, pruned=True), start)
                 elif (values := answer_from_stats(plan, part.stats, part.rows, meta.schema)):
-                    partials.append(stats_partials(plan, values))
-                    reports.append(_done(Report(part.id, STATS), start))
+                    answers[i] = stats_partials(plan, values), _done(Report(part.id, STATS), start)
                 else:
-                    started[part.id] = start
-                    yield self._partition(plan, part, meta)
+                    opened = self._partition(plan, part, meta)
+                    position[part.id], opening[part.id] = i, time.perf_counter_ns() - start
+                    yield opened
 
         for served in self.engines.aggregate(plan, to_engines()):
-            partials.append(served.partials)
-            reports.append(_done(served.report, started[served.report.partition]))
+            report = served.report  # timed by the engines; the opening counts too
+            report.time_ns += opening[report.partition]
+            observe_partition(report)
+            answers[position[report.partition]] = served.partials, report
+        ordered = [answers[i] for i in sorted(answers)]
+        partials = [t for t, _ in ordered if t is not None]
         merged = merge_partials(partials, plan) if partials else \
             partial_schema(plan, meta.schema).empty_table()
-        return Aggregated(merged, reports)
+        return Aggregated(merged, [r for _, r in ordered])
 
     def scan(self, plan: Plan, meta: DatasetMeta,
              batch_rows: int) -> Iterator[pa.RecordBatch | Report]:

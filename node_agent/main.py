@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None) -> AgentConfig:
     p.add_argument("--bpf-cache-mb", dest="bpf_arena_bytes", type=_mebibytes,
                    default=1024 << 20,
                    help="memory for the bpf engine's arena column cache (default: 1024)")
+    p.add_argument("--bpf-threads", type=int, default=0,
+                   help="bpf runs at once, over all requests (default: 0 = one per CPU, <= 8)")
     p.add_argument("--tls-cert", default="", metavar="PEM",
                    help="server certificate (chain); with --tls-key the agent speaks TLS only")
     p.add_argument("--tls-key", default="", metavar="PEM", help="the certificate's private key")

@@ -97,7 +97,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                                limits=WriteLimits.of(config), quota=config.quota)
         self.grants = Grants(config.tenants)  # per dataset; Gatekeeper authenticates
         self.engines = Engines(config.engine, config.data_dir, config.bpf_arena_bytes,
-                               enable_bpf=config.bpf)
+                               enable_bpf=config.bpf, spread=config.bpf_threads or None)
         self.executor = Executor(self.storage, self.engines)
         self.metrics = AgentMetrics()  # served by main.py when --metrics-listen is set
         # pyarrow imports pandas lazily the first time it converts Python values (~0.3 s):

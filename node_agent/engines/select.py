@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
+import time
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent import futures
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,6 +18,7 @@ from bpfstore.contract.plan import EngineName, Plan
 from .arrow_engine import ArrowEngine
 from .base import Engine, Partition, Served
 from .bcc import engine as bcc
+from .bpf.codegen.template import RUN_SLOTS
 from .bpf.engine import BpfEngine
 
 log = logging.getLogger("bpfstore.agent")
@@ -34,8 +39,13 @@ class Engines:
     """The engines of one agent. `auto` uses bpf where it can run the plan, else arrow."""
 
     def __init__(self, default: str | EngineName = EngineName.AUTO, data_dir: str = "",
-                 arena_bytes: int = 1 << 30, enable_bpf: bool = True) -> None:
+                 arena_bytes: int = 1 << 30, enable_bpf: bool = True,
+                 spread: int | None = None) -> None:
         self.arrow = ArrowEngine()
+        # Partitions of one bpf request run `spread` at a time on a pool shared by all
+        # requests (so at most that many CPUs): the kernel runs release the GIL.
+        self.spread = min(spread or os.cpu_count() or 1, RUN_SLOTS)
+        self.pool = futures.ThreadPoolExecutor(self.spread, thread_name_prefix="bpf-run")
         self.default = EngineName.parse(default)
         self.bpf: BpfEngine | None = None
         reason = "disabled by configuration"
@@ -90,9 +100,37 @@ class Engines:
         partition is read): with auto, each partition falls back to arrow where bpf (or bcc)
         cannot run the plan."""
         name = self.check(plan.engine)
-        return (self._one(name, plan, part) for part in partitions)
+        if self.bpf is None or self.spread == 1 or name not in (EngineName.AUTO, *_BPF):
+            return (self._one(name, plan, part) for part in partitions)
+        return self._spread(name, plan, partitions)
+
+    def _spread(self, name: EngineName, plan: Plan, partitions: Iterable[Partition]
+                ) -> Iterator[Served]:
+        """`_one` over the pool, `spread` partitions in flight, answered in order; each task
+        runs in a copy of the request's context (its budget). When the request ends early
+        (an error, a cancel), what has not started is cancelled and the rest waited for."""
+        window: deque[futures.Future[Served]] = deque()
+        try:
+            for part in partitions:
+                run = contextvars.copy_context().run
+                window.append(self.pool.submit(run, self._one, name, plan, part))
+                if len(window) >= self.spread:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:
+            for waiting in window:
+                waiting.cancel()
+            futures.wait(window)
 
     def _one(self, name: EngineName, plan: Plan, part: Partition) -> Served:
+        """The partition on the engine `name` says, timed (the report's time_ns)."""
+        start = time.perf_counter_ns()
+        result = self._answer(name, plan, part)
+        result.report.time_ns = time.perf_counter_ns() - start
+        return result
+
+    def _answer(self, name: EngineName, plan: Plan, part: Partition) -> Served:
         note = ""
         if name in (EngineName.AUTO, *_BPF) and self.bpf is not None:
             try:

@@ -256,13 +256,35 @@ def test_arena_cache_respects_its_budget() -> None:
         assert cache.bytes_used <= len(memory)
         copied = (ctypes.c_int64 * 1000).from_address(address)
         assert list(copied) == data.to_pylist()  # both record batches, back to back
+        cache.unpin([(k,)])  # its run is over
     assert len(cache.entries) == 8  # the two least recently used were evicted
     assert (0,) not in cache.entries and (1,) not in cache.entries and (9,) in cache.entries
     cache.place((2,), columns[2], 64)  # a hit moves it to the back of the LRU order
+    cache.unpin([(2,)])
     cache.place((10,), columns[0], 64)
     assert (2,) in cache.entries and (3,) not in cache.entries
     with pytest.raises(Unsupported, match="larger than the arena"):
         cache.place((11,), pa.chunked_array([pa.array(range(10_000), pa.int64())]), 64)
+
+
+def test_arena_cache_never_evicts_a_column_a_run_reads() -> None:
+    """Runs go on at once: a placed column stays pinned until its run unpins it, so another
+    request's placement evicts only columns nobody reads (else it is refused)."""
+    memory = (ctypes.c_char * (4 * 4096))()  # room for two 2-page columns
+    cache = ArenaCache(ctypes.addressof(memory), len(memory))
+    columns = [pa.chunked_array([pa.array(range(k, k + 1000), pa.int64())])
+               for k in range(0, 4000, 1000)]
+    first = cache.place((0,), columns[0], 64)  # pinned: a run reads it
+    cache.place((1,), columns[1], 64)
+    cache.unpin([(1,)])
+    cache.place((2,), columns[2], 64)  # evicts (1,), not the older but pinned (0,)
+    assert (0,) in cache.entries and (1,) not in cache.entries
+    assert list((ctypes.c_int64 * 1000).from_address(first)) == columns[0].to_pylist()
+    with pytest.raises(Unsupported, match="columns that running queries read"):
+        cache.place((3,), columns[3], 64)  # (0,) and (2,) are both read
+    cache.unpin([(0,), (2,)])
+    cache.place((3,), columns[3], 64)
+    assert (0,) not in cache.entries and not cache.pins[(0,)]
 
 
 GROUPED = [

@@ -16,11 +16,13 @@ import decimal
 import hashlib
 import logging
 import os
+import queue
 import shutil
 import subprocess
 import tempfile
 import threading
-from collections import OrderedDict
+import time
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator
 from concurrent import futures
 from importlib import resources
@@ -44,6 +46,7 @@ from ...stats import ColumnStats
 from ..base import Partition, Served, served
 from . import libbpf
 from .codegen import ACC_BYTES, BITS, Program, compile_plan, context_type
+from .codegen.template import RUN_SLOTS
 
 CLANGS = ("clang-19", "clang-18", "clang")
 RUN_ROWS = 1 << 22  # rows of one hot-path call: ~10 ms, so a cancel is seen that soon
@@ -67,26 +70,35 @@ def clang_identity(clang: str) -> str:
     return hashlib.sha256(version.encode()).hexdigest()[:12]
 
 
+class ArenaBusy(Unsupported):
+    """Every column in the arena's way is pinned by a running query (they end soon)."""
+
+
 class ArenaCache:
-    """Partitions' columns in one BPF arena: first-fit placement, least recently used out."""
+    """Partitions' columns in one BPF arena: first-fit placement, least recently used out.
+    A placed column is pinned until its run ends (`unpin`): concurrent requests never evict
+    a column a program is reading."""
 
     def __init__(self, base: int, size: int) -> None:
         self.base, self.size = base, size
         self.entries: OrderedDict[tuple, tuple[int, int]] = OrderedDict()  # key -> (off, size)
+        self.pins: Counter[tuple] = Counter()  # key -> runs reading it now
         self.lock = threading.Lock()
 
     def place(self, key: tuple, data: pa.ChunkedArray, bits: int) -> int:
-        """Arena address of the column's values (`bits` per value), copied in on first use."""
+        """Arena address of the column's values (`bits` per value), copied in on first use,
+        and pinned: the caller unpins the key when its program has run."""
         with self.lock:
             if key in self.entries:
                 self.entries.move_to_end(key)
+                self.pins[key] += 1
                 return self.base + self.entries[key][0]
             size = _round_up(-(-len(data) * bits // 8))
             if size > self.size:
                 raise Unsupported("bpf: partition column larger than the arena budget")
             offset = self._free_offset(size)
             while offset is None:
-                self.entries.popitem(last=False)  # evict the least recently used column
+                self._evict_one()
                 offset = self._free_offset(size)
             position = self.base + offset
             last = data.num_chunks - 1
@@ -101,7 +113,21 @@ class ArenaCache:
                     ctypes.memmove(position, start, n)
                 position += n
             self.entries[key] = (offset, size)
+            self.pins[key] += 1
             return self.base + offset
+
+    def unpin(self, keys: Iterable[tuple]) -> None:
+        with self.lock:
+            self.pins.subtract(keys)
+            self.pins += Counter()  # drops the keys no run reads any more
+
+    def _evict_one(self) -> None:
+        """Evict the least recently used column no run is reading."""
+        for key in self.entries:
+            if not self.pins[key]:
+                del self.entries[key]
+                return
+        raise ArenaBusy("bpf: the arena is full of columns that running queries read")
 
     def _free_offset(self, size: int) -> int | None:
         taken = sorted(self.entries.values())
@@ -131,12 +157,16 @@ class BpfEngine:
         self.clang_id = clang_identity(self.clang)
         self.cache_dir = Path(cache_dir)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self.pages = (ACC_BYTES + max(arena_bytes, 1 << 20)) // libbpf.PAGE
-        self.accumulators = 0
+        # the arena: a group accumulator region per run slot (pages are only allocated when
+        # touched), then the column cache
+        self.pages = (RUN_SLOTS * ACC_BYTES + max(arena_bytes, 1 << 20)) // libbpf.PAGE
+        self.slots: queue.SimpleQueue[int] = queue.SimpleQueue()  # free run slots
+        for slot in range(min(RUN_SLOTS, max(2, os.cpu_count() or 1))):  # a run per CPU
+            self.slots.put(slot)
+        self.accumulators = 0  # the arena's first accumulator region (0: no arena)
         self.programs: dict[str, libbpf.Program] = {}
         self.compiled: OrderedDict[tuple, Program] = OrderedDict()  # LRU of compile_plan
         self.lock = threading.Lock()
-        self.run_lock = threading.Lock()
         self.compiling: dict[str, futures.Future[str]] = {}  # shape -> clang running for it
         self.compiling_lock = threading.Lock()
         self.arena_fd: int | None = None
@@ -234,9 +264,9 @@ class BpfEngine:
                 if self.arena_fd is None and fd >= 0:
                     self.arena_fd = fd
                     arena = libbpf.Arena(fd, self.pages, self.arena_address)
-                    # group accumulators first, then the column cache
                     self.accumulators = arena.base
-                    self.cache = ArenaCache(arena.base + ACC_BYTES, arena.size - ACC_BYTES)
+                    self.cache = ArenaCache(arena.base + RUN_SLOTS * ACC_BYTES,
+                                            arena.size - RUN_SLOTS * ACC_BYTES)
                 self.programs[program.shape] = loaded
             return self.programs[program.shape]
 
@@ -264,21 +294,29 @@ class BpfEngine:
         if program.empty:
             return served(part, plan, empty_partials(program, schema), 0, self.name, path)
         loaded = self._program(program)
-        if program.groups and self.accumulators == 0:
+        if program.groups and not self.accumulators:
             raise Unsupported("bpf: GROUP BY keeps accumulators in an arena (Linux >= 6.9)")
         ctx = context_type(program)()
         for name, value in program.values.items():
             setattr(ctx, name, value)
-        with self.run_lock:  # one arena: one program at a time places columns and runs
+        # Runs go on at once, each on its own CPU: a run owns its context and a run slot
+        # (its cold-path chunk buffer and group accumulator region), and pins the arena
+        # columns it reads (hot path).
+        slot = self._slot()
+        region = self.accumulators + slot * ACC_BYTES
+        pinned: list[tuple] = []
+        try:
+            if path == "cold":
+                ctx.slot = slot
             words = None
             if program.groups:
-                ctx.acc = self.accumulators
+                ctx.acc = region
                 count = (program.groups + 1) * program.stride
                 words = np.ctypeslib.as_array((ctypes.c_uint64 * count).from_address(
-                    self.accumulators)).reshape(program.groups + 1, program.stride)
+                    region)).reshape(program.groups + 1, program.stride)
                 words[:] = np.array(program.initial, dtype=np.int64).view(np.uint64)
             if path == "hot":
-                self._place(ctx, program, table, plan, key)
+                self._place_waiting(ctx, program, table, plan, key, pinned)
                 ctx.start, ctx.end = 0, table.num_rows
                 _run(loaded, ctx, table.num_rows)
             else:
@@ -291,23 +329,56 @@ class BpfEngine:
                 partials = grouped_partials(program, words.view(np.int64).copy(), schema,
                                              dictionaries)
                 return served(part, plan, partials, ctx.count, self.name, path)
+        finally:
+            if pinned:
+                assert self.cache is not None
+                self.cache.unpin(pinned)
+            self.slots.put(slot)
         return served(part, plan, read_partials(program, ctx, schema), ctx.count, self.name, path)
 
+    def _slot(self) -> int:
+        """A free run slot, waited for checking the request's budget."""
+        while True:
+            try:
+                return self.slots.get(timeout=0.02)
+            except queue.Empty:
+                check_budget()
+
+    def _place_waiting(self, ctx: Any, program: Program, table: pa.Table, plan: Plan,
+                       key: tuple, pinned: list[tuple]) -> None:
+        """`_place`; while the arena is full of columns other runs read, give ours back and
+        try again (for up to a second, checking the request's budget)."""
+        for _ in range(200):
+            try:
+                return self._place(ctx, program, table, plan, key, pinned)
+            except ArenaBusy:
+                assert self.cache is not None
+                self.cache.unpin(pinned)
+                pinned.clear()
+                check_budget()
+                time.sleep(0.005)
+        self._place(ctx, program, table, plan, key, pinned)
+
     def _place(self, ctx: Any, program: Program, table: pa.Table, plan: Plan,
-               key: tuple) -> None:
-        """Hot path: the arena address of every column (copied in on first use)."""
+               key: tuple, pinned: list[tuple]) -> None:
+        """Hot path: the arena address of every column (copied in on first use), each key
+        added to `pinned` as it is placed (the caller unpins them, also on failure)."""
         assert self.cache is not None
         for i, name in enumerate(program.columns):
             data = table.column(name)
             t = data.type
             if pa.types.is_floating(t):  # the program compares total-order keys
-                address = self.cache.place((*key, name, "key"), _float_keys(data), 64)
+                k = (*key, name, "key")
+                address = self.cache.place(k, _float_keys(data), 64)
             else:
-                address = self.cache.place((*key, name), data, BITS[program.ctypes[i]])
+                k = (*key, name)
+                address = self.cache.place(k, data, BITS[program.ctypes[i]])
+            pinned.append(k)
             setattr(ctx, f"col{i}", address)
             if i in program.validity:
-                setattr(ctx, f"val{i}", self.cache.place((*key, name, "valid", plan.dialect),
-                                                         _validity(data, plan), 1))
+                k = (*key, name, "valid", plan.dialect)
+                setattr(ctx, f"val{i}", self.cache.place(k, _validity(data, plan), 1))
+                pinned.append(k)
 
     def _cached(self, table: pa.Table, plan: Plan, stats: dict[str, ColumnStats],
                 key: tuple) -> bool:
@@ -332,8 +403,12 @@ class BpfEngine:
             try:
                 program = self._compile(plan, table, stats, plan_dictionaries(table, plan),
                                         key, "hot")
-                with self.run_lock:
-                    self._place(context_type(program)(), program, table, plan, key)
+                pinned: list[tuple] = []
+                try:
+                    self._place(context_type(program)(), program, table, plan, key, pinned)
+                finally:
+                    assert self.cache is not None
+                    self.cache.unpin(pinned)
             except Exception as exc:  # noqa: BLE001 - warming is only an optimization
                 log.debug("not cached: %s", exc)
             finally:

@@ -1,4 +1,4 @@
-// -DCHUNK_BYTES=114688 -DCHUNK_ROWS=4096 -DSTRIDE=1 -DUNROLL=8
+// -DCHUNK_BYTES=114688 -DCHUNK_ROWS=4096 -DRUN_SLOTS=8 -DSTRIDE=1 -DUNROLL=8
 /* Filter -> reduce over columns copied chunk by chunk from user memory (the cold path).
  *
  * The agent points the context at each column's values in its read-only mmap of the
@@ -22,13 +22,16 @@
 #ifndef CHUNK_BYTES
 #define CHUNK_BYTES 8   /* size of one chunk of every column used */
 #endif
+#ifndef RUN_SLOTS
+#define RUN_SLOTS 1     /* runs of this program at once: each copies into its own chunk */
+#endif
 #define BIT(p, r) (((p)[((r) + b) >> 3] >> (((r) + b) & 7)) & 1) /* bits start at bit b */
 
 struct chunk { u8 bytes[CHUNK_BYTES]; };
 
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
-    __uint(max_entries, 1);
+    __uint(max_entries, RUN_SLOTS);
     __type(key, u32);
     __type(value, struct chunk);
 } chunks SEC(".maps");
@@ -37,6 +40,7 @@ struct {
 
 struct ctx {
     CTX_HEAD          /* rows [start, end) of one record batch */
+    u64 slot;         /* the agent's run slot: the chunk buffer this run copies into */
     u64 lo0;
     u64 r0;
     u64 inv0;
@@ -58,7 +62,7 @@ SEC("syscall")
 int aggregate(struct ctx *c)
 {
     
-    u32 slot = 0;
+    u32 slot = c->slot; /* no other run copies into this chunk */
     u8 *buf = bpf_map_lookup_elem(&chunks, &slot);
     if (!buf)
         return 1;

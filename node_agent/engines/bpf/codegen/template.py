@@ -20,6 +20,9 @@ BCC_MIN_GROUPS = 64  # bcc path: the smallest GROUP_CAP (a slot's map value of g
 # attached, so at most 64 MiB; TPC-H Q1 takes 9 KiB a slot)
 BCC_GROUP_BYTES = 256 << 10
 UNROLL = 8  # hot and cold paths: rows a step (1 when the verifier cannot follow 8)
+# Programs of one shape running at once, at most: the engine's run slots (it uses one per
+# CPU, 2 to 8), each with its cold-path chunk buffer and its group accumulator region
+RUN_SLOTS = 8
 
 
 TEMPLATES = {"hot": "aggregate.bpf.c", "cold": "cold.bpf.c", "bcc": "bcc_read.bpf.c"}
@@ -61,7 +64,10 @@ def fill(c: Compiler, path: str) -> tuple[str, dict[str, str]]:
             settings.update(GROUP_CAP=str(cap), STRIDE=str(c.p.stride))
     else:
         columns, copy, size = _chunk_columns(c.p)
-        settings.update(CHUNK_ROWS=str(CHUNK_ROWS), CHUNK_BYTES=str(size))
+        settings.update(CHUNK_ROWS=str(CHUNK_ROWS), CHUNK_BYTES=str(size),
+                        RUN_SLOTS=str(RUN_SLOTS))
+        # the template declares `slot` (which chunk buffer a run copies into) after CTX_HEAD
+        c.p.fields.insert(0, ("slot", "u64"))
         holes["COPY"] = "\n        ".join(copy)
         # grouped programs keep their accumulators in the hot path's arena
         holes["ARENA"] = _ARENA if c.p.groups else ""
