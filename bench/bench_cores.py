@@ -1,5 +1,6 @@
 """bpf runs over several cores (`make bench`): the same agent restarted with `--bpf-threads 1`
-and with one run per CPU, over the same stored TPC-H lineitem.
+(one bpf run at a time over all requests, as before runs went on at once) and with one run per
+CPU, over the same stored TPC-H lineitem.
 
 For the bpf hot and cold paths, TPC-H Q6 and Q1: the median client time of one query (its
 partitions spread over the cores) and the throughput of as many concurrent clients as CPUs

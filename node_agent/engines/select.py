@@ -51,7 +51,8 @@ class Engines:
         reason = "disabled by configuration"
         if enable_bpf:
             try:
-                self.bpf = BpfEngine(os.path.join(data_dir, "bpf-cache"), arena_bytes)
+                self.bpf = BpfEngine(os.path.join(data_dir, "bpf-cache"), arena_bytes,
+                                     spread or 0)
             except (Unsupported, VerifierRejected, OSError) as exc:
                 reason = str(exc)
                 log.warning("bpf engine unavailable: %s", reason)

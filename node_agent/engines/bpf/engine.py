@@ -150,7 +150,9 @@ def _round_up(n: int) -> int:
 class BpfEngine:
     name = EngineName.BPF
 
-    def __init__(self, cache_dir: str, arena_bytes: int) -> None:
+    def __init__(self, cache_dir: str, arena_bytes: int, runs: int = 0) -> None:
+        """`runs`: programs running at once, over all requests (0: one per CPU, at least 2;
+        at most RUN_SLOTS)."""
         self.clang = find_clang()
         if self.clang is None:
             raise Unsupported("no clang found (install clang-19) to compile BPF programs")
@@ -161,7 +163,7 @@ class BpfEngine:
         # touched), then the column cache
         self.pages = (RUN_SLOTS * ACC_BYTES + max(arena_bytes, 1 << 20)) // libbpf.PAGE
         self.slots: queue.SimpleQueue[int] = queue.SimpleQueue()  # free run slots
-        for slot in range(min(RUN_SLOTS, max(2, os.cpu_count() or 1))):  # a run per CPU
+        for slot in range(min(RUN_SLOTS, runs or max(2, os.cpu_count() or 1))):
             self.slots.put(slot)
         self.accumulators = 0  # the arena's first accumulator region (0: no arena)
         self.programs: dict[str, libbpf.Program] = {}
