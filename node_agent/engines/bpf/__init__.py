@@ -19,9 +19,12 @@ copies it back with the results. Nothing is attached to the host.
   - `auto`/`bpf` run a partition hot when its columns are in the arena, else cold while a
     background thread copies them in; `bpf-hot`/`bpf-cold` force a path. Each path has its
     own start-up probe; GetInfo lists `bpf-hot` and `bpf-cold` with the reason when off.
-  - Placement in the arena and runs hold one lock: an eviction cannot overwrite a column a
-    running program reads.
-- **What compiles** (`codegen.py`): comparisons, BETWEEN, IN, IS NULL of columns against
+  - **Every core:** runs go on at once, at most one per CPU (`--bpf-threads`): each takes
+    a run slot, which owns a cold-path chunk buffer (a value of the `chunks` map) and a group
+    accumulator region at the start of the arena; the columns a hot run reads stay pinned in
+    the arena until it ends, so an eviction never overwrites one. One request's partitions
+    are spread over the CPUs too (`select.Engines`), answered in partition order.
+- **What compiles** (`codegen/`): comparisons, BETWEEN, IN, IS NULL of columns against
   literals combined with AND / OR / NOT (SQL's three-valued logic or pandas' rules) as
   integer windows with exact bounds (decimals as scaled integers, dates as days, strings as
   dictionary codes, floats as total-order keys with NaN above +inf), and comparisons of two
