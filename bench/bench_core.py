@@ -205,6 +205,17 @@ def bench_full_scan(client: Client) -> dict[str, Any]:
     return out
 
 
+def finish(results: dict[str, Any], diffs: list[str], filename: str) -> int:
+    """Say every answer that differs from DuckDB, write the results under .bench/; the exit
+    status (1 when an answer differs)."""
+    for d in diffs:
+        console.print(f"[red]differs from DuckDB: {d}[/]")
+    out = CACHE / filename
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    console.print(f"results written to {out.relative_to(REPO)}")
+    return 1 if diffs else 0
+
+
 def check(ours: pa.Table, oracle: pa.Table, group_by: tuple[str, ...]) -> list[str]:
     # Q1 orders by its group keys; the aggregate call does not promise an order.
     if group_by:

@@ -11,7 +11,6 @@ asserted; writes .bench/cores-results.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -23,7 +22,7 @@ from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
-from bench_core import CACHE, QUERIES, REPO, check, console, lineitem_parquet
+from bench_core import QUERIES, check, console, finish, lineitem_parquet
 from rich.table import Table
 
 from bpfstore.connector import Client
@@ -98,12 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                                   check(r.pop("answer"), oracle[name], QUERIES[name]["group_by"])]
                         results["runs"][f"{name} {engine} {threads}"] = r
     show(results, cpus)
-    for d in diffs:
-        console.print(f"[red]differs from DuckDB: {d}[/]")
-    out = CACHE / "cores-results.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    console.print(f"results written to {out.relative_to(REPO)}")
-    return 1 if diffs else 0
+    return finish(results, diffs, "cores-results.json")
 
 
 def show(results: dict[str, Any], cpus: int) -> None:

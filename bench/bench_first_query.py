@@ -16,7 +16,6 @@ answers are checked against DuckDB. Reported, never asserted; writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -28,7 +27,7 @@ from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
-from bench_core import CACHE, QUERIES, REPO, check, console, lineitem_parquet
+from bench_core import QUERIES, check, console, finish, lineitem_parquet
 from rich.table import Table
 
 from bpfstore.connector import Client, sum_
@@ -119,12 +118,7 @@ def main(argv: list[str] | None = None) -> int:
              for state, r in states.items()
              for d in check(r.pop("answer"), oracle[name], QUERIES[name]["group_by"])]
     show(results, engines, partitions)
-    for d in diffs:
-        console.print(f"[red]differs from DuckDB: {d}[/]")
-    out = CACHE / "first-query-results.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    console.print(f"results written to {out.relative_to(REPO)}")
-    return 1 if diffs else 0
+    return finish(results, diffs, "first-query-results.json")
 
 
 def show(results: dict[str, Any], engines: list[str], partitions: int) -> None:
