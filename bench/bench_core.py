@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=1,
         help="Arrow CPU threads in the agent, 0 = Arrow's default (1: the same "
-        "budget as DuckDB single-threaded)",
+        "budget as DuckDB single-threaded, and one bpf run at a time)",
     )
     args = parser.parse_args(argv)
 
@@ -254,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
         env["OMP_NUM_THREADS"] = str(args.agent_threads)  # sizes Arrow's CPU thread pool
     with (
         tempfile.TemporaryDirectory(prefix="bpfstore-bench-") as tmp,
-        running_agents(Path(tmp), 1, env=env) as agents,
+        # one bpf run at a time too: the same one-core budget as DuckDB single-threaded
+        # (bench_cores.py measures more cores)
+        running_agents(Path(tmp), 1, env=env,
+                       args=["--bpf-threads", "1"] if args.agent_threads == 1 else []) as agents,
     ):
         client = Client(agents=agents)
         with console.status("ingesting"):
