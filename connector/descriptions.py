@@ -121,3 +121,18 @@ def _stats_dict(s: pb.ColumnStats) -> dict[str, Any]:
             if s.HasField(bound):
                 out[bound] = wire.literal_from_proto(getattr(s, bound)).value
     return out
+
+
+def by_replicas(partitions: Sequence[PartitionSummary]) -> list[list[int]]:
+    """Indices of the partitions sharing a replica list, each list in dataset order: the
+    runs a task may read talking to one agent (and failing over as one)."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, p in enumerate(partitions):
+        groups.setdefault(tuple(p.agents), []).append(i)
+    return list(groups.values())
+
+
+def even_runs(items: Sequence[int], size: int) -> list[tuple[int, ...]]:
+    """`items` in as few runs of at most `size` as can be, as even as can be, in order."""
+    n = -(-len(items) // size)
+    return [tuple(items[len(items) * i // n:len(items) * (i + 1) // n]) for i in range(n)]

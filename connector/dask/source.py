@@ -23,6 +23,7 @@ from bpfstore.contract.errors import BpfstoreError, VersionGone
 from bpfstore.contract.plan import Dialect, EngineName, Expr, Plan, columns_of
 
 from ..client import DatasetDescription, client_for
+from ..descriptions import by_replicas, even_runs
 from ..query import Query, QueryReport
 from ..transport import PLAINTEXT, Transport
 from . import dtypes
@@ -161,19 +162,13 @@ def task_groups(desc: DatasetDescription, per_task: int | None,
     can be, in dataset order (as Spark's aggregate tasks); ordered by their first partition.
     `per_task` None: enough partitions for about TARGET_TASK_ROWS rows, but at least
     `threads` (default: those of the Dask cluster) runs per agent."""
-    by_agents: dict[tuple[str, ...], list[int]] = {}
-    for i, p in enumerate(desc.partitions):
-        by_agents.setdefault(tuple(p.agents), []).append(i)
+    groups = by_replicas(desc.partitions)
     by_rows, per_agent = 1, 1
-    if per_task is None and by_agents:
+    if per_task is None and groups:
         by_rows = TARGET_TASK_ROWS // max(1, desc.rows // len(desc.partitions))
-        per_agent = math.ceil((threads or _threads()) / len(by_agents))  # threads per agent
-    groups = []
-    for ps in by_agents.values():
-        size = per_task or max(1, min(by_rows, math.ceil(len(ps) / per_agent)))
-        n = -(-len(ps) // size)
-        groups += [tuple(ps[len(ps) * i // n:len(ps) * (i + 1) // n]) for i in range(n)]
-    return tuple(sorted(groups))
+        per_agent = math.ceil((threads or _threads()) / len(groups))  # threads per agent
+    return tuple(sorted(run for ps in groups for run in even_runs(
+        ps, per_task or max(1, min(by_rows, math.ceil(len(ps) / per_agent))))))
 
 
 def _threads() -> int:

@@ -44,6 +44,7 @@ from ..client import (
     only_partitions,
     parse_agents,
 )
+from ..descriptions import by_replicas, even_runs
 from ..query import Query, QueryReport
 from ..transport import Transport, resolve_transport
 from .filters import split_filters
@@ -236,14 +237,8 @@ def _per_task(options: Any) -> int:
 def task_groups(partitions: Sequence[Any], per_task: int) -> list[list[Any]]:
     """Partitions sharing their replica list, in as few even runs of at most `per_task` as
     can be, in dataset order: a task then talks to one agent (and fails over as one)."""
-    by_agents: dict[tuple[str, ...], list[Any]] = {}
-    for p in partitions:
-        by_agents.setdefault(tuple(p.agents), []).append(p)
-    groups = []
-    for ps in by_agents.values():
-        n = -(-len(ps) // per_task)
-        groups += [ps[len(ps) * i // n:len(ps) * (i + 1) // n] for i in range(n)]
-    return groups
+    return [[partitions[i] for i in run] for group in by_replicas(partitions)
+            for run in even_runs(group, per_task)]
 
 
 class FilteringReader(BpfstoreReader):
