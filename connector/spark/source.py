@@ -33,11 +33,10 @@ from pyspark.sql.datasource import (
     WriterCommitMessage,
 )
 
-from bpfstore.contract.errors import ArithmeticOverflow, PlanInvalid
-from bpfstore.contract.plan import AggFunc, Aggregate, Dialect, EngineName, Expr, and_all, col
+from bpfstore.contract.errors import PlanInvalid
+from bpfstore.contract.plan import Aggregate, Dialect, EngineName, Expr, and_all
 
 from ..client import (
-    Client,
     DatasetDescription,
     StagedWrite,
     client_for,
@@ -157,17 +156,12 @@ class BpfstoreReader(DataSourceReader):  # type: ignore[misc]
         client = client_for(self.agents, self.transport)
         desc = partition.desc or self._describe()
         if self.spec is not None:
-            huge: frozenset[tuple[int, int]] = frozenset()
-            report = QueryReport("aggregate", self.dataset)
-            try:
-                result = client.run(self._partials(self.spec.aggregates, self.spec.filter,
-                                                   self.spec.groups, partition.pids), desc)
-                partials, report = result.table, result.report
-            except ArithmeticOverflow:
-                partials, huge = self._one_by_one(client, partition.pids, desc, report)
-            _log_report(report, started)
-            if partials.num_rows:
-                yield to_buffers(partials, self.spec, self.target, huge)
+            # exact partials, even beyond 38 digits: to_buffers range-checks them as Spark would
+            result = client.run(self._partials(self.spec.aggregates, self.spec.filter,
+                                               self.spec.groups, partition.pids), desc)
+            _log_report(result.report, started)
+            if result.table.num_rows:
+                yield to_buffers(result.table, self.spec, self.target)
             return
         rows = client.run(Query.scan(self.dataset, self.target.names, self.where,
                                      partitions=partition.pids, dialect=Dialect.SQL), desc)
@@ -179,48 +173,6 @@ class BpfstoreReader(DataSourceReader):  # type: ignore[misc]
                   pids: Sequence[str]) -> Query:
         return Query.partials(self.dataset, aggs, where, by, partitions=pids,
                               dialect=Dialect.SQL, engine=self.engine)
-
-    def _one_by_one(self, client: Client, pids: Sequence[str], desc: DatasetDescription,
-                    report: QueryReport) -> tuple[pa.Table, frozenset[tuple[int, int]]]:
-        """A sum beyond 38 digits makes the agent fail the whole request; Spark's legacy mode
-        wants NULL for that sum (of that group) only: so ask for the groups, then for each
-        aggregate of each group alone, to find which. Returns the partials and the (aggregate,
-        row) pairs whose sums no decimal holds; `report` gathers the reports of its calls.
-        A rare path: only taken after an overflow."""
-        assert self.spec is not None
-        spec = self.spec
-
-        def ask(aggs: list[Aggregate], where: Expr | None, by: Sequence[str] = ()) -> pa.Table:
-            result = client.run(self._partials(aggs, where, by, pids), desc)
-            report.add(result.report)
-            return result.table
-
-        n = len(spec.groups)
-        if n:
-            keys = ask([Aggregate(AggFunc.COUNT_STAR)], spec.filter, spec.groups)
-            columns = [keys.column(i) for i in range(n)]
-            groups = [and_all([*filter(None, [spec.filter]),
-                               *(col(k).is_null() if v is None else col(k).eq(v)
-                                 for k, v in row.items())])
-                      for row in keys.select(list(range(n))).to_pylist()]
-        else:
-            columns, groups = [], [spec.filter]
-        huge: set[tuple[int, int]] = set()
-        for i, agg in enumerate(spec.aggregates):
-            values, t = [], pa.decimal128(38, 0)
-            for row, where in enumerate(groups):
-                try:
-                    value = ask([agg], where).column(0)
-                    values.append(value[0].as_py() if len(value) else None)
-                    t = value.type
-                except ArithmeticOverflow:
-                    if agg.func is not AggFunc.SUM:
-                        raise
-                    huge.add((i, row))
-                    values.append(None)
-            columns.append(pa.chunked_array([pa.array(values, t)]))
-        names = [*spec.groups, *(f"__agg_{i}" for i in range(len(spec.aggregates)))]
-        return pa.Table.from_arrays(columns, names=names), frozenset(huge)
 
 
 def _per_task(options: Any) -> int:

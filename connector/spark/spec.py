@@ -143,10 +143,8 @@ class AggSpec:
                        tuple(j.get("groups", ())), tuple(aggregates), tuple(partials))
 
 
-def to_buffers(partials: pa.Table, spec: AggSpec, target: pa.Schema,
-               beyond_38_digits: frozenset[tuple[int, int]] = frozenset()) -> pa.RecordBatch:
-    """The agent's exact partials as Spark's aggregation buffers (`target` is Spark's schema).
-    `beyond_38_digits`: (plan aggregate, row) of the sums the agent could not represent."""
+def to_buffers(partials: pa.Table, spec: AggSpec, target: pa.Schema) -> pa.RecordBatch:
+    """The agent's exact partials as Spark's aggregation buffers (`target` is Spark's schema)."""
     n = len(spec.groups)
     columns: list[pa.Array] = []
     for i in range(n):
@@ -159,8 +157,6 @@ def to_buffers(partials: pa.Table, spec: AggSpec, target: pa.Schema,
             values.append([])  # filled below, once the sum it flags has been range-checked
             continue
         raw = partials.column(n + p.slot).to_pylist()
-        raw = [_HUGE if (p.slot, row) in beyond_38_digits else v  # outside any Spark buffer
-               for row, v in enumerate(raw)]
         checked, flags = _fit(raw, field.type, p, field.name)
         overflowed[k] = flags
         values.append(checked)
@@ -175,9 +171,6 @@ def to_buffers(partials: pa.Table, spec: AggSpec, target: pa.Schema,
             col = col.dictionary_decode()
         columns[i] = col.cast(target.field(i).type) if col.type != target.field(i).type else col
     return pa.RecordBatch.from_arrays(columns, schema=target)
-
-
-_HUGE = decimal.Decimal(10) ** 39
 
 
 def _fit(raw: list[Any], t: pa.DataType, p: Partial, name: str) -> tuple[list[Any], list[bool]]:

@@ -177,7 +177,7 @@ def _grouped_agg(ev: Evaluator, agg: Aggregate, name: str, columns: dict, specs:
         if _int64_sum_cannot_overflow(data):
             columns[name] = data
             specs.append((name, "sum", _NON_EMPTY))
-            return lambda g: exact.int64_to_decimal128(g.column(f"{name}_sum"), t)
+            return lambda g: exact.int64_to_decimal(g.column(f"{name}_sum"), t)
         limbs = decimals.limb_columns(data)
         for j, limb in enumerate(limbs):
             columns[f"{name}_{j}"] = limb
@@ -211,7 +211,7 @@ def _int64_sum_cannot_overflow(data: pa.ChunkedArray) -> bool:
 def _key_back(data: pa.ChunkedArray, k: Val) -> pa.ChunkedArray:
     """Group keys in their logical type (dictionary strings decoded, decimals restored)."""
     if k.scaled:
-        return exact.int64_to_decimal128(data, logical_type(k.type))
+        return exact.int64_to_decimal(data, logical_type(k.type))
     if pa.types.is_dictionary(data.type):
         return pc.cast(data, data.type.value_type)
     return data

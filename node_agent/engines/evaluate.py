@@ -365,7 +365,7 @@ class Evaluator:
                 d = None if py is None else decimals.to_decimal(py, v.type.scale)
                 out = pa.scalar(d, target)
             else:
-                out = exact.int64_to_decimal128(v.data, target)
+                out = exact.int64_to_decimal(v.data, target)
         elif pa.types.is_integer(v.type):
             out = _cast(v.data, pa.decimal128(20 if v.type == pa.uint64() else 19, 0))
         else:

@@ -32,14 +32,14 @@ def decimal_storage_as_int64(data: pa.ChunkedArray) -> pa.ChunkedArray:
     )
 
 
-def int64_to_decimal128(data: pa.ChunkedArray, t: pa.DataType) -> pa.ChunkedArray:
-    """Unscaled int64 values -> decimal128 array of type `t` (sign-extended, exact)."""
+def int64_to_decimal(data: pa.ChunkedArray, t: pa.DataType) -> pa.ChunkedArray:
+    """Unscaled int64 values -> decimal128/256 array of type `t` (sign-extended, exact)."""
     out = []
     for c in chunks(data):
         lo = values_view(c, np.dtype(np.int64))
-        words = np.empty((len(lo), 2), dtype=np.int64)
+        words = np.empty((len(lo), t.bit_width // 64), dtype=np.int64)
         words[:, 0] = lo
-        words[:, 1] = lo >> 63
+        words[:, 1:] = (lo >> 63)[:, None]
         out.append(with_values(c, words.ravel(), t))
     return pa.chunked_array(out, type=t)
 

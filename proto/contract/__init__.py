@@ -27,6 +27,8 @@ Semantics every engine keeps:
   decimals whose exact total does not fit decimal128(38, s), or a decimal AVG that does not
   fit decimal(p+4, s+4), is `OUT_OF_RANGE` on every engine, grouped or not, however the data
   is partitioned (aggregates carry no overflow mode; Spark's legacy NULL is the connector's).
+  Partial sums are decimal256(76, s), so a partition's partial beyond 38 digits (−10**37 in
+  one, +10**37 in another) merges into a total that fits.
 - **Plans.** A column's type is its stored type: an explicit `result_type` on a Column that
   differs is `INVALID_ARGUMENT` (use a Cast). `partitions` is a set: a partition named twice
   is read once. Partials are read by position, so a group key may be named like a partial.

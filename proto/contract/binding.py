@@ -53,6 +53,10 @@ from .plan import (
 )
 
 MAX_DECIMAL_PRECISION = 38
+# A partial sum of integers or decimals is decimal256(76, s): one partition's (or one agent's)
+# partial of 38-digit values may pass 38 digits although the total fits (-10**37 here,
+# +10**37 there); only a final total is held to decimal128(38).
+PARTIAL_SUM_PRECISION = 76
 _SIGNED_FOR_NEGATION = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(),
                         pa.uint32(): pa.int64()}
 _INT_DIGITS = {8: 3, 16: 5, 32: 10, 64: 19}
@@ -250,9 +254,9 @@ def partial_type(agg: Aggregate) -> pa.DataType:
     t = logical_type(agg.arg.result_type)
     if agg.func is AggFunc.SUM:
         if pa.types.is_integer(t) or pa.types.is_boolean(t):
-            return pa.decimal128(MAX_DECIMAL_PRECISION, 0)
+            return pa.decimal256(PARTIAL_SUM_PRECISION, 0)
         if pa.types.is_decimal(t):
-            return pa.decimal128(MAX_DECIMAL_PRECISION, t.scale)
+            return pa.decimal256(PARTIAL_SUM_PRECISION, t.scale)
         if pa.types.is_floating(t):
             return pa.float64()
         raise PlanInvalid(f"cannot sum {describe(agg.arg)} of type {t}")

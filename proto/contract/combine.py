@@ -1,9 +1,9 @@
 """Exact merging of partial aggregates, and finishing them into final answers.
 
-Partials are mergeable: count -> sum of counts; sum -> sum of sums (decimal128(38, s) for
-integers and decimals, float64 otherwise); min/max -> min/max, with SQL's float order
-(NaN above +inf). The agent merges its own partitions with the same code the client uses
-to merge agents.
+Partials are mergeable: count -> sum of counts; sum -> sum of sums (decimal256(76, s) for
+integers and decimals, narrowed to decimal128(38, s) when finished; float64 otherwise);
+min/max -> min/max, with SQL's float order (NaN above +inf). The agent merges its own
+partitions with the same code the client uses to merge agents.
 """
 
 from __future__ import annotations
@@ -80,8 +80,9 @@ def _merge_grouped(a: Aggregate, name: str, col: pa.ChunkedArray, inputs: dict,
         for j, limb in enumerate(decimals.limb_columns(col)):
             inputs[f"{name}_{j}"] = limb
             specs.append((f"{name}_{j}", "sum", _NON_EMPTY))
+        limbs = t.bit_width // 32
         return lambda g: pa.chunked_array([decimals.totals_array(decimals.join_limbs(
-            [g.column(f"{name}_{j}_sum").to_pylist() for j in range(4)]), t)])
+            [g.column(f"{name}_{j}_sum").to_pylist() for j in range(limbs)]), t)])
     func = _merge_func(a)
     order = _float_order(a, t)
     inputs[name] = float_keys(col) if order else col
@@ -184,8 +185,11 @@ def finish(merged: pa.Table, plan: Plan, finishers: Sequence[Finisher]) -> pa.Ta
         col = merged.column(nkeys + f.sum_index)
         if f.kind == "avg":
             col = _average(col, merged.column(nkeys + f.count_index), agg, plan.dialect)
-        elif agg.func is AggFunc.SUM and plan.dialect is Dialect.PANDAS:
-            col = pc.fill_null(col, pa.scalar(0, col.type))  # pandas: the sum of nothing is 0
+        elif agg.func is AggFunc.SUM:
+            if pa.types.is_decimal(col.type):
+                col = decimals.final_sums(col)
+            if plan.dialect is Dialect.PANDAS:  # pandas: the sum of nothing is 0
+                col = pc.fill_null(col, pa.scalar(0, col.type))
         columns.append(col)
         names.append(f.name)
     return pa.Table.from_arrays(columns, names=names)

@@ -4,8 +4,9 @@ Python's `decimal` rounds every operation to its context's precision (28 digits 
 so nothing here runs under the global context: totals are Python ints of unscaled values,
 decimals are built from them under `EXACT` (100 digits, more than any decimal128 needs), and
 Arrow's grouped sums (which wrap silently on decimal128) only ever add 32-bit limbs in int64.
-A total that does not fit decimal128(38, s) is `ArithmeticOverflow` (OUT_OF_RANGE), the same
-in every grouped and ungrouped, single- and multi-partition path.
+Partial sums are decimal256(76, s) (a partition's partial may pass 38 digits although the
+total fits); a final total that does not fit decimal128(38, s) is `ArithmeticOverflow`
+(OUT_OF_RANGE), the same in every grouped and ungrouped, single- and multi-partition path.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import pyarrow.compute as pc
 from .errors import ArithmeticOverflow
 
 EXACT = decimal.Context(prec=100, Emax=10**6, Emin=-(10**6))
-MAX_UNSCALED = 10**38  # decimal128(38, s) holds |unscaled| < 10**38
 _LOW32 = np.int64(0xFFFFFFFF)
 _FLOAT_EXACT_INT = 2**53  # a whole number below this is exact as a double
 _EXACT_POWER = 22  # 10**22 is the largest power of ten exact as a double
@@ -49,10 +49,25 @@ def divide_half_up(numerator: int, denominator: int) -> int:
 
 
 def checked_total(total: int | None, t: pa.DataType) -> int | None:
-    """`total` (unscaled), or ArithmeticOverflow when it does not fit decimal128(38)."""
-    if total is not None and abs(total) >= MAX_UNSCALED:
-        raise ArithmeticOverflow(f"sum exceeds 38 digits ({t})")
+    """`total` (unscaled), or ArithmeticOverflow when it does not fit the decimal type `t`."""
+    if total is not None and abs(total) >= 10**t.precision:
+        raise ArithmeticOverflow(f"sum exceeds {t.precision} digits ({t})")
     return total
+
+
+def final_sums(sums: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Merged decimal256 partial sums as the answer's decimal128(38, s), or
+    ArithmeticOverflow when a total does not fit it."""
+    t = pa.decimal128(38, sums.type.scale)
+    if sums.type == t:
+        return sums
+    try:
+        return sums.cast(t)
+    except pa.ArrowInvalid:  # name the first total that does not fit, as every path does
+        for v in sums.to_pylist():
+            if v is not None:
+                checked_total(unscaled(v, t.scale), t)
+        raise
 
 
 def decimal_total(total: int | None, t: pa.DataType) -> decimal.Decimal | None:
@@ -69,28 +84,29 @@ def sum_decimals(values: Sequence[decimal.Decimal], t: pa.DataType) -> decimal.D
 
 
 def totals_array(totals: Sequence[int | None], t: pa.DataType) -> pa.Array:
-    """Checked unscaled totals (None: NULL) as a decimal128 array of type `t`."""
-    words = np.zeros((len(totals), 2), dtype=np.uint64)
+    """Checked unscaled totals (None: NULL) as a decimal128 or decimal256 array of type `t`."""
+    per_value = t.bit_width // 64
+    words = np.zeros((len(totals), per_value), dtype=np.uint64)
     valid = np.ones(len(totals), dtype=bool)
     for i, total in enumerate(totals):
         if total is None:
             valid[i] = False
             continue
-        bits = checked_total(total, t) % 2**128  # type: ignore[operator]
-        words[i] = bits & (2**64 - 1), bits >> 64
+        bits = checked_total(total, t) % 2**t.bit_width  # type: ignore[operator]
+        words[i] = [(bits >> (64 * w)) & (2**64 - 1) for w in range(per_value)]
     validity = None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
     return pa.Array.from_buffers(t, len(totals), [validity, pa.py_buffer(words)],
                                  null_count=int((~valid).sum()))
 
 
 def limbs(words: np.ndarray, unsigned: bool = False) -> list[np.ndarray]:
-    """32-bit limbs, lowest first, of int64 values (`words` 1-d) or of decimal128 values
-    (`words` n x 2: low, high int64 word) as int64 arrays: the value is sum(limb_i << 32 i)
-    and a sum of up to 2**31 limbs cannot overflow int64. The top limb keeps the sign
-    (unless `unsigned`: uint64 values viewed as int64)."""
+    """32-bit limbs, lowest first, of int64 values (`words` 1-d) or of decimal values
+    (`words` n x 2 or n x 4: int64 words, lowest first) as int64 arrays: the value is
+    sum(limb_i << 32 i) and a sum of up to 2**31 limbs cannot overflow int64. The top limb
+    keeps the sign (unless `unsigned`: uint64 values viewed as int64)."""
     if len(words) >= _LIMB_ROWS:
         raise ValueError("limb sums are exact below 2**31 rows")
-    cols = [words] if words.ndim == 1 else [words[:, 0], words[:, 1]]
+    cols = [words] if words.ndim == 1 else [words[:, i] for i in range(words.shape[1])]
     out = []
     for i, w in enumerate(cols):
         top = i == len(cols) - 1 and not unsigned
@@ -109,9 +125,10 @@ def join_limbs(sums: Sequence[Sequence[int | None]]) -> list[int | None]:
 
 
 def words(c: pa.Array) -> tuple[np.ndarray, bool]:
-    """An integer or decimal128 array's values as `limbs` takes them."""
+    """An integer or decimal128/256 array's values as `limbs` takes them."""
     if pa.types.is_decimal(c.type):
-        return values_view(c, np.dtype(np.int64), 2).reshape(-1, 2), False
+        per_value = c.type.bit_width // 64
+        return values_view(c, np.dtype(np.int64), per_value).reshape(-1, per_value), False
     v = values_view(c, np.dtype(c.type.to_pandas_dtype()))
     if v.dtype == np.uint64:
         return v.view(np.int64), True
@@ -121,7 +138,7 @@ def words(c: pa.Array) -> tuple[np.ndarray, bool]:
 def limb_columns(data: pa.ChunkedArray) -> list[pa.ChunkedArray]:
     """`limbs` of every value as int64 columns with the input's validity: Arrow's
     grouped sums of them are exact (a grouped decimal128 sum would wrap silently)."""
-    count = 4 if pa.types.is_decimal(data.type) else 2
+    count = data.type.bit_width // 32 if pa.types.is_decimal(data.type) else 2
     per_chunk = [[with_values(c, limb, pa.int64()) for limb in limbs(*words(c))]
                  for c in data.chunks]
     return [pa.chunked_array([parts[i] for parts in per_chunk], type=pa.int64())

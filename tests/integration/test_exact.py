@@ -100,6 +100,27 @@ def test_decimal_division_rounds_once_half_away_from_zero(client: Client) -> Non
     assert _one(client, "w1q", [sum_(quotient)]) == [(_dec(sum(rounded), 2),)]
 
 
+@pytest.mark.parametrize("partition_rows", [2, 1])
+@pytest.mark.parametrize("group_by", [[], ["k"]])
+@pytest.mark.parametrize("engine", ["arrow", "auto"])
+def test_partials_beyond_38_digits_whose_total_fits(client: Client, partition_rows: int,
+                                                     group_by: list[str], engine: str) -> None:
+    """One partition's partial may pass 38 digits although the total fits: with two rows per
+    partition, -0.001 and -99999999999999999999999999999999999.999 make -10**35 there."""
+    values = [_dec(-1, 3), _dec(-(10**38) + 1, 3), _dec(10**38 - 10**34 + 1, 3), _dec(0, 3)]
+    table = pa.table({"v": pa.array(values, pa.decimal128(38, 3)), "k": [1, 1, 1, 1]})
+    _write(client, "w1w", table, partition_rows)
+    exact = _dec(-1 - 10**38 + 1 + 10**38 - 10**34 + 1, 3)
+    got = _one(client, "w1w", [sum_("v"), count_star()], group_by=group_by, engine=engine)
+    assert got == [(*([1] if group_by else []), exact, 4)]
+    by_sql = client.sql("SELECT SUM(v) AS s, AVG(v) AS a FROM w1w").to_pylist()
+    mean = Fraction(-(10**34) + 1, 4 * 10**3)  # SQL's AVG of a decimal is a double (DuckDB)
+    assert by_sql == [{"s": exact, "a": float(mean)}]
+    if not group_by:  # AVG in the plan is decimal(38, 7) (Spark's rule)
+        assert _one(client, "w1w", [avg("v")], engine=engine) == [
+            (_dec(int(mean * 10**7), 7),)]
+
+
 # -- W2: decimal128(38) overflow is OUT_OF_RANGE everywhere -----------------------------------
 
 

@@ -109,8 +109,8 @@ def test_plan_binding_checks_group_by_and_filters() -> None:
 
 @pytest.mark.parametrize(("agg", "expected"), [
     (Aggregate(AggFunc.COUNT_STAR), pa.int64()),
-    (Aggregate(AggFunc.SUM, col("i64")), pa.decimal128(38, 0)),
-    (Aggregate(AggFunc.SUM, col("dec")), pa.decimal128(38, 2)),
+    (Aggregate(AggFunc.SUM, col("i64")), pa.decimal256(76, 0)),
+    (Aggregate(AggFunc.SUM, col("dec")), pa.decimal256(76, 2)),
     (Aggregate(AggFunc.SUM, col("f")), pa.float64()),
     (Aggregate(AggFunc.MIN, col("s")), pa.string()),
     (Aggregate(AggFunc.MAX, col("dec")), pa.decimal128(15, 2)),
