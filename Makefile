@@ -12,7 +12,7 @@ FILE_LIST := .venv/.bpfstore-files
 PKG_DIRS := connector node_agent proto bpf
 PKG_FILES := $(shell find $(PKG_DIRS) pyspark_bpfstore.py -type f -not -path '*/__pycache__/*' 2>/dev/null | sort | cksum)
 
-.PHONY: install test test-tpch demo bench bench-dask-tasks bench-compression bench-cluster profile lint proto clean FORCE
+.PHONY: install test test-tpch demo bench bench-tpch bench-dask-tasks bench-compression bench-cluster profile lint proto clean FORCE
 
 install: $(STAMP)
 
@@ -45,6 +45,11 @@ bench: install
 	$(PY) bench/bench_cores.py $(ARGS)
 	$(PY) bench/bench_dask.py $(ARGS)
 	$(PY) bench/bench_spark.py $(ARGS)
+
+# TPC-H's 22 queries through Spark and Dask, bpfstore vs local Parquet (docs/benchmarks/):
+# make bench-tpch ARGS="--sf 1 --runs 3 [--frontends dask --queries q17,q20]"
+bench-tpch: install
+	$(PY) bench/bench_tpch.py $(ARGS)
 
 # Dask task layouts (partitions_per_task) vs dd.read_parquet: make bench-dask-tasks ARGS="--sf 1"
 bench-dask-tasks: install

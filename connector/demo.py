@@ -93,10 +93,11 @@ def _agent_ready(address: str) -> bool:
 def running_agents(
     root: Path, count: int, env: Mapping[str, str] | None = None, timeout: float = 60.0,
     prefix: Sequence[str] = (), args: Sequence[str] = (),
+    per_agent_args: Sequence[Sequence[str]] = (),
 ) -> Iterator[list[str]]:
     """Start `count` agents as subprocesses (own data dir and port each); stop them on exit.
     `prefix` runs them under another command (e.g. setpriv as another user); `args` are more
-    command-line options for each."""
+    command-line options for each, `per_agent_args[i]` for agent i only."""
     procs: list[subprocess.Popen[bytes]] = []
     logs = []
     addresses: list[str] = []
@@ -110,7 +111,7 @@ def running_agents(
             logs.append(log)
             cmd = [*prefix, sys.executable, "-m", "bpfstore.node_agent.main"]
             cmd += ["--data-dir", str(data_dir), "--listen", address]
-            cmd += args
+            cmd += [*args, *(per_agent_args[i] if i < len(per_agent_args) else ())]
             procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env))
             addresses.append(address)
         deadline = time.monotonic() + timeout

@@ -139,3 +139,20 @@ def write_parquet_like(ddf: Any, table: pa.Table, out: Any) -> None:
         pq.write_table(pa.concat_tables([table.slice(source.starts[p], source.desc.partitions[p]
                                                      .rows) for p in parts]),
                        out / f"part-{i:05d}.parquet")
+
+
+def result_rows(result: Any) -> tuple[list[tuple], list[tuple[str, str]]]:
+    """Rows and (column, dtype) pairs of a computed frame, series or scalar."""
+    if isinstance(result, pd.Series):
+        result = result.to_frame()
+    if isinstance(result, pd.DataFrame):
+        result = result.reset_index(drop=True)
+        return (list(result.itertuples(index=False, name=None)),
+                [(str(c), _dtype(d)) for c, d in result.dtypes.items()])
+    return [(float(result),)], [("", type(result).__name__)]
+
+
+def _dtype(dtype: Any) -> str:
+    # read_parquet's strings are pandas' "string" (NA-valued), read_bpfstore's its "str":
+    # both string types; the values are compared exactly
+    return "str" if str(dtype) == "string" else str(dtype)

@@ -13,7 +13,7 @@ import dask
 import pandas as pd
 import pytest
 import tpch as t
-from dask_support import write_parquet_like
+from dask_support import result_rows, write_parquet_like
 from tpch.dask_queries import QUERIES
 
 from bpfstore.connector.dask import read_bpfstore
@@ -44,17 +44,6 @@ def processes() -> Iterator[Any]:
         yield dc
 
 
-def result_rows(result: Any) -> tuple[list[tuple], list[tuple[str, str]]]:
-    """Rows and (column, dtype) pairs of a computed frame, series or scalar."""
-    if isinstance(result, pd.Series):
-        result = result.to_frame()
-    if isinstance(result, pd.DataFrame):
-        result = result.reset_index(drop=True)
-        return (list(result.itertuples(index=False, name=None)),
-                [(str(c), _dtype(d)) for c, d in result.dtypes.items()])
-    return [(float(result),)], [("", type(result).__name__)]
-
-
 def threaded(query: Any, tables: dict[str, Any]) -> Any:
     """Built and run on the threaded scheduler with the task-based shuffle (p2p, the default
     while a distributed client exists, needs its workers; drop_duplicates picks it when built)."""
@@ -75,12 +64,6 @@ def _duckdb(tpch: t.Cluster, name: str) -> list[tuple]:
     if rows == [(None,)]:
         return [(0.0,)]
     return [tuple(float(v) if isinstance(v, decimal.Decimal) else v for v in r) for r in rows]
-
-
-def _dtype(dtype: Any) -> str:
-    # read_parquet's strings are pandas' "string" (NA-valued), read_bpfstore's its "str":
-    # both string types; the values are compared exactly
-    return "str" if str(dtype) == "string" else str(dtype)
 
 
 @pytest.mark.parametrize("name", t.NAMES)

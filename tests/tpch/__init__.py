@@ -61,11 +61,13 @@ class TpchData:
 
 def generate(root: Path, scale: float = SF) -> TpchData:
     """All eight tables from tpchgen-cli (string_view as string), plus a Parquet copy of each
-    split into the same partitions as the ingest (`parquet/<table>/part-N.parquet`)."""
+    split into the same partitions as the ingest (`parquet/<table>/part-N.parquet`). Tables
+    already generated under `root` (make bench-tpch's cache) are read again, not remade."""
     raw = root / "raw"
-    exe = Path(sys.executable).parent / "tpchgen-cli"
-    subprocess.run([str(exe), "parquet", "-s", str(scale), f"--output-dir={raw}", "--quiet"],
-                   check=True, timeout=600)
+    if not all((raw / f"{name}.parquet").exists() for name in TABLES):
+        exe = Path(sys.executable).parent / "tpchgen-cli"
+        subprocess.run([str(exe), "parquet", "-s", str(scale), f"--output-dir={raw}",
+                        "--quiet"], check=True, timeout=600)
     tables, rows = {}, {}
     for name in TABLES:
         table = pq.read_table(raw / f"{name}.parquet")
