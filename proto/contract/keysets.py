@@ -90,6 +90,8 @@ def bound_keys(keys: pa.Array, column_type: pa.DataType, where: str,
                           "time zone")
     if pa.types.is_integer(kt) and pa.types.is_integer(ct):
         keys = _in_range(keys, ct)  # a key beyond the column's type equals no value of it
+    if pa.types.is_integer(kt) and pa.types.is_decimal(ct):  # Arrow checks precision by
+        keys = keys.cast(pa.decimal128(20, 0))  # type here, by value from decimal to decimal
     try:
         out = pc.cast(keys, target, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -111,6 +113,19 @@ def _in_range(keys: pa.Array, t: pa.DataType) -> pa.Array:
     inside = pc.and_(pc.greater_equal(keys, pa.scalar(max(lo, k_lo), kt)),
                      pc.less_equal(keys, pa.scalar(min(hi, k_hi), kt)))
     return keys.filter(pc.or_kleene(inside, pc.is_null(keys)))  # NULL keys keep their meaning
+
+
+def same_keys(a: pa.Array, b: pa.Array) -> bool:
+    """Equal as key sets are: NaN equals NaN (Arrow's `equals` says it does not)."""
+    if a.type != b.type or len(a) != len(b):
+        return False
+    if pa.types.is_floating(a.type):
+        nan_a, nan_b = pc.is_nan(a), pc.is_nan(b)
+        if not nan_a.equals(nan_b):
+            return False
+        zero = pa.scalar(0.0, a.type)
+        a, b = pc.if_else(nan_a, zero, a), pc.if_else(nan_b, zero, b)
+    return bool(a.equals(b))
 
 
 def split_null(keys: pa.Array) -> tuple[pa.Array, bool]:

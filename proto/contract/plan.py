@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 import pyarrow as pa
 
-from .keysets import describe_keys, key_array
+from .keysets import describe_keys, key_array, same_keys
 
 T = TypeVar("T")
 
@@ -235,7 +235,7 @@ class KeySet(Expr):
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and isinstance(other, KeySet) and \
             (self.arg, self.result_type, self.overflow) == \
-            (other.arg, other.result_type, other.overflow) and self.keys.equals(other.keys)
+            (other.arg, other.result_type, other.overflow) and same_keys(self.keys, other.keys)
 
     def __hash__(self) -> int:
         return hash((type(self), self.arg, len(self.keys), str(self.keys.type)))
