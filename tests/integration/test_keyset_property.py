@@ -103,9 +103,9 @@ def _partitions(client: Client, data: pa.Table, rows: int) -> None:
 ])
 def test_statistics_prune_partitions_whose_range_holds_no_key(
         client: Client, kind: str, column: pa.Array, keys: Any, matching: set) -> None:
-    """Ten partitions of 100 sorted rows: only the two holding a key are read (keys between
-    partitions' ranges and beyond all of them prune everything else); a key set whose keys
-    straddle a partition's range without hitting a value still reads it (min/max only)."""
+    """Ten partitions of 100 sorted rows: only the two holding a key are read (a key beyond
+    every partition prunes nothing more); two keys inside one partition's range read only
+    it; an empty key set reads nothing."""
     _partitions(client, pa.table({"x": column}), 100)
     where = col("x").isin_keys(keys)
     result = client.run(Query.aggregate("ks_prune", [count_star()], where))
