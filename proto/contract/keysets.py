@@ -31,6 +31,8 @@ def key_array(values: pa.Array | pa.ChunkedArray | Iterable[Any]) -> pa.Array:
     """The keys as one plain Arrow array (chunks joined, dictionaries decoded)."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks() if values.num_chunks else pa.array([], values.type)
+    elif hasattr(values, "__array__"):  # numpy, pandas (a nullable dtype's NA is NULL)
+        values = pa.array(values)
     elif not isinstance(values, pa.Array):
         values = pa.array(list(values))
     if pa.types.is_dictionary(values.type):

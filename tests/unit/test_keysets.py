@@ -165,3 +165,14 @@ def test_key_sets_are_pushed_where_the_agents_run_them() -> None:
     assert not pushed and "max_key_set_keys" in residual[0].reason
     pushed, residual = split_pushable(col("i64").isin_keys([1.5]), Capabilities(schema=SCHEMA))
     assert not pushed and "float keys" in residual[0].reason
+
+
+def test_the_builder_takes_arrow_numpy_pandas_and_python_values() -> None:
+    import numpy as np
+    import pandas as pd
+
+    assert col("x").isin_keys(pd.Series([1, None], dtype="Int64")).keys.to_pylist() == [1, None]
+    assert col("x").isin_keys(np.array([2, 1])).keys.to_pylist() == [2, 1]
+    assert col("x").isin_keys(pa.chunked_array([[1], [2]])).keys.to_pylist() == [1, 2]
+    assert col("x").isin_keys(range(3)).keys.to_pylist() == [0, 1, 2]
+    assert col("s").isin_keys(pd.Series(["a", "b"]).astype("category")).keys.type == pa.string()
