@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from bpfstore.contract import keysets
 from bpfstore.contract.plan import EngineName
 
 from .limits import Quota
@@ -47,6 +48,8 @@ class AgentConfig:
     max_plan_nodes: int = 10_000
     max_plan_depth: int = 40  # protobuf itself refuses ~48+ nested expression levels
     max_in_list: int = 100_000
+    max_key_set_keys: int = keysets.DEFAULT_MAX_KEYS  # keys of one key set (x IN <keys>)
+    max_key_set_bytes: int = keysets.DEFAULT_MAX_BYTES  # its IPC stream, sent and decoded
     # Limits before work (limits.py): a write's stream is refused from its headers,
     # before anything is decompressed or materialized, and catalogs stay small.
     max_write_rows: int = 1 << 28  # rows of one partition (a null column costs no bytes)
@@ -98,7 +101,8 @@ class AgentConfig:
         """gRPC's receive limit, from the other limits: a Write piece (the client sends 1 MiB)
         or the largest plan the plan limits allow, so an oversized plan is refused before it
         is decoded."""
-        plan_bytes = PLAN_BYTES_PER_NODE * (self.max_plan_nodes + self.max_in_list)
+        plan_bytes = PLAN_BYTES_PER_NODE * (self.max_plan_nodes + self.max_in_list) + \
+            self.max_key_set_bytes
         return min(self.max_message_bytes, max(WRITE_MESSAGE_BYTES, plan_bytes))
 
     def limits(self) -> dict[str, int]:
@@ -108,6 +112,8 @@ class AgentConfig:
             "max_plan_nodes": self.max_plan_nodes,
             "max_plan_depth": self.max_plan_depth,
             "max_in_list": self.max_in_list,
+            "max_key_set_keys": self.max_key_set_keys,
+            "max_key_set_bytes": self.max_key_set_bytes,
             "max_concurrent_requests": self.max_concurrent_requests,
             "tenant_max_concurrent": self.tenant_max_concurrent,
             "max_deadline_ms": round(self.max_deadline_seconds * 1000),

@@ -1,9 +1,9 @@
 """Limits before work: what a request may cost is decided from its size and headers, before
 anything big is decoded, decompressed or materialized.
 
-- plans: IN-list lengths and node counts are counted on the protobuf message, before the
-  plan becomes Python objects (gRPC's receive limit, AgentConfig.max_receive_bytes, bounds
-  the message itself);
+- plans: IN-list lengths and node counts are counted on the protobuf message, and a key
+  set's keys and bytes on its Arrow IPC headers, before the plan becomes Python objects
+  (gRPC's receive limit, AgentConfig.max_receive_bytes, bounds the message itself);
 - writes: the Arrow IPC stream's message headers give each record batch's rows and, for
   compressed buffers, their decompressed length, so a small compressed stream that would
   expand to gigabytes (or a null column of billions of rows) is refused from its headers;
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from bpfstore.contract import keysets
 from bpfstore.contract.errors import PlanInvalid, ResourceExhausted
 from bpfstore.v1 import plan_pb2
 
@@ -50,9 +51,11 @@ class WriteLimits:
 
 
 def check_plan_size(plan: plan_pb2.Plan, max_nodes: int, max_in_list: int,
-                    max_depth: int) -> None:
+                    max_depth: int, max_key_set_keys: int = keysets.DEFAULT_MAX_KEYS,
+                    max_key_set_bytes: int = keysets.DEFAULT_MAX_BYTES) -> None:
     """Depth, IN lists and expression nodes counted on the wire message, refused with the
-    messages (and in the order) of the checks on the decoded plan."""
+    messages (and in the order) of the checks on the decoded plan; a key set's keys and
+    bytes (sent and decompressed) read from its IPC headers, before it is decoded."""
     pending = [(plan.filter, 1)] if plan.HasField("filter") else []
     pending += [(a.arg, 1) for a in plan.aggregates if a.HasField("arg")]
     nodes = deepest = longest = 0
@@ -66,6 +69,8 @@ def check_plan_size(plan: plan_pb2.Plan, max_nodes: int, max_in_list: int,
         node = getattr(expr, kind)
         if kind == "in":
             longest = max(longest, len(node.values))
+        if kind == "key_set":
+            check_key_set(node.keys, max_key_set_keys, max_key_set_bytes)
         for field, value in node.ListFields():
             if field.message_type is plan_pb2.Expr.DESCRIPTOR:  # one Expr, or repeated
                 children = [value] if isinstance(value, plan_pb2.Expr) else value
@@ -77,6 +82,23 @@ def check_plan_size(plan: plan_pb2.Plan, max_nodes: int, max_in_list: int,
     if nodes > max_nodes:
         raise PlanInvalid(f"plan has more than {max_nodes} expression nodes; the limit is "
                           f"{max_nodes}")
+
+
+def check_key_set(data: bytes, max_keys: int, max_bytes: int) -> None:
+    """Refuse a key set's IPC stream from its headers: more keys or bytes than the limits."""
+    keysets.check_size(0, len(data), max_keys, max_bytes)  # as sent, before anything is read
+    rows = expanded = 0
+    try:
+        for message in pa.ipc.MessageReader.open_stream(pa.BufferReader(data)):
+            if message.type not in ("record batch", "dictionary"):
+                continue
+            batch_rows, sizes = _batch_header(message.metadata.to_pybytes(),
+                                              message.type == "dictionary")
+            rows += batch_rows
+            expanded += _expanded_bytes(message.body, sizes)
+            keysets.check_size(rows, expanded, max_keys, max_bytes)
+    except (pa.ArrowInvalid, pa.ArrowIOError, struct.error, IndexError, ValueError) as exc:
+        raise PlanInvalid(f"key set is not a complete Arrow IPC stream: {exc}") from None
 
 
 # -- writes ----------------------------------------------------------------------------------

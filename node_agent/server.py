@@ -169,7 +169,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         """The bound plan and the dataset version it reads, pinned while the block runs."""
         self.grants.require("read", msg.plan.dataset)  # before anything could say "not found"
         check_plan_size(msg.plan, self.config.max_plan_nodes, self.config.max_in_list,
-                        self.config.max_plan_depth)
+                        self.config.max_plan_depth, self.config.max_key_set_keys,
+                        self.config.max_key_set_bytes)
         plan = wire.plan_from_proto(msg.plan, self.config.max_plan_depth)
         with self.storage.pinned(plan.dataset, msg.dataset_version) as meta:
             yield bind_plan(plan, meta.schema), meta

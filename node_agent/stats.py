@@ -4,6 +4,7 @@ COUNT / MIN / MAX without reading data. Every use is conservative: when in doubt
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import decimal
 import math
@@ -18,6 +19,7 @@ from bpfstore.contract.bound import column_literal, column_of, column_range
 from bpfstore.contract.combine import partial_schema
 from bpfstore.contract.compare import stored_int, window
 from bpfstore.contract.epoch import date_from_days, epoch_days
+from bpfstore.contract.keysets import split_null
 from bpfstore.contract.plan import (
     AggFunc,
     And,
@@ -28,6 +30,7 @@ from bpfstore.contract.plan import (
     Expr,
     In,
     IsNull,
+    KeySet,
     Not,
     Or,
     Plan,
@@ -192,8 +195,51 @@ class _May(PlanVisitor[bool]):
                    for v in e.values if v.value is not None) or (
             self.dialect is Dialect.PANDAS and any(v.value is None for v in e.values))
 
+    def key_set(self, e: KeySet, arg: bool) -> bool:
+        """Whether a key lies in [min, max]: a binary search of the sorted keys."""
+        name = column_of(e.arg)
+        if name is None:
+            return True
+        keys, has_null = split_null(e.keys)
+        s, t = self.stats[name], logical_type(self.schema.field(name).type)
+        if self.dialect is Dialect.PANDAS and (has_null or _has_nan(keys)) and (
+                s.null_count or s.has_nan):
+            return True  # a missing value matches NULL or NaN keys
+        if not len(keys) or s.null_count >= self.rows:
+            return False  # nothing matches an empty set, and NULL x never matches
+        if s.has_nan or s.min is None or s.max is None:
+            return True
+        if pa.types.is_string(t):
+            lo, hi, order = s.min, s.max, _python_value
+        else:
+            bounds = stored_bounds(s, t)
+            if bounds is None:
+                return True
+            (lo, hi), order = bounds, _stored(t)
+        i = bisect.bisect_left(keys, lo, key=order)
+        return i < len(keys) and order(keys[i]) <= hi
+
     def range_may(self, name: str, op: CompareOp, v: Any) -> bool:
         return _range_may(name, self.stats, self.rows, self.schema, op, v)
+
+
+def _has_nan(keys: pa.Array) -> bool:
+    return pa.types.is_floating(keys.type) and bool(len(keys)) and math.isnan(keys[-1].as_py())
+
+
+def _python_value(k: pa.Scalar) -> Any:
+    return k.as_py()
+
+
+def _stored(t: pa.DataType) -> Any:
+    """A key (a scalar of `t`, or float64 for a float column) as the integer stored_bounds
+    compares it with: float order keys, unscaled decimals, days, timestamp units."""
+    if pa.types.is_timestamp(t) or pa.types.is_date32(t):
+        width = pa.int64() if pa.types.is_timestamp(t) else pa.int32()
+        return lambda k: k.cast(width).as_py()
+    if pa.types.is_floating(t):
+        return lambda k: stored_int(k.as_py(), pa.float64())
+    return lambda k: stored_int(k.as_py(), t)
 
 
 def _range_may(name: str, stats: dict[str, ColumnStats], rows: int, schema: pa.Schema,

@@ -32,6 +32,7 @@ from bpfstore.contract.plan import (
     Expr,
     In,
     IsNull,
+    KeySet,
     Literal,
     Negate,
     Not,
@@ -77,11 +78,25 @@ def duck_literal(v: Any, t: pa.DataType | None) -> str:
     raise TypeError(v)
 
 
-def to_duckdb(e: Expr) -> str:
-    return _DuckDB().visit(e)
+def to_duckdb(e: Expr, con: duckdb.DuckDBPyConnection | None = None) -> str:
+    """`e` as DuckDB SQL; a key set becomes `x IN (SELECT k FROM <its keys>)`, registered on
+    `con` (needed for key sets)."""
+    return _DuckDB(con).visit(e)
 
 
 class _DuckDB(PlanVisitor[str]):
+    def __init__(self, con: duckdb.DuckDBPyConnection | None = None) -> None:
+        self.con = con
+        self.tables = 0
+
+    def key_set(self, e: KeySet, arg: str) -> str:
+        if self.con is None:
+            raise TypeError("a key set needs a connection to register its keys on")
+        name = f"keys{self.tables}_{id(self)}"
+        self.tables += 1
+        self.con.register(name, pa.table({"k": e.keys}))
+        return f"({arg} IN (SELECT k FROM {name}))"
+
     def column(self, e: Column) -> str:
         return f'"{e.name}"'
 
@@ -141,7 +156,7 @@ def duckdb_answer(table: pa.Table, where: Expr | None, aggregates: list, group_b
     select = ", ".join(keys + [duck_aggregate(a) for a in aggregates])
     sql = f"SELECT {select} FROM t"
     if where is not None:
-        sql += f" WHERE {to_duckdb(where)}"
+        sql += f" WHERE {to_duckdb(where, con)}"
     if keys:
         sql += f" GROUP BY {', '.join(keys)}"
     return con.sql(sql).fetchall()
@@ -192,6 +207,9 @@ class _Pandas(PlanVisitor[Any]):
 
     def in_(self, e: In, arg: Any) -> Any:
         return _bool(arg.isin([_pd_value(v.value) for v in e.values]))
+
+    def key_set(self, e: KeySet, arg: Any) -> Any:
+        return _bool(arg.isin([_pd_value(v) for v in e.keys.to_pylist()]))
 
     def is_null(self, e: IsNull, arg: Any) -> Any:
         return arg.isna()

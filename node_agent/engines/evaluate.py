@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from bpfstore.contract import decimals
+from bpfstore.contract import decimals, keysets
 from bpfstore.contract.binding import common_type, is_numeric, logical_type
 from bpfstore.contract.bound import column_of
 from bpfstore.contract.errors import ArithmeticOverflow, PlanInvalid, Unsupported
@@ -37,6 +37,7 @@ from bpfstore.contract.plan import (
     Expr,
     In,
     IsNull,
+    KeySet,
     Literal,
     Negate,
     Not,
@@ -210,6 +211,34 @@ class Evaluator:
                 result = pc.or_(pc.fill_null(result, False), pc.is_null(data, nan_is_null=True))
             return Val(pc.fill_null(result, False), pa.bool_())
         # SQL: NULL IN (...) is NULL; x IN (..., NULL) is NULL when x matches nothing.
+        result = pc.if_else(pc.is_null(data), pa.scalar(None, pa.bool_()), result)
+        if has_null:
+            result = pc.if_else(result, True, pa.scalar(None, pa.bool_()))
+        return Val(result, pa.bool_())
+
+    def key_set(self, v: Val, keys: pa.Array) -> Val:
+        """`v IN <keys>` (bound: normalized, in v's comparison type), as `isin` but for an
+        empty set, which is FALSE even for NULL in SQL (DuckDB's IN of an empty subquery)."""
+        present, has_null = keysets.split_null(keys)
+        data: Any = v.data
+        if pa.types.is_decimal(v.type):  # the keys have v's scale (binding)
+            target = pa.decimal128(38, v.type.scale)
+            data, present = self.to_decimal128(v, target), present.cast(target)
+        elif pa.types.is_floating(v.type):  # + 0.0: -0.0 equals 0.0 (the keys are folded)
+            data = pc.add(self.to_float(v), 0.0)
+        if pa.types.is_dictionary(getattr(data, "type", None)):
+            result = _on_dictionary(data, lambda d: pc.is_in(d, value_set=present))
+        else:
+            result = pc.is_in(data, value_set=present, skip_nulls=True)
+        if self.dialect is Dialect.PANDAS:
+            # pandas' isin matches missing values when the set holds None or NaN.
+            nan = pa.types.is_floating(present.type) and len(present) and \
+                pc.is_nan(present[-1]).as_py()  # sorted: NaN is last
+            if has_null or nan:
+                result = pc.or_(pc.fill_null(result, False), pc.is_null(data, nan_is_null=True))
+            return Val(pc.fill_null(result, False), pa.bool_())
+        if not len(keys):
+            return Val(pc.fill_null(result, False), pa.bool_())
         result = pc.if_else(pc.is_null(data), pa.scalar(None, pa.bool_()), result)
         if has_null:
             result = pc.if_else(result, True, pa.scalar(None, pa.bool_()))
@@ -433,6 +462,9 @@ class _Eval(PlanVisitor[Val]):
 
     def in_(self, e: In, arg: Val) -> Val:
         return self.ev.isin(arg, e.values)
+
+    def key_set(self, e: KeySet, arg: Val) -> Val:
+        return self.ev.key_set(arg, e.keys)
 
     def is_null(self, e: IsNull, arg: Val) -> Val:
         nan_is_null = self.ev.dialect is Dialect.PANDAS

@@ -1,9 +1,10 @@
 """The contract between the connector and the node agents, owned by neither side.
 
 The plan model and its one visitor (`plan`), its type rules and binding (`binding`) into
-bound nodes (`bound`), the one comparison semantics (`compare`), which filter terms the
-agents run (`pushable`), exact totals (`decimals`), partial aggregates and their merge
-(`combine`), the plan <-> protobuf conversion (`wire`) and the error classes (`errors`).
+bound nodes (`bound`), key sets (`keysets`), the one comparison semantics (`compare`),
+which filter terms the agents run (`pushable`), exact totals (`decimals`), partial
+aggregates and their merge (`combine`), the plan <-> protobuf conversion (`wire`) and the
+error classes (`errors`).
 Both `bpfstore.connector` and `bpfstore.node_agent` import it; it imports pyarrow, numpy
 and the generated protobuf messages only (tests/unit/test_layers.py keeps it so).
 
@@ -22,6 +23,15 @@ Semantics every engine keeps:
   timestamp finer than its unit, a signed literal against uint64) into an exact comparison in
   that type (`=` may become a BETWEEN), and statistics prune with the same windows of stored
   integers, so pruning never drops a row an engine would keep.
+- **Key sets** (`x IN <keys>`, `col("x").isin_keys(array)`; keysets.py): the keys are one
+  Arrow array, converted to x's type exactly at binding (float64 for a float x) or refused:
+  float keys never meet integer or decimal columns, a decimal key finer than x's scale, a
+  timestamp finer than its unit or in another zone is `INVALID_ARGUMENT`; integer keys beyond
+  x's type are dropped (they equal no value). They travel sorted and distinct as Arrow IPC,
+  bounded by the agent's `max_key_set_keys` and `max_key_set_bytes`. SQL: as DuckDB's
+  `x IN (SELECT k FROM keys)` — NULL x never matches, a NULL key makes a non-match NULL (as
+  for `In`), the empty set is FALSE for every row; −0.0 equals 0.0 and NaN equals NaN.
+  PANDAS: as `isin` — a missing x matches only when the keys hold NULL or NaN.
 - **Overflow.** Integer overflow is an error (`OUT_OF_RANGE`) unless the node says NULL;
   division by zero follows IEEE unless the node says ERROR or NULL. A SUM of integers or
   decimals whose exact total does not fit decimal128(38, s), or a decimal AVG that does not

@@ -29,6 +29,7 @@ from . import decimals, epoch
 from .bound import BoundExpr, BoundLiteral, bound_node, column_of
 from .compare import exact_between, exact_form, exact_in, needs_exact_form
 from .errors import PlanInvalid
+from .keysets import bound_keys, normalized
 from .plan import (
     AggFunc,
     Aggregate,
@@ -43,6 +44,7 @@ from .plan import (
     Expr,
     In,
     IsNull,
+    KeySet,
     Literal,
     Negate,
     Not,
@@ -391,6 +393,13 @@ class _Binder(PlanVisitor[BoundExpr]):
         if not isinstance(ba, Literal) and needs_exact_form(at, [v.value for v in coerced], t):
             return exact_in(ba, coerced, at)
         return self._typed(e, pa.bool_(), arg=ba, values=coerced)
+
+    def key_set(self, e: KeySet, ba: BoundExpr) -> BoundExpr:
+        """Keys in the type they are compared in, exactly (keysets.bound_keys)."""
+        if not isinstance(e.keys, pa.Array):
+            raise PlanInvalid(f"key set of {type(e.keys).__name__}, not an Arrow array")
+        keys = bound_keys(normalized(e.keys), ba.result_type, describe(e), logical_type)
+        return self._typed(e, pa.bool_(), arg=ba, keys=keys)
 
     def is_null(self, e: IsNull, arg: BoundExpr) -> BoundExpr:
         return self._typed(e, pa.bool_(), arg=arg)

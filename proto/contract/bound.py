@@ -29,6 +29,7 @@ from .plan import (
     Expr,
     In,
     IsNull,
+    KeySet,
     Literal,
     Negate,
     Not,
@@ -79,6 +80,16 @@ class BoundIn(In):
 
 
 @dataclass(frozen=True, slots=True)
+class BoundKeySet(KeySet):
+    arg: BoundExpr
+    keys: pa.Array  # normalized (keysets.py), in the type they are compared in
+    result_type: pa.DataType = field(kw_only=True)
+
+    __eq__ = KeySet.__eq__  # arrays compare with `equals` and are not hashable
+    __hash__ = KeySet.__hash__
+
+
+@dataclass(frozen=True, slots=True)
 class BoundIsNull(IsNull):
     arg: BoundExpr
     result_type: pa.DataType = field(kw_only=True)
@@ -112,12 +123,13 @@ class BoundCast(Cast):
 
 
 BoundExpr = (BoundColumn | BoundLiteral | BoundCompare | BoundAnd | BoundOr | BoundNot
-             | BoundIn | BoundIsNull | BoundBetween | BoundArith | BoundNegate | BoundCast)
+             | BoundIn | BoundKeySet | BoundIsNull | BoundBetween | BoundArith | BoundNegate
+             | BoundCast)
 
 _BOUND: dict[type[Expr], type[Any]] = {
     Column: BoundColumn, Literal: BoundLiteral, Compare: BoundCompare, And: BoundAnd,
-    Or: BoundOr, Not: BoundNot, In: BoundIn, IsNull: BoundIsNull, Between: BoundBetween,
-    Arith: BoundArith, Negate: BoundNegate, Cast: BoundCast,
+    Or: BoundOr, Not: BoundNot, In: BoundIn, KeySet: BoundKeySet, IsNull: BoundIsNull,
+    Between: BoundBetween, Arith: BoundArith, Negate: BoundNegate, Cast: BoundCast,
 }
 
 

@@ -17,6 +17,8 @@ from typing import Any, Generic, TypeVar
 
 import pyarrow as pa
 
+from .keysets import describe_keys, key_array, same_keys
+
 T = TypeVar("T")
 
 
@@ -162,6 +164,10 @@ class Expr:
     def isin(self, values: Iterable[Any]) -> In:
         return In(self, tuple(v if isinstance(v, Literal) else Literal(v) for v in values))
 
+    def isin_keys(self, keys: pa.Array | pa.ChunkedArray | Iterable[Any]) -> KeySet:
+        """`self IN <keys>` for a large set (an Arrow array, or values): see `KeySet`."""
+        return KeySet(self, key_array(keys))
+
     def between(self, low: Any, high: Any) -> Between:
         return Between(self, lit(low), lit(high))
 
@@ -215,6 +221,24 @@ class Not(Expr):
 class In(Expr):
     arg: Expr
     values: tuple[Literal, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySet(Expr):
+    """`arg IN <keys>` for sets too large for an `In` list (thousands to millions of keys):
+    the keys are one Arrow array, any order, duplicates and NULLs allowed (semantics and
+    type rules: keysets.py). Equal when the keys are equal as arrays."""
+
+    arg: Expr
+    keys: pa.Array
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and isinstance(other, KeySet) and \
+            (self.arg, self.result_type, self.overflow) == \
+            (other.arg, other.result_type, other.overflow) and same_keys(self.keys, other.keys)
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.arg, len(self.keys), str(self.keys.type)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +346,7 @@ def children(e: Expr) -> tuple[Expr, ...]:
             return (left, right)
         case And(args=args) | Or(args=args):
             return args
-        case Not(arg=arg) | IsNull(arg=arg) | Negate(arg=arg) | Cast(arg=arg):
+        case Not(arg=arg) | IsNull(arg=arg) | Negate(arg=arg) | Cast(arg=arg) | KeySet(arg=arg):
             return (arg,)
         case In(arg=arg, values=values):
             return (arg, *values)
@@ -334,7 +358,8 @@ def children(e: Expr) -> tuple[Expr, ...]:
 class PlanVisitor(Generic[T]):
     """The one walk over expressions, children before parents: `visit(e)` visits e's
     children, then calls the method named after e's node class with e and their results
-    (an In's values are literals: its method gets them as nodes, unvisited).
+    (an In's values are literals: its method gets them as nodes, unvisited; a KeySet's keys
+    are an Arrow array, on the node).
 
     A backend is a subclass overriding the methods of the nodes it handles; the others call
     `unsupported`. Override `visit` to act on every node (its budget, its result type)."""
@@ -355,6 +380,8 @@ class PlanVisitor(Generic[T]):
                 return self.not_(e, self.visit(arg))
             case In(arg=arg):
                 return self.in_(e, self.visit(arg))
+            case KeySet(arg=arg):
+                return self.key_set(e, self.visit(arg))
             case IsNull(arg=arg):
                 return self.is_null(e, self.visit(arg))
             case Between(arg=arg, low=low, high=high):
@@ -389,6 +416,9 @@ class PlanVisitor(Generic[T]):
         return self.unsupported(e)
 
     def in_(self, e: In, arg: T) -> T:
+        return self.unsupported(e)
+
+    def key_set(self, e: KeySet, arg: T) -> T:
         return self.unsupported(e)
 
     def is_null(self, e: IsNull, arg: T) -> T:
@@ -470,6 +500,9 @@ class _Describe(PlanVisitor[str]):
 
     def in_(self, e: In, arg: str) -> str:
         return f"{arg} IN ({', '.join(self.visit(v) for v in e.values)})"
+
+    def key_set(self, e: KeySet, arg: str) -> str:
+        return f"{arg} IN {describe_keys(e.keys)}"
 
     def is_null(self, e: IsNull, arg: str) -> str:
         return f"{arg} IS NULL"

@@ -15,7 +15,8 @@ import pyarrow as pa
 
 from .binding import bind_predicate
 from .errors import BpfstoreError
-from .plan import Expr, columns_of, conjuncts
+from .keysets import DEFAULT_MAX_KEYS
+from .plan import Expr, KeySet, columns_of, conjuncts, walk
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,8 @@ class Capabilities:
 
     schema: pa.Schema | None = None  # the dataset's stored schema; None: not known yet
     timestamps: bool = True  # False: terms on timestamp columns stay (Spark's Python filters)
+    key_sets: bool = True  # False: agents without KeySet (their GetInfo has no max_key_set_keys)
+    max_key_set_keys: int = DEFAULT_MAX_KEYS  # larger key sets stay with the caller
 
 
 class Residual(NamedTuple):
@@ -46,6 +49,11 @@ def split_pushable(expr: Expr | None, capabilities: Capabilities
 
 
 def _why_not(term: Expr, capabilities: Capabilities) -> str | None:
+    sets = [n for n in walk(term) if isinstance(n, KeySet)]
+    if sets and not capabilities.key_sets:
+        return "the agents do not run key sets"
+    if (n := max((len(k.keys) for k in sets), default=0)) > capabilities.max_key_set_keys:
+        return f"a key set of {n} keys exceeds max_key_set_keys ({capabilities.max_key_set_keys})"
     schema = capabilities.schema
     if schema is None:
         return None

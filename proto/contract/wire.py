@@ -15,6 +15,7 @@ from bpfstore.v1 import plan_pb2 as pb
 from .binding import MAX_DECIMAL_PRECISION, TIMESTAMP_UNIT_NS, literal_type, timestamp_literal
 from .epoch import date_from_days, epoch_days, epoch_nanos
 from .errors import PlanInvalid, shown
+from .keysets import DEFAULT_MAX_BYTES, DEFAULT_MAX_KEYS, check_size, from_ipc, normalized, to_ipc
 from .plan import (
     AggFunc,
     Aggregate,
@@ -31,6 +32,7 @@ from .plan import (
     Expr,
     In,
     IsNull,
+    KeySet,
     Literal,
     Negate,
     Not,
@@ -258,6 +260,17 @@ class _ToProto(PlanVisitor[pb.Expr]):
         node.values.extend(literal_to_proto(v) for v in e.values)
         return msg
 
+    def key_set(self, e: KeySet, arg: pb.Expr) -> pb.Expr:
+        """Sorted and distinct; refused before sending when beyond the agents' default limits
+        (the client's error, not a round trip to learn it)."""
+        keys = normalized(e.keys)
+        data = to_ipc(keys)
+        check_size(len(keys), len(data), DEFAULT_MAX_KEYS, DEFAULT_MAX_BYTES)
+        msg = _node(e)
+        msg.key_set.arg.CopyFrom(arg)
+        msg.key_set.keys = data
+        return msg
+
     def is_null(self, e: IsNull, arg: pb.Expr) -> pb.Expr:
         msg = _node(e)
         msg.is_null.arg.CopyFrom(arg)
@@ -334,6 +347,8 @@ def expr_from_proto(msg: pb.Expr, max_depth: int = 64) -> Expr:
             node = getattr(msg, "in")
             return In(sub(node.arg, "arg"), tuple(literal_from_proto(v) for v in node.values),
                       **attrs)
+        case "key_set":  # its size was checked on the message (node_agent/limits.py)
+            return KeySet(sub(msg.key_set.arg, "arg"), from_ipc(msg.key_set.keys), **attrs)
         case "is_null":
             return IsNull(sub(msg.is_null.arg, "arg"), **attrs)
         case "between":

@@ -78,6 +78,7 @@ class Q:
 
 
 DAY = dt.date(1995, 6, 1)
+_KEYS = make_table()  # key sets drawn from the data itself (hits, NULLs, duplicates)
 QUERIES = [
     Q("count", [count_star()], dialects=("sql", "pandas")),
     Q("int64 sum beyond int64", [sum_("i64"), count("i64"), min_("i64"), max_("i64")]),
@@ -157,6 +158,32 @@ QUERIES = [
       dialects=("pandas",)),
     Q("no rows match grouped", [count_star()], col("i32") > 5000, group_by=["s"]),
     Q("pruned by stats", [count_star()], col("d") > dt.date(2030, 1, 1)),
+    # key sets (x IN <keys>): DuckDB's x IN (SELECT k FROM keys), pandas' isin
+    Q("key set int", [count_star(), sum_("i32")], col("i32").isin_keys(range(-1000, 1000, 7)),
+      dialects=("sql", "pandas")),
+    Q("key set with NULL (3VL)", [count_star()], ~col("i32").isin_keys([1, 2, None, 500])),
+    Q("key set empty, negated", [count_star()], ~col("i32").isin_keys(pa.array([], pa.int32())),
+      dialects=("sql", "pandas")),
+    Q("key set uint8 with int64 keys beyond it", [count_star(), sum_("u8")],
+      col("u8").isin_keys([-1, 0, 7, 255, 300, 2**40])),
+    Q("key set int64 extremes", [count_star()], col("i64").isin_keys([I64_MAX, I64_MIN, 5])),
+    Q("key set floats NaN inf", [count_star()],
+      col("f64").isin_keys([0.0, float("nan"), 1.5, float("inf")]), dialects=("sql", "pandas")),
+    Q("key set -0.0 and NULL", [count_star()], col("f64").isin_keys([-0.0, None, 2.25])),
+    Q("key set decimal with NULLs", [count_star(), sum_("dec")],
+      col("dec").isin_keys(_KEYS.column("dec").slice(0, 300))),
+    Q("key set wide decimal", [count_star(), sum_("wide")],
+      col("wide").isin_keys(_KEYS.column("wide").slice(100, 200))),
+    Q("key set dates", [count_star(), min_("d"), max_("d")],
+      col("d").isin_keys(_KEYS.column("d").slice(0, 50).drop_null())),
+    Q("key set dates outside (pruned)", [count_star()],
+      col("d").isin_keys([dt.date(2030, 1, 1), dt.date(1970, 1, 1)])),
+    Q("key set strings", [count_star(), sum_("i32")], col("s").isin_keys(["A", "ünï", "nope"]),
+      dialects=("sql", "pandas")),
+    Q("key set strings with None", [count_star()], col("s").isin_keys(["R", None]),
+      dialects=("sql", "pandas")),
+    Q("key set in OR, grouped", [count_star(), sum_("i32")],
+      col("i32").isin_keys(range(0, 1000, 3)) | col("s").eq("A"), group_by=["s"]),
 ]
 
 

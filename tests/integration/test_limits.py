@@ -16,7 +16,7 @@ import pytest
 
 from bpfstore.connector import Client, col, count_star, sum_
 from bpfstore.connector.transport import Transport
-from bpfstore.contract import wire
+from bpfstore.contract import keysets, wire
 from bpfstore.contract.errors import ResourceExhausted
 from bpfstore.contract.plan import In, Literal, Not, Plan
 from bpfstore.node_agent.auth import hash_token
@@ -163,7 +163,8 @@ def test_requests_stop_at_the_agents_max_deadline(slow_agent: RunningAgent, kind
 def strict_agent(tmp_path_factory) -> Iterator[RunningAgent]:
     agent = RunningAgent(str(tmp_path_factory.mktemp("strict")), max_in_list=3,
                          max_plan_nodes=6, max_plan_depth=4, max_message_bytes=32 << 10,
-                         max_write_bytes=4 << 10)
+                         max_write_bytes=4 << 10, max_key_set_keys=5,
+                         max_key_set_bytes=4 << 10)
     with Client([agent.address], transport=Transport(), timeout=30) as c:
         c.write("small", TABLE)
     yield agent
@@ -182,6 +183,9 @@ def _nested_not(levels: int) -> Any:
      "IN list of 4 values exceeds the limit of 3"),
     ((col("x") > 1) & (col("x") < 5) & (col("x") > 3), "the limit is 6"),
     (_nested_not(5), "too deeply"),
+    (col("x").isin_keys(range(6)), "key set of 6 keys exceeds the limit of 5 (max_key_set_keys)"),
+    (col("s").isin_keys(["y" * 1000 + str(i) for i in range(5)]),
+     "exceeds the limit of 4096 (max_key_set_bytes)"),
 ])
 def test_plan_limits_are_settings(strict_agent: RunningAgent, where: Any, words: str) -> None:
     stub = agent_pb2_grpc.AgentStub(grpc.insecure_channel(strict_agent.address))
@@ -196,12 +200,39 @@ def test_plan_limits_are_settings(strict_agent: RunningAgent, where: Any, words:
     assert stub.Aggregate(pb.AggregateRequest(plan=ok), timeout=10).partials
 
 
+def test_a_compressed_key_set_is_refused_from_its_headers(strict_agent: RunningAgent) -> None:
+    """A key set that is small as sent but expands past max_key_set_bytes is refused before
+    it is decompressed (its IPC headers say how large it becomes)."""
+    stub = agent_pb2_grpc.AgentStub(grpc.insecure_channel(strict_agent.address))
+    keys = pa.table({"k": pa.array(["z" * 3000 + str(i) for i in range(3)])})
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with pa.ipc.new_stream(sink, keys.schema, options=options) as writer:
+        writer.write_table(keys)
+    data = sink.getvalue().to_pybytes()
+    assert len(data) < 1 << 10  # well under the limit as sent
+    plan = wire.plan_to_proto(Plan("small", filter=col("x").isin_keys([1]),
+                                   aggregates=(count_star(),)))
+    plan.filter.key_set.keys = data
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Aggregate(pb.AggregateRequest(plan=plan), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "max_key_set_bytes" in info.value.details()
+    # within the limits, the same key set runs (x is 0..29)
+    plan.filter.key_set.keys = keysets.to_ipc(pa.array([1, 2, 99]))
+    with Client([strict_agent.address], transport=Transport(), timeout=30) as c:
+        assert c.aggregate("small", [count_star()], col("x").isin_keys(range(1, 6))
+                           ).column(0)[0].as_py() == 5
+    assert stub.Aggregate(pb.AggregateRequest(plan=plan), timeout=10).partials
+
+
 def test_get_info_lists_the_limits(strict_agent: RunningAgent) -> None:
     with Client([strict_agent.address], transport=Transport(), timeout=30) as c:
         (info,) = c.info()
     assert info["limits"] == {
         "max_message_bytes": 32 << 10, "max_write_bytes": 4 << 10, "max_plan_nodes": 6,
-        "max_plan_depth": 4, "max_in_list": 3, "max_concurrent_requests": 256,
+        "max_plan_depth": 4, "max_in_list": 3, "max_key_set_keys": 5,
+        "max_key_set_bytes": 4 << 10, "max_concurrent_requests": 256,
         "tenant_max_concurrent": 0, "max_deadline_ms": 600_000}
 
 

@@ -203,3 +203,21 @@ def test_column_against_column_is_one_shape_whatever_the_statistics() -> None:
     every = _compile([count_star()], col("l_quantity") > col("l_tax"), ())
     assert "less_mask" in never.source and "less_mask" in every.source
     assert not never.empty and not every.empty
+
+
+def test_key_sets_compile_as_windows_of_the_keys_in_the_partitions_range() -> None:
+    """Only the keys [min, max] admits become windows (n is 0..10: keys 3, 7 of four), padded
+    to a power of two; none in range: no program; more than 64 in range: arrow; bcc: arrow."""
+    p = _compile([count_star()], col("n").isin_keys([-5, 3, 7, 99]), [])
+    assert p.source.count("lo") > 0 and not p.empty
+    windows = sum(1 for name, _ in p.fields if name.startswith("lo"))
+    assert windows == 2
+    assert _compile([count_star()], col("n").isin_keys([50, 99]), []).empty
+    assert _compile([count_star()], col("l_returnflag").isin_keys(["N", "zz"]), []).fields
+    three = _compile([count_star()], col("l_shipdate").isin_keys(
+        [dt.date(1995, 1, d) for d in (1, 2, 3)]), [])
+    assert sum(1 for name, _ in three.fields if name.startswith("lo")) == 4  # padded
+    with pytest.raises(Unsupported, match="at most 64"):
+        _compile([count_star()], col("big").isin_keys(range(65)), [])
+    with pytest.raises(Unsupported, match="bcc"):
+        _compile([count_star()], col("n").isin_keys([3]), [], path="bcc")

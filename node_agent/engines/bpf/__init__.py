@@ -31,7 +31,9 @@ copies it back with the results. Nothing is attached to the host.
   integer-like columns (one scale, one signed test; floats refused); COUNT, SUM of `+ - *`
   expressions over integer-like columns, MIN/MAX of columns; GROUP BY up to 4096 groups of
   dictionary codes or small integer ranges (accumulators at the start of the arena); NULLs
-  through the columns' validity bitmaps (copied into the arena beside the values).
+  through the columns' validity bitmaps (copied into the arena beside the values); key sets
+  (`x IN <keys>`) as equality windows of the at most 64 keys a partition's [min, max] or
+  dictionary admits (`codegen/keys.py`; more, and bcc: arrow).
 - **Exactness:** every SUM expression is proven free of int64 overflow (and of overflow of
   its own, possibly narrower, result type) from the partition's min/max statistics before
   it runs; sums are kept in 128 bits with a branch-free carry, or in one s64 without a

@@ -149,6 +149,14 @@ class In(_message.Message):
     values: _containers.RepeatedCompositeFieldContainer[Literal]
     def __init__(self, arg: _Optional[_Union[Expr, _Mapping]] = ..., values: _Optional[_Iterable[_Union[Literal, _Mapping]]] = ...) -> None: ...
 
+class KeySet(_message.Message):
+    __slots__ = ("arg", "keys")
+    ARG_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    arg: Expr
+    keys: bytes
+    def __init__(self, arg: _Optional[_Union[Expr, _Mapping]] = ..., keys: _Optional[bytes] = ...) -> None: ...
+
 class IsNull(_message.Message):
     __slots__ = ("arg",)
     ARG_FIELD_NUMBER: _ClassVar[int]
@@ -190,7 +198,7 @@ class Cast(_message.Message):
     def __init__(self, arg: _Optional[_Union[Expr, _Mapping]] = ..., to: _Optional[_Union[DataType, _Mapping]] = ...) -> None: ...
 
 class Expr(_message.Message):
-    __slots__ = ("column", "literal", "compare", "is_null", "between", "arith", "negate", "cast", "result_type", "overflow")
+    __slots__ = ("column", "literal", "compare", "is_null", "between", "arith", "negate", "cast", "key_set", "result_type", "overflow")
     COLUMN_FIELD_NUMBER: _ClassVar[int]
     LITERAL_FIELD_NUMBER: _ClassVar[int]
     COMPARE_FIELD_NUMBER: _ClassVar[int]
@@ -203,6 +211,7 @@ class Expr(_message.Message):
     ARITH_FIELD_NUMBER: _ClassVar[int]
     NEGATE_FIELD_NUMBER: _ClassVar[int]
     CAST_FIELD_NUMBER: _ClassVar[int]
+    KEY_SET_FIELD_NUMBER: _ClassVar[int]
     RESULT_TYPE_FIELD_NUMBER: _ClassVar[int]
     OVERFLOW_FIELD_NUMBER: _ClassVar[int]
     column: Column
@@ -213,9 +222,10 @@ class Expr(_message.Message):
     arith: Arith
     negate: Negate
     cast: Cast
+    key_set: KeySet
     result_type: DataType
     overflow: OverflowMode
-    def __init__(self, column: _Optional[_Union[Column, _Mapping]] = ..., literal: _Optional[_Union[Literal, _Mapping]] = ..., compare: _Optional[_Union[Compare, _Mapping]] = ..., is_null: _Optional[_Union[IsNull, _Mapping]] = ..., between: _Optional[_Union[Between, _Mapping]] = ..., arith: _Optional[_Union[Arith, _Mapping]] = ..., negate: _Optional[_Union[Negate, _Mapping]] = ..., cast: _Optional[_Union[Cast, _Mapping]] = ..., result_type: _Optional[_Union[DataType, _Mapping]] = ..., overflow: _Optional[_Union[OverflowMode, str]] = ..., **kwargs) -> None: ...
+    def __init__(self, column: _Optional[_Union[Column, _Mapping]] = ..., literal: _Optional[_Union[Literal, _Mapping]] = ..., compare: _Optional[_Union[Compare, _Mapping]] = ..., is_null: _Optional[_Union[IsNull, _Mapping]] = ..., between: _Optional[_Union[Between, _Mapping]] = ..., arith: _Optional[_Union[Arith, _Mapping]] = ..., negate: _Optional[_Union[Negate, _Mapping]] = ..., cast: _Optional[_Union[Cast, _Mapping]] = ..., key_set: _Optional[_Union[KeySet, _Mapping]] = ..., result_type: _Optional[_Union[DataType, _Mapping]] = ..., overflow: _Optional[_Union[OverflowMode, str]] = ..., **kwargs) -> None: ...
 
 class Aggregate(_message.Message):
     __slots__ = ("func", "arg")

@@ -26,6 +26,7 @@ from bpfstore.contract.plan import (
     Expr,
     In,
     IsNull,
+    KeySet,
     Literal,
     Negate,
     Not,
@@ -35,6 +36,7 @@ from bpfstore.contract.plan import (
     describe,
 )
 
+from .keys import keys_in_range
 from .overflow import check_i64, int_range, rescaled
 from .pairs import Pairs
 from .typemap import scale_of
@@ -194,12 +196,34 @@ class _Truth(PlanVisitor[Words]):
         if name is None:
             return _need(None, e)
         present = [v.value for v in e.values if v.value is not None]
-        words = [self.x.compare_word(name, CompareOp.EQ, v)[0] for v in present] or ["0ULL"]
-        t = " | ".join(f"({w})" for w in words)
-        valid = self.x.valid_bit(name) if self.x.nullable(name) else None
+        words = [self.x.compare_word(name, CompareOp.EQ, v)[0] for v in present]
         has_null = len(present) < len(e.values)
+        nan = any(isinstance(v, float) and math.isnan(v) for v in present)
+        return self._membership(name, words, has_null, nan)
+
+    def key_set(self, e: KeySet, arg: Words) -> Words:
+        """As an IN list of the keys this partition may hold (codegen/keys.py); the empty
+        set is certainly false, also for NULL (DuckDB's IN of an empty subquery)."""
+        name = column_of(e.arg)
+        if name is None:
+            return _need(None, e)
+        if not len(e.keys):
+            return "0ULL", "~0ULL"
+        present, has_null = e.keys.drop_null(), e.keys.null_count > 0
+        nan = pa.types.is_floating(present.type) and bool(len(present)) and \
+            math.isnan(present[-1].as_py())  # sorted: NaN last
+        found, codes = keys_in_range(self.x, name, present)
+        words = [self.x.known(name, self.x.window_word(name, k, k, codes=codes), codes)[0]
+                 for k in found]
+        return self._membership(name, words, has_null, nan)
+
+    def _membership(self, name: str, words: list[str], has_null: bool, nan: bool) -> Words:
+        """x IN (...) from the equality words of its non-NULL values (true-words, NULL rows
+        already excluded), with the dialect's rules for NULL and NaN in the list."""
+        t = " | ".join(f"({w})" for w in words or ["0ULL"])
+        valid = self.x.valid_bit(name) if self.x.nullable(name) else None
         if not self.sql:  # pandas' isin matches missing values when the list holds None or NaN
-            missing = has_null or any(isinstance(v, float) and math.isnan(v) for v in present)
+            missing = has_null or nan
             return (f"({t}) | (0 - ({valid} ^ 1))" if valid and missing else t), f"~({t})"
         if has_null:  # x IN (..., NULL) is never certainly false
             return t, "0ULL"
