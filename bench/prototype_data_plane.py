@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -36,7 +37,7 @@ from bpfstore.v1 import agent_pb2 as pb
 
 SCAN4 = ["l_shipdate", "l_discount", "l_quantity", "l_extendedprice"]
 METHOD = "/proto.Raw/Scan"
-import os
+# gRPC channel arguments for both ends, e.g. TUNING='[["grpc.http2.lookahead_bytes", 16777216]]'
 TUNING = json.loads(os.environ.get("TUNING", "[]"))
 
 
