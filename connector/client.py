@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from bpfstore.contract import wire
 from bpfstore.contract.binding import bind_plan
+from bpfstore.contract.chunks import decode_chunk
 from bpfstore.contract.combine import FinalAggregate, finish, merge_partials, partial_schema
 from bpfstore.contract.errors import (
     AgentUnavailable,
@@ -67,6 +68,17 @@ __all__ = [
 DEFAULT_AGENT = "127.0.0.1:7340"
 WRITE_PIECE = 1 << 20
 _MAX_MESSAGE = 256 << 20
+SCAN_METHOD = "/bpfstore.v1.Agent/Scan"
+SCAN_PACK_BYTES = 1 << 20  # a Scan chunk's IPC, about (bench/bench_scan_path.py)
+SCAN_STREAMS = int(os.environ.get("BPFSTORE_SCAN_STREAMS", "2"))  # calls per agent and scan
+
+
+def _runs(pids: list[str]) -> list[list[str]]:
+    """An agent's partitions as up to SCAN_STREAMS runs of consecutive ones, as even as can be
+    (parallel streams: the agent's loop and the transfer overlap)."""
+    n = max(1, min(SCAN_STREAMS, len(pids)))
+    cut = [round(i * len(pids) / n) for i in range(n + 1)]
+    return [pids[cut[i]:cut[i + 1]] for i in range(n)]
 
 
 REPLANS = 3  # a query whose pinned version went away is planned again on the new one
@@ -138,6 +150,7 @@ class Client:
         self.transport = transport if transport is not None else resolve_transport()
         self.timeout = timeout
         self._stubs: dict[str, agent_pb2_grpc.AgentStub] = {}
+        self._scans: dict[str, grpc.UnaryStreamMultiCallable] = {}
         self._channels: list[grpc.Channel] = []
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max(parallelism, len(self.agents)))
@@ -166,6 +179,10 @@ class Client:
                 ])
                 self._channels.append(channel)
                 self._stubs[agent] = agent_pb2_grpc.AgentStub(channel)
+                # Scan's chunks decoded by hand: the IPC stays a view of the received bytes
+                self._scans[agent] = channel.unary_stream(
+                    SCAN_METHOD, request_serializer=pb.ScanRequest.SerializeToString,
+                    response_deserializer=decode_chunk)
             return self._stubs[agent]
 
     def _call(self, agent: str, method: str, request: Any, timeout: float | None = None) -> Any:
@@ -345,8 +362,9 @@ class Client:
                  aggregate: bool, per_agent: bool = False) -> Iterator[tuple[str, Any]]:
         """Run `plan` over a live replica of every partition of `desc`, failing over, and
         record it in `report`. Yields (agent, partials) per Aggregate call, (partition,
-        batches) per partition scanned: a scan asks one partition per call (`per_agent`: all
-        of one agent's in one call); a failed call's partitions are retried whole elsewhere."""
+        batches) per partition scanned: a scan asks an agent's partitions in up to
+        `SCAN_STREAMS` calls of consecutive ones (`per_agent`: all of one agent's in one call);
+        a failed call's partitions are retried whole elsewhere."""
         call = self._aggregate_call if aggregate else self._scan_call
         pins = dict(desc.versions)
         dead: set[str] = set(desc.unreachable)
@@ -372,7 +390,7 @@ class Client:
                 raise PartitionUnavailable(desc.name, missing, [
                     f"{a}: {'; '.join(c)}" for a, c in causes.items()] or ["no live replica"])
             jobs = list(assignment.items()) if aggregate or per_agent else \
-                [(a, [pid]) for a, pids in assignment.items() for pid in pids]
+                [(a, run) for a, pids in assignment.items() for run in _runs(pids)]
             futures = [(a, pids, self._pool.submit(call, a, replace(plan, partitions=tuple(pids)),
                                                    pins.get(a, 0)))
                        for a, pids in jobs]
@@ -408,23 +426,37 @@ class Client:
     def _scan_call(self, agent: str, plan: Plan, version: int
                    ) -> tuple[dict[str, list[pa.RecordBatch]], list[PartitionReport], int]:
         """One Scan RPC: each partition's batches, the reports, the bytes moved. The agent
-        sends a partition's batches, then its report, partition after partition; the bytes
-        moved are the chunks' as sent (compressed when `transport.compression` asks)."""
+        packs batches of several partitions into a chunk up to `SCAN_PACK_BYTES`, a span per
+        partition ending there (an agent that does not know `pack_bytes` sends a chunk per
+        batch and one per report; both read alike); the bytes moved are the chunks' as sent
+        (compressed when `transport.compression` asks), counted from the received messages."""
         request = pb.ScanRequest(plan=wire.plan_to_proto(plan), dataset_version=version,
-                                 compression=self.transport.scan_compression(agent))
+                                 compression=self.transport.scan_compression(agent),
+                                 pack_bytes=SCAN_PACK_BYTES)
         pieces: dict[str, list[pa.RecordBatch]] = {}
-        batches: list[pa.RecordBatch] = []
+        batches: list[pa.RecordBatch] = []  # read, not yet ended by a span or report
         reports: list[PartitionReport] = []
+
+        def ended(report: pb.PartitionReport) -> None:
+            nonlocal batches
+            reports.append(_report(agent, report))
+            pieces.setdefault(report.partition, []).extend(batches)
+            batches = []
+
         nbytes = 0
         try:
-            for chunk in self._stub(agent).Scan(request, timeout=self.timeout):
-                nbytes += chunk.ByteSize()
-                if chunk.arrow_ipc:
-                    batches.extend(pa.ipc.open_stream(chunk.arrow_ipc).read_all().to_batches())
-                if chunk.HasField("report"):
-                    reports.append(_report(agent, chunk.report))
-                    pieces.setdefault(chunk.report.partition, []).extend(batches)
-                    batches = []
+            self._stub(agent)
+            for chunk in self._scans[agent](request, timeout=self.timeout):
+                nbytes += chunk.nbytes
+                got = list(pa.ipc.open_stream(chunk.ipc)) if chunk.ipc is not None else []
+                at = 0
+                for span in chunk.meta.spans:
+                    batches.extend(got[at:at + span.batches])
+                    at += span.batches
+                    ended(span.report)
+                batches.extend(got[at:])
+                if chunk.meta.HasField("report"):
+                    ended(chunk.meta.report)
         except grpc.RpcError as exc:
             error = _error(agent, exc)
         else:

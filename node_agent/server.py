@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import platform
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pyarrow as pa
@@ -27,6 +27,7 @@ from bpfstore.contract.plan import Literal, Plan
 from bpfstore.v1 import agent_pb2 as pb
 from bpfstore.v1 import agent_pb2_grpc
 
+from . import scan_stream
 from .auth import Gatekeeper, Grants, server_credentials
 from .budget import from_peer
 from .catalog import DatasetMeta, validate_name
@@ -184,16 +185,24 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                                         dataset_version=meta.version)
 
     def Scan(self, request: pb.ScanRequest,
-             context: grpc.ServicerContext) -> Iterator[pb.ScanChunk]:
+             context: grpc.ServicerContext) -> Iterator[bytes]:
         with rpc_errors(context, "Scan"), self._plan(request) as (plan, meta):
             if request.batch_rows < 0:
                 raise PlanInvalid(f"batch_rows must be positive (0: the default), "
                                   f"not {request.batch_rows}")
+            if request.pack_bytes < 0:
+                raise PlanInvalid(f"pack_bytes must be 0 (unpacked) or more, "
+                                  f"not {request.pack_bytes}")
             options = scan_compression(request.compression)
             batch_rows = request.batch_rows or self.config.scan_batch_rows
-            for out in self.executor.scan(plan, meta, batch_rows):
-                yield pb.ScanChunk(report=_report(out)) if isinstance(out, Report) else \
-                    pb.ScanChunk(arrow_ipc=ipc_bytes(scan_batch(out), options))
+            rows = (out if isinstance(out, Report) else scan_batch(out)
+                    for out in self.executor.scan(plan, meta, batch_rows))
+            # bytes, framed once (scan_stream.py); _ScanFraming hands them to gRPC as they are
+            if request.pack_bytes:
+                pack = min(request.pack_bytes, self.config.max_message_bytes // 2)
+                yield from scan_stream.packed(rows, options, pack)
+            else:
+                yield from scan_stream.unpacked(rows, options)
 
     # -- writes --------------------------------------------------------------------------
 
@@ -348,8 +357,29 @@ def _peer_credentials(config: AgentConfig) -> grpc.ChannelCredentials | None:
                                         Path(config.tls_cert).read_bytes())
 
 
-def _report(report: Report) -> pb.PartitionReport:
-    return pb.PartitionReport(**dataclasses.asdict(report))
+_report = scan_stream.report_message
+
+
+class _ScanFraming(grpc.ServerInterceptor):
+    """Scan's responses are the ScanChunk bytes the servicer framed (scan_stream.py): gRPC's
+    serializer passes them on instead of encoding a message. Innermost, so the metrics
+    interceptor counts the bytes as sent."""
+
+    def intercept_service(self, continuation: Callable[[Any], Any],
+                          details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        if handler is None or details.method != SCAN_METHOD:
+            return handler
+        return grpc.unary_stream_rpc_method_handler(
+            handler.unary_stream, request_deserializer=handler.request_deserializer,
+            response_serializer=_as_sent)
+
+
+SCAN_METHOD = "/bpfstore.v1.Agent/Scan"
+
+
+def _as_sent(message: bytes | pb.ScanChunk) -> bytes:
+    return message if isinstance(message, bytes) else message.SerializeToString()
 
 
 def _dataset_info(meta: DatasetMeta, with_stats: bool) -> pb.DatasetInfo:
@@ -391,7 +421,8 @@ def create_server(config: AgentConfig) -> tuple[grpc.Server, int, AgentService]:
     pool = futures.ThreadPoolExecutor(max_workers=config.max_concurrent_requests + 4)
     server = grpc.server(pool, options=options,
                          interceptors=[RequestObserver(service.metrics),  # outermost: sees all
-                                       Gatekeeper(config)],  # tokens, tenants' limits
+                                       Gatekeeper(config),  # tokens, tenants' limits
+                                       _ScanFraming()],
                          maximum_concurrent_rpcs=config.max_concurrent_requests)
     agent_pb2_grpc.add_AgentServicer_to_server(service, server)
     health_servicer = health.HealthServicer()

@@ -160,24 +160,36 @@ class AggregateResponse(_message.Message):
     def __init__(self, partials: _Optional[bytes] = ..., partitions: _Optional[_Iterable[_Union[PartitionReport, _Mapping]]] = ..., dataset_version: _Optional[int] = ...) -> None: ...
 
 class ScanRequest(_message.Message):
-    __slots__ = ("plan", "batch_rows", "dataset_version", "compression")
+    __slots__ = ("plan", "batch_rows", "dataset_version", "compression", "pack_bytes")
     PLAN_FIELD_NUMBER: _ClassVar[int]
     BATCH_ROWS_FIELD_NUMBER: _ClassVar[int]
     DATASET_VERSION_FIELD_NUMBER: _ClassVar[int]
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
+    PACK_BYTES_FIELD_NUMBER: _ClassVar[int]
     plan: _plan_pb2.Plan
     batch_rows: int
     dataset_version: int
     compression: str
-    def __init__(self, plan: _Optional[_Union[_plan_pb2.Plan, _Mapping]] = ..., batch_rows: _Optional[int] = ..., dataset_version: _Optional[int] = ..., compression: _Optional[str] = ...) -> None: ...
+    pack_bytes: int
+    def __init__(self, plan: _Optional[_Union[_plan_pb2.Plan, _Mapping]] = ..., batch_rows: _Optional[int] = ..., dataset_version: _Optional[int] = ..., compression: _Optional[str] = ..., pack_bytes: _Optional[int] = ...) -> None: ...
 
 class ScanChunk(_message.Message):
-    __slots__ = ("arrow_ipc", "report")
+    __slots__ = ("arrow_ipc", "report", "spans")
     ARROW_IPC_FIELD_NUMBER: _ClassVar[int]
     REPORT_FIELD_NUMBER: _ClassVar[int]
+    SPANS_FIELD_NUMBER: _ClassVar[int]
     arrow_ipc: bytes
     report: PartitionReport
-    def __init__(self, arrow_ipc: _Optional[bytes] = ..., report: _Optional[_Union[PartitionReport, _Mapping]] = ...) -> None: ...
+    spans: _containers.RepeatedCompositeFieldContainer[ScanSpan]
+    def __init__(self, arrow_ipc: _Optional[bytes] = ..., report: _Optional[_Union[PartitionReport, _Mapping]] = ..., spans: _Optional[_Iterable[_Union[ScanSpan, _Mapping]]] = ...) -> None: ...
+
+class ScanSpan(_message.Message):
+    __slots__ = ("batches", "report")
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    batches: int
+    report: PartitionReport
+    def __init__(self, batches: _Optional[int] = ..., report: _Optional[_Union[PartitionReport, _Mapping]] = ...) -> None: ...
 
 class WriteChunk(_message.Message):
     __slots__ = ("dataset", "partition", "overwrite", "replicas", "arrow_ipc", "txn")
