@@ -40,7 +40,8 @@ _tally: dict[str, int] = {}
 
 def stats(reset: bool = False) -> dict[str, int]:
     """This process's agent calls and bytes moved by Dask tasks (run it on each worker with
-    `client.run(stats)`): aggregate_calls, scan_calls, bytes_moved, bytes_scanned."""
+    `client.run(stats)`): aggregate_calls, scan_calls, bytes_moved, bytes_scanned, and
+    bytes_moved.<dataset> per dataset."""
     with _lock:
         out = dict(_tally)
         if reset:
@@ -48,11 +49,12 @@ def stats(reset: bool = False) -> dict[str, int]:
     return out
 
 
-def _count(report: QueryReport) -> None:
+def _count(report: QueryReport, dataset: str) -> None:
     with _lock:
-        _tally[f"{report.mode}_calls"] = _tally.get(f"{report.mode}_calls", 0) + 1
-        _tally["bytes_moved"] = _tally.get("bytes_moved", 0) + report.bytes_moved
-        _tally["bytes_scanned"] = _tally.get("bytes_scanned", 0) + report.bytes_scanned
+        for key, n in ((f"{report.mode}_calls", 1), ("bytes_moved", report.bytes_moved),
+                       ("bytes_scanned", report.bytes_scanned),
+                       (f"bytes_moved.{dataset}", report.bytes_moved)):
+            _tally[key] = _tally.get(key, 0) + n
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -258,7 +260,7 @@ def _run(source: Source, query: Query) -> pa.Table:
             f"dataset {source.dataset!r} changed after this Dask collection was made from its "
             f"version {source.version}, which the agents no longer keep ({exc}): recompute "
             f"from a new read_bpfstore") from None
-    _count(result.report)
+    _count(result.report, source.dataset)
     return result.table
 
 
