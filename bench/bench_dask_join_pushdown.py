@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bpfstore-join-bench-") as tmp, \
-            running_agents(Path(tmp) / "agents", args.agents) as agents:
+            running_agents(Path(tmp), args.agents) as agents:
         data = t.generate(Path(tmp) / "tpch", args.scale)
         with Client(agents) as client:
             for name, table in data.tables.items():

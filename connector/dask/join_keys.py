@@ -8,13 +8,17 @@ The rule (`rewrite`, called by `BpfScan._tune_up` once simplify has settled the 
   `"right"` the left side, `"left"` the right side, `"leftsemi"` the left side;
 - the other ("small") side has one partition, or at most `max_join_keys` rows by a cheap
   bound (a read_bpfstore scan's filtered row count, one COUNT(*) call, under the filters,
-  projections, renames and assigns above it), and fewer rows than the big side;
-- both keys of one kind: integers (any width), floats, strings, or one datetime64 dtype.
+  projections, renames and assigns above it), and fewer rows than the big side (one
+  partition of unknown length: the big side has several); when both sides qualify, the
+  one with the smaller bound is the small side;
+- both keys of one kind: signed integers (any width), unsigned ones, floats, strings (`str`),
+  or one datetime64 dtype (anything else, Arrow dtypes included, is left alone).
 Then the small side is computed once, here, and the merge reads it as a one-partition
 `from_pandas`; its distinct keys (at most `max_join_keys`, else the scan is left as it was)
 become the scan filter `key_filter` builds. pandas' merge matches missing keys with missing
 keys (NaN with NaN, None with NaN), so a small side with a missing key keeps the big side's
-missing keys too. The filter may keep rows the merge drops, never the reverse.
+missing keys too. The filter may keep rows the merge drops, never the reverse. (With dask's
+"optimization.tune.active" off, nothing is pushed.)
 """
 
 from __future__ import annotations
@@ -127,8 +131,8 @@ def _stored_rows(scan: ScanBase) -> int:
 def _same_kind(big: Any, small: Any) -> bool:
     """Key dtypes whose values pandas' merge and the plan's IN compare alike."""
     kinds = [getattr(d, "kind", None) if isinstance(d, np.dtype) else None for d in (big, small)]
-    if kinds[0] in ("i", "u") and kinds[1] in ("i", "u") or kinds == ["f", "f"]:
-        return True
+    if kinds in (["i", "i"], ["u", "u"], ["f", "f"]):  # int32 with int64: exact; int64 with
+        return True  # uint64 may meet as float64 in pandas, equal where the ints differ
     if kinds == ["M", "M"]:
         return bool(big == small)
     return isinstance(big, pd.StringDtype) and isinstance(small, pd.StringDtype)
