@@ -61,10 +61,12 @@ try:
         Or,
         PartitionsFiltered,
         Projection,
+        RenameFrame,
         Sub,
         _DelayedExpr,
         determine_column_projection,
     )
+    from dask.dataframe.dask_expr._merge import Merge
     from dask.dataframe.dask_expr._reductions import ApplyConcatApply
     from dask.dataframe.dask_expr.io.io import BlockwiseIO
 
@@ -210,7 +212,8 @@ __all__ = [
     "ARITH", "COMPARE", "EQ", "GE", "GROUPBY_SINGLE", "GROUPBY_SPEC", "GT", "LE", "LEN", "LT",
     "NE", "PUSHDOWN", "REASON", "REDUCTIONS", "Add", "And", "ApplyConcatApply", "Assign",
     "Between", "Blockwise", "BlockwiseIO", "Div", "Expr", "Filter", "Index", "Invert", "IsNa",
-    "Isin", "Mul", "Neg", "NotNull", "Or", "PartitionsFiltered", "Projection", "Sub", "Task",
+    "Isin", "Merge", "Mul", "Neg", "NotNull", "Or", "PartitionsFiltered", "Projection",
+    "RenameFrame", "Sub", "Task",
     "_DelayedExpr", "determine_column_projection", "new_collection", "operand",
     "optimize_until",
 ]

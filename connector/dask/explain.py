@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bpfstore.contract.plan import describe
+from bpfstore.contract.plan import and_all, conjuncts, describe
 
 from . import _compat as c
 
@@ -15,7 +15,8 @@ def explain(obj: Any) -> str:
         return f"no pushdown: {c.REASON}; every partition is read whole and Dask does the rest"
     from .expr import BpfAggregate, BpfPartials, BpfScan  # late: present only with PUSHDOWN
 
-    expr = c.optimize_until(getattr(obj, "expr", obj), "simplified-logical")
+    # "tuned": after join key pushdown, which computes a merge's small side here
+    expr = c.optimize_until(getattr(obj, "expr", obj), "tuned-logical")
     pushed, scans, in_dask = [], [], []
     for node in expr.walk():
         if isinstance(node, BpfAggregate):
@@ -25,7 +26,11 @@ def explain(obj: Any) -> str:
         elif isinstance(node, BpfScan):
             where = node.operand("filters")
             line = f"scan ({_tasks(node)}): columns {node.columns}"
+            keys = node.operand("join_keys")
+            if keys:  # the key lists are long: the filter without them, then their sizes
+                where = _without(where, len(keys))
             line += f", filter pushed: {describe(where)}" if where is not None else ", no filter"
+            line += "".join(f", {k.describe()}" for k in keys)
             local = [f"{n} = {describe(e)}" for n, (e, _) in node.computed.items()
                      if n in node.columns]
             if local:
@@ -41,6 +46,12 @@ def explain(obj: Any) -> str:
     if scans and not pushed:
         lines.append("fallback: rows move to Dask (only the filter/projection above pushed)")
     return "\n".join(lines)
+
+
+def _without(where: Any, pushed: int) -> Any:
+    """The scan filter without the last `pushed` terms (the join keys' filters)."""
+    terms = conjuncts(where)[:-pushed]
+    return and_all(terms)
 
 
 def _tasks(node: Any, call: str = "Scan") -> str:

@@ -6,7 +6,8 @@ translatable half of an AND; the rest stays above as a Filter), arithmetic and `
 (computed columns, inlined in stored columns), and finally a reduction or a groupby
 aggregation, which becomes `BpfAggregate(BpfPartials)`: one Aggregate call per partition and
 Dask's own tree reduction merging the partials exactly. What is not absorbed runs in Dask on
-the rows the scan returns.
+the rows the scan returns. Then, in dask's "tune" pass, a merge with a small frame pushes the
+small side's join keys into the scan (`join_keys.py`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from bpfstore.contract.plan import and_all
 from bpfstore.contract.plan import conjuncts as plan_conjuncts
 
 from . import _compat as c
-from . import aggregates, translate
+from . import aggregates, join_keys, translate
 from .scan import ScanBase
 from .source import Source, partials_partition
 
@@ -42,6 +43,13 @@ class BpfScan(ScanBase):
                    for t in translate.conjuncts(parent.predicate)):
             return False
         return not _mixed_with_other_rows(parent, self.source, dependents)
+
+    def _tune_up(self, parent: Any) -> Any:
+        # After simplify has settled filters and projections on both sides of a merge:
+        # the small side is known, and so is what this scan reads.
+        if type(parent) is c.Merge:
+            return join_keys.rewrite(parent)
+        return super()._tune_up(parent)
 
     def _simplify_up(self, parent: Any, dependents: Any) -> Any:
         t = type(parent)
@@ -137,7 +145,7 @@ class BpfScan(ScanBase):
         name = "__e_" + tokenize(repr(e))[:12]
         return BpfScan(self.source, [name], self.operand("filters"),
                        ((name, e, parent._meta.dtype),), "series", parent._meta.name,
-                       self.operand("_partitions"))
+                       self.operand("_partitions"), self.operand("join_keys"))
 
 
 def _mixed_with_other_rows(filtered: Any, source: Source, dependents: Any) -> bool:

@@ -24,7 +24,8 @@ def read_bpfstore(dataset: str, agents: Sequence[str] | str | None = None, *,
                   columns: Sequence[str] | None = None, dtypes: str = "numpy",
                   pushdown: bool = True, engine: str | EngineName = "auto",
                   aggregates: bool = True, partitions_per_task: int | None = None,
-                  transport: Transport | None = None, compression: str | None = None) -> Any:
+                  transport: Transport | None = None, compression: str | None = None,
+                  join_pushdown: bool = True, max_join_keys: int = 100_000) -> Any:
     """Filters, projections, arithmetic and aggregates in ordinary Dask code run on the
     agents when they can (see `explain`).
 
@@ -49,6 +50,11 @@ def read_bpfstore(dataset: str, agents: Sequence[str] | str | None = None, *,
     `compression` of the rows scans move ("auto", "none", "lz4", "zstd"): the transport's
     when None ("auto" unless $BPFSTORE_COMPRESSION says otherwise: lz4 from agents not on
     loopback).
+    `join_pushdown`: a merge of this frame with a small one (one partition, or at most
+    `max_join_keys` rows after its filters) computes the small side first and filters this
+    scan by its join keys on the agents (inner joins, and outer ones only on the side whose
+    unmatched rows the merge drops; see `join_keys.py`); more than `max_join_keys` distinct
+    keys (at most 100,000, the agents' IN-list limit) are not pushed. False: never.
     """
     if dtypes not in VIEWS:
         raise PlanInvalid(f"dtypes must be one of {VIEWS}, not {dtypes!r}")
@@ -57,6 +63,9 @@ def read_bpfstore(dataset: str, agents: Sequence[str] | str | None = None, *,
             or partitions_per_task < 1):
         raise PlanInvalid(f"partitions_per_task must be a whole number >= 1, or None for the "
                           f"default, not {partitions_per_task!r}")
+    if not isinstance(max_join_keys, int) or isinstance(max_join_keys, bool) or \
+            max_join_keys < 0:
+        raise PlanInvalid(f"max_join_keys must be a whole number >= 0, not {max_join_keys!r}")
     engine = EngineName.parse(engine)
     names = tuple(parse_agents(agents))
     transport = transport if transport is not None else resolve_transport()
@@ -64,7 +73,8 @@ def read_bpfstore(dataset: str, agents: Sequence[str] | str | None = None, *,
         transport = replace(transport, compression=compression)
     desc = client_for(names, transport).describe(dataset)
     source = Source(dataset, names, desc, dtypes, engine, aggregates, transport,
-                    task_groups(desc, partitions_per_task))
+                    task_groups(desc, partitions_per_task),
+                    max_join_keys if join_pushdown else 0)
     if c.PUSHDOWN and pushdown:
         from .expr import BpfScan  # late: builds on dask-expr internals, present if PUSHDOWN
 

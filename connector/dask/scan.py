@@ -19,10 +19,11 @@ class ScanBase(c.PartitionsFiltered, c.BlockwiseIO):
     `expr.BpfScan` adds how it absorbs its parents; translation and aggregation need only
     this part, so they import it without importing `expr` (which imports them)."""
 
+    # join_keys: what a merge pushed into `filters` (join_keys.PushedKeys), for explain
     _parameters = ["source", "columns", "filters", "exprs", "kind", "series_name",
-                   "_partitions"]
+                   "_partitions", "join_keys"]
     _defaults = {"columns": None, "filters": None, "exprs": (), "kind": "frame",
-                 "series_name": None, "_partitions": None}
+                 "series_name": None, "_partitions": None, "join_keys": ()}
     _absorb_projections = True
     _filter_passthrough = True
 
@@ -49,6 +50,13 @@ class ScanBase(c.PartitionsFiltered, c.BlockwiseIO):
 
     def column_expr(self, name: str) -> Expr:
         return self.computed[name][0] if name in self.computed else Column(name)
+
+    @property
+    def task_indices(self) -> list[int]:
+        """The Dask partitions (tasks) this scan reads."""
+        chosen = self.operand("_partitions")
+        return list(chosen) if chosen is not None else list(range(len(
+            self.source.task_partitions)))
 
     def same_rows(self, other: Any) -> bool:
         return isinstance(other, ScanBase) and self.source == other.source and \

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from bpfstore.contract.errors import BpfstoreError, VersionGone
-from bpfstore.contract.plan import Dialect, EngineName, Expr, Plan, columns_of
+from bpfstore.contract.plan import Dialect, EngineName, Expr, Plan, columns_of, count_star
 
 from ..client import DatasetDescription, client_for
 from ..descriptions import by_replicas, even_runs
@@ -40,7 +40,8 @@ _tally: dict[str, int] = {}
 
 def stats(reset: bool = False) -> dict[str, int]:
     """This process's agent calls and bytes moved by Dask tasks (run it on each worker with
-    `client.run(stats)`): aggregate_calls, scan_calls, bytes_moved, bytes_scanned."""
+    `client.run(stats)`): aggregate_calls, scan_calls, bytes_moved, bytes_scanned, and
+    bytes_moved.<dataset> per dataset."""
     with _lock:
         out = dict(_tally)
         if reset:
@@ -48,11 +49,12 @@ def stats(reset: bool = False) -> dict[str, int]:
     return out
 
 
-def _count(report: QueryReport) -> None:
+def _count(report: QueryReport, dataset: str) -> None:
     with _lock:
-        _tally[f"{report.mode}_calls"] = _tally.get(f"{report.mode}_calls", 0) + 1
-        _tally["bytes_moved"] = _tally.get("bytes_moved", 0) + report.bytes_moved
-        _tally["bytes_scanned"] = _tally.get("bytes_scanned", 0) + report.bytes_scanned
+        for key, n in ((f"{report.mode}_calls", 1), ("bytes_moved", report.bytes_moved),
+                       ("bytes_scanned", report.bytes_scanned),
+                       (f"bytes_moved.{dataset}", report.bytes_moved)):
+            _tally[key] = _tally.get(key, 0) + n
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -68,6 +70,9 @@ class Source:
     transport: Transport = PLAINTEXT  # TLS and token; travels to the workers with the tasks
     # Each Dask partition's bpfstore partitions (indices into desc.partitions); None: one each
     tasks: tuple[tuple[int, ...], ...] | None = None
+    # A merge with a small frame filters this scan by at most this many of its keys
+    # (join_keys.py); 0: never
+    join_keys: int = 0
 
     @property
     def version(self) -> int:
@@ -115,7 +120,7 @@ class Source:
                                                    for p in self.desc.partitions))
         return {"dataset": self.dataset, "agents": self.agents, "desc": slim,
                 "view": self.view, "engine": self.engine, "aggregates": self.aggregates,
-                "transport": self.transport, "tasks": self.tasks,
+                "transport": self.transport, "tasks": self.tasks, "join_keys": self.join_keys,
                 "meta": self.meta, "_missing": self._missing}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -144,7 +149,7 @@ class Source:
                 # same rows, but dask-expr reuses an expression of the same name, Source and
                 # all: without it a second read with another compression would not use it
                 self.transport.compression,
-                self.task_partitions)
+                self.task_partitions, self.join_keys)
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
         return self.key()
@@ -255,7 +260,20 @@ def _run(source: Source, query: Query) -> pa.Table:
             f"dataset {source.dataset!r} changed after this Dask collection was made from its "
             f"version {source.version}, which the agents no longer keep ({exc}): recompute "
             f"from a new read_bpfstore") from None
-    _count(result.report)
+    _count(result.report, source.dataset)
     return result.table
 
 
+
+
+@functools.lru_cache(maxsize=256)
+def rows_matching(source: Source, where: Expr | None, tasks: tuple[int, ...]) -> int:
+    """How many rows of these Dask partitions `where` keeps: the description's counts when
+    there is no filter, else one Aggregate call (COUNT(*), merged partials: a few bytes)."""
+    parts = [i for t in tasks for i in source.task_partitions[t]]
+    if where is None:
+        return sum(source.desc.partitions[i].rows for i in parts)
+    ids = source.partition_ids
+    plan = Plan(source.dataset, partitions=tuple(ids[i] for i in parts), filter=where,
+                aggregates=(count_star(),), dialect=Dialect.PANDAS, engine=source.engine)
+    return sum(int(v or 0) for v in _run(source, Query(plan)).column(0).to_pylist())
