@@ -35,6 +35,7 @@ from bpfstore.contract.plan import Arith, ArithOp, In, Literal, Overflow, Plan
 from bpfstore.node_agent.auth import hash_token
 from bpfstore.node_agent.budget import Budget
 from bpfstore.node_agent.budget import current as current_budget
+from bpfstore.node_agent.config import AgentConfig
 from bpfstore.node_agent.engines import arrow_engine
 from bpfstore.node_agent.engines.base import Partition, Served
 from bpfstore.node_agent.engines.bpf import engine as bpf_engine
@@ -313,7 +314,9 @@ def _in_list_plan(n: int) -> pb.Plan:
 
 def test_huge_in_list_is_refused_before_decoding(strict: AgentProcess) -> None:
     before = _peak_rss_mb(strict.proc.pid)
-    huge = _in_list_plan(3_000_000)  # 37 MiB on the wire
+    # past the agent's receive limit (plan limits + a key set's bytes: 39 MiB), under 64 MiB
+    huge = _in_list_plan(4_500_000)  # 55 MiB on the wire
+    assert huge.ByteSize() > AgentConfig().max_receive_bytes()
     over = _in_list_plan(150_000)  # 1.9 MiB
     options = [("grpc.max_send_message_length", 64 << 20)]
     with grpc.insecure_channel(strict.address, options=options) as channel:
