@@ -81,6 +81,15 @@ class Agents:
                         total += float(line.rsplit(" ", 1)[1])
         return int(total)
 
+    def engines(self) -> str:
+        """The engines the agents can run (the in-kernel ones are missing on some kernels)."""
+        from bpfstore.connector import Client
+
+        with Client(self.addresses) as client:
+            info = client.info()[0]["engines"]
+        return ", ".join(e["name"] if e["available"] else f"{e['name']} (unavailable)"
+                         for e in info)
+
 
 def ingest_once(addresses: list[str], data: Any) -> None:
     """Write the tables unless the agents already hold them with these row counts."""
@@ -123,6 +132,24 @@ def timed_pair(ours: Callable[[], Any], theirs: Callable[[], Any], runs: int,
             "bytes_moved": bytes_moved}
 
 
+def compared(t: Any, frontend: str, name: str, ours: Callable[[], Any],
+             theirs: Callable[[], Any], runs: int, moved: Callable[[], int]) -> dict[str, Any]:
+    """One query timed on both sides and its answers compared; a query that fails is
+    recorded as a difference (the run goes on with the next one, the exit status is 1)."""
+    try:
+        r = timed_pair(ours, theirs, runs, moved)
+    except Exception as exc:  # noqa: BLE001 - reported, and the bench goes on
+        r = {"first_seconds": math.nan, "seconds": math.nan, "parquet_seconds": math.nan,
+             "bytes_moved": 0, "answers": None}
+        differences = [f"failed: {type(exc).__name__}: {str(exc)[:300]}"]
+    else:
+        differences = t.differences(name, *r["answers"])
+    r.pop("answers")
+    result = {"frontend": frontend, "query": name, "differences": differences, **r}
+    report(result)
+    return result
+
+
 def bench_spark(t: Any, data: Any, agents: Agents, names: list[str], runs: int
                 ) -> list[dict[str, Any]]:
     from spark_support import rows, spark_session
@@ -142,12 +169,9 @@ def bench_spark(t: Any, data: Any, agents: Agents, names: list[str], runs: int
     out = []
     for name in names:
         text = t.query(name)
-        r = timed_pair(lambda text=text: run("bpfstore", text),
-                       lambda text=text: run("parquet", text), runs, agents.bytes_returned)
-        ours, theirs = r.pop("answers")
-        out.append({"frontend": "spark", "query": name,
-                    "differences": t.differences(name, ours, theirs), **r})
-        report(out[-1])
+        out.append(compared(t, "spark", name, lambda text=text: run("bpfstore", text),
+                            lambda text=text: run("parquet", text), runs,
+                            agents.bytes_returned))
     return out
 
 
@@ -177,13 +201,9 @@ def bench_dask(t: Any, data: Any, agents: Agents, names: list[str], runs: int,
     for name in names:
         for kind in ["bpfstore", *variants]:
             q = QUERIES[name]
-            r = timed_pair(lambda kind=kind, q=q: run(kind, q), lambda q=q: run("parquet", q),
-                           runs, agents.bytes_returned)
-            ours, theirs = r.pop("answers")
             frontend = "dask" if kind == "bpfstore" else f"dask {kind}"
-            out.append({"frontend": frontend, "query": name,
-                        "differences": t.differences(name, ours, theirs), **r})
-            report(out[-1])
+            out.append(compared(t, frontend, name, lambda kind=kind, q=q: run(kind, q),
+                                lambda q=q: run("parquet", q), runs, agents.bytes_returned))
     return out
 
 
@@ -204,7 +224,8 @@ def markdown(results: dict[str, Any]) -> str:
 
     lines = [f"# TPC-H SF {results['sf']}: Spark and Dask over bpfstore and over local Parquet",
              "", f"Measured {results['started']} UTC on {results['machine']} (load before "
-             f"{results['load_before']}, after {results['load_after']}); command: "
+             f"{results['load_before']}, after {results['load_after']}; agents' engines: "
+             f"{results.get('engines', '?')}); command: "
              f"`{results['command']}`. Medians of {results['runs']} runs after a warm-up; "
              "ratio = bpfstore / Parquet (below 1: bpfstore is faster); bytes moved: the "
              "agents' response bytes in one run. ✗ marks an answer that differs.", ""]
@@ -213,8 +234,10 @@ def markdown(results: dict[str, Any]) -> str:
         by_frontend.setdefault(r["frontend"], []).append(r)
     for frontend, rs in by_frontend.items():
         ratios = [r["seconds"] / r["parquet_seconds"] for r in rs]
-        lines += [f"## {frontend}: geomean {geomean(ratios):.2f}×, worst "
-                  f"{max(ratios):.2f}× ({rs[ratios.index(max(ratios))]['query']})", "",
+        timed = [x for x in ratios if math.isfinite(x)] or [math.nan]
+        worst = rs[ratios.index(max(timed))]["query"] if math.isfinite(timed[0]) else "-"
+        lines += [f"## {frontend}: geomean {geomean(timed):.2f}×, worst "
+                  f"{max(timed):.2f}× ({worst})", "",
                   "| query | bpfstore | Parquet | ratio | first run | bytes moved |",
                   "|---|---:|---:|---:|---:|---:|"]
         for r, ratio in zip(rs, ratios, strict=True):
@@ -279,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         agents = Agents(root / "agents", stack)
         ingest_once(agents.addresses, data)
+        engines = agents.engines()
+        print(f"agents' engines: {engines}", flush=True)
         frontends = args.frontends.split(",")
         if "spark" in frontends:
             results += bench_spark(t, data, agents, names, args.runs)
@@ -288,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or DOCS / f"tpch-sf{args.sf:g}"
     summary = {"sf": args.sf, "runs": args.runs, "started": started,
                "machine": f"{os.cpu_count()} CPUs, {os.uname().release}",
-               "load_before": load_before, "load_after": uptime(),
+               "engines": engines, "load_before": load_before, "load_after": uptime(),
                "command": "make bench-tpch ARGS=\"" + " ".join(argv or sys.argv[1:]) + "\"",
                "queries": results}
     out.parent.mkdir(parents=True, exist_ok=True)
