@@ -15,10 +15,13 @@ The rule (`rewrite`, called by `BpfScan._tune_up` once simplify has settled the 
   or one datetime64 dtype (anything else, Arrow dtypes included, is left alone).
 Then the small side is computed once, here, and the merge reads it as a one-partition
 `from_pandas`; its distinct keys (at most `max_join_keys`, else the scan is left as it was)
-become the scan filter `key_filter` builds. pandas' merge matches missing keys with missing
-keys (NaN with NaN, None with NaN), so a small side with a missing key keeps the big side's
-missing keys too. The filter may keep rows the merge drops, never the reverse. (With dask's
-"optimization.tune.active" off, nothing is pushed.)
+become the scan filter: a key set (`KeySet`, one Arrow array, evaluated vectorized on the
+agents and in the kernel where a partition's range admits few keys) where the keys convert
+exactly to the column's type, else the `In` list `key_filter` builds. pandas' merge matches
+missing keys with missing keys (NaN with NaN, None with NaN), so a small side with a missing
+key keeps the big side's missing keys too (a NULL key in the PANDAS dialect). The filter may
+keep rows the merge drops, never the reverse. (With dask's "optimization.tune.active" off,
+nothing is pushed.)
 """
 
 from __future__ import annotations
@@ -31,9 +34,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from bpfstore.contract.errors import BpfstoreError
-from bpfstore.contract.plan import Column, Expr, In, IsNull, Literal, Or, and_all
+from bpfstore.contract import keysets
+from bpfstore.contract.binding import logical_type
+from bpfstore.contract.errors import BpfstoreError, PlanInvalid
+from bpfstore.contract.plan import Column, Expr, In, IsNull, KeySet, Literal, Or, and_all
 from bpfstore.contract.plan import conjuncts as plan_conjuncts
+from bpfstore.contract.pushable import Capabilities, split_pushable
 
 from . import _compat as c
 from .scan import ScanBase
@@ -41,6 +47,8 @@ from .source import rows_matching
 from .translate import literal_for
 
 MAX_KEYS = 100_000  # the agents' IN-list limit (AgentConfig.max_in_list)
+# a key set's keys (AgentConfig.max_key_set_keys) and Arrow bytes, with room for IPC framing
+MAX_SET_KEYS, MAX_SET_BYTES = keysets.DEFAULT_MAX_KEYS, keysets.DEFAULT_MAX_BYTES // 2
 # the merge may drop the unmatched rows of these sides
 _FILTERABLE = {"inner": ("left", "right"), "right": ("left",), "left": ("right",),
                "leftsemi": ("left",)}
@@ -54,11 +62,12 @@ class PushedKeys:
     keys: int  # distinct keys, missing ones not counted
     missing: bool  # the small side had a missing key: missing keys kept too
     small_rows: int
+    form: str = "an IN list"  # or "a key set"
 
     def describe(self) -> str:
         nulls = " or missing" if self.missing else ""
         return (f"join keys pushed: {self.column} in {self.keys:,} key(s){nulls} "
-                f"(from a small side of {self.small_rows:,} rows)")
+                f"(from a small side of {self.small_rows:,} rows), as {self.form}")
 
 
 def key_filter(column: str, keys: list[Literal], missing: bool) -> Expr:
@@ -182,10 +191,17 @@ def _pushed(big: ScanBase, column: str, keys: pd.Series) -> tuple[Expr, PushedKe
     distinct keys than the big side's `join_keys` or one has no literal for its column."""
     missing = bool(keys.isna().any())
     values = pd.Series(pd.unique(keys.dropna())).sort_values(ignore_index=True)
-    if len(values) > min(big.source.join_keys, MAX_KEYS):
+    if len(values) > min(big.source.join_keys, MAX_SET_KEYS):
+        return None
+    schema = big.source.desc.stored_schema
+    stored = schema.field(column).type
+    as_set = key_set(column, values, missing, schema)
+    if as_set is not None:
+        where, n = as_set
+        return where, PushedKeys(column, n, missing, len(keys), "a key set")
+    if len(values) > MAX_KEYS:
         return None
     dtype = big._meta[column].dtype
-    stored = big.source.desc.stored_schema.field(column).type
     literals = []
     for v in values.tolist():
         lit = literal_for(v, dtype)
@@ -196,6 +212,27 @@ def _pushed(big: ScanBase, column: str, keys: pd.Series) -> tuple[Expr, PushedKe
         literals.append(lit)
     info = PushedKeys(column, len(literals), missing, len(keys))
     return key_filter(column, literals, missing), info
+
+
+def key_set(column: str, values: pd.Series, missing: bool, schema: pa.Schema
+            ) -> tuple[KeySet, int] | None:
+    """`column IN <values>` (plus a NULL key when the small side had a missing key: in the
+    PANDAS dialect a missing row then matches, as in the merge) and the number of keys the
+    column can hold, or None where the keys do not convert exactly to the column's type
+    (e.g. ns timestamps against a us column, dates) or would not fit a key set."""
+    try:
+        keys = keysets.key_array(values)
+        if missing:
+            keys = pa.concat_arrays([keys, pa.nulls(1, keys.type)])
+        if keys.nbytes > MAX_SET_BYTES:
+            return None
+        bound = keysets.bound_keys(keysets.normalized(keys), schema.field(column).type,
+                                   "join keys", logical_type)
+    except (PlanInvalid, pa.ArrowException, TypeError, ValueError):
+        return None
+    found = KeySet(Column(column), keys)
+    _, residual = split_pushable(found, Capabilities(schema))
+    return None if residual else (found, len(bound) - bound.null_count)
 
 
 def _fits(value: Any, t: pa.DataType) -> bool:
