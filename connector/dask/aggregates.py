@@ -11,6 +11,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -71,7 +72,7 @@ class AggSpec:
     def to_pandas(self, merged: pa.Table) -> Any:
         result = finish(merged, self.bound, self.finishers)
         view, nkeys = self.source.view, len(self.plan.group_by)
-        values = [[dtypes.to_python(v, view) for v in result.column(nkeys + i).to_pylist()]
+        values = [dtypes.result_values(result.column(nkeys + i), view)
                   for i in range(len(self.finishers))]
         answer_dtypes = self._answer_dtypes()
         self._check_fits(values, answer_dtypes)
@@ -103,7 +104,8 @@ class AggSpec:
                 self.plan.aggregates[f.sum_index].func is AggFunc.SUM else d
                 for f, d in zip(self.finishers, metas, strict=True)]
 
-    def _check_fits(self, values: list[list[Any]], answer_dtypes: list[Any]) -> None:
+    def _check_fits(self, values: list[list[Any] | np.ndarray], answer_dtypes: list[Any]
+                    ) -> None:
         """An exact integer sum outside its dtype is ArithmeticOverflow naming it: pandas
         would wrap it around silently (a wrong answer), and casting it wraps or raises a bare
         OverflowError."""
@@ -112,6 +114,11 @@ class AggSpec:
             if bounds is None:
                 continue
             low, high = bounds
+            if isinstance(column, np.ndarray):  # whole columns: int64 sums, or floats
+                if column.dtype.kind != "i" or not len(column):
+                    continue
+                outside = (column < low) | (column > high)
+                column = column[outside].tolist()
             bad = next((v for v in column if isinstance(v, int | decimal.Decimal)
                         and not low <= v <= high), None)
             if bad is not None:

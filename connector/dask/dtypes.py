@@ -101,6 +101,24 @@ def to_python(value: Any, view: str) -> Any:
     return value
 
 
+def result_values(column: pa.ChunkedArray, view: str) -> list[Any] | np.ndarray:
+    """An aggregate result column as `to_python` gives its values, whole columns at once
+    where that is the same: decimal sums of scale 0 that fit int64 as int64, of a larger
+    scale as correctly rounded float64 with NaN for NULL (a grouped answer has a value per
+    group: per-value Python cost seconds at a million groups)."""
+    t = column.type
+    if view != "arrow" and pa.types.is_decimal(t):
+        if t.scale > 0 and t.bit_width <= 128:
+            return decimals.decimal128_to_float(column).to_numpy(zero_copy_only=False)
+        if t.scale == 0 and t.bit_width == 128 and column.null_count == 0:
+            words = [decimals.values_view(c, np.dtype(np.int64), 2).reshape(-1, 2)
+                     for c in column.chunks]
+            if all(np.array_equal(w[:, 1], w[:, 0] >> 63) for w in words):
+                return np.concatenate([w[:, 0] for w in words]) if words else \
+                    np.empty(0, np.int64)
+    return [to_python(v, view) for v in column.to_pylist()]
+
+
 def integer_bounds(dtype: Any) -> tuple[int, int] | None:
     """The range of an integer dtype (numpy or Arrow), None for any other dtype."""
     if isinstance(dtype, pd.ArrowDtype):

@@ -182,8 +182,8 @@ def _grouped_agg(ev: Evaluator, agg: Aggregate, name: str, columns: dict, specs:
         for j, limb in enumerate(limbs):
             columns[f"{name}_{j}"] = limb
             specs.append((f"{name}_{j}", "sum", _NON_EMPTY))
-        return lambda g: decimals.totals_array(decimals.join_limbs(
-            [g.column(f"{name}_{j}_sum").to_pylist() for j in range(len(limbs))]), t)
+        return lambda g: decimals.totals_from_limb_sums(
+            [g.column(f"{name}_{j}_sum") for j in range(len(limbs))], t)
     func = "min" if agg.func is AggFunc.MIN else "max"
     if pa.types.is_floating(v.type):
         columns[name] = float_keys(v.data)

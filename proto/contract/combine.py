@@ -81,8 +81,8 @@ def _merge_grouped(a: Aggregate, name: str, col: pa.ChunkedArray, inputs: dict,
             inputs[f"{name}_{j}"] = limb
             specs.append((f"{name}_{j}", "sum", _NON_EMPTY))
         limbs = t.bit_width // 32
-        return lambda g: pa.chunked_array([decimals.totals_array(decimals.join_limbs(
-            [g.column(f"{name}_{j}_sum").to_pylist() for j in range(limbs)]), t)])
+        return lambda g: pa.chunked_array([decimals.totals_from_limb_sums(
+            [g.column(f"{name}_{j}_sum") for j in range(limbs)], t)])
     func = _merge_func(a)
     order = _float_order(a, t)
     inputs[name] = float_keys(col) if order else col

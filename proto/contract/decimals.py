@@ -99,6 +99,47 @@ def totals_array(totals: Sequence[int | None], t: pa.DataType) -> pa.Array:
                                  null_count=int((~valid).sum()))
 
 
+def totals_from_limb_sums(sums: Sequence[pa.Array | pa.ChunkedArray], t: pa.DataType
+                          ) -> pa.Array:
+    """The decimal array of type `t` holding, per row, sum(sums[i] << 32 i) (the grouped sums
+    of `limbs`; NULL where sums[0] is NULL), checked as `totals_array` checks: carries in
+    numpy, Python ints only for the rows whose total comes near 10**t.precision."""
+    cols = [pa.chunked_array([s]) if isinstance(s, pa.Array) else s for s in sums]
+    valid = pc.is_valid(cols[0]).to_numpy(zero_copy_only=False) if cols[0].null_count else None
+    sum_arrays = [pc.fill_null(c, 0).to_numpy().astype(np.int64, copy=False) for c in cols]
+    n, digits = len(cols[0]), t.bit_width // 32
+    out = np.zeros((n, digits), dtype=np.int64)
+    carry = np.zeros(n, dtype=np.int64)
+    for i in range(digits):  # base 2**32, lowest digit first; split so nothing passes int64
+        s_i = sum_arrays[i] if i < len(sum_arrays) else np.zeros(n, dtype=np.int64)
+        low = (s_i & _LOW32) + carry
+        out[:, i] = low & _LOW32
+        carry = (s_i >> 32) + (low >> 32)
+    # near or past the limit, or past the width (a carry left over, a wrong sign bit): the
+    # exact check decides. Magnitudes from non-negative digits: no cancellation in floats.
+    negative = carry < 0
+    magnitude = out.copy()
+    if negative.any():
+        flipped = ~out[negative] & _LOW32  # two's complement: ~digits + 1
+        one = np.ones(len(flipped), dtype=np.int64)
+        for i in range(digits):
+            v = flipped[:, i] + one
+            flipped[:, i], one = v & _LOW32, v >> 32
+        magnitude[negative] = flipped
+    approx = sum(magnitude[:, i].astype(np.float64) * 2.0 ** (32 * i) for i in range(digits))
+    sign_bit = out[:, -1] >= 2**31
+    doubtful = (approx >= 10.0**t.precision * (1 - 1e-9)) | (carry < -1) | (carry > 0) | \
+        (sign_bit != negative)
+    if valid is not None:
+        doubtful &= valid
+    for r in np.flatnonzero(doubtful):
+        checked_total(sum(int(a[r]) << (32 * i) for i, a in enumerate(sum_arrays)), t)
+    words64 = (out[:, 0::2].view(np.uint64) | (out[:, 1::2].view(np.uint64) << np.uint64(32)))
+    validity = None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(t, n, [validity, pa.py_buffer(np.ascontiguousarray(words64))],
+                                 null_count=0 if valid is None else int((~valid).sum()))
+
+
 def limbs(words: np.ndarray, unsigned: bool = False) -> list[np.ndarray]:
     """32-bit limbs, lowest first, of int64 values (`words` 1-d) or of decimal values
     (`words` n x 2 or n x 4: int64 words, lowest first) as int64 arrays: the value is
@@ -112,15 +153,6 @@ def limbs(words: np.ndarray, unsigned: bool = False) -> list[np.ndarray]:
         top = i == len(cols) - 1 and not unsigned
         out.append(w & _LOW32)
         out.append(w >> 32 if top else (w.view(np.uint64) >> np.uint64(32)).view(np.int64))
-    return out
-
-
-def join_limbs(sums: Sequence[Sequence[int | None]]) -> list[int | None]:
-    """Per row, sum(limb_i << 32 i) of the limbs' sums (None where the first is None)."""
-    out: list[int | None] = []
-    for row in zip(*sums, strict=True):
-        out.append(None if row[0] is None else
-                   sum(int(s) << (32 * i) for i, s in enumerate(row)))
     return out
 
 
