@@ -95,6 +95,12 @@ class BpfScan(ScanBase):
                 return None
             return self.substitute_parameters({"columns": wanted_list})
         if set(keep) == set(self.columns):
+            if not isinstance(wanted, str) and set(wanted_list) < set(self.columns) and \
+                    _feeds_assign(parent, dependents):
+                # `f.assign(d=...)` of a frame whose scan other users read whole (TPC-H Q1's
+                # chained assigns on a filtered frame): a narrow scan of its own lets the
+                # assign, and what is computed from it, be absorbed
+                return self.substitute_parameters({"columns": wanted_list})
             return None
         narrowed: Any = self.substitute_parameters({"columns": keep})
         return narrowed[wanted]
@@ -171,6 +177,12 @@ def _mixed_with_other_rows(filtered: Any, source: Source, dependents: Any) -> bo
             if isinstance(user, c.Blockwise) and user.ndim:
                 todo.append(user)  # still row-wise: its users meet the same rows
     return False
+
+
+def _feeds_assign(projection: Any, dependents: Any) -> bool:
+    users = [r() for r in dependents.get(projection._name, [])]
+    return bool(users) and all(type(u) is c.Assign and u.frame is projection
+                               for u in users if u is not None)
 
 
 def _feeds_arithmetic(projection: Any, dependents: Any) -> bool:

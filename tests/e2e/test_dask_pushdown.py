@@ -20,6 +20,14 @@ NPARTS = ROWS // PARTITION_ROWS
 AGG, SCAN, MIXED = "aggregate", "scan", "mixed"
 
 
+def _chained_assigns(df: Any) -> Any:
+    """TPC-H Q1's shape: assigns on a filtered frame, the second computed from the first."""
+    f = df[df.a > 2]
+    f = f.assign(v=f.d * (1 - f.b))
+    f = f.assign(w=f.v * (1 + f.b))
+    return f.groupby("k").agg(v=("v", "sum"), w=("w", "sum"), b=("b", "mean"), n=("a", "size"))
+
+
 def _udf(pdf: pd.DataFrame) -> pd.DataFrame:
     return pdf.assign(b=pdf.b * 2)
 
@@ -71,6 +79,7 @@ QUERIES: list[tuple[str, Callable[[Any], Any], str]] = [
     ("arith_div_neg", lambda df: (-(df.d / (df.a + 1))).mean(), AGG),
     ("assign_groupby", lambda df: df.assign(v=df.d * (1 + df.b), w=df.a - 1)
         .groupby("k").agg({"v": "sum", "w": ["mean", "min"]}), AGG),
+    ("chained_assigns_filtered", _chained_assigns, AGG),
     # filters pushed into scans
     ("scan_projection", lambda df: df[["a", "b"]], SCAN),
     ("scan_filter", lambda df: df[df.a > 5], SCAN),
