@@ -111,8 +111,7 @@ def result_values(column: pa.ChunkedArray, view: str) -> list[Any] | np.ndarray:
         if t.scale > 0 and t.bit_width <= 128:
             return decimals.decimal128_to_float(column).to_numpy(zero_copy_only=False)
         if t.scale == 0 and t.bit_width == 128 and column.null_count == 0:
-            words = [decimals.values_view(c, np.dtype(np.int64), 2).reshape(-1, 2)
-                     for c in column.chunks]
+            words = [decimals.words(c)[0] for c in column.chunks]
             if all(np.array_equal(w[:, 1], w[:, 0] >> 63) for w in words):
                 return np.concatenate([w[:, 0] for w in words]) if words else \
                     np.empty(0, np.int64)

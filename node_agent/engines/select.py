@@ -58,7 +58,7 @@ class Engines:
                 log.warning("bpf engine unavailable: %s", reason)
             if self.bpf is not None and all(self.bpf.paths.values()):
                 # neither path runs (e.g. arena maps refused): the engine as a whole is not there
-                reason = "; ".join(sorted({why for why in self.bpf.paths.values()}))
+                reason = "; ".join(sorted(set(self.bpf.paths.values())))
                 self.bpf = None
         self._status = [EngineStatus("arrow", True),
                         EngineStatus("bpf", self.bpf is not None,
