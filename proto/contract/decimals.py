@@ -108,16 +108,21 @@ def totals_from_limb_sums(sums: Sequence[pa.Array | pa.ChunkedArray], t: pa.Data
     valid = pc.is_valid(cols[0]).to_numpy(zero_copy_only=False) if cols[0].null_count else None
     sum_arrays = [pc.fill_null(c, 0).to_numpy().astype(np.int64, copy=False) for c in cols]
     n, digits = len(cols[0]), t.bit_width // 32
-    out = np.zeros((n, digits), dtype=np.int64)
+    # every limb sum is carried, also those above the type's width (decimal256 values summed
+    # into a decimal128 total): their digits must be the sign's extension
+    full = np.zeros((n, max(digits, len(sum_arrays))), dtype=np.int64)
     carry = np.zeros(n, dtype=np.int64)
-    for i in range(digits):  # base 2**32, lowest digit first; split so nothing passes int64
+    for i in range(full.shape[1]):  # base 2**32, lowest digit first; nothing passes int64
         s_i = sum_arrays[i] if i < len(sum_arrays) else np.zeros(n, dtype=np.int64)
         low = (s_i & _LOW32) + carry
-        out[:, i] = low & _LOW32
+        full[:, i] = low & _LOW32
         carry = (s_i >> 32) + (low >> 32)
-    # near or past the limit, or past the width (a carry left over, a wrong sign bit): the
-    # exact check decides. Magnitudes from non-negative digits: no cancellation in floats.
+    out = full[:, :digits].copy()
     negative = carry < 0
+    extended = (full[:, digits:] == np.where(negative, _LOW32, 0)[:, None]).all(axis=1)
+    # near or past the limit, or past the width (a carry left over, digits above the width
+    # or a sign bit that disagree with the sign): the exact check decides. Magnitudes from
+    # non-negative digits: no cancellation in floats.
     magnitude = out.copy()
     if negative.any():
         flipped = ~out[negative] & _LOW32  # two's complement: ~digits + 1
@@ -129,7 +134,7 @@ def totals_from_limb_sums(sums: Sequence[pa.Array | pa.ChunkedArray], t: pa.Data
     approx = sum(magnitude[:, i].astype(np.float64) * 2.0 ** (32 * i) for i in range(digits))
     sign_bit = out[:, -1] >= 2**31
     doubtful = (approx >= 10.0**t.precision * (1 - 1e-9)) | (carry < -1) | (carry > 0) | \
-        (sign_bit != negative)
+        (sign_bit != negative) | ~extended
     if valid is not None:
         doubtful &= valid
     for r in np.flatnonzero(doubtful):

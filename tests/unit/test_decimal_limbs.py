@@ -79,3 +79,14 @@ def test_a_total_at_the_limit_fits_and_one_more_overflows() -> None:
     with pytest.raises(ArithmeticOverflow):
         _grouped(arr, [0, 0], pa.decimal128(38, 0))
     assert _grouped(arr, [0, 0], pa.decimal256(76, 0)) == {0: top + 1}
+
+
+@pytest.mark.parametrize("total", [2**128 + 5, -(2**128) + 5, -(2**128) - 5,
+                                   -240282367020938476664044371152937680896])
+def test_decimal256_totals_past_128_bits_overflow_a_decimal128_total(total: int) -> None:
+    """The low 128 bits of these totals look like a decimal128 that fits (5, -5, 9.99e37): the
+    limbs above them decide (found by the property test above)."""
+    arr = pa.array([decimal.Decimal(total)], pa.decimal256(76, 0))
+    assert _grouped(arr, [0], pa.decimal256(76, 0)) == {0: total}
+    with pytest.raises(ArithmeticOverflow):
+        _grouped(arr, [0], pa.decimal128(38, 0))
