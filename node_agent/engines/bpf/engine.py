@@ -179,6 +179,9 @@ class BpfEngine:
         self.paths = {"hot": self._probe("hot") if arena_bytes > 0 else
                       "no arena memory (--bpf-cache-mb 0)",
                       "cold": self._probe("cold")}
+        refusal = libbpf.arena_refusal() if arena_bytes > 0 and self.paths["hot"] else ""
+        if refusal:  # name the cause: the load itself only says "not permitted"
+            self.paths["hot"] = f"{refusal}: the hot path keeps its columns in one"
         if all(self.paths.values()):
             reasons = set(self.paths.values())
             raise Unsupported(reasons.pop() if len(reasons) == 1 else
@@ -296,26 +299,20 @@ class BpfEngine:
         if program.empty:
             return served(part, plan, empty_partials(program, schema), 0, self.name, path)
         loaded = self._program(program)
-        if program.groups and not self.accumulators:
-            raise Unsupported("bpf: GROUP BY keeps accumulators in an arena (Linux >= 6.9)")
         ctx = context_type(program)()
         for name, value in program.values.items():
             setattr(ctx, name, value)
         # Runs go on at once, each on its own CPU: a run owns its context and a run slot
-        # (its cold-path chunk buffer and group accumulator region), and pins the arena
-        # columns it reads (hot path).
+        # (its cold-path chunk buffer, its group accumulators), and pins the arena columns
+        # it reads (hot path).
         slot = self._slot()
-        region = self.accumulators + slot * ACC_BYTES
         pinned: list[tuple] = []
         try:
             if path == "cold":
                 ctx.slot = slot
             words = None
             if program.groups:
-                ctx.acc = region
-                count = (program.groups + 1) * program.stride
-                words = np.ctypeslib.as_array((ctypes.c_uint64 * count).from_address(
-                    region)).reshape(program.groups + 1, program.stride)
+                words = self._group_words(program, loaded, slot, ctx)
                 words[:] = np.array(program.initial, dtype=np.int64).view(np.uint64)
             if path == "hot":
                 self._place_waiting(ctx, program, table, plan, key, pinned)
@@ -337,6 +334,23 @@ class BpfEngine:
                 self.cache.unpin(pinned)
             self.slots.put(slot)
         return served(part, plan, read_partials(program, ctx, schema), ctx.count, self.name, path)
+
+    def _group_words(self, program: Program, loaded: libbpf.Program, slot: int, ctx: Any
+                     ) -> np.ndarray:
+        """The run slot's group accumulators, (groups + 1) x stride words: a region at the
+        start of the arena (hot path, its address in the context), or the slot's value of
+        the program's own `group_words` map (cold path, GROUP_CAP groups a value)."""
+        rows = program.groups + 1
+        if loaded.groups is not None:
+            cap = int(program.settings["GROUP_CAP"])
+            values = np.frombuffer(loaded.groups, np.uint64, RUN_SLOTS * cap * program.stride)
+            return values.reshape(RUN_SLOTS, cap, program.stride)[slot, :rows]
+        if not self.accumulators:
+            raise Unsupported("bpf: the hot path's GROUP BY keeps accumulators in an arena")
+        region = self.accumulators + slot * ACC_BYTES
+        ctx.acc = region
+        return np.ctypeslib.as_array((ctypes.c_uint64 * (rows * program.stride)).from_address(
+            region)).reshape(rows, program.stride)
 
     def _slot(self) -> int:
         """A free run slot, waited for checking the request's budget."""

@@ -47,6 +47,25 @@ class _TestRunOpts(ctypes.Structure):
     ]
 
 
+class _MapCreateOpts(ctypes.Structure):  # struct bpf_map_create_opts of libbpf 1.1
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("btf_fd", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32),
+        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("map_extra", ctypes.c_uint64),
+        ("numa_node", ctypes.c_uint32),
+        ("map_ifindex", ctypes.c_uint32),
+    ]
+
+
+BPF_MAP_TYPE_ARENA = 33
+BPF_F_MMAPABLE = 1 << 10
+
+
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 
 
@@ -79,6 +98,13 @@ class Libbpf:
         lib.bpf_map__set_max_entries.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
         lib.bpf_map__reuse_fd.argtypes = [ctypes.c_void_p, ctypes.c_int]
         lib.bpf_map__fd.argtypes = [ctypes.c_void_p]
+        lib.bpf_map__value_size.restype = ctypes.c_uint32
+        lib.bpf_map__value_size.argtypes = [ctypes.c_void_p]
+        lib.bpf_map__max_entries.restype = ctypes.c_uint32
+        lib.bpf_map__max_entries.argtypes = [ctypes.c_void_p]
+        lib.bpf_map_create.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32,
+                                       ctypes.c_uint32, ctypes.c_uint32,
+                                       ctypes.POINTER(_MapCreateOpts)]
         lib.bpf_program__fd.argtypes = [ctypes.c_void_p]
         lib.bpf_program__set_log_level.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
         lib.bpf_program__set_log_buf.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
@@ -130,11 +156,26 @@ class Arena:
         self.base = address
 
 
-class Program:
-    """A loaded SYSCALL program and its object."""
+def arena_refusal() -> str:
+    """Why this kernel refuses a BPF arena map of one page ("" when it makes one): told
+    apart from a program the verifier rejects, so that a kernel without arenas is named."""
+    lib = Libbpf.get()
+    opts = _MapCreateOpts(sz=ctypes.sizeof(_MapCreateOpts), map_flags=BPF_F_MMAPABLE)
+    fd = lib.lib.bpf_map_create(BPF_MAP_TYPE_ARENA, b"probe", 0, 0, 1, ctypes.byref(opts))
+    if fd >= 0:
+        os.close(fd)
+        return ""
+    err = ctypes.get_errno() or -fd
+    return f"the kernel refuses BPF arena maps ({os.strerror(err)})"
 
-    def __init__(self, lib: Libbpf, obj: int, fd: int) -> None:
-        self.lib, self.obj, self.fd = lib, obj, fd
+
+class Program:
+    """A loaded SYSCALL program and its object; `groups`, the mmap of its `group_words` map
+    (one value per run slot) when it has one."""
+
+    def __init__(self, lib: Libbpf, obj: int, fd: int, groups: mmap.mmap | None = None
+                 ) -> None:
+        self.lib, self.obj, self.fd, self.groups = lib, obj, fd, groups
 
     def run(self, ctx: ctypes.Structure) -> int:
         # SYSCALL programs take no ctx_out: the kernel copies the context back into ctx_in.
@@ -181,10 +222,20 @@ def load(path: str, program: str, arena_pages: int, arena_address: int,
                                    verifier + "\n" + messages)
         fd = lib.lib.bpf_program__fd(prog)
         map_fd = lib.lib.bpf_map__fd(arena) if arena else -1
-        return Program(lib, obj, fd), map_fd
+        return Program(lib, obj, fd, _map_groups(lib, obj)), map_fd
     except BaseException:
         lib.lib.bpf_object__close(obj)
         raise
+
+
+def _map_groups(lib: Libbpf, obj: int) -> mmap.mmap | None:
+    """The object's `group_words` array map (BPF_F_MMAPABLE) mapped into this process."""
+    groups = lib.lib.bpf_object__find_map_by_name(obj, b"group_words")
+    if not groups:
+        return None
+    size = -(-lib.lib.bpf_map__value_size(groups) // 8) * 8 * lib.lib.bpf_map__max_entries(groups)
+    return mmap.mmap(lib.lib.bpf_map__fd(groups), -(-size // PAGE) * PAGE, mmap.MAP_SHARED,
+                     mmap.PROT_READ | mmap.PROT_WRITE)
 
 
 def _summary(log: str) -> str:

@@ -1,11 +1,12 @@
-// -DCHUNK_BYTES=180224 -DCHUNK_ROWS=4096 -DRUN_SLOTS=8 -DSTRIDE=9 -DUNROLL=8
+// -DCHUNK_BYTES=180224 -DCHUNK_ROWS=4096 -DGROUP_CAP=64 -DRUN_SLOTS=8 -DSTRIDE=9 -DUNROLL=8
 /* Filter -> reduce over columns copied chunk by chunk from user memory (the cold path).
  *
  * The agent points the context at each column's values in its read-only mmap of the
  * partition file (or at a buffer it derived, e.g. float order keys); the program copies
  * CHUNK_ROWS rows of every column into its map value with bpf_copy_from_user and reduces
- * them there. Needs no arena (unless grouped) and no may_goto: loops are open-coded
- * iterators, bounded by the kernel. The holes are the hot path's, plus COPY and ARENA.
+ * them there. Needs no arena and no may_goto: loops are open-coded iterators, bounded by the
+ * kernel. GROUP BY adds to the run slot's value of `group_words`, which the agent mmaps. The
+ * holes are the hot path's, plus COPY.
  */
 #include "bpfstore.h"
 
@@ -25,6 +26,9 @@
 #ifndef RUN_SLOTS
 #define RUN_SLOTS 1     /* runs of this program at once: each copies into its own chunk */
 #endif
+#ifndef GROUP_CAP
+#define GROUP_CAP 0     /* GROUP BY: groups in a slot's `group_words` (a power of two) */
+#endif
 #define BIT(p, r) (((p)[((r) + b) >> 3] >> (((r) + b) & 7)) & 1) /* bits start at bit b */
 
 struct chunk { u8 bytes[CHUNK_BYTES]; };
@@ -36,11 +40,18 @@ struct {
     __type(value, struct chunk);
 } chunks SEC(".maps");
 
+#if GROUP_CAP
+/* a run slot's groups, STRIDE words each; group ids are masked with GROUP_CAP - 1 */
+struct groups_t { u64 w[GROUP_CAP * STRIDE]; };
+
 struct {
-    __uint(type, BPF_MAP_TYPE_ARENA);
+    __uint(type, BPF_MAP_TYPE_ARRAY);
     __uint(map_flags, BPF_F_MMAPABLE);
-    __uint(max_entries, 1); /* pages: set by the agent before load */
-} arena SEC(".maps");
+    __uint(max_entries, RUN_SLOTS);
+    __type(key, u32);
+    __type(value, struct groups_t);
+} group_words SEC(".maps");
+#endif
 
 struct ctx {
     CTX_HEAD          /* rows [start, end) of one record batch */
@@ -55,7 +66,6 @@ struct ctx {
     u64 col2;
     u64 kb0;
     u64 km0;
-    u64 acc;
     u64 groups;
     u64 col3;
     u64 col4;
@@ -66,11 +76,15 @@ struct ctx {
 SEC("syscall")
 int aggregate(struct ctx *c)
 {
-    asm volatile("" :: "r"(&arena));
-    u32 slot = c->slot; /* no other run copies into this chunk */
+    u32 slot = c->slot; /* no other run copies into this chunk, or adds to these groups */
     u8 *buf = bpf_map_lookup_elem(&chunks, &slot);
     if (!buf)
         return 1;
+#if GROUP_CAP
+    u64 *acc = bpf_map_lookup_elem(&group_words, &slot);
+    if (!acc)
+        return 1;
+#endif
     u64 start = c->start, end = c->end, count = 0;
     long err = 0; /* a fault while copying: the results are not used */
     u64 b = start & 7; /* bit arrays are copied from byte start / 8 */
@@ -86,7 +100,7 @@ int aggregate(struct ctx *c)
     u64 lo0 = c->lo0, r0 = c->r0, inv0 = c->inv0;
     u64 kb1 = c->kb1, km1 = c->km1;
     u64 kb0 = c->kb0, km0 = c->km0;
-    u64 __arena *acc = (u64 __arena *)c->acc; u64 groups = c->groups;
+    u64 groups = c->groups;
     struct bpf_iter_num chunk_it, step_it, tail_it;
     int *k, *j, *t;
     bpf_iter_num_new(&chunk_it, 0, (end - start + CHUNK_ROWS - 1) / CHUNK_ROWS);
@@ -112,8 +126,8 @@ int aggregate(struct ctx *c)
                 u64 mask = (u64)((s64)sel >> 63);
                 HIDE(mask);
                 count += mask & 1;
-                u64 g = ((u64)(s64)col1[r] - kb1) * km1 + ((u64)(s64)col2[r] - kb0) * km0; g = (g & mask) | (groups & ~mask);
-            u64 __arena *a = acc + g * STRIDE; a[0] += 1;
+                u64 g = ((u64)(s64)col1[r] - kb1) * km1 + ((u64)(s64)col2[r] - kb0) * km0; g = (g & mask) | (groups & ~mask); g &= GROUP_CAP - 1;
+            u64 *a = acc + g * STRIDE; a[0] += 1;
             { s64 v = (s64)col3[r]; a[1] += (u64)v; }
             { s64 v = (s64)col4[r]; a[3] += (u64)v; }
             { s64 v = ((s64)col4[r] * (((1LL) * 100LL) - (s64)col5[r])); a[5] += (u64)v; }
@@ -129,8 +143,8 @@ int aggregate(struct ctx *c)
             u64 mask = (u64)((s64)sel >> 63);
             HIDE(mask);
             count += mask & 1;
-            u64 g = ((u64)(s64)col1[r] - kb1) * km1 + ((u64)(s64)col2[r] - kb0) * km0; g = (g & mask) | (groups & ~mask);
-            u64 __arena *a = acc + g * STRIDE; a[0] += 1;
+            u64 g = ((u64)(s64)col1[r] - kb1) * km1 + ((u64)(s64)col2[r] - kb0) * km0; g = (g & mask) | (groups & ~mask); g &= GROUP_CAP - 1;
+            u64 *a = acc + g * STRIDE; a[0] += 1;
             { s64 v = (s64)col3[r]; a[1] += (u64)v; }
             { s64 v = (s64)col4[r]; a[3] += (u64)v; }
             { s64 v = ((s64)col4[r] * (((1LL) * 100LL) - (s64)col5[r])); a[5] += (u64)v; }

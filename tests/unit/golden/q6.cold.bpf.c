@@ -4,8 +4,9 @@
  * The agent points the context at each column's values in its read-only mmap of the
  * partition file (or at a buffer it derived, e.g. float order keys); the program copies
  * CHUNK_ROWS rows of every column into its map value with bpf_copy_from_user and reduces
- * them there. Needs no arena (unless grouped) and no may_goto: loops are open-coded
- * iterators, bounded by the kernel. The holes are the hot path's, plus COPY and ARENA.
+ * them there. Needs no arena and no may_goto: loops are open-coded iterators, bounded by the
+ * kernel. GROUP BY adds to the run slot's value of `group_words`, which the agent mmaps. The
+ * holes are the hot path's, plus COPY.
  */
 #include "bpfstore.h"
 
@@ -25,6 +26,9 @@
 #ifndef RUN_SLOTS
 #define RUN_SLOTS 1     /* runs of this program at once: each copies into its own chunk */
 #endif
+#ifndef GROUP_CAP
+#define GROUP_CAP 0     /* GROUP BY: groups in a slot's `group_words` (a power of two) */
+#endif
 #define BIT(p, r) (((p)[((r) + b) >> 3] >> (((r) + b) & 7)) & 1) /* bits start at bit b */
 
 struct chunk { u8 bytes[CHUNK_BYTES]; };
@@ -36,7 +40,18 @@ struct {
     __type(value, struct chunk);
 } chunks SEC(".maps");
 
+#if GROUP_CAP
+/* a run slot's groups, STRIDE words each; group ids are masked with GROUP_CAP - 1 */
+struct groups_t { u64 w[GROUP_CAP * STRIDE]; };
 
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __uint(max_entries, RUN_SLOTS);
+    __type(key, u32);
+    __type(value, struct groups_t);
+} group_words SEC(".maps");
+#endif
 
 struct ctx {
     CTX_HEAD          /* rows [start, end) of one record batch */
@@ -61,11 +76,15 @@ struct ctx {
 SEC("syscall")
 int aggregate(struct ctx *c)
 {
-    
-    u32 slot = c->slot; /* no other run copies into this chunk */
+    u32 slot = c->slot; /* no other run copies into this chunk, or adds to these groups */
     u8 *buf = bpf_map_lookup_elem(&chunks, &slot);
     if (!buf)
         return 1;
+#if GROUP_CAP
+    u64 *acc = bpf_map_lookup_elem(&group_words, &slot);
+    if (!acc)
+        return 1;
+#endif
     u64 start = c->start, end = c->end, count = 0;
     long err = 0; /* a fault while copying: the results are not used */
     u64 b = start & 7; /* bit arrays are copied from byte start / 8 */

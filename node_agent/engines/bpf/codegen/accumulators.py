@@ -1,6 +1,7 @@
 """Accumulator layout: COUNT, SUM (128 bits, or 64 where statistics prove the total fits)
 and MIN/MAX in registers (no GROUP BY) or in words of a group's accumulators: in the arena
-(hot and cold paths), or in the request's slot of a BPF array map (bcc)."""
+(hot path), or in the run's slot of a BPF array map (cold and bcc paths: `acc`, a value of
+GROUP_CAP groups; template.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from .expressions import Expressions
 from .overflow import I64_MAX, I64_MIN, fits_64
 
 MAX_GROUPS = 4096
-ACC_BYTES = 4 << 20  # group accumulators live at the start of the arena
+ACC_BYTES = 4 << 20  # a run's group accumulators at most (hot: at the start of the arena)
 
 
 class Compiler(Expressions):
@@ -39,7 +40,7 @@ class Compiler(Expressions):
         self.p.groups, self.p.stride, self.p.initial = groups, 1, [0]
         self.p.values["groups"] = groups
         group = f"u64 g = {' + '.join(terms)}; g = (g & mask) | (groups & ~mask);"
-        if self.path == "bcc":  # the slot's value in a map of GROUP_CAP groups (template.py)
+        if self.path in ("cold", "bcc"):  # the slot's value in a map of GROUP_CAP groups
             self.p.fields.append(("groups", "u64"))
             self.setup.append("u64 groups = c->groups;")
             # g <= groups < GROUP_CAP, a power of two: the mask changes nothing, and shows

@@ -8,7 +8,7 @@ from importlib import resources
 
 from bpfstore.contract.errors import Unsupported
 
-from .accumulators import Compiler
+from .accumulators import ACC_BYTES, Compiler
 from .program import Program
 from .typemap import BITS, BYTES
 
@@ -69,16 +69,19 @@ def fill(c: Compiler, path: str) -> tuple[str, dict[str, str]]:
         # the template declares `slot` (which chunk buffer a run copies into) after CTX_HEAD
         c.p.fields.insert(0, ("slot", "u64"))
         holes["COPY"] = "\n        ".join(copy)
-        # grouped programs keep their accumulators in the hot path's arena
-        holes["ARENA"] = _ARENA if c.p.groups else ""
-        holes["ARENA_USE"] = 'asm volatile("" :: "r"(&arena));' if c.p.groups else ""
+        if c.p.groups:  # no arena: each slot's groups are one value of a BPF array map
+            cap = group_cap(c.p.groups)
+            if cap * c.p.stride * 8 > ACC_BYTES:
+                raise Unsupported(f"bpf: {cap} groups of {c.p.stride} words exceed "
+                                  f"{ACC_BYTES >> 20} MiB of accumulators a run")
+            settings.update(GROUP_CAP=str(cap))
     holes["COLUMNS"] = "\n    ".join(columns)
     check_settings(source, settings, template)
     return fill_holes(source, holes, template), settings
 
 
 def group_cap(groups: int) -> int:
-    """bcc path: the groups a slot's map value holds: room for the ignored group too, a
+    """cold and bcc paths: the groups a slot's map value holds: room for the ignored group too, a
     power of two (the program masks group ids with it), at least BCC_MIN_GROUPS so that
     partitions with a few groups more or fewer share one shape."""
     return max(BCC_MIN_GROUPS, 1 << groups.bit_length())  # > groups: ids 0 .. groups
@@ -103,13 +106,6 @@ def check_settings(source: str, settings: dict[str, str], template: str) -> None
     for name in settings:
         if not re.search(rf"^#ifndef {name}$", source, re.MULTILINE):
             raise TemplateError(f"{template} has no setting {name} (#ifndef {name})")
-
-
-_ARENA = """struct {
-    __uint(type, BPF_MAP_TYPE_ARENA);
-    __uint(map_flags, BPF_F_MMAPABLE);
-    __uint(max_entries, 1); /* pages: set by the agent before load */
-} arena SEC(".maps");"""
 
 
 def _arena_columns(p: Program) -> list[str]:
