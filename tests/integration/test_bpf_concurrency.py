@@ -41,7 +41,10 @@ def crowded(tmp_path_factory: pytest.TempPathFactory):
         alone = {name: _sorted(reported(client, "crowded", *q[:2], group_by=q[2],
                                         engine="arrow")[0], q[2])
                  for name, q in QUERIES.items()}
-        yield client, alone
+        # the forced paths this agent has (a kernel without arena maps has no hot path)
+        paths = [s.name for s in agent.service.engines.status
+                 if s.name in ("bpf-hot", "bpf-cold") and s.available]
+        yield client, alone, paths
     agent.stop()
 
 
@@ -51,13 +54,13 @@ def _sorted(table: pa.Table, keys: list[str]) -> list[tuple]:
 
 
 def test_concurrent_requests_answer_as_alone(crowded) -> None:
-    client, alone = crowded
+    client, alone, paths = crowded
     wrong: list[str] = []
     engines: set[str] = set()
     lock = threading.Lock()
 
     def worker(i: int) -> None:
-        engine = ("bpf-hot", "bpf-cold", "auto")[i % 3]
+        engine = (*paths, "auto")[i % (len(paths) + 1)]
         for j in range(12):
             name = list(QUERIES)[(i + j) % len(QUERIES)]
             aggs, where, keys = QUERIES[name]
@@ -74,4 +77,4 @@ def test_concurrent_requests_answer_as_alone(crowded) -> None:
     for t in threads:
         t.join()
     assert not wrong, wrong
-    assert {"bpf-hot", "bpf-cold"} <= engines, engines  # both paths really ran
+    assert set(paths) <= engines and "bpf-cold" in paths, engines  # each path really ran

@@ -283,7 +283,7 @@ def test_forced_paths_ran_most_rows(agents, engine: str) -> None:
     UNIMPLEMENTED: float sums, decimal128, string min/max, column-vs-column filters...)."""
     from conftest import require_bpf
 
-    require_bpf(agents[0], "bcc" if engine == "bcc" else "bpf")
+    require_bpf(agents[0], engine)
     ran, refused = RAN.get(engine, 0), REFUSED.get(engine, 0)
     share = 0.3 if engine == "bcc" else 0.4  # bcc: no floats (no order keys in the file)
     assert ran >= share * (ran + refused), (RAN, REFUSED)

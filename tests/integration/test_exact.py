@@ -149,7 +149,7 @@ def test_decimal_avg_that_does_not_fit_its_type_is_out_of_range(client: Client) 
 def test_grouped_int64_extreme_sums_do_not_wrap(agents, client: Client, engine: str) -> None:
     """int64 extremes summed per group need 128 bits on every engine (or a clear refusal)."""
     if engine != "arrow" and engine != "auto":
-        require_bpf(agents[0], "bcc" if engine == "bcc" else "bpf")
+        require_bpf(agents[0], engine)
     v = [I64_MAX, I64_MAX, I64_MAX, I64_MIN, I64_MIN, None, -1]
     k = [0, 0, 1, 1, 1, 0, 2]
     _write(client, "w2i", pa.table({"v": pa.array(v, pa.int64()), "k": pa.array(k, pa.int8())}),
@@ -322,5 +322,5 @@ def test_exact_aggregates_on_every_engine(agents, client: Client, case) -> None:
 @pytest.mark.parametrize("engine", ["bpf-hot", "bpf-cold", "bcc"])
 def test_in_kernel_engines_answered_examples(agents, engine: str) -> None:
     """The property test above is a real test of the in-kernel engines, not of refusals."""
-    require_bpf(agents[0], "bcc" if engine == "bcc" else "bpf")
+    require_bpf(agents[0], engine)
     assert ANSWERED.get(engine, 0) >= (1 if engine == "bcc" else 3), ANSWERED

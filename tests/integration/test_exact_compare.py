@@ -86,7 +86,7 @@ def test_nanosecond_statistics_are_exact(client: Client, agents, nanos: str,
 
     from conftest import require_bpf
 
-    require_bpf(agents[0], "bcc" if engine == "bcc" else "bpf")
+    require_bpf(agents[0], engine)
     second = dt.datetime(1970, 1, 1, 0, 0, 1)
     for dataset, where in [("nanos", col("ts") > second), ("nanos_pair", col("ts").eq(second))]:
         got, report = _count(client, dataset, where, "sql", engine)
@@ -114,7 +114,7 @@ def test_negative_zero_min_max_is_positive_zero_on_every_engine(
     here every engine answers 0.0 so engines and partitions never disagree."""
     from conftest import require_bpf
 
-    require_bpf(agents[0], "bcc" if engine == "bcc" else "bpf")
+    require_bpf(agents[0], engine)
     try:
         result = client.aggregate("zeros", [min_("f"), max_("f"), min_("g"), max_("g")],
                                   where=where, dialect=dialect, engine=engine)
@@ -212,7 +212,7 @@ def test_random_comparisons_of_other_types_on_every_engine(client: Client, agent
     from bpfstore.contract.plan import Plan
     from conftest import require_bpf
 
-    require_bpf(agents[0], "bcc" if engine == "bcc" else "bpf")
+    require_bpf(agents[0], engine)
     ran = []
 
     @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
@@ -248,7 +248,7 @@ def test_a_test_every_value_passes_still_drops_null(client: Client, agents, engi
     from the bpf program, and its NULL rows counted."""
     from conftest import require_bpf
 
-    require_bpf(agents[0], "bcc" if engine == "bcc" else "bpf")
+    require_bpf(agents[0], engine)
     client.write("null_and_zero", pa.table({"x": pa.array([None, 0, None], pa.int8())}),
                  overwrite=True)
     got, report = _count(client, "null_and_zero", where, "sql", engine)
@@ -320,7 +320,7 @@ def test_column_against_column_runs_in_the_kernel(client: Client, agents, pairs:
     from bpfstore.contract.plan import Compare, CompareOp
     from conftest import require_bpf
 
-    require_bpf(agents[0], "bcc" if engine == "bcc" else "bpf")
+    require_bpf(agents[0], engine)
     where = Compare(CompareOp(op), col(left), col(right))
     if engine == "bcc" and left == "p":  # bcc's reads need one column that is not bits
         with pytest.raises(Unsupported, match="only bit-packed columns"):
@@ -339,7 +339,7 @@ def test_strings_of_one_dictionary_compare_codes(client: Client, agents, pairs: 
     from bpfstore.contract.plan import Compare, CompareOp
     from conftest import require_bpf
 
-    require_bpf(agents[0], "bcc" if engine == "bcc" else "bpf")
+    require_bpf(agents[0], engine)
     got, report = _count(client, pairs, Compare(CompareOp(op), col("s1"), col("s2")), dialect,
                          engine)
     assert got == _pair_expected("s1", op, "s2", dialect)
@@ -357,7 +357,7 @@ def test_column_against_column_refused_where_not_exact(client: Client, agents, p
     of two dictionaries, or their order, say nothing about the strings."""
     from conftest import require_bpf
 
-    require_bpf(agents[0], "bcc" if engine == "bcc" else "bpf")
+    require_bpf(agents[0], engine)
     with pytest.raises(Unsupported, match="overflow|compares|one dictionary"):
         _count(client, pairs, where, "sql", engine)
     assert _count(client, pairs, where, "sql", "auto")[0] == duckdb.connect().register(

@@ -147,9 +147,12 @@ def test_compressible_rows_move_fewer_bytes(agent: RunningAgent, compression: st
 
 
 def test_auto_is_uncompressed_on_loopback(agent: RunningAgent) -> None:
+    with Client([agent.address], transport=Transport(compression="auto")) as c:
+        assert c.transport.scan_compression(agent.address) == ""
     _, plain = scan(agent, "none", Query.scan("packed"))
     _, auto = scan(agent, "auto", Query.scan("packed"))
-    assert auto == plain
+    # the same IPC bytes; only the partition reports' timings (varints) may differ in size
+    assert abs(auto - plain) <= 16, (auto, plain)
 
 
 def _own_address() -> str | None:
