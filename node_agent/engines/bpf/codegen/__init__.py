@@ -38,7 +38,7 @@ Modules, one job each (each layer uses only the ones above it):
 - pairs: comparisons of one column with another;
 - expressions: the walkers over predicates and integer expressions;
 - keys: key sets as the equality windows of the keys a partition admits;
-- accumulators: COUNT / SUM / MIN / MAX, in registers or per group in the arena;
+- accumulators: COUNT / SUM / MIN / MAX, in registers or per group (arena, or a map value);
 - template: the data path's template with its holes filled, its settings, array layouts;
 - context: the ctypes mirror of a program's context, read from bpf/bpfstore.h.
 """
