@@ -142,7 +142,7 @@ class Engines:
                 return self.bpf.aggregate_one(plan, part, name.path)
             except (Unsupported, VerifierRejected) as exc:
                 if name is not EngineName.AUTO:  # forced: say why instead of quietly using arrow
-                    raise Unsupported(str(exc)) from None
+                    raise _refused(name, part, exc) from None
                 note = str(exc)
         # bcc: when forced, or for auto where the SYSCALL engine is unavailable
         if name is EngineName.BCC or (name is EngineName.AUTO and self.bpf is None
@@ -151,8 +151,14 @@ class Engines:
                 return self._bcc().aggregate_one(plan, part)
             except (Unsupported, VerifierRejected) as exc:
                 if name is not EngineName.AUTO:
-                    raise Unsupported(str(exc)) from None
+                    raise _refused(name, part, exc) from None
                 note = str(exc)
         result = self.arrow.aggregate_one(plan, part)
         result.report.note = note
         return result
+
+
+def _refused(name: EngineName, part: Partition, exc: Exception) -> Unsupported:
+    """A forced engine's refusal, naming the engine and the partition it refused."""
+    return Unsupported(f"engine {name.value!r} cannot run this plan on partition "
+                       f"{part.id or '?'}: {exc}")

@@ -135,8 +135,10 @@ def test_a_named_engine_that_cannot_run_the_plan_is_an_error(
     require_engine(executor.engines, "bpf")
     meta = storage.get("t")
     plan = _plan(meta, "bpf", aggregates=(sum_("y"),))
-    with pytest.raises(Unsupported, match="float"):
+    with pytest.raises(Unsupported, match="float") as refused:
         executor.aggregate(plan, meta)
+    first = meta.partitions[0].id  # the error names the engine and where it refused
+    assert f"engine 'bpf' cannot run this plan on partition {first}: " in str(refused.value)
 
 
 def test_a_missing_engine_is_refused_even_when_statistics_prune_every_partition(
