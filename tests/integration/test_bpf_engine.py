@@ -334,3 +334,41 @@ def test_group_by_dictionary_strings_and_string_equality(client: Client) -> None
         ours = list(zip(*[c.to_pylist() for c in got.columns], strict=True))
         assert_same_rows(ours, duckdb_answer(table, where, aggs, ["flag", "status"]), set(),
                          f"strings {where}")
+
+
+@pytest.mark.parametrize("engine", ["bpf-hot", "bpf-cold"])
+def test_every_one_of_4096_groups_with_wide_accumulators(client: Client, agents, engine) -> None:
+    """The most groups a program keeps (64 x 64), nine words each: every group's words
+    inside its run's accumulators (the cold path's map value holds GROUP_CAP = 8192 groups)."""
+    require_bpf(agents[0], engine)
+    rng = random.Random(4096)
+    n = 120_000
+    table = pa.table({"a": pa.array([rng.randrange(64) for _ in range(n)], pa.int16()),
+                      "b": pa.array([rng.randrange(64) for _ in range(n)], pa.int16()),
+                      "v": pa.array([rng.randrange(-(2**40), 2**40) for _ in range(n)]),
+                      "w": pa.array([None if rng.random() < 0.1 else rng.randrange(1000)
+                                     for _ in range(n)], pa.int32())})
+    client.write("groups4096", table, partition_rows=60_000, overwrite=True)
+    aggs = [count_star(), sum_("v"), min_("v"), max_("v"), count("w"), sum_("w")]
+    got, report = reported(client, "groups4096", aggs, group_by=["a", "b"], engine=engine)
+    assert {(p.engine, p.path) for p in report.partitions} == {("bpf", engine[4:])}
+    want = client.aggregate("groups4096", aggs, group_by=["a", "b"], engine="arrow")
+    assert got.num_rows == 4096
+    assert sorted(_rows(got)) == sorted(_rows(want))
+
+
+def test_group_accumulators_past_a_runs_share_are_refused_on_the_cold_path(
+        client: Client, agents) -> None:
+    """40 sums of 4096 groups need 5.3 MiB a run on the cold path (8192 groups x 81 words):
+    refused naming the limit, and auto answers on arrow."""
+    require_bpf(agents[0], "bpf-cold")
+    table = pa.table({"a": pa.array([i % 64 for i in range(8192)], pa.int16()),
+                      "b": pa.array([i // 128 for i in range(8192)], pa.int16()),
+                      "v": pa.array(range(8192), pa.int64())})
+    client.write("widegroups", table, overwrite=True)
+    aggs = [sum_(col("v") + k) for k in range(40)]
+    with pytest.raises(Unsupported, match="MiB of accumulators a run"):
+        client.aggregate("widegroups", aggs, group_by=["a", "b"], engine="bpf-cold")
+    auto = client.aggregate("widegroups", aggs, group_by=["a", "b"])
+    assert sorted(_rows(auto)) == sorted(_rows(client.aggregate(
+        "widegroups", aggs, group_by=["a", "b"], engine="arrow")))
