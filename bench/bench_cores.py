@@ -63,6 +63,15 @@ def measure(client: Client, name: str, engine: str, runs: int, clients: int,
     return {"median_s": statistics.median(times), "qps": sum(done) / seconds, "answer": answer}
 
 
+def available(client: Client) -> list[str]:
+    """The bpf paths of ENGINES the agent has; the others are named with the reason."""
+    statuses = {e["name"]: e for e in client.info()[0]["engines"]}
+    for name in ENGINES:
+        if not statuses[name]["available"]:
+            console.print(f"[yellow]{name} left out: {statuses[name]['reason']}[/]")
+    return [name for name in ENGINES if statuses[name]["available"]]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="TPC-H scale factor (1)")
@@ -86,10 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         with (running_agents(root, 1, env=env) as agents, Client(agents=agents) as client,
               console.status("ingesting")):
             client.write("lineitem", table, partition_rows=args.partition_rows)
+            engines = available(client)
+        results["engines"] = engines
         for threads in (1, cpus):
             with running_agents(root, 1, env=env, args=["--bpf-threads", str(threads)]) \
                     as agents, Client(agents=agents) as client:
-                for engine in ENGINES:
+                for engine in engines:
                     for name in NAMES:
                         with console.status(f"{name} on {engine}, {threads} bpf thread(s)"):
                             r = measure(client, name, engine, args.runs, cpus, args.seconds)
@@ -108,7 +119,7 @@ def show(results: dict[str, Any], cpus: int) -> None:
               "q/s, 1 thread", f"q/s, {cpus} threads", "throughput ×"):
         t.add_column(c, justify="left" if c in ("query", "engine") else "right")
     runs = results["runs"]
-    for engine in ENGINES:
+    for engine in results["engines"]:
         for name in NAMES:
             one, many = runs[f"{name} {engine} 1"], runs[f"{name} {engine} {cpus}"]
             t.add_row(name, engine, f"{one['median_s'] * 1e3:.1f} ms",
