@@ -455,6 +455,11 @@ def main(argv: list[str] | None = None) -> int:
         partitions = ingest(agents, parquet, args.partition_rows)
         with Client(agents) as c:
             info = c.info()
+        lacking = {e["name"]: e["reason"] for a in info for e in a["engines"]
+                   if not e["available"]}
+        for mode in [m for m in modes if m in lacking]:  # e.g. bpf-hot where arenas are refused
+            log(f"mode {mode} left out: {lacking[mode]}")
+            modes.remove(mode)
         for name in fronts_wanted:
             log(f"starting {name}")
             fronts.append({"spark": SparkFront, "dask": DaskFront}[name](
