@@ -205,6 +205,15 @@ def bench_full_scan(client: Client) -> dict[str, Any]:
     return out
 
 
+def available_engines(client: Client, names: tuple[str, ...]) -> list[str]:
+    """Those of `names` the (first) agent has; the others are printed with the reason."""
+    statuses = {e["name"]: e for e in client.info()[0]["engines"] if e["name"] in names}
+    for name, status in statuses.items():
+        if not status["available"]:
+            console.print(f"[yellow]{name} left out: {status['reason']}[/]")
+    return [name for name in names if statuses.get(name, {}).get("available")]
+
+
 def finish(results: dict[str, Any], diffs: list[str], filename: str) -> int:
     """Say every answer that differs from DuckDB, write the results under .bench/; the exit
     status (1 when an answer differs)."""
@@ -265,8 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             client.write("lineitem", table, partition_rows=args.partition_rows)
             ingest_s = time.perf_counter() - start
         console.print(f"ingested in {ingest_s:.1f} s ({table.num_rows / ingest_s:,.0f} rows/s)")
-        engines = ["arrow"] + [e["name"] for e in client.info()[0]["engines"]
-                               if e["name"] in ("bpf-hot", "bpf-cold", "bcc") and e["available"]]
+        engines = ["arrow", *available_engines(client, ("bpf-hot", "bpf-cold", "bcc"))]
         pushed: dict[str, dict[str, Any]] = {}
         for engine in engines:
             with console.status(f"pushdown ({engine} engine)"):

@@ -22,7 +22,7 @@ from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
-from bench_core import QUERIES, check, console, finish, lineitem_parquet
+from bench_core import QUERIES, available_engines, check, console, finish, lineitem_parquet
 from rich.table import Table
 
 from bpfstore.connector import Client
@@ -63,15 +63,6 @@ def measure(client: Client, name: str, engine: str, runs: int, clients: int,
     return {"median_s": statistics.median(times), "qps": sum(done) / seconds, "answer": answer}
 
 
-def available(client: Client) -> list[str]:
-    """The bpf paths of ENGINES the agent has; the others are named with the reason."""
-    statuses = {e["name"]: e for e in client.info()[0]["engines"]}
-    for name in ENGINES:
-        if not statuses[name]["available"]:
-            console.print(f"[yellow]{name} left out: {statuses[name]['reason']}[/]")
-    return [name for name in ENGINES if statuses[name]["available"]]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="TPC-H scale factor (1)")
@@ -95,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         with (running_agents(root, 1, env=env) as agents, Client(agents=agents) as client,
               console.status("ingesting")):
             client.write("lineitem", table, partition_rows=args.partition_rows)
-            engines = available(client)
+            engines = available_engines(client, ENGINES)
         results["engines"] = engines
         for threads in (1, cpus):
             with running_agents(root, 1, env=env, args=["--bpf-threads", str(threads)]) \

@@ -27,7 +27,7 @@ from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
-from bench_core import QUERIES, check, console, finish, lineitem_parquet
+from bench_core import QUERIES, available_engines, check, console, finish, lineitem_parquet
 from rich.table import Table
 
 from bpfstore.connector import Client, sum_
@@ -104,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         with running_agents(root, 1, env=env) as agents, Client(agents=agents) as client:
             with console.status(f"ingesting in {args.partition_rows:,}-row partitions"):
                 client.write("lineitem", table, partition_rows=args.partition_rows)
-            engines = [e["name"] for e in client.info()[0]["engines"]
-                       if e["name"] in ENGINES and e["available"]]
+            engines = available_engines(client, ENGINES)
             partitions = len(client.describe("lineitem").partitions)
         results["partitions"] = partitions
         for engine in engines:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -92,6 +93,7 @@ def _hot_path_needs_arenas(request: pytest.FixtureRequest) -> None:
             _require("bpf-hot", False, refusal, "bpf-hot")
 
 
+@functools.cache  # a property of the kernel: probed once a run
 def kernel_refuses_arenas() -> str:
     """Why this kernel makes no one-page BPF arena map ("" when it does, or when libbpf
     is missing: then the bpf engine as a whole is unavailable and the tests say so)."""

@@ -117,7 +117,7 @@ def totals_from_limb_sums(sums: Sequence[pa.Array | pa.ChunkedArray], t: pa.Data
         low = (s_i & _LOW32) + carry
         full[:, i] = low & _LOW32
         carry = (s_i >> 32) + (low >> 32)
-    out = full[:, :digits].copy()
+    out = full[:, :digits]
     negative = carry < 0
     extended = (full[:, digits:] == np.where(negative, _LOW32, 0)[:, None]).all(axis=1)
     # near or past the limit, or past the width (a carry left over, digits above the width
