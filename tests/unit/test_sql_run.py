@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pytest
 
 from bpfstore.connector.query import Query, QueryReport, Result
-from bpfstore.connector.sql import SqlError, run_sql, sql_path
+from bpfstore.connector.sql import SqlError, _duckdb, run_sql, sql_path
 from bpfstore.contract.errors import DatasetNotFound, Unsupported
 from bpfstore.contract.plan import (
     AggFunc,
@@ -277,3 +278,21 @@ def test_bad_sql_fails_before_any_data_moves() -> None:
     with pytest.raises(DatasetNotFound):
         run_sql(client, "select count(*) from other")
     assert client.calls == []
+
+
+def test_each_query_sees_only_its_own_tables() -> None:
+    """Queries share one DuckDB database (a new one per query cost ~25 ms) but each sees only
+    the tables given to it, even when threads run queries over tables of the same name at once,
+    and never a file."""
+    def answer(n: int) -> list[Any]:
+        t = pa.table({"x": pa.array(range(n), pa.int64())})
+        return _duckdb("select count(*), sum(x) from t", {"t": t}).to_pylist()
+
+    with ThreadPoolExecutor(4) as pool:
+        sizes = [n % 7 + 1 for n in range(64)]
+        got = list(pool.map(answer, sizes))
+    assert got == [[{"count_star()": n, "sum(x)": n * (n - 1) // 2}] for n in sizes]
+    with pytest.raises(SqlError, match="t"):
+        _duckdb("select * from t", {})  # the tables of earlier queries are gone
+    with pytest.raises(SqlError):
+        _duckdb("select * from read_csv('/etc/passwd')", {})
