@@ -160,3 +160,26 @@ def test_overwrite_replaces_everywhere(client: Client) -> None:
     client.write("ow", _table(30), partition_rows=30, overwrite=True)  # lands on one agent only
     assert client.aggregate("ow", [count_star()]).column(0)[0].as_py() == 30
     assert client.drop("ow")
+
+
+def test_descriptions_follow_every_write(client: Client) -> None:
+    """The agents keep each version's description built: each write, drop and re-create must
+    still be described as it is, statistics included, and the same version alike each time."""
+    def described(name: str) -> list[tuple[int, int | None, int | None]]:
+        d = client.describe(name)
+        return sorted((p.rows, p.stats["i"].get("min"), p.stats["i"].get("max"))
+                      for p in d.partitions)
+
+    client.write("dv", _table(100), partition_rows=50, overwrite=True)
+    first = described("dv")
+    assert first == [(50, 0, 49), (50, 50, 99)]
+    assert described("dv") == first and client.describe("dv") == client.describe("dv")
+    client.write("dv", pa.table({"k": ["x"], "v": pa.array([D.Decimal(1)], pa.decimal128(12, 2)),
+                                 "i": [-5]}))  # appends a partition
+    assert described("dv") == [(1, -5, -5), *first]
+    client.write("dv", _table(30), partition_rows=30, overwrite=True)
+    assert described("dv") == [(30, 0, 29)]
+    assert client.drop("dv")
+    client.write("dv", _table(7).set_column(2, "i", pa.array(range(100, 107))))
+    assert described("dv") == [(7, 100, 106)]
+    assert client.drop("dv")
