@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import decimal
+import functools
 from typing import Any
 
 import pyarrow as pa
@@ -65,6 +66,7 @@ _INT_DIGITS = {8: 3, 16: 5, 32: 10, 64: 19}
 TIMESTAMP_UNIT_NS = epoch.UNIT_NS
 
 
+@functools.lru_cache(maxsize=4096)  # called per column, partition and check: ~10 us each
 def logical_type(t: pa.DataType) -> pa.DataType:
     """The type a user sees: dictionary-encoded strings are strings, decimal64 is decimal128."""
     if pa.types.is_dictionary(t):

@@ -182,6 +182,9 @@ class BpfEngine:
         refusal = libbpf.arena_refusal() if arena_bytes > 0 and self.paths["hot"] else ""
         if refusal:  # name the cause: the load itself only says "not permitted"
             self.paths["hot"] = f"{refusal}: the hot path keeps its columns in one"
+        for path, why in self.paths.items():
+            if why:
+                log.warning("bpf %s path unavailable: %s", path, why)
         if all(self.paths.values()):
             reasons = set(self.paths.values())
             raise Unsupported(reasons.pop() if len(reasons) == 1 else
@@ -446,7 +449,6 @@ class BpfEngine:
             got = self.aggregate_one(plan, Partition.of(table, stats, ("probe",)),
                                      path).partials.to_pylist()
         except (Unsupported, VerifierRejected, OSError) as exc:
-            log.warning("bpf %s path unavailable: %s", path, exc)
             return str(exc)
         want = [{"__agg_0": 4, "__agg_1": decimal.Decimal(2**62 + 21)}]
         if got != want:

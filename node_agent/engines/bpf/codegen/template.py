@@ -3,6 +3,7 @@ layout of the arrays a program reads on each path (arena, copied chunks, bcc's r
 
 from __future__ import annotations
 
+import functools
 import re
 from importlib import resources
 
@@ -33,10 +34,16 @@ class TemplateError(Exception):
     never a reason to fall back."""
 
 
+@functools.cache
+def _template(name: str) -> str:
+    """A template's text, read once (it ships with the package)."""
+    return (resources.files("bpfstore.bpf") / name).read_text()
+
+
 def fill(c: Compiler, path: str) -> tuple[str, dict[str, str]]:
     """The template of the data path with its holes filled, and its settings (-D)."""
     template = TEMPLATES[path]
-    source = (resources.files("bpfstore.bpf") / template).read_text()
+    source = _template(template)
     holes = {"CTX": "\n    ".join(f"{kind} {name};" for name, kind in c.p.fields),
              "SETUP": "\n    ".join(c.setup),
              "PREDICATE": "\n            ".join(c.predicate),
