@@ -50,6 +50,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dask-variants", default="",
                    help="more read_bpfstore runs, NAME=OPTION:VALUE,... (e.g. "
                         "'no-join-pushdown=join_pushdown:false')")
+    p.add_argument("--spark-variants", default="",
+                   help="more Spark runs with options on every bpfstore view, "
+                        "NAME=OPTION:VALUE,... (e.g. 'task-per-partition=rowsPerTask:1')")
     p.add_argument("--out", type=Path, default=None,
                    help="results stem (default docs/benchmarks/tpch-sf<SF>)")
     return p.parse_args(argv)
@@ -150,16 +153,21 @@ def compared(t: Any, frontend: str, name: str, ours: Callable[[], Any],
     return result
 
 
-def bench_spark(t: Any, data: Any, agents: Agents, names: list[str], runs: int
-                ) -> list[dict[str, Any]]:
+def bench_spark(t: Any, data: Any, agents: Agents, names: list[str], runs: int,
+                variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     from spark_support import rows, spark_session
 
     spark = spark_session()
     joined = ",".join(agents.addresses)
-    views = {"bpfstore": {n: spark.read.format("bpfstore").option("agents", joined).load(n)
-                          for n in t.TABLES},
+
+    def bpfstore(options: dict[str, Any]) -> dict[str, Any]:
+        return {n: spark.read.format("bpfstore").options(agents=joined, **options).load(n)
+                for n in t.TABLES}
+
+    views = {"bpfstore": bpfstore({}),
              "parquet": {n: spark.read.parquet(str(data.split_dir("parquet") / n))
-                         for n in t.TABLES}}
+                         for n in t.TABLES},
+             **{variant: bpfstore(options) for variant, options in variants.items()}}
 
     def run(kind: str, text: str) -> list[tuple]:
         for name, df in views[kind].items():
@@ -169,9 +177,11 @@ def bench_spark(t: Any, data: Any, agents: Agents, names: list[str], runs: int
     out = []
     for name in names:
         text = t.query(name)
-        out.append(compared(t, "spark", name, lambda text=text: run("bpfstore", text),
-                            lambda text=text: run("parquet", text), runs,
-                            agents.bytes_returned))
+        for kind in ["bpfstore", *variants]:
+            frontend = "spark" if kind == "bpfstore" else f"spark {kind}"
+            out.append(compared(t, frontend, name, lambda kind=kind, text=text: run(kind, text),
+                                lambda text=text: run("parquet", text), runs,
+                                agents.bytes_returned))
     return out
 
 
@@ -306,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"agents' engines: {engines}", flush=True)
         frontends = args.frontends.split(",")
         if "spark" in frontends:
-            results += bench_spark(t, data, agents, names, args.runs)
+            results += bench_spark(t, data, agents, names, args.runs,
+                                   variants_of(args.spark_variants))
         if "dask" in frontends:
             results += bench_dask(t, data, agents, names, args.runs,
                                   variants_of(args.dask_variants))

@@ -311,7 +311,14 @@ class Client:
     def scan(self, dataset: str, columns: Sequence[str] | None = None,
              where: Expr | None = None, dialect: str | Dialect = Dialect.SQL) -> Stream:
         """The rows batch by batch as they arrive, with their report on the stream."""
-        return Stream(self, Query.scan(dataset, columns, where, dialect=dialect))
+        return self.stream(Query.scan(dataset, columns, where, dialect=dialect))
+
+    def stream(self, query: Query, desc: DatasetDescription | None = None) -> Stream:
+        """A scan query's batches as they arrive (`desc`: the description to plan it with, as
+        for `run`; by default the dataset is described first)."""
+        if query.mode != "scan":
+            raise PlanInvalid(f"only a scan streams its rows, not {query.mode!r}")
+        return Stream(self, query, desc)
 
     def sql(self, text: str, engine: str = "auto") -> pa.Table:
         """`run_sql(self, text).table` (`bpfstore.connector.sql`)."""
@@ -334,15 +341,18 @@ class Client:
         return Result(merged if query.finishers is None else
                       finish(merged, bound, query.finishers), report)
 
-    def _stream(self, query: Query, report: QueryReport) -> Iterator[pa.RecordBatch]:
+    def _stream(self, query: Query, report: QueryReport, given: DatasetDescription | None
+                ) -> Iterator[pa.RecordBatch]:
         """A scan's batches as they come; planned again when the pinned version goes away
         before the first batch (after it, the error is raised: rows of two versions are never
-        mixed)."""
+        mixed). With `given` (as `run`'s `desc`: Spark's tasks) it reads that snapshot or
+        fails with VersionGone."""
         started = time.perf_counter()
         for attempt in range(REPLANS):
             yielded = False
             try:
-                desc = only_partitions(self.describe(query.plan.dataset), query.plan.partitions)
+                desc = only_partitions(given or self.describe(query.plan.dataset),
+                                       query.plan.partitions)
                 bind_plan(query.plan, desc.stored_schema)
                 for _, batches in self._fan_out(query.plan, desc, report, aggregate=False,
                                                 per_agent=query.per_agent):
@@ -352,7 +362,7 @@ class Client:
                         yield batch
                 return
             except VersionGone:
-                if yielded or attempt + 1 == REPLANS:
+                if yielded or given is not None or attempt + 1 == REPLANS:
                     raise
                 report.partitions.clear()  # the report tells of the attempt that answers
                 report.failovers.clear()
@@ -627,9 +637,10 @@ class Stream:
     """`Client.scan`: iterate for the batches; `report` is this scan's, complete once the
     batches are exhausted."""
 
-    def __init__(self, client: Client, query: Query) -> None:
+    def __init__(self, client: Client, query: Query, desc: DatasetDescription | None = None
+                 ) -> None:
         self.report = QueryReport(query.mode, query.plan.dataset)
-        self._batches = client._stream(query, self.report)
+        self._batches = client._stream(query, self.report, desc)
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         return self._batches

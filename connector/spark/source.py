@@ -6,10 +6,12 @@ Two read modes, chosen by options:
   schema (the extension passes a pruned schema);
 - aggregate (`bpfstore.agg`, set only by the extension): partial aggregates in Spark's
   buffer types, which Spark then merges.
-A row scan has one Spark input partition per bpfstore partition. An aggregate groups up to
-`partitionsPerTask` (default 16) partitions of one agent into a task: each task then returns
-a few bytes, and Spark's cost per task would otherwise outweigh the agents' work: TPC-H Q6
-at SF10 (60 partitions on 3 agents) took 5.1 s in 60 tasks and 1.2 s in 6 (`local[2]`).
+Spark pays 35-65 ms of wall time per task on 2 cores, so a task reads several partitions of
+one agent: an aggregate up to `partitionsPerTask` (default 16; each returns a few bytes:
+TPC-H Q6 at SF10, 60 partitions on 3 agents, took 5.1 s in 60 tasks and 1.2 s in 6,
+`local[2]`), a row scan about `rowsPerTask` rows (default 1,000,000, as many partitions as
+hold that many on average; 1 partition a task at least), read in one scan whose batches are
+yielded as they arrive.
 Options arrive in a case-insensitive dict (lower-cased keys): never `dict()` it.
 """
 
@@ -52,6 +54,7 @@ from .types import arrow_schema, conform, spark_schema
 
 NAME = "bpfstore"
 PARTITIONS_PER_TASK = 16
+ROWS_PER_TASK = 1_000_000
 TRANSPORT_OPTIONS = ("tlsCa", "tlsCert", "tlsKey", "tlsServerName", "tls", "token",
                      "compression")
 
@@ -80,7 +83,7 @@ def _dataset(options: Any) -> str:
 
 @dataclass(frozen=True)
 class BpfstorePartition(InputPartition):  # type: ignore[misc]
-    pids: tuple[str, ...]  # one for a row scan; up to partitionsPerTask for an aggregate
+    pids: tuple[str, ...]  # up to partitionsPerTask (aggregate), about rowsPerTask rows (scan)
     agents: tuple[str, ...]  # replicas holding them, tried in order
     # their description, made once on the driver: tasks then describe nothing themselves
     # (every task describing the whole dataset cost more bytes than the partials)
@@ -93,10 +96,12 @@ class BpfstoreDataSource(DataSource):  # type: ignore[misc]
     "auto" by default, "arrow", "bpf", ...); `pushFilters` ("true" needs
     spark.sql.python.filterPushdown.enabled; the extension sets both); for writes
     `partitionRows` (default 1000000); `partitionsPerTask` (aggregates: bpfstore partitions
-    of one agent per Spark task, default 16); TLS and tenants: `tlsCa`, `tlsCert`, `tlsKey`,
-    `tlsServerName`, `tls` ("true": the system's CAs), `token` (Spark redacts options named
-    *token* in plans); `compression` of scanned rows ("auto" by default: lz4 from agents not
-    on loopback; "none", "lz4", "zstd"). A schema given with `.schema(...)` prunes columns."""
+    of one agent per Spark task, default 16); `rowsPerTask` (row scans: about how many rows
+    of one agent a Spark task reads, default 1000000); TLS and tenants: `tlsCa`, `tlsCert`,
+    `tlsKey`, `tlsServerName`, `tls` ("true": the system's CAs), `token` (Spark redacts
+    options named *token* in plans); `compression` of scanned rows ("auto" by default: lz4
+    from agents not on loopback; "none", "lz4", "zstd"). A schema given with `.schema(...)`
+    prunes columns."""
 
     @classmethod
     def name(cls) -> str:
@@ -134,7 +139,8 @@ class BpfstoreReader(DataSourceReader):  # type: ignore[misc]
         self.spec = AggSpec.parse(agg) if agg else None
         self.where: Expr | None = filter_from_option(_option(options, "bpfstore.filter"))
         self.engine = EngineName.parse(_option(options, "engine", "auto") or "auto")
-        self.per_task = _per_task(options)
+        self.per_task = _per_task(options, "partitionsPerTask", PARTITIONS_PER_TASK)
+        self.rows_per_task = _per_task(options, "rowsPerTask", ROWS_PER_TASK)
         self.desc: DatasetDescription | None = None
 
     def _describe(self) -> DatasetDescription:
@@ -144,8 +150,12 @@ class BpfstoreReader(DataSourceReader):  # type: ignore[misc]
 
     def partitions(self) -> list[BpfstorePartition]:
         desc = self._describe()
-        groups = (task_groups(desc.partitions, self.per_task) if self.spec is not None
-                  else [[p] for p in desc.partitions])
+        if self.spec is not None:
+            per_task = self.per_task
+        else:  # as many partitions as hold rowsPerTask rows on average
+            average = desc.rows / max(len(desc.partitions), 1)
+            per_task = max(1, int(self.rows_per_task // max(average, 1)))
+        groups = task_groups(desc.partitions, per_task)
         return [BpfstorePartition(tuple(p.id for p in g), g[0].agents,
                                   only_partitions(desc, [p.id for p in g]))
                 for g in groups]
@@ -163,11 +173,11 @@ class BpfstoreReader(DataSourceReader):  # type: ignore[misc]
             if result.table.num_rows:
                 yield to_buffers(result.table, self.spec, self.target)
             return
-        rows = client.run(Query.scan(self.dataset, self.target.names, self.where,
-                                     partitions=partition.pids, dialect=Dialect.SQL), desc)
-        _log_report(rows.report, started)
-        for batch in rows.table.to_batches(max_chunksize=1 << 20):
+        rows = client.stream(Query.scan(self.dataset, self.target.names, self.where,
+                                        partitions=partition.pids, dialect=Dialect.SQL), desc)
+        for batch in rows:
             yield conform(batch, self.target)
+        _log_report(rows.report, started)
 
     def _partials(self, aggs: Sequence[Aggregate], where: Expr | None, by: Sequence[str],
                   pids: Sequence[str]) -> Query:
@@ -175,14 +185,14 @@ class BpfstoreReader(DataSourceReader):  # type: ignore[misc]
                               dialect=Dialect.SQL, engine=self.engine)
 
 
-def _per_task(options: Any) -> int:
-    text = _option(options, "partitionsPerTask", str(PARTITIONS_PER_TASK)) or ""
+def _per_task(options: Any, name: str, default: int) -> int:
+    text = _option(options, name, str(default)) or ""
     try:
         n = int(text)
     except ValueError:
         n = 0
     if n < 1:
-        raise PlanInvalid(f"option partitionsPerTask must be a whole number >= 1, not {text!r}")
+        raise PlanInvalid(f"option {name} must be a whole number >= 1, not {text!r}")
     return n
 
 

@@ -273,6 +273,32 @@ def test_aggregate_tasks_group_partitions_of_one_agent(env) -> None:
         bad.agg({"d": "sum"}).collect()
 
 
+def test_row_scan_tasks_read_several_partitions_of_one_agent(env) -> None:
+    """12 partitions of 250 rows on 3 agents: by default a row scan is one Spark task per
+    agent; `rowsPerTask` splits them (500: 2 partitions a task, 1: one each); every layout
+    reads the same rows, in each task in partition order."""
+    from pyspark.errors import PySparkException
+
+    spark = env["spark"]
+
+    def scan(rows_per_task: str | None) -> Any:
+        reader = spark.read.format("bpfstore").option("agents", env["addresses"])
+        if rows_per_task is not None:
+            reader = reader.option("rowsPerTask", rows_per_task)
+        return reader.load("spark_mixed").select("id", "d", "k")
+
+    expected = rows(env["plain"].select("id", "d", "k"))
+    for rows_per_task, tasks in ((None, 3), ("500", 6), ("1", 12)):
+        df = scan(rows_per_task)
+        assert df.rdd.getNumPartitions() == tasks, rows_per_task
+        got = rows(df)
+        assert sorted(got) == sorted(expected) and len(got) == N, rows_per_task
+        per_task = df.rdd.mapPartitions(lambda it: [[r.id for r in it]]).collect()
+        assert all(ids == sorted(ids) for ids in per_task)  # partition order inside a task
+    with pytest.raises(PySparkException, match="rowsPerTask must be a whole number"):
+        scan("0").collect()
+
+
 def test_stale_reader_guard(env) -> None:
     """Spark 4.1-4.3 reuse the reader (with its accepted filters) of an earlier query on the
     same DataFrame when a later query pushes nothing. The extension's guard must prevent it;
