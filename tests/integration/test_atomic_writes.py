@@ -344,6 +344,9 @@ def test_query_pins_its_version_and_replans_when_it_is_gone(trio, monkeypatch) -
         assert tuple(got.to_pylist()[0].values()) == _fingerprint(old)
         rows = c.run(Query.scan("p", partitions=[p.id for p in pinned.partitions]), pinned).table
         assert _rows(rows) == _rows(old)
+        streamed = c.stream(Query.scan("p"), pinned)  # Spark's tasks: the driver's snapshot
+        assert _rows(pa.Table.from_batches(list(streamed))) == _rows(old)
+        assert len(streamed.report.partitions) == len(pinned.partitions)
 
         def gone() -> bool:
             try:
@@ -354,6 +357,8 @@ def test_query_pins_its_version_and_replans_when_it_is_gone(trio, monkeypatch) -
             return False
 
         wait_for(gone, what="the old version to go")
+        with pytest.raises(VersionGone):  # a stream of a given snapshot never re-plans
+            list(c.stream(Query.scan("p"), pinned))
         fresh, calls = c.describe, []
 
         def describe(name: str):  # type: ignore[no-untyped-def]
