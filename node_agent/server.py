@@ -190,7 +190,8 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                     raise
                 # A first write, prepared here and perhaps committed elsewhere: say so.
                 meta = DatasetMeta(request.dataset, pending.meta.schema, 0, "", [])
-            info = self._described(meta)
+            info = _dataset_info(meta, with_stats=False) if request.without_statistics \
+                else self._described(meta)
             if pending is not None and pending.meta.version > meta.version:
                 info.pending_version, info.pending_txn = pending.meta.version, pending.txn
             return info

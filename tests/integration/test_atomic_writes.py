@@ -361,9 +361,9 @@ def test_query_pins_its_version_and_replans_when_it_is_gone(trio, monkeypatch) -
             list(c.stream(Query.scan("p"), pinned))
         fresh, calls = c.describe, []
 
-        def describe(name: str):  # type: ignore[no-untyped-def]
+        def describe(name: str, statistics: bool = True):  # type: ignore[no-untyped-def]
             calls.append(name)
-            return pinned if len(calls) == 1 else fresh(name)
+            return pinned if len(calls) == 1 else fresh(name, statistics)
 
         monkeypatch.setattr(c, "describe", describe)
         got = c.aggregate("p", [count_star(), sum_("i"), sum_("v")])

@@ -57,7 +57,7 @@ def test_agent_dies_between_describe_and_query(three, monkeypatch) -> None:
     with Client([a.address for a in three]) as c:
         c.write("t", _table(), partition_rows=100, replicas=2)
         desc = c.describe("t")
-        monkeypatch.setattr(c, "describe", lambda name: desc)  # the agent dies after describe
+        monkeypatch.setattr(c, "describe", lambda name, statistics=True: desc)  # then it dies
         three[0].stop()
         result = c.run(Query.aggregate("t", [count_star(), sum_("i")]))
         assert result.table.to_pylist() == [

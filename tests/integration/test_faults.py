@@ -135,7 +135,7 @@ def test_agent_killed_between_describe_and_query_fails_over(three, monkeypatch) 
     with Client([a.address for a in three]) as c:
         c.write("t", _data(20_000), partition_rows=2000, replicas=2)
         desc = c.describe("t")
-        monkeypatch.setattr(c, "describe", lambda name: desc)  # it dies after describe
+        monkeypatch.setattr(c, "describe", lambda name, statistics=True: desc)  # then it dies
         three[1].kill()
         got = c.run(Query.aggregate("t", [count_star(), sum_("i")]))
         assert got.table.to_pylist() == [{"count(*)": 20_000, "sum(i)": sum(range(20_000))}]
@@ -152,7 +152,7 @@ def test_no_replica_left_names_the_missing_partitions(three, monkeypatch) -> Non
         with pytest.raises(PartitionUnavailable) as before_describe:
             c.aggregate("t", [count_star()])
         assert three[2].address in str(before_describe.value)
-        monkeypatch.setattr(c, "describe", lambda name: desc)  # it dies after describe
+        monkeypatch.setattr(c, "describe", lambda name, statistics=True: desc)  # then it dies
         with pytest.raises(PartitionUnavailable) as during:
             c.aggregate("t", [count_star()])
         assert sorted(during.value.partitions) == held

@@ -7,8 +7,8 @@ only a bounded part of the scan in the agent until the watchdog drops it."""
 from __future__ import annotations
 
 import time
-from decimal import Decimal
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import grpc
@@ -90,6 +90,18 @@ def test_the_client_splits_packed_chunks_into_partitions_and_reports(agent, monk
         result = c.run(Query.scan("t", ["i", "s"], col("i") >= 5_500))
         assert result.table.to_pydict() == DATA.slice(5_500).to_pydict()
         assert len(result.report.partitions) == ROWS // PARTITION_ROWS
+
+
+def test_a_describe_without_statistics_has_the_same_partitions_and_versions(agent) -> None:
+    """What a query describes (`statistics=False`): the same snapshot, no column statistics;
+    a plain describe (the planners', and any older client's) still has them."""
+    with Client([agent.address], timeout=30) as c:
+        full, bare = c.describe("t"), c.describe("t", statistics=False)
+    assert [(p.id, p.rows, p.agents) for p in bare.partitions] == \
+        [(p.id, p.rows, p.agents) for p in full.partitions]
+    assert bare.versions == full.versions and bare.schema == full.schema
+    assert all(not p.stats for p in bare.partitions)
+    assert full.partitions[0].stats["i"]["min"] == 0
 
 
 def test_stored_decimals_come_back_exact_at_their_precision(agent) -> None:

@@ -62,12 +62,14 @@ class ListDatasetsResponse(_message.Message):
     def __init__(self, datasets: _Optional[_Iterable[_Union[DatasetInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DescribeDatasetRequest(_message.Message):
-    __slots__ = ("dataset", "version")
+    __slots__ = ("dataset", "version", "without_statistics")
     DATASET_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    WITHOUT_STATISTICS_FIELD_NUMBER: _ClassVar[int]
     dataset: str
     version: int
-    def __init__(self, dataset: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+    without_statistics: bool
+    def __init__(self, dataset: _Optional[str] = ..., version: _Optional[int] = ..., without_statistics: _Optional[bool] = ...) -> None: ...
 
 class ColumnStats(_message.Message):
     __slots__ = ("column", "null_count", "min", "max", "has_nan")
