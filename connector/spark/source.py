@@ -112,7 +112,7 @@ class BpfstoreDataSource(DataSource):  # type: ignore[misc]
 
     def schema(self):  # noqa: ANN201 - a pyspark StructType
         desc = client_for(self._agents(), transport_from_options(self.options)).describe(
-            _dataset(self.options))
+            _dataset(self.options), statistics=False)
         return spark_schema(desc.schema)
 
     def reader(self, schema) -> DataSourceReader:  # noqa: ANN001
@@ -145,7 +145,9 @@ class BpfstoreReader(DataSourceReader):  # type: ignore[misc]
 
     def _describe(self) -> DatasetDescription:
         if self.desc is None:
-            self.desc = client_for(self.agents, self.transport).describe(self.dataset)
+            # no column statistics: the agents prune, and each task is sent its part of this
+            self.desc = client_for(self.agents, self.transport).describe(self.dataset,
+                                                                         statistics=False)
         return self.desc
 
     def partitions(self) -> list[BpfstorePartition]:
