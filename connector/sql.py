@@ -649,7 +649,9 @@ def _integer_sum(call: Aggregate | Avg, schema: pa.Schema) -> bool:
     return t is not None and (pa.types.is_integer(t) or pa.types.is_boolean(t))
 
 
-_DATABASE: dict[int, duckdb.DuckDBPyConnection] = {}  # one per process (after a fork, anew)
+# One per process id: a forked child opens its own (and never closes the parent's copy, whose
+# threads it does not have)
+_DATABASE: dict[int, duckdb.DuckDBPyConnection] = {}
 _DATABASE_LOCK = threading.Lock()
 
 
@@ -660,7 +662,6 @@ def _cursor() -> duckdb.DuckDBPyConnection:
     with _DATABASE_LOCK:
         pid = os.getpid()
         if pid not in _DATABASE:
-            _DATABASE.clear()
             _DATABASE[pid] = duckdb.connect(config={"enable_external_access": False})
         return _DATABASE[pid].cursor()
 

@@ -44,7 +44,8 @@ from .stats import decode
 from .storage import LOCAL_TXN, Storage
 
 log = logging.getLogger("bpfstore.agent")
-DESCRIBED_BYTES = 64 << 20  # DatasetInfos kept built for DescribeDataset (recent versions)
+DESCRIBED_BYTES = 64 << 20  # DatasetInfos kept built for DescribeDataset (recent versions) ...
+DESCRIBED_VERSIONS = 256  # ... and at most this many
 LIST_PAGE = 100  # datasets of a ListDatasets page when the request names no page_size ...
 LIST_PAGE_MAX = 1000  # ... and at most, whatever it asks
 LIST_PAGE_BYTES = 4 << 20  # a page ends early past this (catalogs with many partitions)
@@ -130,10 +131,11 @@ class AgentService(agent_pb2_grpc.AgentServicer):
             cached = _dataset_info(meta, with_stats=True)
             size = cached.ByteSize()
             with self._infos_lock:
-                if id(meta) not in self._infos and size <= DESCRIBED_BYTES:
+                # (a first write's stand-in meta is made anew each time: not worth keeping)
+                if meta.partitions and id(meta) not in self._infos and size <= DESCRIBED_BYTES:
                     self._infos[id(meta)] = (meta, cached, size)
                     self._infos_bytes += size
-                while self._infos_bytes > DESCRIBED_BYTES:
+                while self._infos_bytes > DESCRIBED_BYTES or len(self._infos) > DESCRIBED_VERSIONS:
                     self._infos_bytes -= self._infos.popitem(last=False)[1][2]
         info = pb.DatasetInfo()
         info.CopyFrom(cached)
