@@ -594,13 +594,13 @@ def _implied(node: exp.Expression, alias: str, names: _Names, schema: pa.Schema)
 
 def _describe_dataset(client: Any, name: str) -> tuple[str, Any]:
     """The dataset's real name and description; like DuckDB, the name's case need not match."""
-    try:
-        return name, client.describe(name)
+    try:  # no column statistics: the agents prune, and the plan needs only the schema
+        return name, client.describe(name, statistics=False)
     except DatasetNotFound:
         matches = [d for d in client.datasets() if d.name.lower() == name.lower()]
         if len(matches) != 1:
             raise
-        return matches[0].name, client.describe(matches[0].name)  # with its statistics
+        return matches[0].name, client.describe(matches[0].name, statistics=False)
 
 
 def _run_pushdown(client: Any, query: SqlQuery, schema: pa.Schema, engine: EngineName,

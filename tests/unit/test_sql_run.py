@@ -102,7 +102,7 @@ class FakeClient:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.describes = 0
 
-    def describe(self, name: str) -> Any:
+    def describe(self, name: str, statistics: bool = True) -> Any:
         self.describes += 1
         if name not in self.tables:
             raise DatasetNotFound(f"no dataset named {name!r}")
