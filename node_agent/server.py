@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
@@ -44,8 +43,6 @@ from .stats import decode
 from .storage import LOCAL_TXN, Storage
 
 log = logging.getLogger("bpfstore.agent")
-DESCRIBED_BYTES = 64 << 20  # DatasetInfos kept built for DescribeDataset (recent versions) ...
-DESCRIBED_VERSIONS = 256  # ... and at most this many
 LIST_PAGE = 100  # datasets of a ListDatasets page when the request names no page_size ...
 LIST_PAGE_MAX = 1000  # ... and at most, whatever it asks
 LIST_PAGE_BYTES = 4 << 20  # a page ends early past this (catalogs with many partitions)
@@ -111,35 +108,6 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         # pay that at start rather than in the first query.
         pa.array([0])
         self.resolver = WriteResolver(self.storage, config)
-        # id(meta) -> (meta, its DatasetInfo with statistics, size): a version's metadata never
-        # changes and building 61 partitions' statistics took 12 % of a warm Q6's agent time
-        self._infos: collections.OrderedDict[int, tuple[DatasetMeta, pb.DatasetInfo, int]] = \
-            collections.OrderedDict()
-        self._infos_bytes = 0  # their encoded sizes, at most DESCRIBED_BYTES
-        self._infos_lock = threading.Lock()
-
-    def _described(self, meta: DatasetMeta) -> pb.DatasetInfo:
-        """A fresh copy of the version's DatasetInfo with statistics (callers may add to it)."""
-        with self._infos_lock:
-            hit = self._infos.get(id(meta))
-            if hit is not None and hit[0] is meta:  # the same object, not a reused id
-                self._infos.move_to_end(id(meta))
-                cached = hit[1]
-            else:
-                cached = None
-        if cached is None:
-            cached = _dataset_info(meta, with_stats=True)
-            size = cached.ByteSize()
-            with self._infos_lock:
-                # (a first write's stand-in meta is made anew each time: not worth keeping)
-                if meta.partitions and id(meta) not in self._infos and size <= DESCRIBED_BYTES:
-                    self._infos[id(meta)] = (meta, cached, size)
-                    self._infos_bytes += size
-                while self._infos_bytes > DESCRIBED_BYTES or len(self._infos) > DESCRIBED_VERSIONS:
-                    self._infos_bytes -= self._infos.popitem(last=False)[1][2]
-        info = pb.DatasetInfo()
-        info.CopyFrom(cached)
-        return info
 
     # -- metadata ------------------------------------------------------------------------
 
@@ -192,8 +160,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                     raise
                 # A first write, prepared here and perhaps committed elsewhere: say so.
                 meta = DatasetMeta(request.dataset, pending.meta.schema, 0, "", [])
-            info = _dataset_info(meta, with_stats=False) if request.without_statistics \
-                else self._described(meta)
+            info = _dataset_info(meta, with_stats=not request.without_statistics)
             if pending is not None and pending.meta.version > meta.version:
                 info.pending_version, info.pending_txn = pending.meta.version, pending.txn
             return info

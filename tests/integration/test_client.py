@@ -163,8 +163,8 @@ def test_overwrite_replaces_everywhere(client: Client) -> None:
 
 
 def test_descriptions_follow_every_write(client: Client) -> None:
-    """The agents keep each version's description built: each write, drop and re-create must
-    still be described as it is, statistics included, and the same version alike each time."""
+    """Each write, drop and re-create is described as it is, statistics included, and the
+    same version alike each time."""
     def described(name: str) -> list[tuple[int, int | None, int | None]]:
         d = client.describe(name)
         return sorted((p.rows, p.stats["i"].get("min"), p.stats["i"].get("max"))
