@@ -51,8 +51,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="more read_bpfstore runs, NAME=OPTION:VALUE,... (e.g. "
                         "'no-join-pushdown=join_pushdown:false')")
     p.add_argument("--spark-variants", default="",
-                   help="more Spark runs with options on every bpfstore view, "
-                        "NAME=OPTION:VALUE,... (e.g. 'task-per-partition=rowsPerTask:1')")
+                   help="more Spark runs with options on every bpfstore view or spark.* "
+                        "settings, NAME=OPTION:VALUE,... (e.g. 'task-per-partition="
+                        "rowsPerTask:1', 'no-join-pushdown=spark.bpfstore.pushdown.joins:false')")
     p.add_argument("--out", type=Path, default=None,
                    help="results stem (default docs/benchmarks/tpch-sf<SF>)")
     return p.parse_args(argv)
@@ -161,8 +162,14 @@ def bench_spark(t: Any, data: Any, agents: Agents, names: list[str], runs: int,
     joined = ",".join(agents.addresses)
 
     def bpfstore(options: dict[str, Any]) -> dict[str, Any]:
+        options = {k: v for k, v in options.items() if not k.startswith("spark.")}
         return {n: spark.read.format("bpfstore").options(agents=joined, **options).load(n)
                 for n in t.TABLES}
+
+    def spark_settings(kind: str) -> dict[str, str]:
+        """A variant's spark.* settings (e.g. spark.bpfstore.pushdown.joins:false)."""
+        return {k: str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in variants.get(kind, {}).items() if k.startswith("spark.")}
 
     views = {"bpfstore": bpfstore({}),
              "parquet": {n: spark.read.parquet(str(data.split_dir("parquet") / n))
@@ -172,7 +179,15 @@ def bench_spark(t: Any, data: Any, agents: Agents, names: list[str], runs: int,
     def run(kind: str, text: str) -> list[tuple]:
         for name, df in views[kind].items():
             df.createOrReplaceTempView(name)
-        return rows(spark.sql(text))
+        changed = spark_settings(kind)
+        old = {k: spark.conf.get(k, None) for k in changed}
+        for k, v in changed.items():
+            spark.conf.set(k, v)
+        try:
+            return rows(spark.sql(text))
+        finally:
+            for k, v in old.items():
+                spark.conf.unset(k) if v is None else spark.conf.set(k, v)
 
     out = []
     for name in names:

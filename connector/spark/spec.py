@@ -8,6 +8,7 @@ way Spark's buffer would (ANSI: error; legacy: NULL plus an overflow flag Spark 
 Expression JSON: {"col": name} | {"lit": text|null, "type": T}
   | {"op": "="|"!="|"<"|"<="|">"|">="|"and"|"or"|"not"|"isnull"|"in", "args": [...]}
   | {"op": "+"|"-"|"*"|"/"|"neg"|"cast", "args": [...], "type": T, "ansi": bool}
+  | {"op": "in_keys", "args": [expr], "type": T, "keys": [text|null...]} (a key set)
 with T a Spark type name (`DataType.sql()`).
 Aggregate spec: {"filter": expr|null, "groups": [column...],
   "partials": [{"fn": "count_star"} | {"fn": "count"|"sum"|"min"|"max", "arg": expr,
@@ -76,6 +77,9 @@ def expr_from_json(j: dict[str, Any]) -> Expr:
         t = arrow_type(j["type"])
         return Literal(literal_value(j["lit"], t), result_type=t)
     op, args = j["op"], [expr_from_json(a) for a in j.get("args", ())]
+    if op == "in_keys":
+        t = arrow_type(j["type"])
+        return args[0].isin_keys(pa.array([literal_value(k, t) for k in j["keys"]], t))
     if op in _COMPARE:
         return Compare(_COMPARE[op], args[0], args[1])
     if op == "and":

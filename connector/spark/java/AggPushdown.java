@@ -138,8 +138,12 @@ final class AggPushdown {
     }
     String spec = Json.obj("filter", filter, "groups", Json.list(groupJson),
         "partials", Json.list(partialJson));
+    Map<String, String> extra = new HashMap<>(Map.of(Scala.AGG, spec));
+    if (JoinPushdown.selective(conditions)) {
+      extra.put(Scala.SELECTIVE, "true");
+    }
     DataSourceV2Relation scan = Scala.load(session, rel,
-        new StructType(fields.toArray(new StructField[0])), Map.of(Scala.AGG, spec));
+        new StructType(fields.toArray(new StructField[0])), extra);
     relOutput = Scala.list(scan.output());
 
     List<NamedExpression> merge = new ArrayList<>();

@@ -27,7 +27,9 @@ import scala.runtime.BoxedUnit;
 /**
  * The pre-CBO rule. Settings: {@code spark.bpfstore.pushdown} (default true: aggregates, whole
  * filter trees, column pruning), {@code spark.bpfstore.pushdown.aggregates} (default true; false
- * keeps filter trees and column pruning but leaves aggregates to Spark) and {@code spark.bpfstore.resetReadInfo} (default true: the
+ * keeps filter trees and column pruning but leaves aggregates to Spark), {@code
+ * spark.bpfstore.pushdown.joins} (default true: {@link JoinPushdown}) and {@code
+ * spark.bpfstore.resetReadInfo} (default true: the
  * guard against Spark 4.1-4.3's stale Python reader; only a regression test turns it off).
  */
 public final class BpfstoreRule extends Rule<LogicalPlan> {
@@ -49,6 +51,16 @@ public final class BpfstoreRule extends Rule<LogicalPlan> {
   /** Scans rewritten with pruned columns or a whole filter tree so far. */
   public static long scansPushed() {
     return SCANS.get();
+  }
+
+  /** Joins given the keys of their small side so far. */
+  public static long joinsPushed() {
+    return JoinPushdown.pushed();
+  }
+
+  /** Why the last join's small side was left to Spark. */
+  public static String lastJoinBail() {
+    return JoinPushdown.lastBail();
   }
 
   /** Why the last aggregate was left to Spark. */
@@ -74,7 +86,14 @@ public final class BpfstoreRule extends Rule<LogicalPlan> {
         }
       });
     }
-    return setting("spark.bpfstore.pushdown") ? rewrite(plan) : plan;
+    if (!setting("spark.bpfstore.pushdown")) {
+      return plan;
+    }
+    if (setting(JoinPushdown.ENABLED)) {
+      long maxRows = Long.parseLong(conf().getConfString(JoinPushdown.MAX_ROWS, "100000"));
+      plan = new JoinPushdown(session, maxRows).apply(plan);
+    }
+    return rewrite(plan);
   }
 
   private LogicalPlan rewrite(LogicalPlan p) {
@@ -163,6 +182,9 @@ public final class BpfstoreRule extends Rule<LogicalPlan> {
     }
     Map<String, String> extra = new HashMap<>();
     extra.put(Scala.PRUNED, "true");
+    if (JoinPushdown.selective(conditions)) {
+      extra.put(Scala.SELECTIVE, "true"); // a join may compute this side first
+    }
     if (!pushed.isEmpty()) {
       extra.put(Scala.FILTER, pushed.size() == 1 ? pushed.get(0)
           : Json.obj("op", Json.str("and"), "args", Json.list(pushed)));

@@ -21,6 +21,7 @@ final class Scala {
   static final String AGG = "bpfstore.agg";
   static final String FILTER = "bpfstore.filter";
   static final String PRUNED = "bpfstore.pruned";
+  static final String SELECTIVE = "bpfstore.selective"; // its pushed filter is selective
 
   private Scala() {}
 

@@ -50,6 +50,9 @@ import scala.Enumeration;
  * string functions, ...) throws {@link Bail}, and the caller leaves the plan alone.
  */
 final class Translate {
+  /** Larger IN sets (Spark's InSet, the join keys of JoinPushdown) travel as key sets. */
+  static final int IN_LIST_MAX = 16;
+
   private final Map<ExprId, String> columns; // relation attributes -> column names
   private final Map<ExprId, Expression> aliases; // Project aliases between here and the relation
 
@@ -149,10 +152,20 @@ final class Translate {
       return op("in", args.toArray(new String[0]));
     }
     if (e instanceof InSet x) {
+      DataType t = x.child().dataType();
+      List<Object> values = Scala.list(x.hset().toList());
+      if (values.size() > IN_LIST_MAX) { // a key set: one typed array, not a literal per value
+        List<String> keys = new ArrayList<>();
+        for (Object v : values) {
+          keys.add(v == null ? "null" : Json.str(text(v, t)));
+        }
+        return Json.obj("op", Json.str("in_keys"), "args", Json.list(List.of(expr(x.child()))),
+            "type", Json.str(typeName(t)), "keys", Json.list(keys));
+      }
       List<String> args = new ArrayList<>();
       args.add(expr(x.child()));
-      for (Object v : Scala.list(x.hset().toList())) {
-        args.add(literal(v, x.child().dataType()));
+      for (Object v : values) {
+        args.add(literal(v, t));
       }
       return op("in", args.toArray(new String[0]));
     }
@@ -278,17 +291,19 @@ final class Translate {
     if (v == null) {
       return Json.obj("lit", "null", "type", type);
     }
-    String text;
+    return Json.obj("lit", Json.str(text(v, t)), "type", type);
+  }
+
+  /** A Catalyst value as spec.py's literal text. */
+  private static String text(Object v, DataType t) {
     if (t instanceof DecimalType) {
-      text = ((Decimal) v).toJavaBigDecimal().toPlainString();
+      return ((Decimal) v).toJavaBigDecimal().toPlainString();
     } else if (t instanceof DoubleType) {
-      text = Double.toString((Double) v);
+      return Double.toString((Double) v);
     } else if (t instanceof FloatType) {
-      text = Double.toString(((Float) v).doubleValue()); // the float's exact value
-    } else {
-      text = v.toString(); // integers, booleans, dates (days since epoch), UTF8String
+      return Double.toString(((Float) v).doubleValue()); // the float's exact value
     }
-    return Json.obj("lit", Json.str(text), "type", type);
+    return v.toString(); // integers, booleans, dates (days since epoch), UTF8String
   }
 
   private static String op(String name, String... args) {
