@@ -26,6 +26,8 @@ from bpfstore.contract.plan import (
 )
 from bpfstore.contract.pushable import Capabilities, split_pushable
 
+IN_LIST_MAX = 16  # larger IN sets travel as key sets (as the extension's Translate.IN_LIST_MAX)
+
 _COMPARE = {"EqualTo": CompareOp.EQ, "GreaterThan": CompareOp.GT,
             "GreaterThanOrEqual": CompareOp.GE, "LessThan": CompareOp.LT,
             "LessThanOrEqual": CompareOp.LE}
@@ -55,7 +57,10 @@ def from_spark_filter(f: Any) -> Expr:
         # a <=> v (v not null) is never NULL: true exactly when a is not null and a = v
         return And((Not(IsNull(c)), Compare(CompareOp.EQ, c, _literal(f.value))))
     if kind == "In":
-        return In(_column(f.attribute), tuple(_literal(v) for v in f.value))
+        values = tuple(_literal(v) for v in f.value)
+        if len(values) > IN_LIST_MAX:  # a join's keys, or a long IN list: one key set
+            return _column(f.attribute).isin_keys([v.value for v in values])
+        return In(_column(f.attribute), values)
     if kind == "IsNull":
         return IsNull(_column(f.attribute))
     if kind == "IsNotNull":

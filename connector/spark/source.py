@@ -36,7 +36,16 @@ from pyspark.sql.datasource import (
 )
 
 from bpfstore.contract.errors import PlanInvalid
-from bpfstore.contract.plan import Aggregate, Dialect, EngineName, Expr, and_all
+from bpfstore.contract.keysets import normalized, same_keys
+from bpfstore.contract.plan import (
+    Aggregate,
+    Dialect,
+    EngineName,
+    Expr,
+    KeySet,
+    and_all,
+    conjuncts,
+)
 
 from ..client import (
     DatasetDescription,
@@ -212,8 +221,25 @@ class FilteringReader(BpfstoreReader):
         if self.spec is not None:
             return list(filters)  # aggregate scans carry their whole filter in the spec
         accepted, rejected = split_filters(list(filters), self._describe().schema)
-        self.where = and_all([*([self.where] if self.where is not None else []), *accepted])
+        have = conjuncts(self.where)
+        # a join's key set arrives twice (the extension's filter tree, then from Spark): once
+        self.where = and_all([*have, *(e for e in accepted if not _holds(have, e))])
         return rejected
+
+
+def _holds(have: list[Expr], e: Expr) -> bool:
+    """`e` is a key set that `have` already holds (the same column and keys, in any order)."""
+    if not isinstance(e, KeySet):
+        return False
+    for h in have:
+        if isinstance(h, KeySet) and h.arg == e.arg:
+            try:
+                keys = e.keys.cast(h.keys.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                continue
+            if same_keys(normalized(h.keys), normalized(keys)):
+                return True
+    return False
 
 
 def _log_report(report: QueryReport, started: float) -> None:

@@ -110,6 +110,10 @@ QUERIES = {
     "below_aggregate": ("select s.ss, a.total from (select k, sum(v) total from big "
                         "group by k) a join small s on a.k = s.sk where s.flag < 2", True),
     # tiny's keys filter small, whose keys then filter big
+    # the subquery's own scan was pushed down first: the join's keys reach the outer scan
+    "scalar_subquery": ("select count(*), sum(b.v) from big b join small s on b.k = s.sk "
+                        "where s.flag < 2 and b.v < (select avg(b2.v) from big b2 "
+                        "where b2.k = b.k)", True),
     "three_tables": ("select t.label, count(*), sum(b.v) from big b join small s "
                      "on b.k = s.sk join tiny t on s.flag = t.tk where t.label <> 'none' "
                      "group by t.label", True),
@@ -167,7 +171,7 @@ def test_small_side_over_max_rows_stays_with_spark(env: dict[str, Any]) -> None:
             recording(env["agents"]) as rec:
         assert run(env, "ours", text) == expected
     assert keyed_scans(rec.calls, "sj_big") == []
-    assert "more than 5 rows" in str(env["spark"]._jvm.io.bpfstore.spark.BpfstoreRule
+    assert "more than 5" in str(env["spark"]._jvm.io.bpfstore.spark.BpfstoreRule
                                      .lastJoinBail())
 
 
@@ -176,3 +180,36 @@ def test_pushed_keys_with_ansi(ansi: str, env: dict[str, Any]) -> None:
     text = QUERIES["below_aggregate"][0]
     with settings(env["spark"], spark__sql__ansi__enabled=ansi):
         assert run(env, "ours", text) == run(env, "plain", text)
+
+
+def test_small_side_over_max_bytes_stays_with_spark(env: dict[str, Any]) -> None:
+    text = QUERIES["inner_string"][0]
+    expected = run(env, "plain", text)
+    with settings(env["spark"], spark__bpfstore__pushdown__joins__maxBytes="100"), \
+            recording(env["agents"]) as rec:
+        assert run(env, "ours", text) == expected
+    assert keyed_scans(rec.calls, "sj_big") == []
+    assert "more than 100 bytes" in str(env["spark"]._jvm.io.bpfstore.spark.BpfstoreRule
+                                        .lastJoinBail())
+
+
+def test_no_keys_below_a_nondeterministic_filter(env: dict[str, Any]) -> None:
+    """rand() must see the rows it saw before: the keys stay above it (with Spark)."""
+    text = ("select count(*) from (select * from big where rand(7) < 0.5) b "
+            "join small s on b.k = s.sk where s.flag < 2")
+    with recording(env["agents"]) as rec:
+        run(env, "ours", text)
+    assert keyed_scans(rec.calls, "sj_big") == []
+
+
+def test_small_side_error_is_spark_error(env: dict[str, Any]) -> None:
+    """A small side that fails fails the query as it does without the pushdown."""
+    text = ("select count(*) from big b join small s on b.k = s.sk "
+            "where cast(s.ss as int) > 0")
+    with settings(env["spark"], spark__sql__ansi__enabled="true"):
+        with pytest.raises(Exception, match="CAST_INVALID_INPUT"):
+            run(env, "plain", text)
+        with pytest.raises(Exception, match="CAST_INVALID_INPUT"):
+            run(env, "ours", text)
+    assert "CAST_INVALID_INPUT" in str(env["spark"]._jvm.io.bpfstore.spark.BpfstoreRule
+                                       .lastJoinBail())

@@ -29,6 +29,7 @@ from bpfstore.contract.plan import (  # noqa: E402
     Column,
     Compare,
     CompareOp,
+    KeySet,
     Literal,
     Overflow,
 )
@@ -64,6 +65,22 @@ def _partials() -> pa.Table:
                                                           pa.decimal128(38, 0)),
                      "__agg_1": [3, 4],
                      "__agg_2": pa.array([Decimal(2**63), Decimal(5)], pa.decimal128(38, 0))})
+
+
+@pytest.mark.parametrize(("spark_type", "texts", "values"), [
+    ("BIGINT", ["3", "-9223372036854775808", None, "3"], [3, -(2**63), None, 3]),
+    ("DATE", ["0", "19000"], [dt.date(1970, 1, 1), dt.date(2022, 1, 8)]),
+    ("DECIMAL(38,2)", ["99999999999999999999999999999999999.99", "-0.01"],
+     [Decimal("99999999999999999999999999999999999.99"), Decimal("-0.01")]),
+    ("STRING", ["", "naïve", "\u0000x"], ["", "naïve", "\u0000x"]),
+])
+def test_key_sets_keep_every_key_exactly(spark_type: str, texts: list, values: list) -> None:
+    """The extension's large IN sets (join keys) arrive as one key set of Spark's type."""
+    j = {"op": "in_keys", "args": [COL], "type": spark_type, "keys": texts}
+    e = expr_from_json(json.loads(json.dumps(j)))
+    assert isinstance(e, KeySet) and e.arg == Column("d")
+    assert e.keys.type == arrow_type(spark_type)
+    assert e.keys.to_pylist() == values
 
 
 def test_partials_overflow_like_spark_buffers() -> None:

@@ -90,8 +90,9 @@ public final class BpfstoreRule extends Rule<LogicalPlan> {
       return plan;
     }
     if (setting(JoinPushdown.ENABLED)) {
-      long maxRows = Long.parseLong(conf().getConfString(JoinPushdown.MAX_ROWS, "100000"));
-      plan = new JoinPushdown(session, maxRows).apply(plan);
+      long maxRows = Long.parseLong(conf().getConfString(JoinPushdown.MAX_ROWS, "20000"));
+      long maxBytes = Long.parseLong(conf().getConfString(JoinPushdown.MAX_BYTES, "33554432"));
+      plan = new JoinPushdown(session, maxRows, maxBytes).apply(plan);
     }
     return rewrite(plan);
   }

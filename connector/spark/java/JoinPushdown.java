@@ -50,12 +50,14 @@ import scala.Option;
  * which rechecks every row; NULL keys never match, so they are left out of the set.
  *
  * <p>Settings: {@code spark.bpfstore.pushdown.joins} (default true) and
- * {@code spark.bpfstore.pushdown.joins.maxRows} (default 100000: the small side's rows, held on
- * the driver; a side with more is left to Spark, after at most that many rows were computed).
+ * {@code spark.bpfstore.pushdown.joins.maxRows} (default 20000) and {@code ...maxBytes}
+ * (default 33554432, 32 MiB): the small side's rows, held on the driver; a larger side is left
+ * to Spark, after at most maxRows + 1 of its rows were computed.
  */
 final class JoinPushdown {
   static final String ENABLED = "spark.bpfstore.pushdown.joins";
   static final String MAX_ROWS = "spark.bpfstore.pushdown.joins.maxRows";
+  static final String MAX_BYTES = "spark.bpfstore.pushdown.joins.maxBytes";
   private static final AtomicLong PUSHED = new AtomicLong();
   private static volatile String lastBail = "";
 
@@ -64,11 +66,13 @@ final class JoinPushdown {
 
   private final SparkSession session;
   private final long maxRows;
+  private final long maxBytes;
   private final java.util.Set<LogicalPlan> failed = new java.util.HashSet<>(); // too large
 
-  JoinPushdown(SparkSession session, long maxRows) {
+  JoinPushdown(SparkSession session, long maxRows, long maxBytes) {
     this.session = session;
     this.maxRows = maxRows;
+    this.maxBytes = maxBytes;
   }
 
   static long pushed() {
@@ -122,7 +126,9 @@ final class JoinPushdown {
 
   /**
    * WHERE conjuncts {@code x IN (subquery)} and {@code EXISTS (subquery)} (correlated by
-   * equalities): Spark turns them into semi joins only after this rule has run.
+   * equalities): Spark turns them into semi joins only after this rule has run. (A subquery's
+   * own plan was optimized first, its scans pushed down already: it can give keys, not take
+   * them, so a correlated scalar subquery such as Q17's is left alone.)
    */
   private LogicalPlan rewrite(Filter f) {
     List<Expression> terms = new ArrayList<>(conjuncts(f.condition()));
@@ -174,6 +180,12 @@ final class JoinPushdown {
   private Pushed push(LogicalPlan small, LogicalPlan big, List<Attribute[]> keys) {
     if (keys.isEmpty() || !small.deterministic() || !candidate(small)
         || failed.contains(small)) {
+      return null;
+    }
+    long rows = estimate(small);
+    if (rows > maxRows) {
+      lastBail = "small side has about " + rows + " rows, more than " + maxRows;
+      failed.add(small);
       return null;
     }
     List<Attribute[]> reachable = new ArrayList<>();
@@ -252,25 +264,113 @@ final class JoinPushdown {
         .anyMatch(c -> !(c instanceof IsNotNull));
   }
 
-  /** The small side as a LocalRelation with its own attributes, or empty if too large. */
+  /**
+   * The small side as a LocalRelation with its own attributes, or empty: more than maxRows rows
+   * or maxBytes, or it failed (Spark then runs it as before and reports any error itself).
+   */
   private Optional<LocalRelation> computed(LogicalPlan small) {
     if (small instanceof LocalRelation l) {
       return Optional.of(l);
     }
-    InternalRow[] rows = org.apache.spark.sql.classic.Dataset
-        .ofRows((org.apache.spark.sql.classic.SparkSession) session, small)
-        .limit((int) Math.min(maxRows + 1, Integer.MAX_VALUE))
-        .queryExecution().executedPlan().executeCollect();
+    InternalRow[] rows;
+    try {
+      rows = org.apache.spark.sql.classic.Dataset
+          .ofRows((org.apache.spark.sql.classic.SparkSession) session, small)
+          .limit((int) Math.min(maxRows + 1, Integer.MAX_VALUE))
+          .queryExecution().executedPlan().executeCollect();
+    } catch (RuntimeException e) {
+      lastBail = "small side failed: " + e;
+      return Optional.empty();
+    }
     if (rows.length > maxRows) {
       lastBail = "small side has more than " + maxRows + " rows";
       return Optional.empty();
     }
     List<InternalRow> copies = new ArrayList<>();
+    long bytes = 0;
     for (InternalRow r : rows) {
-      copies.add(r instanceof UnsafeRow u ? u.copy() : r.copy());
+      InternalRow copy = r instanceof UnsafeRow u ? u.copy() : r.copy();
+      bytes += copy instanceof UnsafeRow u ? u.getSizeInBytes() : 64L * r.numFields();
+      copies.add(copy);
+    }
+    if (bytes > maxBytes) {
+      lastBail = "small side has more than " + maxBytes + " bytes";
+      return Optional.empty();
     }
     return Optional.of(new LocalRelation(small.output(), Scala.seq(copies), false,
         Option.empty()));
+  }
+
+  /**
+   * At most how many rows `p` has, cheaply: a filtered scan is counted on the agents (a pushed
+   * count), a join with a local relation multiplies the other side by its most repeated key;
+   * -1 where no bound is known (the limit in `computed` then bounds the work).
+   */
+  private long estimate(LogicalPlan p) {
+    if (p instanceof LocalRelation l) {
+      return l.data().size();
+    }
+    if (chainOverScan(p)) {
+      try {
+        InternalRow[] r = org.apache.spark.sql.classic.Dataset
+            .ofRows((org.apache.spark.sql.classic.SparkSession) session, p).groupBy().count()
+            .queryExecution().executedPlan().executeCollect();
+        return r[0].getLong(0);
+      } catch (RuntimeException e) {
+        return -1;
+      }
+    }
+    if (p instanceof Project || p instanceof Filter
+        || (p instanceof Aggregate a && !a.groupingExpressions().isEmpty())) {
+      return estimate(p.children().head());
+    }
+    if (p instanceof Join j && j.condition().isDefined()) {
+      JoinType t = j.joinType();
+      if (t == LeftSemi$.MODULE$ || t == LeftAnti$.MODULE$) {
+        return estimate(j.left());
+      }
+      if (t != Inner$.MODULE$) {
+        return -1;
+      }
+      List<Expression> condition = conjuncts(j.condition().get());
+      for (boolean left : List.of(true, false)) {
+        LogicalPlan local = left ? j.left() : j.right();
+        LogicalPlan other = left ? j.right() : j.left();
+        if (local instanceof LocalRelation l) {
+          long most = -1;
+          for (Attribute[] k : keys(condition, l, other)) {
+            long m = mostRepeated(l, k[0]);
+            most = most < 0 ? m : Math.min(most, m);
+          }
+          long rest = most < 0 ? -1 : estimate(other);
+          return rest < 0 ? -1 : rest * most;
+        }
+      }
+    }
+    return -1;
+  }
+
+  /** Project|Filter... over a bpfstore relation not yet pushed down (a count is pushed). */
+  private static boolean chainOverScan(LogicalPlan p) {
+    while (p instanceof Project || p instanceof Filter) {
+      p = p.children().head();
+    }
+    DataSourceV2Relation rel = Scala.bpfstore(p);
+    return rel != null && !Scala.rewritten(rel);
+  }
+
+  private static long mostRepeated(LocalRelation l, Attribute key) {
+    java.util.Map<Object, Long> counts = new java.util.HashMap<>();
+    List<Attribute> output = Scala.list(l.output());
+    int ordinal = output.indexOf(output.stream()
+        .filter(a -> a.exprId().equals(key.exprId())).findFirst().orElseThrow());
+    long most = 0;
+    for (InternalRow r : Scala.list(l.data())) {
+      if (!r.isNullAt(ordinal)) {
+        most = Math.max(most, counts.merge(r.get(ordinal, key.dataType()), 1L, Long::sum));
+      }
+    }
+    return most;
   }
 
   /** The distinct non-NULL values of `key` in the relation, as Catalyst values. */
@@ -298,6 +398,9 @@ final class JoinPushdown {
    */
   private static LogicalPlan insert(LogicalPlan p, ExprId key,
       scala.collection.immutable.Set<Object> values) {
+    if (!p.deterministic()) {
+      return null; // a filter moved below rand() would change which rows it sees
+    }
     DataSourceV2Relation rel = Scala.bpfstore(p);
     if (rel != null) {
       if (Scala.rewritten(rel)) {
