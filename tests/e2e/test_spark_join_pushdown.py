@@ -213,3 +213,15 @@ def test_small_side_error_is_spark_error(env: dict[str, Any]) -> None:
             run(env, "ours", text)
     assert "CAST_INVALID_INPUT" in str(env["spark"]._jvm.io.bpfstore.spark.BpfstoreRule
                                        .lastJoinBail())
+
+
+def test_explain_shows_the_pushed_keys(env: dict[str, Any]) -> None:
+    from bpfstore.connector.spark.plan_summary import pushdown_summary
+
+    run(env, "ours", "select 1")  # the temp views over bpfstore
+    small = _tables()["sj_small"]
+    n = len({k for k, f in zip(small["sk"].to_pylist(), small["flag"].to_pylist(), strict=True)
+             if f < 2 and k is not None})
+    summaries = pushdown_summary(env["spark"].sql(QUERIES["inner_int"][0]))
+    (big,) = [s for s in summaries if "'sj_big'" in s]
+    assert f"k IN <{n} keys>" in big, big

@@ -23,6 +23,7 @@ from bpfstore.connector.spark.types import arrow_type  # noqa: E402
 from bpfstore.contract.errors import ArithmeticOverflow  # noqa: E402
 from bpfstore.contract.plan import (  # noqa: E402
     AggFunc,
+    And,
     Arith,
     ArithOp,
     Cast,
@@ -106,6 +107,40 @@ def test_push_filters_accepts_only_what_binds() -> None:
     accepted, rejected = split_filters(filters, schema)
     assert len(accepted) == 5
     assert rejected == filters[5:]
+
+
+def test_long_in_filters_become_key_sets_that_bind() -> None:
+    """Spark's IN of a join's keys (thousands of values) is one key set, checked like any
+    other filter: keys that cannot be compared exactly with the column stay with Spark."""
+    schema = pa.schema([("id", pa.int64()), ("k", pa.string())])
+    many = tuple(range(0, 3000, 3)) + (None,)
+    filters = [ds.In(("id",), many), ds.In(("k",), tuple(f"s{i}" for i in range(40))),
+               ds.In(("id",), tuple(f"s{i}" for i in range(40))),
+               ds.In(("id",), tuple(i + 0.5 for i in range(40)))]
+    accepted, rejected = split_filters(filters, schema)
+    assert rejected == filters[2:]
+    assert [type(e) for e in accepted] == [KeySet, KeySet]
+    assert accepted[0].keys.to_pylist() == list(many)
+
+
+def test_pushfilters_keeps_one_copy_of_a_key_set() -> None:
+    """The extension's filter tree already holds the join's key set; the same keys arriving
+    again from Spark's pushFilters (in another order) are not added."""
+    from pyspark.sql.datasource import CaseInsensitiveDict
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    from bpfstore.connector.spark.source import FilteringReader
+
+    tree = {"op": "in_keys", "args": [{"col": "id"}], "type": "BIGINT",
+            "keys": [str(i) for i in range(40)]}
+    reader = FilteringReader([], "t", StructType([StructField("id", LongType())]),
+                             CaseInsensitiveDict({"bpfstore.filter": json.dumps(tree)}))
+    reader.desc = type("D", (), {"schema": pa.schema([("id", pa.int64())])})()
+    before = reader.where
+    assert reader.pushFilters([ds.In(("id",), tuple(reversed(range(40))))]) == []
+    assert reader.where == before
+    reader.pushFilters([ds.In(("id",), tuple(range(41)))])  # other keys: both kept
+    assert isinstance(reader.where, And) and len(reader.where.args) == 2
 
 
 def test_pushfilters_only_when_spark_will_call_it() -> None:

@@ -182,10 +182,7 @@ final class JoinPushdown {
         || failed.contains(small)) {
       return null;
     }
-    long rows = estimate(small);
-    if (rows > maxRows) {
-      lastBail = "small side has about " + rows + " rows, more than " + maxRows;
-      failed.add(small);
+    if (!streams(small)) {
       return null;
     }
     List<Attribute[]> reachable = new ArrayList<>();
@@ -302,75 +299,23 @@ final class JoinPushdown {
   }
 
   /**
-   * At most how many rows `p` has, cheaply: a filtered scan is counted on the agents (a pushed
-   * count), a join with a local relation multiplies the other side by its most repeated key;
-   * -1 where no bound is known (the limit in `computed` then bounds the work).
+   * Computing `p` under a limit stops early: scans, filters, projections, and joins that
+   * broadcast a local relation (as one made small below). A join of two scans would shuffle
+   * both first, so it is never tried; an aggregate (a HAVING's input) is computed whole.
    */
-  private long estimate(LogicalPlan p) {
-    if (p instanceof LocalRelation l) {
-      return l.data().size();
+  private static boolean streams(LogicalPlan p) {
+    if (p instanceof LocalRelation || p instanceof DataSourceV2ScanRelation
+        || Scala.bpfstore(p) != null) {
+      return true;
     }
-    if (chainOverScan(p)) {
-      try {
-        InternalRow[] r = org.apache.spark.sql.classic.Dataset
-            .ofRows((org.apache.spark.sql.classic.SparkSession) session, p).groupBy().count()
-            .queryExecution().executedPlan().executeCollect();
-        return r[0].getLong(0);
-      } catch (RuntimeException e) {
-        return -1;
-      }
+    if (p instanceof Project || p instanceof Filter || p instanceof Aggregate) {
+      return streams(p.children().head());
     }
-    if (p instanceof Project || p instanceof Filter
-        || (p instanceof Aggregate a && !a.groupingExpressions().isEmpty())) {
-      return estimate(p.children().head());
+    if (p instanceof Join j) {
+      return (j.left() instanceof LocalRelation && streams(j.right()))
+          || (j.right() instanceof LocalRelation && streams(j.left()));
     }
-    if (p instanceof Join j && j.condition().isDefined()) {
-      JoinType t = j.joinType();
-      if (t == LeftSemi$.MODULE$ || t == LeftAnti$.MODULE$) {
-        return estimate(j.left());
-      }
-      if (t != Inner$.MODULE$) {
-        return -1;
-      }
-      List<Expression> condition = conjuncts(j.condition().get());
-      for (boolean left : List.of(true, false)) {
-        LogicalPlan local = left ? j.left() : j.right();
-        LogicalPlan other = left ? j.right() : j.left();
-        if (local instanceof LocalRelation l) {
-          long most = -1;
-          for (Attribute[] k : keys(condition, l, other)) {
-            long m = mostRepeated(l, k[0]);
-            most = most < 0 ? m : Math.min(most, m);
-          }
-          long rest = most < 0 ? -1 : estimate(other);
-          return rest < 0 ? -1 : rest * most;
-        }
-      }
-    }
-    return -1;
-  }
-
-  /** Project|Filter... over a bpfstore relation not yet pushed down (a count is pushed). */
-  private static boolean chainOverScan(LogicalPlan p) {
-    while (p instanceof Project || p instanceof Filter) {
-      p = p.children().head();
-    }
-    DataSourceV2Relation rel = Scala.bpfstore(p);
-    return rel != null && !Scala.rewritten(rel);
-  }
-
-  private static long mostRepeated(LocalRelation l, Attribute key) {
-    java.util.Map<Object, Long> counts = new java.util.HashMap<>();
-    List<Attribute> output = Scala.list(l.output());
-    int ordinal = output.indexOf(output.stream()
-        .filter(a -> a.exprId().equals(key.exprId())).findFirst().orElseThrow());
-    long most = 0;
-    for (InternalRow r : Scala.list(l.data())) {
-      if (!r.isNullAt(ordinal)) {
-        most = Math.max(most, counts.merge(r.get(ordinal, key.dataType()), 1L, Long::sum));
-      }
-    }
-    return most;
+    return false;
   }
 
   /** The distinct non-NULL values of `key` in the relation, as Catalyst values. */

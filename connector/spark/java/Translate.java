@@ -154,7 +154,9 @@ final class Translate {
     if (e instanceof InSet x) {
       DataType t = x.child().dataType();
       List<Object> values = Scala.list(x.hset().toList());
-      if (values.size() > IN_LIST_MAX) { // a key set: one typed array, not a literal per value
+      // a key set: one typed array, not a literal per value (floats keep Spark's own IN, whose
+      // -0.0 and NaN rules are not a key set's)
+      if (values.size() > IN_LIST_MAX && !(t instanceof DoubleType || t instanceof FloatType)) {
         List<String> keys = new ArrayList<>();
         for (Object v : values) {
           keys.add(v == null ? "null" : Json.str(text(v, t)));
