@@ -1,13 +1,15 @@
-"""Spark join key pushdown (connector/spark/java/JoinPushdown.java): a join of a bpfstore scan
-with a small side computes the small side once and sends its keys to the big side's agents as
-a key set. Every query equals plain Spark over Parquet copies of the same rows, with the
-pushdown on and off; the keys reach the big table's scans where the join cannot change
-(inner, semi, the outer join's non-preserved side, through grouping keys) and nowhere else
-(the preserved side of an outer join, anti joins, a small side over `maxRows`)."""
+"""Spark join key pushdown (connector/spark/java/JoinPushdown.java; off by default, on here
+with spark.bpfstore.pushdown.joins=true): a join of a bpfstore scan with a small side computes
+the small side once and sends its keys to the big side's agents as a key set. Every query
+equals plain Spark over Parquet copies of the same rows, with the pushdown on and off; the
+keys reach the big table's scans where the join cannot change (inner, semi, the outer join's
+non-preserved side, through grouping keys) and nowhere else (the preserved side of an outer
+join, anti joins, a small side over `maxRows`)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -59,7 +61,7 @@ def _tables() -> dict[str, pa.Table]:
 
 
 @pytest.fixture(scope="module")
-def env(agents, client: Client, tmp_path_factory) -> dict[str, Any]:
+def env(agents, client: Client, tmp_path_factory) -> Iterator[dict[str, Any]]:
     spark = spark_session()
     addresses = ",".join(a.address for a in agents)
     out = tmp_path_factory.mktemp("spark-joins")
@@ -69,7 +71,8 @@ def env(agents, client: Client, tmp_path_factory) -> dict[str, Any]:
         client.write(name, table, partition_rows=500, overwrite=True)  # 12 big partitions
         views["ours"][name] = spark.read.format("bpfstore").option("agents", addresses).load(name)
         views["plain"][name] = spark.read.parquet(str(out / f"{name}.parquet"))
-    return {"spark": spark, "agents": agents, **views}
+    with settings(spark, spark__bpfstore__pushdown__joins="true"):  # off by default
+        yield {"spark": spark, "agents": agents, **views}
 
 
 def run(env: dict[str, Any], kind: str, text: str) -> list[tuple]:
@@ -93,6 +96,8 @@ def joins_pushed(spark: Any) -> int:
 QUERIES = {
     "inner_int": ("select b.k, b.v, s.ss from big b join small s on b.k = s.sk "
                   "where s.flag < 2", True),
+    "inner_like": ("select b.k, b.v from big b join small s on b.k = s.sk "
+                   "where s.ss like '%7%'", True),  # a filter that stays with Spark
     "inner_string": ("select b.s, sum(b.v), count(*) from big b join small s on b.s = s.ss "
                      "where s.flag = 3 group by b.s", True),
     "inner_date": ("select b.d, b.m from big b join small s on b.d = s.sd where s.flag = 4",
@@ -164,15 +169,20 @@ def test_keys_cut_the_rows_read(env: dict[str, Any]) -> None:
     assert {k for k in keysets[0].keys.to_pylist()} == wanted
 
 
-def test_small_side_over_max_rows_stays_with_spark(env: dict[str, Any]) -> None:
-    text = QUERIES["inner_int"][0]
+@pytest.mark.parametrize(("setting", "small", "why"), [
+    ("maxRows", "s.flag < 2", "more than 5 rows"),  # computed under a limit of 6 rows
+    ("maxRows", "s.ss like 'n1%'", "more than 5 rows"),
+    ("maxBytes", "s.flag = 3", "more than 5 bytes"),
+])
+def test_small_side_over_a_limit_stays_with_spark(setting: str, small: str, why: str,
+                                                  env: dict[str, Any]) -> None:
+    text = f"select b.k, b.v, s.ss from big b join small s on b.k = s.sk where {small}"
     expected = run(env, "plain", text)
-    with settings(env["spark"], spark__bpfstore__pushdown__joins__maxRows="5"), \
+    with settings(env["spark"], **{f"spark__bpfstore__pushdown__joins__{setting}": "5"}), \
             recording(env["agents"]) as rec:
         assert run(env, "ours", text) == expected
     assert keyed_scans(rec.calls, "sj_big") == []
-    assert "more than 5" in str(env["spark"]._jvm.io.bpfstore.spark.BpfstoreRule
-                                     .lastJoinBail())
+    assert why in str(env["spark"]._jvm.io.bpfstore.spark.BpfstoreRule.lastJoinBail())
 
 
 @pytest.mark.parametrize("ansi", ["true", "false"])
@@ -180,17 +190,6 @@ def test_pushed_keys_with_ansi(ansi: str, env: dict[str, Any]) -> None:
     text = QUERIES["below_aggregate"][0]
     with settings(env["spark"], spark__sql__ansi__enabled=ansi):
         assert run(env, "ours", text) == run(env, "plain", text)
-
-
-def test_small_side_over_max_bytes_stays_with_spark(env: dict[str, Any]) -> None:
-    text = QUERIES["inner_string"][0]
-    expected = run(env, "plain", text)
-    with settings(env["spark"], spark__bpfstore__pushdown__joins__maxBytes="100"), \
-            recording(env["agents"]) as rec:
-        assert run(env, "ours", text) == expected
-    assert keyed_scans(rec.calls, "sj_big") == []
-    assert "more than 100 bytes" in str(env["spark"]._jvm.io.bpfstore.spark.BpfstoreRule
-                                        .lastJoinBail())
 
 
 def test_no_keys_below_a_nondeterministic_filter(env: dict[str, Any]) -> None:

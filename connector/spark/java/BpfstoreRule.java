@@ -28,7 +28,7 @@ import scala.runtime.BoxedUnit;
  * The pre-CBO rule. Settings: {@code spark.bpfstore.pushdown} (default true: aggregates, whole
  * filter trees, column pruning), {@code spark.bpfstore.pushdown.aggregates} (default true; false
  * keeps filter trees and column pruning but leaves aggregates to Spark), {@code
- * spark.bpfstore.pushdown.joins} (default true: {@link JoinPushdown}) and {@code
+ * spark.bpfstore.pushdown.joins} (default false: {@link JoinPushdown}) and {@code
  * spark.bpfstore.resetReadInfo} (default true: the
  * guard against Spark 4.1-4.3's stale Python reader; only a regression test turns it off).
  */
@@ -89,7 +89,7 @@ public final class BpfstoreRule extends Rule<LogicalPlan> {
     if (!setting("spark.bpfstore.pushdown")) {
       return plan;
     }
-    if (setting(JoinPushdown.ENABLED)) {
+    if (Boolean.parseBoolean(conf().getConfString(JoinPushdown.ENABLED, "false"))) {
       long maxRows = Long.parseLong(conf().getConfString(JoinPushdown.MAX_ROWS, "20000"));
       long maxBytes = Long.parseLong(conf().getConfString(JoinPushdown.MAX_BYTES, "33554432"));
       plan = new JoinPushdown(session, maxRows, maxBytes).apply(plan);
@@ -218,7 +218,7 @@ public final class BpfstoreRule extends Rule<LogicalPlan> {
     }
   }
 
-  private static List<Expression> conjuncts(Expression e) {
+  static List<Expression> conjuncts(Expression e) {
     if (e instanceof And a) {
       List<Expression> out = new ArrayList<>(conjuncts(a.left()));
       out.addAll(conjuncts(a.right()));

@@ -40,8 +40,9 @@ import scala.Option;
 
 /**
  * Join key pushdown. A join between a bpfstore scan and a small side (a local relation, or a
- * subtree with a selective filter whose result has at most {@code maxRows} rows) becomes: the
- * small side computed once, now, into a LocalRelation (so Spark broadcasts it), and a
+ * subtree with a selective filter whose result has at most {@code maxRows} rows, computed
+ * under a limit where that stops early) becomes: the small side computed once, now, into a
+ * LocalRelation (so Spark broadcasts it), and a
  * {@code key IN <its keys>} filter on the big side's bpfstore scan, which the rest of the rule
  * sends to the agents as a key set. Only where the answer cannot change: equality keys of the
  * same type, pushed into the side whose unmatched rows the join drops (inner: either side; left
@@ -49,7 +50,10 @@ import scala.Option;
  * grouping keys of aggregates and the preserved sides of other joins. Spark keeps the join,
  * which rechecks every row; NULL keys never match, so they are left out of the set.
  *
- * <p>Settings: {@code spark.bpfstore.pushdown.joins} (default true) and
+ * <p>Off by default: each small side tried is one more Spark job while the query is planned
+ * (about 0.3 s here), which TPC-H's joins with a few hundred keys repay many times, and a side
+ * found too large, or too little selective, does not (docs/benchmarks/tpch-sf1-spark.md).
+ * Settings: {@code spark.bpfstore.pushdown.joins} (default false) and
  * {@code spark.bpfstore.pushdown.joins.maxRows} (default 20000) and {@code ...maxBytes}
  * (default 33554432, 32 MiB): the small side's rows, held on the driver; a larger side is left
  * to Spark, after at most maxRows + 1 of its rows were computed.
@@ -421,11 +425,6 @@ final class JoinPushdown {
   }
 
   private static List<Expression> conjuncts(Expression e) {
-    if (e instanceof And a) {
-      List<Expression> out = new ArrayList<>(conjuncts(a.left()));
-      out.addAll(conjuncts(a.right()));
-      return out;
-    }
-    return List.of(e);
+    return BpfstoreRule.conjuncts(e);
   }
 }
