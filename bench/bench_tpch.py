@@ -53,7 +53,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--spark-variants", default="",
                    help="more Spark runs with options on every bpfstore view or spark.* "
                         "settings, NAME=OPTION:VALUE,... (e.g. 'task-per-partition="
-                        "rowsPerTask:1', 'no-join-pushdown=spark.bpfstore.pushdown.joins:false')")
+                        "rowsPerTask:1', 'joins=spark.bpfstore.pushdown.joins:true')")
     p.add_argument("--out", type=Path, default=None,
                    help="results stem (default docs/benchmarks/tpch-sf<SF>)")
     return p.parse_args(argv)
