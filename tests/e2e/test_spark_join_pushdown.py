@@ -134,6 +134,10 @@ QUERIES = {
                    "(select 1 from small s where s.sk = b.k and s.flag < 2)", False),
     "full_outer": ("select count(*), count(b.k), count(s.sk) from big b full join "
                    "(select * from small where flag < 2) s on b.k = s.sk", False),
+    # the small side's EXISTS reads the whole big table: never computed while planning
+    "small_with_exists": ("select count(*), sum(b.v) from big b join (select * from small sm "
+                          "where sm.flag < 2 and exists (select 1 from big b2 "
+                          "where b2.k = sm.sk)) x on b.k = x.sk", False),
     "unfiltered_small": ("select count(*) from big b join small s on b.k = s.sk", False),
 }
 

@@ -17,6 +17,7 @@ import org.apache.spark.sql.catalyst.expressions.InSet;
 import org.apache.spark.sql.catalyst.expressions.InSubquery;
 import org.apache.spark.sql.catalyst.expressions.IsNotNull;
 import org.apache.spark.sql.catalyst.expressions.NamedExpression;
+import org.apache.spark.sql.catalyst.expressions.SubqueryExpression$;
 import org.apache.spark.sql.catalyst.expressions.UnsafeRow;
 import org.apache.spark.sql.catalyst.plans.Inner$;
 import org.apache.spark.sql.catalyst.plans.JoinType;
@@ -305,9 +306,15 @@ final class JoinPushdown {
   /**
    * Computing `p` under a limit stops early: scans, filters, projections, and joins that
    * broadcast a local relation (as one made small below). A join of two scans would shuffle
-   * both first, so it is never tried; an aggregate (a HAVING's input) is computed whole.
+   * both first, so it is never tried, nor a node with a subquery; an aggregate (a HAVING's
+   * input) is computed whole.
    */
   private static boolean streams(LogicalPlan p) {
+    for (Expression e : Scala.list(p.expressions())) {
+      if (SubqueryExpression$.MODULE$.hasSubquery(e)) {
+        return false; // Q21's EXISTS over lineitem: its semi join reads the whole subquery
+      }
+    }
     if (p instanceof LocalRelation || p instanceof DataSourceV2ScanRelation
         || Scala.bpfstore(p) != null) {
       return true;
