@@ -281,6 +281,9 @@ final class JoinPushdown {
           .limit((int) Math.min(maxRows + 1, Integer.MAX_VALUE))
           .queryExecution().executedPlan().executeCollect();
     } catch (RuntimeException e) {
+      if (Thread.currentThread().isInterrupted()) {
+        throw e; // the query was cancelled: not a reason to plan on
+      }
       lastBail = "small side failed: " + e;
       return Optional.empty();
     }

@@ -154,8 +154,8 @@ final class Translate {
     if (e instanceof InSet x) {
       DataType t = x.child().dataType();
       List<Object> values = Scala.list(x.hset().toList());
-      // a key set: one typed array, not a literal per value (floats keep Spark's own IN, whose
-      // -0.0 and NaN rules are not a key set's)
+      // a key set: one typed array, not a literal per value (floats stay an IN list, as
+      // before: Spark's InSet rules for -0.0 and NaN were not checked against a key set's)
       if (values.size() > IN_LIST_MAX && !(t instanceof DoubleType || t instanceof FloatType)) {
         List<String> keys = new ArrayList<>();
         for (Object v : values) {
