@@ -187,7 +187,10 @@ def bench_spark(t: Any, data: Any, agents: Agents, names: list[str], runs: int,
             return rows(spark.sql(text))
         finally:
             for k, v in old.items():
-                spark.conf.unset(k) if v is None else spark.conf.set(k, v)
+                if v is None:
+                    spark.conf.unset(k)
+                else:
+                    spark.conf.set(k, v)
 
     out = []
     for name in names:
