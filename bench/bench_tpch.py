@@ -156,7 +156,7 @@ def compared(t: Any, frontend: str, name: str, ours: Callable[[], Any],
 
 def bench_spark(t: Any, data: Any, agents: Agents, names: list[str], runs: int,
                 variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    from spark_support import rows, spark_session
+    from spark_support import rows, settings, spark_session
 
     spark = spark_session()
     joined = ",".join(agents.addresses)
@@ -179,18 +179,9 @@ def bench_spark(t: Any, data: Any, agents: Agents, names: list[str], runs: int,
     def run(kind: str, text: str) -> list[tuple]:
         for name, df in views[kind].items():
             df.createOrReplaceTempView(name)
-        changed = spark_settings(kind)
-        old = {k: spark.conf.get(k, None) for k in changed}
-        for k, v in changed.items():
-            spark.conf.set(k, v)
-        try:
+        with settings(spark, **{k.replace(".", "__"): v
+                                for k, v in spark_settings(kind).items()}):
             return rows(spark.sql(text))
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    spark.conf.unset(k)
-                else:
-                    spark.conf.set(k, v)
 
     out = []
     for name in names:
