@@ -160,8 +160,8 @@ def test_join_equals_plain_spark(name: str, env: dict[str, Any]) -> None:
     assert keyed_scans(rec.calls, "sj_big") == []
 
 
-def test_keys_cut_the_rows_read(env: dict[str, Any]) -> None:
-    """Only the big table's rows whose key the small side holds leave the agents."""
+def test_the_key_set_is_the_small_sides_keys(env: dict[str, Any]) -> None:
+    """The big table's scans carry exactly the small side's non-NULL keys after its filter."""
     text = QUERIES["inner_int"][0]
     with recording(env["agents"]) as rec:
         run(env, "ours", text)

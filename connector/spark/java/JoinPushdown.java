@@ -52,8 +52,9 @@ import scala.Option;
  * which rechecks every row; NULL keys never match, so they are left out of the set.
  *
  * <p>Off by default: each small side tried is one more Spark job while the query is planned
- * (about 0.3 s here), which TPC-H's joins with a few hundred keys repay many times, and a side
- * found too large, or too little selective, does not (docs/benchmarks/tpch-sf1-spark.md).
+ * (0.2-0.5 s on a 2-core VM), which TPC-H's joins with a few hundred keys repay many times, and
+ * a side found too large, or too little selective, does not
+ * (docs/benchmarks/tpch-sf1-spark-joins.md).
  * Settings: {@code spark.bpfstore.pushdown.joins} (default false) and
  * {@code spark.bpfstore.pushdown.joins.maxRows} (default 20000) and {@code ...maxBytes}
  * (default 33554432, 32 MiB): the small side's rows, held on the driver; a larger side is left
@@ -183,11 +184,8 @@ final class JoinPushdown {
 
   /** The small side computed and its keys on the big side, or null (nothing changes). */
   private Pushed push(LogicalPlan small, LogicalPlan big, List<Attribute[]> keys) {
-    if (keys.isEmpty() || !small.deterministic() || !candidate(small)
+    if (keys.isEmpty() || !small.deterministic() || !candidate(small) || !streams(small)
         || failed.contains(small)) {
-      return null;
-    }
-    if (!streams(small)) {
       return null;
     }
     List<Attribute[]> reachable = new ArrayList<>();
